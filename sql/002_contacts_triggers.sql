@@ -1,0 +1,97 @@
+-- mcsync 002: triggers on the app's `contacts` table. They are statement-level with transition
+-- tables, so a 100,000-row import writes its queue rows in one INSERT ... SELECT and sends one
+-- NOTIFY. They fire only for users with a connection and only when a synced column changes.
+
+DO $$
+BEGIN
+    IF to_regclass('contacts') IS NULL THEN
+        RAISE EXCEPTION 'mcsync: the app''s "contacts" table was not found in search_path %',
+            current_setting('search_path')
+            USING HINT = 'Create the contacts table (id uuid, user_id uuid, first_name, last_name, '
+                         'email, phone text, tags text[]) before running mcsync migrate.';
+    END IF;
+END $$;
+
+-- Lets the worker find every contact that shares an address, without scanning the user.
+CREATE INDEX IF NOT EXISTS contacts_mcsync_email_idx ON contacts (user_id, lower(btrim(email)));
+
+-- SECURITY DEFINER with the search_path frozen at install time: the app's own role needs no
+-- grant on mcsync's tables, and a caller cannot redirect the function to other tables.
+CREATE FUNCTION mcsync_enqueue_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+    SELECT n.user_id, n.id, 'upsert', NULL
+      FROM mcsync_new_rows n
+      JOIN mailchimp_connections c ON c.user_id = n.user_id
+    ON CONFLICT (user_id, contact_id) DO UPDATE
+       SET op = 'upsert', version = q.version + 1, changed_at = now();
+    IF FOUND THEN
+        PERFORM pg_notify('mcsync', '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION mcsync_enqueue_updated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    queued boolean := false;
+BEGIN
+    -- Contacts whose synced columns changed (or that moved to this user).
+    INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+    SELECT n.user_id, n.id, 'upsert', CASE WHEN o.user_id = n.user_id THEN o.email END
+      FROM mcsync_new_rows n
+      JOIN mcsync_old_rows o ON o.id = n.id
+      JOIN mailchimp_connections c ON c.user_id = n.user_id
+     WHERE (n.user_id, n.email, n.first_name, n.last_name, n.phone, n.tags)
+           IS DISTINCT FROM (o.user_id, o.email, o.first_name, o.last_name, o.phone, o.tags)
+    ON CONFLICT (user_id, contact_id) DO UPDATE
+       SET op = 'upsert', version = q.version + 1, changed_at = now(),
+           email = coalesce(q.email, excluded.email);
+    queued := FOUND;
+
+    -- A contact moved to another user is gone from its old user's audience.
+    INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+    SELECT o.user_id, o.id, 'delete', o.email
+      FROM mcsync_old_rows o
+      JOIN mcsync_new_rows n ON n.id = o.id
+      JOIN mailchimp_connections c ON c.user_id = o.user_id
+     WHERE n.user_id IS DISTINCT FROM o.user_id
+    ON CONFLICT (user_id, contact_id) DO UPDATE
+       SET op = 'delete', version = q.version + 1, changed_at = now(),
+           email = coalesce(q.email, excluded.email);
+    queued := queued OR FOUND;
+
+    IF queued THEN
+        PERFORM pg_notify('mcsync', '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION mcsync_enqueue_deleted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+    SELECT o.user_id, o.id, 'delete', o.email
+      FROM mcsync_old_rows o
+      JOIN mailchimp_connections c ON c.user_id = o.user_id
+    ON CONFLICT (user_id, contact_id) DO UPDATE
+       SET op = 'delete', version = q.version + 1, changed_at = now(),
+           email = coalesce(q.email, excluded.email);
+    IF FOUND THEN
+        PERFORM pg_notify('mcsync', '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER mcsync_contacts_inserted
+    AFTER INSERT ON contacts REFERENCING NEW TABLE AS mcsync_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_inserted();
+
+CREATE TRIGGER mcsync_contacts_updated
+    AFTER UPDATE ON contacts REFERENCING OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_updated();
+
+CREATE TRIGGER mcsync_contacts_deleted
+    AFTER DELETE ON contacts REFERENCING OLD TABLE AS mcsync_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_deleted();

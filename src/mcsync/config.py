@@ -1,0 +1,48 @@
+"""Settings, read from the environment (and flags, which the CLI layers on top)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_API_URL = "https://{dc}.api.mailchimp.com/3.0"
+DEFAULT_LOGIN_URL = "https://login.mailchimp.com"
+
+
+class Settings(BaseSettings):
+    """Everything mcsync reads from its environment. Names are the env variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(default="", description="libpq URL of the app's database")
+    mcsync_encryption_keys: str = Field(
+        default="", description="Fernet keys, comma-separated, newest first"
+    )
+    mailchimp_api_url: str = Field(default=DEFAULT_API_URL, description="API base; {dc} is filled")
+    mailchimp_login_url: str = Field(default=DEFAULT_LOGIN_URL)
+    mailchimp_client_id: str = ""
+    mailchimp_client_secret: str = ""
+    mailchimp_redirect_uri: str = ""
+    mcsync_jwt_secret: str = ""
+    mcsync_app_origin: str = ""
+
+    # Worker tuning
+    mcsync_poll_interval: float = Field(default=2.0, description="seconds between polls")
+    mcsync_max_in_flight: int = Field(default=8, ge=1, le=10, description="per Mailchimp account")
+    mcsync_batch_threshold: int = Field(default=20, ge=1)
+    mcsync_claim_size: int = Field(default=500, ge=1, le=5000)
+    mcsync_lease_seconds: float = Field(default=60.0, gt=0)
+    mcsync_http_timeout: float = Field(default=30.0, gt=0)
+
+    def api_base(self, dc: str) -> str:
+        return self.mailchimp_api_url.replace("{dc}", dc).rstrip("/")
+
+    @property
+    def encryption_keys(self) -> list[str]:
+        return [k.strip() for k in self.mcsync_encryption_keys.split(",") if k.strip()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Environment first, then explicit overrides (CLI flags) that are not None."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]

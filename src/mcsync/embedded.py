@@ -1,0 +1,36 @@
+"""An embedded PostgreSQL (the `pgserver` package) for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EmbeddedPostgres:
+    url: str
+    data_dir: Path
+    _server: Any
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+def start_embedded_postgres(data_dir: Path | None = None) -> EmbeddedPostgres:
+    """Start (or reuse) a private PostgreSQL server; works as root too."""
+    import pgserver  # imported lazily: only the embedded paths need it
+
+    path = data_dir or Path(tempfile.mkdtemp(prefix="mcsync-pg-"))
+    server = pgserver.get_server(path, cleanup_mode="stop")
+    return EmbeddedPostgres(url=server.get_uri(), data_dir=path, _server=server)
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    """The same server, another database (works for socket and TCP URLs alike)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real PostgreSQL (a migrated template cloned per test) and the emulator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mcsync.embedded import database_url
+from mcsync.migrate import SQL_DIR, apply_migrations
+from tests.pg import postgres_server
+
+CONTACTS_DDL = (SQL_DIR / "example_contacts.sql").read_text()
+TEMPLATE_DB = "mcsync_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> str:
+    """A database with the app's contacts table and every migration applied, made once."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    url = database_url(pg_admin_url, TEMPLATE_DB)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(CONTACTS_DDL.encode())
+    apply_migrations(url)
+    return TEMPLATE_DB
+
+
+def _new_database(admin_url: str, template: str | None) -> str:
+    name = f"mcsync_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    return name
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh, migrated database with an empty contacts table, dropped after the test."""
+    name = _new_database(pg_admin_url, pg_template)
+    yield database_url(pg_admin_url, name)
+    _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database with nothing in it (for migration tests)."""
+    name = _new_database(pg_admin_url, None)
+    yield database_url(pg_admin_url, name)
+    _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def emulator() -> Iterator[object]:
+    """A Mailchimp emulator running as a real HTTP server on loopback, fresh per test."""
+    from mcsync.emulator.testing import running_emulator
+
+    with running_emulator() as emu:
+        yield emu
