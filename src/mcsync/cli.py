@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-call-ms", type=float, default=0.0)
     p.add_argument("--per-member-ms", type=float, default=0.0)
     p.set_defaults(func=cmd_emulator)
+
+    from mcsync.web.commands import add_commands as add_web_commands
+
+    add_web_commands(sub)
     return parser
 
 

@@ -1,0 +1,147 @@
+"""Connect, choose an audience, disconnect: the connection's lifecycle in Postgres.
+
+Only credentials and queue state change here; Mailchimp is never called and `contacts` is
+never written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from mcsync import queries
+from mcsync.crypto import TokenCipher
+
+PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."
+
+
+@dataclass(frozen=True)
+class Connection:
+    user_id: UUID
+    dc: str
+    api_endpoint: str
+    account_name: str | None
+    audience_id: str | None
+    audience_name: str | None
+    double_optin: bool
+    sync_status: str
+    notice: str | None
+    last_error: str | None
+    connected_at: datetime
+    last_sync_at: datetime | None
+    last_full_sync_at: datetime | None
+    access_token_encrypted: str
+
+    def access_token(self, cipher: TokenCipher) -> str:
+        return cipher.decrypt(self.access_token_encrypted)
+
+
+def _row_to_connection(row: dict[str, Any]) -> Connection:
+    fields = Connection.__dataclass_fields__
+    return Connection(**{k: v for k, v in row.items() if k in fields})
+
+
+def get_connection(conn: psycopg.Connection[Any], user_id: UUID) -> Connection | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
+    return _row_to_connection(row) if row else None
+
+
+def connect_user(
+    conn: psycopg.Connection[Any],
+    cipher: TokenCipher,
+    *,
+    user_id: UUID,
+    access_token: str,
+    dc: str,
+    api_endpoint: str,
+    account_name: str | None = None,
+    audience_id: str | None = None,
+    audience_name: str | None = None,
+    double_optin: bool = False,
+) -> int:
+    """Store (or replace) the user's connection; with an audience, queue a full sync.
+
+    Returns how many contacts were queued."""
+    with conn.transaction():
+        previous = get_connection(conn, user_id)
+        conn.execute(
+            queries.UPSERT_CONNECTION,
+            {
+                "user_id": user_id,
+                "token": cipher.encrypt(access_token),
+                "dc": dc,
+                "api_endpoint": api_endpoint,
+                "account_name": account_name,
+                "audience_id": audience_id,
+                "audience_name": audience_name,
+                "double_optin": double_optin,
+            },
+        )
+        if previous is not None and previous.audience_id != audience_id:
+            conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
+        if audience_id is None:
+            return 0
+        return queue_full_sync(conn, user_id)
+
+
+def select_audience(
+    conn: psycopg.Connection[Any],
+    *,
+    user_id: UUID,
+    audience_id: str,
+    audience_name: str | None,
+    double_optin: bool,
+) -> int:
+    """Pick (or change) the audience. A change leaves the old audience untouched and starts a
+    full sync into the new one. Returns how many contacts were queued (0 when unchanged)."""
+    with conn.transaction():
+        current = get_connection(conn, user_id)
+        if current is None:
+            raise LookupError("no Mailchimp connection for this user")
+        conn.execute(
+            queries.SET_AUDIENCE,
+            {
+                "user_id": user_id,
+                "audience_id": audience_id,
+                "audience_name": audience_name,
+                "double_optin": double_optin,
+            },
+        )
+        if current.audience_id == audience_id:
+            return 0
+        conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
+        conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
+        return queue_full_sync(conn, user_id)
+
+
+def queue_full_sync(conn: psycopg.Connection[Any], user_id: UUID) -> int:
+    """Queue every contact of the user, and every contact mcsync synced that is gone since."""
+    n = conn.execute(queries.QUEUE_ALL_CONTACTS, {"user_id": user_id}).rowcount
+    n += conn.execute(queries.QUEUE_VANISHED_CONTACTS, {"user_id": user_id}).rowcount
+    conn.execute(queries.NOTIFY)
+    return n
+
+
+def disconnect_user(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
+    """Remove the credentials and pending events. Mailchimp and `contacts` stay untouched; the
+    ledger stays, so a later reconnect still knows which members and tags mcsync owns."""
+    with conn.transaction():
+        conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
+        conn.execute(queries.DELETE_USER_REJECTIONS, {"user_id": user_id})
+        return conn.execute(queries.DELETE_CONNECTION, {"user_id": user_id}).rowcount > 0
+
+
+def rotate_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
+    """Re-encrypt every stored token with the newest key."""
+    with conn.transaction():
+        rows = conn.execute(queries.ALL_ENCRYPTED_TOKENS).fetchall()
+        for user_id, token in rows:
+            conn.execute(
+                queries.SET_ENCRYPTED_TOKEN, {"user_id": user_id, "token": cipher.rotate(token)}
+            )
+    return len(rows)

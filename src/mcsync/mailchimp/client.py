@@ -1,0 +1,391 @@
+"""Async client for the Mailchimp Marketing API v3 (the subset mcsync uses).
+
+One ``httpx.AsyncClient`` (pooled, explicit timeouts), no retries (the worker owns retries and
+backoff), typed results, and every failure raised as a :mod:`mcsync.mailchimp.errors` class.
+Each call logs one debug line: ``op``, ``status``, ``outcome``, ``duration_ms``; never the token,
+never a body or an email address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from mcsync.mailchimp.errors import (
+    MailchimpError,
+    NotFoundError,
+    TransientError,
+    error_from_response,
+)
+from mcsync.mailchimp.models import (
+    Audience,
+    BatchMember,
+    BatchResult,
+    Member,
+    MembersPage,
+)
+
+log = structlog.get_logger("mcsync.mailchimp")
+
+MAX_PAGE = 1000
+MAX_BATCH = 500
+# Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
+DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: md5 hex of the trimmed, lowercased address."""
+    return hashlib.md5(email.strip().lower().encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def make_timeout(timeout: float) -> httpx.Timeout:
+    """Explicit connect/read/write/pool timeouts from one overall budget."""
+    return httpx.Timeout(
+        connect=min(10.0, timeout), read=timeout, write=timeout, pool=min(10.0, timeout)
+    )
+
+
+def make_http_client(
+    timeout: float = 30.0, limits: httpx.Limits | None = None
+) -> httpx.AsyncClient:
+    """A pooled AsyncClient suitable for sharing across many MailchimpClient instances."""
+    return httpx.AsyncClient(
+        timeout=make_timeout(timeout),
+        limits=limits or DEFAULT_LIMITS,
+        headers={"Accept": "application/json", "User-Agent": "mcsync"},
+        follow_redirects=False,
+    )
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _as_hash(email_or_hash: str) -> str:
+    return subscriber_hash(email_or_hash) if "@" in email_or_hash else email_or_hash.lower()
+
+
+class MailchimpClient:
+    """One Mailchimp account (one token). Share ``http`` across accounts to pool connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self._timeout = make_timeout(timeout)
+        self._owns_http = http is None
+        self._http = http if http is not None else make_http_client(timeout)
+
+    def __repr__(self) -> str:
+        return f"MailchimpClient({self._base!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> MailchimpClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        **log_keys: Any,
+    ) -> httpx.Response:
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+        }
+        started = time.perf_counter()
+        status: int | None = None
+        outcome = "ok"
+        request_id: str | None = None
+        try:
+            try:
+                response = await self._http.request(
+                    method,
+                    self._base + path,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+            except httpx.TimeoutException as exc:
+                raise TransientError("Timeout", type(exc).__name__) from None
+            except httpx.TransportError as exc:
+                raise TransientError("Network error", type(exc).__name__) from None
+            status = response.status_code
+            request_id = response.headers.get("X-Request-Id")
+            if status >= 400:
+                raise error_from_response(response)
+            return response
+        except MailchimpError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            log.debug(
+                "mailchimp_call",
+                op=op,
+                method=method,
+                status=status,
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                request_id=request_id,
+                **log_keys,
+            )
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            # A 2xx that isn't JSON is a proxy or edge glitch, not a verdict: try again later.
+            raise TransientError(
+                "Unparseable response",
+                f"{response.status_code} with a non-JSON body",
+                status=response.status_code,
+                request_id=response.headers.get("X-Request-Id"),
+            ) from None
+
+    def _member_path(self, list_id: str, email_hash: str) -> str:
+        return f"/lists/{_seg(list_id)}/members/{_seg(email_hash)}"
+
+    # -- account ---------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._request("ping", "GET", "/ping")
+
+    async def get_account(self) -> dict[str, Any]:
+        data = self._json(await self._request("get_account", "GET", "/"))
+        return data if isinstance(data, dict) else {}
+
+    async def list_audiences(self) -> list[Audience]:
+        out: list[Audience] = []
+        offset = 0
+        while True:
+            response = await self._request(
+                "list_audiences", "GET", "/lists", params={"count": MAX_PAGE, "offset": offset}
+            )
+            data = self._json(response)
+            lists = data.get("lists") or []
+            out.extend(Audience.model_validate(item) for item in lists)
+            offset += len(lists)
+            total = int(data.get("total_items") or 0)
+            if not lists or offset >= total:
+                return out
+
+    async def get_audience(self, list_id: str) -> Audience:
+        response = await self._request(
+            "get_audience", "GET", f"/lists/{_seg(list_id)}", list_id=list_id
+        )
+        return Audience.model_validate(self._json(response))
+
+    # -- members ---------------------------------------------------------------------------
+
+    async def get_member(self, list_id: str, email_or_hash: str) -> Member | None:
+        """The member, or None on 404 (never added, or permanently deleted)."""
+        email_hash = _as_hash(email_or_hash)
+        try:
+            response = await self._request(
+                "get_member",
+                "GET",
+                self._member_path(list_id, email_hash),
+                list_id=list_id,
+                member=email_hash,
+            )
+        except NotFoundError:
+            return None
+        return Member.model_validate(self._json(response))
+
+    async def upsert_member(
+        self,
+        list_id: str,
+        email: str,
+        *,
+        merge_fields: dict[str, Any],
+        status_if_new: str,
+        status: str | None = None,
+    ) -> Member:
+        """PUT on md5(email). Never sends tags: Mailchimp ignores them for existing members."""
+        email_hash = subscriber_hash(email)
+        body: dict[str, Any] = {
+            "email_address": email.strip(),
+            "status_if_new": status_if_new,
+            "merge_fields": merge_fields,
+        }
+        if status is not None:
+            body["status"] = status
+        response = await self._request(
+            "upsert_member",
+            "PUT",
+            self._member_path(list_id, email_hash),
+            json=body,
+            list_id=list_id,
+            member=email_hash,
+        )
+        return Member.model_validate(self._json(response))
+
+    async def change_member_email(
+        self, list_id: str, old_hash: str, new_email: str, *, merge_fields: dict[str, Any]
+    ) -> Member:
+        """PATCH the OLD hash with the new address (a PUT on the new hash would duplicate)."""
+        old_hash = _as_hash(old_hash)
+        body: dict[str, Any] = {"email_address": new_email.strip()}
+        if merge_fields:
+            body["merge_fields"] = merge_fields
+        response = await self._request(
+            "change_member_email",
+            "PATCH",
+            self._member_path(list_id, old_hash),
+            json=body,
+            list_id=list_id,
+            member=old_hash,
+        )
+        return Member.model_validate(self._json(response))
+
+    async def update_member_tags(
+        self,
+        list_id: str,
+        email_hash: str,
+        *,
+        active: Sequence[str] = (),
+        inactive: Sequence[str] = (),
+        is_syncing: bool = True,
+    ) -> None:
+        """POST .../tags with explicit active/inactive tags; no call when both are empty."""
+        if not active and not inactive:
+            return
+        email_hash = _as_hash(email_hash)
+        tags = [{"name": n, "status": "active"} for n in active] + [
+            {"name": n, "status": "inactive"} for n in inactive
+        ]
+        await self._request(
+            "update_member_tags",
+            "POST",
+            self._member_path(list_id, email_hash) + "/tags",
+            json={"tags": tags, "is_syncing": is_syncing},
+            list_id=list_id,
+            member=email_hash,
+        )
+
+    async def archive_member(self, list_id: str, email_hash: str) -> None:
+        """DELETE = archive (reversible). Raises NotFoundError when the member is missing."""
+        email_hash = _as_hash(email_hash)
+        await self._request(
+            "archive_member",
+            "DELETE",
+            self._member_path(list_id, email_hash),
+            list_id=list_id,
+            member=email_hash,
+        )
+
+    async def batch_subscribe(
+        self,
+        list_id: str,
+        members: Sequence[BatchMember],
+        *,
+        update_existing: bool = True,
+    ) -> BatchResult:
+        """POST /lists/{id} with at most 500 members. Never sends sync_tags."""
+        if len(members) > MAX_BATCH:
+            raise ValueError(
+                f"batch_subscribe takes at most {MAX_BATCH} members, got {len(members)}"
+            )
+        payload: list[dict[str, Any]] = []
+        for m in members:
+            item: dict[str, Any] = {
+                "email_address": m.email_address.strip(),
+                "status_if_new": m.status_if_new,
+                "merge_fields": m.merge_fields,
+            }
+            if m.tags:
+                item["tags"] = list(m.tags)
+            payload.append(item)
+        response = await self._request(
+            "batch_subscribe",
+            "POST",
+            f"/lists/{_seg(list_id)}",
+            json={"members": payload, "update_existing": update_existing},
+            list_id=list_id,
+            members=len(payload),
+        )
+        data = self._json(response)
+        result = BatchResult.model_validate(data)
+        if "error_count" not in data:
+            result.error_count = len(result.errors)
+        return result
+
+    async def list_members(
+        self,
+        list_id: str,
+        *,
+        count: int = 1000,
+        offset: int = 0,
+        status: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> MembersPage:
+        if not 0 <= count <= MAX_PAGE:
+            raise ValueError(f"count must be between 0 and {MAX_PAGE}")
+        params: dict[str, Any] = {"count": count, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        if fields:
+            wanted = ["members.id", "members.email_address", "members.status", "total_items"]
+            for f in fields:
+                name = f if f.startswith("members.") or f == "total_items" else f"members.{f}"
+                if name not in wanted:
+                    wanted.append(name)
+            params["fields"] = ",".join(wanted)
+        response = await self._request(
+            "list_members",
+            "GET",
+            f"/lists/{_seg(list_id)}/members",
+            params=params,
+            list_id=list_id,
+            offset=offset,
+        )
+        return MembersPage.model_validate(self._json(response))
+
+    async def iter_members(
+        self, list_id: str, *, page_size: int = 1000, status: str | None = None
+    ) -> AsyncIterator[Member]:
+        """Every member, paging with count/offset until total_items is reached."""
+        offset = 0
+        while True:
+            page = await self.list_members(list_id, count=page_size, offset=offset, status=status)
+            for member in page.members:
+                yield member
+            offset += len(page.members)
+            if not page.members or offset >= page.total_items:
+                return

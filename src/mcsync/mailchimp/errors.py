@@ -1,0 +1,301 @@
+"""One error taxonomy for every Mailchimp answer.
+
+Classification branches on the HTTP status first (Mailchimp's 429 and 403 bodies may be empty),
+then on the problem+json ``title``/``detail``/``errors``:
+
+* :class:`TransientError` - 429, 5xx, timeouts and network errors, a bodiless 403. Retry later.
+* :class:`ConnectionLevelError` - 401, a 403 with a JSON body: the token is revoked or the
+  account can't be used. Stop syncing the connection.
+* :class:`ContactLevelError` - a 400 about one contact's data (fake address, forgotten address,
+  compliance state, merge fields, email-change conflict, ...). Permanent for that contact.
+* :class:`NotFoundError` - 404.
+* :class:`RequestError` - any other 4xx: our own bug, permanent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+ContactErrorKind = Literal[
+    "fake_email",
+    "invalid_email",
+    "forgotten",
+    "compliance",
+    "merge_fields",
+    "already_in_list",
+    "member_exists",
+    "invalid",
+]
+
+_SECRET = re.compile(r"(Bearer|OAuth|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One entry of a problem document's ``errors`` array."""
+
+    field: str
+    message: str
+
+
+class MailchimpError(Exception):
+    """Base class. ``str()`` is built from Mailchimp's own title and detail, never the token."""
+
+    def __init__(
+        self,
+        title: str,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        errors: list[FieldError] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors: list[FieldError] = list(errors or [])
+        self.request_id = request_id
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        parts = [str(self.status) if self.status is not None else None, self.title]
+        text = " ".join(p for p in parts if p)
+        if self.detail and self.detail != self.title:
+            text = f"{text}: {self.detail}"
+        if self.errors:
+            text += " [" + "; ".join(f"{e.field}: {e.message}" for e in self.errors) + "]"
+        return _SECRET.sub(r"\1 [redacted]", text)
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._message()!r})"
+
+
+class TransientError(MailchimpError):
+    """Try again later: 429, 5xx, timeouts, network errors, a bodiless 403."""
+
+    def __init__(
+        self,
+        title: str,
+        detail: str = "",
+        *,
+        throttled: bool = False,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.throttled = throttled
+        self.retry_after = retry_after
+        super().__init__(title, detail, **kwargs)
+
+
+class ConnectionLevelError(MailchimpError):
+    """The token is revoked or the account can't be used (401, 403 with a JSON body)."""
+
+
+class ContactLevelError(MailchimpError):
+    """A permanent problem with one contact's data; the rest of the sync goes on."""
+
+    def __init__(
+        self,
+        title: str,
+        detail: str = "",
+        *,
+        kind: ContactErrorKind = "invalid",
+        field: str | None = None,
+        reason: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.kind: ContactErrorKind = kind
+        self.field = field
+        self.reason = reason or detail or title
+        super().__init__(title, detail, **kwargs)
+
+
+class NotFoundError(MailchimpError):
+    """404: the audience or member does not exist (permanently deleted members too)."""
+
+
+class RequestError(MailchimpError):
+    """Any other 4xx: the request itself is wrong (our bug). Permanent."""
+
+
+class OAuthError(MailchimpError):
+    """The OAuth dance failed (bad code, bad client, unreachable login server...)."""
+
+
+def normalise_field(field: str | None) -> str | None:
+    """``"merge_fields.PHONE"`` -> ``"PHONE"``, ``"email address"`` -> ``"email_address"``."""
+    if field is None:
+        return None
+    name = field.strip()
+    if not name:
+        return None
+    if name.lower().startswith("merge_fields."):
+        name = name.split(".", 1)[1]
+    if name.lower().replace(" ", "_") in {"email_address", "email"}:
+        return "email_address"
+    return name
+
+
+_THROTTLE_WORDS = ("too many", "simultaneous connections")
+
+
+def _is_throttle_text(*texts: str) -> bool:
+    low = " ".join(texts).lower()
+    return any(w in low for w in _THROTTLE_WORDS)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def _problem(response: httpx.Response) -> dict[str, Any] | None:
+    """The JSON problem document, or None when the body is empty or not JSON."""
+    if not response.content or not response.content.strip():
+        return None
+    try:
+        data = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _field_errors(doc: dict[str, Any]) -> list[FieldError]:
+    out: list[FieldError] = []
+    raw = doc.get("errors")
+    if isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, dict):
+                out.append(
+                    FieldError(
+                        field=str(item.get("field") or ""), message=str(item.get("message") or "")
+                    )
+                )
+    return out
+
+
+def classify_contact_message(
+    text: str, *, field: str | None = None, error_code: str | None = None
+) -> tuple[ContactErrorKind, str | None] | None:
+    """Kind (and field) of a contact-level error judged from message text; None when unknown."""
+    low = text.lower()
+    norm = normalise_field(field)
+    if "permanently deleted" in low or "forgotten email" in low:
+        return "forgotten", norm
+    if "compliance state" in low:
+        return "compliance", norm
+    if "is already in this list" in low:
+        return "already_in_list", "email_address"
+    if (
+        error_code == "ERROR_CONTACT_EXISTS"
+        or "already a list member" in low
+        or ("member exists" in low)
+    ):
+        return "member_exists", "email_address"
+    if "looks fake or invalid" in low:
+        return "fake_email", "email_address"
+    if "valid email address" in low or "invalid email" in low:
+        return "invalid_email", "email_address"
+    if norm is not None and norm != "email_address":
+        return "merge_fields", norm
+    if "merge field" in low:
+        return "merge_fields", norm
+    return None
+
+
+def _contact_error(
+    title: str,
+    detail: str,
+    errors: list[FieldError],
+    *,
+    status: int,
+    request_id: str | None,
+) -> MailchimpError:
+    common: dict[str, Any] = {"status": status, "errors": errors, "request_id": request_id}
+    low_title = title.lower()
+    field_msgs = " ".join(f"{e.field}: {e.message}" for e in errors)
+    reason = f"{title}: {detail}" if detail else title
+    if errors:
+        reason += " (" + "; ".join(f"{e.field}: {e.message}" for e in errors) + ")"
+
+    def make(kind: ContactErrorKind, field: str | None) -> ContactLevelError:
+        return ContactLevelError(title, detail, kind=kind, field=field, reason=reason, **common)
+
+    if "forgotten email" in low_title:
+        return make("forgotten", "email_address")
+    if "compliance state" in low_title:
+        return make("compliance", "email_address")
+    if "member exists" in low_title:
+        return make("member_exists", "email_address")
+    if "invalid resource" in low_title or errors:
+        # Field-level first: an email change into an existing address, or bad merge fields.
+        for e in errors:
+            found = classify_contact_message(e.message, field=e.field)
+            if found is not None:
+                return make(found[0], found[1])
+        found = classify_contact_message(detail)
+        if found is not None:
+            return make(found[0], found[1])
+        if "merge field" in detail.lower() or "merge_fields" in field_msgs:
+            first = normalise_field(errors[0].field) if errors else None
+            return make("merge_fields", first)
+        return make("invalid", normalise_field(errors[0].field) if errors else None)
+    found = classify_contact_message(f"{title} {detail}")
+    if found is not None:
+        return make(found[0], found[1])
+    return RequestError(title, detail, **common)
+
+
+def error_from_response(response: httpx.Response) -> MailchimpError:
+    """Classify a non-2xx Mailchimp answer. Branches on the status code first."""
+    status = response.status_code
+    request_id = response.headers.get("X-Request-Id")
+    doc = _problem(response)
+    title = str((doc or {}).get("title") or response.reason_phrase or f"HTTP {status}")
+    detail = str((doc or {}).get("detail") or "")
+    errors = _field_errors(doc) if doc else []
+    common: dict[str, Any] = {"status": status, "errors": errors, "request_id": request_id}
+
+    if status == 429:
+        return TransientError(
+            title, detail, throttled=True, retry_after=_retry_after(response), **common
+        )
+    if status >= 500:
+        return TransientError(
+            title,
+            detail,
+            throttled=_is_throttle_text(title, detail),
+            retry_after=_retry_after(response),
+            **common,
+        )
+    if status == 401:
+        return ConnectionLevelError(title, detail, **common)
+    if status == 403:
+        if doc is None:
+            # Mailchimp's edge answers throttled bursts with a bare 403: not a verdict on the token.
+            return TransientError(title, detail, retry_after=_retry_after(response), **common)
+        if _is_throttle_text(title, detail):
+            return TransientError(
+                title, detail, throttled=True, retry_after=_retry_after(response), **common
+            )
+        return ConnectionLevelError(title, detail, **common)
+    if status == 404:
+        return NotFoundError(title, detail, **common)
+    if status == 408:
+        return TransientError(title, detail, **common)
+    if status == 400:
+        return _contact_error(title, detail, errors, status=status, request_id=request_id)
+    return RequestError(title, detail, **common)

@@ -1,0 +1,114 @@
+"""Typed views of Mailchimp's JSON. Unknown fields are ignored, so Mailchimp can add more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mcsync.mailchimp.errors import ContactLevelError, classify_contact_message, normalise_field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Tag(_Model):
+    name: str
+    id: int | None = None
+
+
+class Member(_Model):
+    id: str
+    email_address: str
+    status: str
+    merge_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list)
+    list_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        # Mailchimp may send `merge_fields: null` or `tags: null`; treat as empty.
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("merge_fields") is None:
+                data.pop("merge_fields", None)
+            if data.get("tags") is None:
+                data.pop("tags", None)
+        return data
+
+
+class Audience(_Model):
+    id: str
+    name: str
+    double_optin: bool = False
+    member_count: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_stats(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "member_count" not in data:
+            stats = data.get("stats")
+            if isinstance(stats, dict) and stats.get("member_count") is not None:
+                data = {**data, "member_count": stats["member_count"]}
+        return data
+
+
+class BatchMember(_Model):
+    email_address: str
+    status_if_new: str
+    merge_fields: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+
+
+class BatchError(_Model):
+    email_address: str = ""
+    error: str = ""
+    error_code: str | None = None
+    field: str | None = None
+    field_message: str | None = None
+
+
+class BatchResult(_Model):
+    new_members: list[Member] = Field(default_factory=list)
+    updated_members: list[Member] = Field(default_factory=list)
+    errors: list[BatchError] = Field(default_factory=list)
+    total_created: int = 0
+    total_updated: int = 0
+    error_count: int = 0
+
+
+class MembersPage(_Model):
+    members: list[Member] = Field(default_factory=list)
+    total_items: int = 0
+
+
+class OAuthMetadata(_Model):
+    dc: str
+    api_endpoint: str
+    login_url: str | None = None
+    accountname: str | None = None
+
+
+def classify_batch_error(err: BatchError) -> ContactLevelError:
+    """Map one per-member error of a batch subscribe onto the contact-level taxonomy."""
+    text = " ".join(t for t in (err.error, err.field_message or "") if t)
+    found = classify_contact_message(text, field=err.field, error_code=err.error_code)
+    if found is None and err.field_message:
+        found = ("merge_fields", normalise_field(err.field))
+    kind, field = found if found is not None else ("invalid", normalise_field(err.field))
+    reason = err.error
+    if err.field and err.field_message:
+        reason = (
+            f"{reason} ({err.field}: {err.field_message})"
+            if reason
+            else (f"{err.field}: {err.field_message}")
+        )
+    return ContactLevelError(
+        err.error_code or "Batch member error",
+        err.error,
+        kind=kind,
+        field=field,
+        reason=reason or kind,
+    )
