@@ -77,3 +77,11 @@ def emulator() -> Iterator[object]:
 
     with running_emulator() as emu:
         yield emu
+
+
+@pytest.fixture
+def sync(db_url: str, emulator: object) -> object:
+    """The end-to-end harness: real Postgres + triggers, the emulator, the real worker."""
+    from tests.harness import SyncHarness
+
+    return SyncHarness(db_url, emulator)

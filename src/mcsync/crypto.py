@@ -22,7 +22,9 @@ class TokenCipher:
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
         except ValueError as exc:
-            raise EncryptionKeyError(f"an encryption key is not a valid Fernet key: {HOW_TO_MAKE_A_KEY}") from exc
+            raise EncryptionKeyError(
+                f"an encryption key is not a valid Fernet key: {HOW_TO_MAKE_A_KEY}"
+            ) from exc
 
     @classmethod
     def from_setting(cls, value: str) -> TokenCipher:

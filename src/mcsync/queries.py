@@ -292,3 +292,147 @@ SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
   FROM mailchimp_connections c
  ORDER BY c.connected_at, c.user_id
 """
+
+# --- web: OAuth state, Sync Now runs, reconciliation ------------------------------------------
+# (owned by the web side: mcsync.web and mcsync.reconcile)
+
+# A spent state: no row inserted means it was spent before (a replay).
+CONSUME_OAUTH_STATE = """
+INSERT INTO mcsync_oauth_states (nonce, user_id, expires_at)
+VALUES (%(nonce)s, %(user_id)s, %(expires_at)s)
+ON CONFLICT (nonce) DO NOTHING
+"""
+
+# Once a state's expiry has passed, its signature check refuses it anyway: the row is dead.
+PRUNE_OAUTH_STATES = "DELETE FROM mcsync_oauth_states WHERE expires_at < now() - interval '1 hour'"
+
+PENDING_COUNT = "SELECT count(*) FROM mailchimp_sync_queue WHERE user_id = %(user_id)s"
+
+# Start (or restart) the user's reconciliation unless one was asked for less than
+# `min_interval` seconds ago. Returns no row when refused; the hourly limit lives here.
+START_RECONCILIATION = """
+INSERT INTO mcsync_reconciliations AS r (user_id, audience_id)
+VALUES (%(user_id)s, %(audience_id)s)
+ON CONFLICT (user_id) DO UPDATE SET
+    audience_id = excluded.audience_id, requested_at = now(), next_offset = 0, queued = 0,
+    lease_owner = NULL, lease_until = NULL, finished_at = NULL, error = NULL
+ WHERE r.requested_at <= now() - make_interval(secs => %(min_interval)s)
+RETURNING r.requested_at
+"""
+
+RECONCILIATION_RETRY_AFTER = """
+SELECT greatest(1, ceil(extract(epoch FROM
+       requested_at + make_interval(secs => %(min_interval)s) - now())))::int
+  FROM mcsync_reconciliations WHERE user_id = %(user_id)s
+"""
+
+GET_RECONCILIATION = "SELECT * FROM mcsync_reconciliations WHERE user_id = %(user_id)s"
+
+CLEAR_RECONCILE_SEEN = "DELETE FROM mcsync_reconcile_seen WHERE user_id = %(user_id)s"
+
+# Take (or take over, once the holder's lease has run out) an unfinished run.
+CLAIM_RECONCILIATION = """
+UPDATE mcsync_reconciliations
+   SET lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease_seconds)s)
+ WHERE user_id = %(user_id)s AND finished_at IS NULL
+   AND (lease_until IS NULL OR lease_until < now() OR lease_owner = %(owner)s)
+RETURNING *
+"""
+
+# Unfinished runs whose runner is gone (crashed, or never started): the sweeper resumes them.
+STALE_RECONCILIATIONS = """
+SELECT user_id FROM mcsync_reconciliations
+ WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < now())
+ ORDER BY requested_at
+"""
+
+# A page is done: progress, counts and lease move together, and only for the lease holder.
+ADVANCE_RECONCILIATION = """
+UPDATE mcsync_reconciliations
+   SET next_offset = %(next_offset)s, queued = queued + %(queued)s,
+       lease_until = now() + make_interval(secs => %(lease_seconds)s)
+ WHERE user_id = %(user_id)s AND lease_owner = %(owner)s AND finished_at IS NULL
+"""
+
+RECORD_RECONCILE_SEEN = """
+INSERT INTO mcsync_reconcile_seen (user_id, email_hash)
+SELECT %(user_id)s, h FROM unnest(%(hashes)s::text[]) AS h
+ON CONFLICT DO NOTHING
+"""
+
+RECONCILE_SEEN = "SELECT email_hash FROM mcsync_reconcile_seen WHERE user_id = %(user_id)s"
+
+FINISH_RECONCILIATION = """
+UPDATE mcsync_reconciliations
+   SET finished_at = now(), lease_owner = NULL, lease_until = NULL, error = %(error)s,
+       queued = queued + %(queued)s
+ WHERE user_id = %(user_id)s AND finished_at IS NULL
+   AND (lease_owner = %(owner)s OR %(owner)s IS NULL)
+"""
+
+MARK_FULL_SYNCED = """
+UPDATE mailchimp_connections SET last_full_sync_at = now(), updated_at = now()
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+"""
+
+USER_CONTACTS = """
+SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id = %(user_id)s
+"""
+
+AUDIENCE_LEDGER = """
+SELECT email_hash, email, fields_hash, tags, status, archived FROM mailchimp_members
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+"""
+
+AUDIENCE_LINKS = """
+SELECT contact_id, email_hash, changed_at FROM mailchimp_contact_links
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+"""
+
+PENDING_CHANGES = """
+SELECT contact_id, changed_at FROM mailchimp_sync_queue WHERE user_id = %(user_id)s
+"""
+
+USER_REJECTIONS = """
+SELECT contact_id, severity, field FROM mailchimp_rejected_contacts WHERE user_id = %(user_id)s
+"""
+
+# Contacts whose member differs: make them due now. A resync is not a change, so the row's
+# changed_at (the planner's "most recently changed" clock) is left alone.
+QUEUE_RESYNC = """
+INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op)
+SELECT %(user_id)s, id, 'resync' FROM unnest(%(ids)s::uuid[]) AS id
+ON CONFLICT (user_id, contact_id) DO UPDATE
+   SET version = q.version + 1, next_retry_at = now()
+"""
+
+# Contacts (or orphan placeholders) whose member must be archived.
+QUEUE_DELETES = """
+INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+SELECT %(user_id)s, d.id, 'delete', d.email
+  FROM unnest(%(ids)s::uuid[], %(emails)s::text[]) AS d(id, email)
+ON CONFLICT (user_id, contact_id) DO UPDATE
+   SET version = q.version + 1, next_retry_at = now(), email = coalesce(q.email, excluded.email)
+"""
+
+# An owned member with no contact linked to it any more gets a placeholder contact id linked to
+# it, so the worker's ordinary "contact deleted" path archives it (see reconcile.py).
+ADOPT_ORPHANS = """
+INSERT INTO mailchimp_contact_links (user_id, contact_id, audience_id, email_hash)
+SELECT %(user_id)s, o.id, %(audience_id)s, o.email_hash
+  FROM unnest(%(ids)s::uuid[], %(hashes)s::text[]) AS o(id, email_hash)
+ON CONFLICT (user_id, contact_id) DO UPDATE SET
+    audience_id = excluded.audience_id, email_hash = excluded.email_hash
+"""
+
+# The planner trusts the ledger; where Mailchimp was found to disagree, make the ledger say
+# what Mailchimp actually has, so the worker sends what is missing.
+CORRECT_LEDGER = """
+UPDATE mailchimp_members m
+   SET fields_hash = CASE WHEN u.forget_fields THEN NULL ELSE m.fields_hash END,
+       tags = coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
+       updated_at = now()
+  FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(email_hash text, forget_fields boolean, tags jsonb)
+ WHERE m.user_id = %(user_id)s AND m.audience_id = %(audience_id)s
+   AND m.email_hash = u.email_hash
+"""

@@ -1,0 +1,379 @@
+"""The planner: a pure function from (contacts, what Mailchimp was last told) to Mailchimp calls.
+
+No I/O here. The worker reads the facts, calls `plan_member_ops`, applies the operations and
+records what happened; everything that makes the mirror correct (coalescing, email changes,
+shared addresses, deletes, tag ownership, replays after a crash) is decided here.
+
+The mirror, for a user's audience: one member per distinct valid email (trimmed, compared
+lowercased) among the user's contacts, with FNAME/LNAME/PHONE from the most recently changed of
+those contacts and the union of their tags. mcsync never raises a member's status, never removes
+a tag it did not set, and archives (never deletes) only members it owns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
+# strings that cannot be an address from costing an API call.
+_EMAIL = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@.]{2,}$")
+
+
+# --- facts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The synced columns of one row of the app's `contacts` table."""
+
+    id: UUID
+    email: str | None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LedgerMember:
+    """What mcsync last told Mailchimp about one member."""
+
+    email_hash: str
+    email: str
+    fields_hash: str | None
+    tags: tuple[str, ...]
+    status: str | None = None
+    archived: bool = False
+
+
+@dataclass(frozen=True)
+class DesiredMember:
+    email_hash: str
+    email: str
+    merge_fields: dict[str, str]
+    tags: tuple[str, ...]
+    contact_ids: tuple[UUID, ...]
+
+    @property
+    def fields_hash(self) -> str:
+        return fields_hash(self.email, self.merge_fields)
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpsertMember:
+    """PUT the member. `status` is set only to restore a member mcsync itself archived."""
+
+    email_hash: str
+    email: str
+    merge_fields: dict[str, str]
+    status_if_new: str
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class RenameMember:
+    """PATCH the old hash with the new address, so the member keeps its history.
+
+    If Mailchimp answers that the new address is already a member, run `on_conflict`; if the
+    old member is gone, run `on_missing`."""
+
+    old_hash: str
+    email_hash: str
+    email: str
+    merge_fields: dict[str, str]
+    on_conflict: tuple[Op, ...]
+    on_missing: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class UpdateTags:
+    email_hash: str
+    active: tuple[str, ...]
+    inactive: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    email_hash: str
+
+
+Op = UpsertMember | RenameMember | UpdateTags | ArchiveMember
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """The calls for one member, in order, and the contacts whose queue rows depend on them."""
+
+    email_hash: str
+    ops: tuple[Op, ...]
+    desired: DesiredMember | None
+    contact_ids: tuple[UUID, ...]
+    renamed_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    contact_id: UUID
+    email: str | None
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class Plan:
+    members: list[MemberPlan] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    # Where each changed contact should be linked once its members are done (None: unlinked).
+    links: dict[UUID, str | None] = field(default_factory=dict)
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+
+def normalize_email(raw: str | None) -> str | None:
+    """The address as sent (trimmed), or None when missing or not an address."""
+    if raw is None:
+        return None
+    email = raw.strip()
+    if not email or not _EMAIL.match(email) or len(email) > 254:
+        return None
+    return email
+
+
+def subscriber_hash(email: str) -> str:
+    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+
+
+def _truncate(value: str | None) -> str:
+    text = (value or "").strip()
+    encoded = text.encode()
+    if len(encoded) <= MERGE_TEXT_LIMIT:
+        return text
+    return encoded[:MERGE_TEXT_LIMIT].decode(errors="ignore")
+
+
+def merge_fields_of(contact: Contact) -> dict[str, str]:
+    return {
+        "FNAME": _truncate(contact.first_name),
+        "LNAME": _truncate(contact.last_name),
+        "PHONE": _truncate(contact.phone),
+    }
+
+
+def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
+    canonical = json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Trimmed, non-empty, de-duplicated case-insensitively (first spelling wins)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for tag in tags:
+        name = (tag or "").strip()
+        if name and name.casefold() not in seen:
+            seen.add(name.casefold())
+            out.append(name)
+    return out
+
+
+def status_if_new(double_optin: bool) -> str:
+    return "pending" if double_optin else "subscribed"
+
+
+# --- the mirror ----------------------------------------------------------------------------
+
+
+def desired_members(
+    contacts: Iterable[Contact], recency: Mapping[UUID, datetime] | None = None
+) -> dict[str, DesiredMember]:
+    """The mirror of these contacts, keyed by subscriber hash.
+
+    Fields come from the most recently changed contact of an address (`recency`; ties and
+    unknowns broken by contact id, so the answer never depends on input order)."""
+    recency = recency or {}
+    groups: dict[str, list[Contact]] = {}
+    for contact in contacts:
+        email = normalize_email(contact.email)
+        if email is not None:
+            groups.setdefault(subscriber_hash(email), []).append(contact)
+    out: dict[str, DesiredMember] = {}
+    for email_hash, group in groups.items():
+        group.sort(key=lambda c: (recency.get(c.id, _EPOCH), str(c.id)), reverse=True)
+        lead = group[0]
+        email = normalize_email(lead.email)
+        assert email is not None
+        out[email_hash] = DesiredMember(
+            email_hash=email_hash,
+            email=email,
+            merge_fields=merge_fields_of(lead),
+            tags=tuple(clean_tags(t for c in group for t in c.tags)),
+            contact_ids=tuple(sorted((c.id for c in group), key=str)),
+        )
+    return out
+
+
+def tag_changes(
+    desired: Sequence[str], already_set: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tags to make active and inactive. Only tags mcsync set before can become inactive, so a
+    tag a marketer added by hand is never touched. Names match case-insensitively."""
+    have = {t.casefold() for t in already_set}
+    want = {t.casefold() for t in desired}
+    active = tuple(t for t in desired if t.casefold() not in have)
+    inactive = tuple(t for t in clean_tags(already_set) if t.casefold() not in want)
+    return active, inactive
+
+
+def _upsert_ops(
+    desired: DesiredMember,
+    ledger: LedgerMember | None,
+    tags_already_set: Sequence[str],
+    double_optin: bool,
+) -> list[Op]:
+    ops: list[Op] = []
+    needs_put = ledger is None or ledger.archived or ledger.fields_hash != desired.fields_hash
+    if needs_put:
+        # Restore a member mcsync archived to the status it had; never raise anyone's status.
+        restore = (
+            ledger.status
+            if ledger is not None and ledger.archived and ledger.status in ("subscribed", "pending")
+            else None
+        )
+        ops.append(
+            UpsertMember(
+                email_hash=desired.email_hash,
+                email=desired.email,
+                merge_fields=desired.merge_fields,
+                status_if_new=status_if_new(double_optin),
+                status=restore,
+            )
+        )
+    active, inactive = tag_changes(desired.tags, tags_already_set)
+    if active or inactive:
+        ops.append(UpdateTags(desired.email_hash, active, inactive))
+    return ops
+
+
+def plan_member_ops(
+    *,
+    changed: Sequence[Contact],
+    deleted: Sequence[UUID],
+    sharing: Sequence[Contact],
+    links: Mapping[UUID, str],
+    ledger: Mapping[str, LedgerMember],
+    recency: Mapping[UUID, datetime] | None = None,
+    double_optin: bool = False,
+) -> Plan:
+    """Plan the calls that make Mailchimp agree with the contacts that changed.
+
+    changed:  current rows of the changed contacts that still exist.
+    deleted:  ids of changed contacts whose rows are gone.
+    sharing:  current rows of every contact of the user whose address is one of the affected
+              addresses (the changed contacts' current and previous ones); may include `changed`.
+    links:    contact id -> hash of the member it was last synced as.
+    ledger:   hash -> what Mailchimp was last told, for every affected address.
+    """
+    plan = Plan()
+    by_id = {c.id: c for c in sharing}
+    by_id.update({c.id: c for c in changed})
+    desired = desired_members(by_id.values(), recency)
+
+    # Which members are affected, and which changed contacts depend on each.
+    dependents: dict[str, set[UUID]] = {}
+    for contact in changed:
+        email = normalize_email(contact.email)
+        if email is None:
+            if contact.email is not None and contact.email.strip():
+                plan.rejections.append(
+                    Rejection(contact.id, contact.email, "invalid email address", "email_address")
+                )
+            plan.links[contact.id] = None
+        else:
+            email_hash = subscriber_hash(email)
+            dependents.setdefault(email_hash, set()).add(contact.id)
+            plan.links[contact.id] = email_hash
+    for contact_id in deleted:
+        plan.links[contact_id] = None
+    for contact_id in [c.id for c in changed] + list(deleted):
+        old = links.get(contact_id)
+        if old is not None:
+            dependents.setdefault(old, set()).add(contact_id)
+
+    # Email changes: a contact whose old member is left with no contact, moving to an address
+    # mcsync does not know yet, renames that member instead of creating a duplicate.
+    renames: dict[str, str] = {}  # new hash -> old hash
+    for contact in changed:
+        old = links.get(contact.id)
+        new = plan.links.get(contact.id)
+        if old is None or new is None or old == new:
+            continue
+        old_ledger = ledger.get(old)
+        new_ledger = ledger.get(new)
+        if (
+            old not in desired
+            and old not in renames.values()
+            and new not in renames
+            and old_ledger is not None
+            and not old_ledger.archived
+            and new_ledger is None
+        ):
+            renames[new] = old
+
+    for email_hash in sorted(dependents):
+        if email_hash in renames.values():
+            continue  # planned with its rename target
+        target = desired.get(email_hash)
+        entry = ledger.get(email_hash)
+        contact_ids = set(dependents[email_hash])
+        if target is None:
+            ops: list[Op] = []
+            if entry is not None and not entry.archived:
+                ops.append(ArchiveMember(email_hash))
+            plan.members.append(
+                MemberPlan(email_hash, tuple(ops), None, tuple(sorted(contact_ids, key=str)))
+            )
+            continue
+        old_hash = renames.get(email_hash)
+        if old_hash is None:
+            ops = _upsert_ops(target, entry, entry.tags if entry else (), double_optin)
+            plan.members.append(
+                MemberPlan(email_hash, tuple(ops), target, tuple(sorted(contact_ids, key=str)))
+            )
+            continue
+        old_entry = ledger[old_hash]
+        contact_ids |= dependents.get(old_hash, set())
+        fresh = _upsert_ops(target, None, (), double_optin)
+        active, inactive = tag_changes(target.tags, old_entry.tags)
+        after_rename: list[Op] = []
+        if active or inactive:
+            after_rename.append(UpdateTags(email_hash, active, inactive))
+        rename = RenameMember(
+            old_hash=old_hash,
+            email_hash=email_hash,
+            email=target.email,
+            merge_fields=target.merge_fields,
+            on_conflict=(*fresh, ArchiveMember(old_hash)),
+            on_missing=tuple(fresh),
+        )
+        plan.members.append(
+            MemberPlan(
+                email_hash,
+                (rename, *after_rename),
+                target,
+                tuple(sorted(contact_ids, key=str)),
+                renamed_from=old_hash,
+            )
+        )
+    return plan

@@ -1,0 +1,271 @@
+"""One pass over one Mailchimp account: claim its due contacts, plan, apply, record, repeat.
+
+Also decides the account's health: failures count toward a pause, throttling does not, a
+revoked token stops everything until the user reconnects, and a paused account is probed."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from uuid import UUID
+
+import httpx
+
+from mcsync import queries
+from mcsync.connections import PAUSED_NOTICE
+from mcsync.crypto import TokenCipher
+from mcsync.logging import get_logger
+from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.errors import MailchimpError
+from mcsync.mirror import LedgerMember, Plan, plan_member_ops
+from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
+from mcsync.worker.backoff import MAX_ATTEMPTS, backoff_delay, throttle_delay
+from mcsync.worker.store import Account, Event, Facts, Outcomes, WorkerStore
+
+log = get_logger("mcsync.worker")
+
+# Worst first: a row's fate is the worst fate of the members it touches.
+_SEVERITY = ["done", "rejected", "transient", "throttled", "deferred", "connection"]
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    api_url_template: str
+    max_in_flight: int
+    batch_threshold: int
+    claim_size: int
+    http_timeout: float
+
+
+class AccountWorker:
+    def __init__(
+        self,
+        store: WorkerStore,
+        cipher: TokenCipher,
+        http: httpx.AsyncClient,
+        settings: AccountSettings,
+    ) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.http = http
+        self.settings = settings
+
+    def _client(self, account: Account) -> MailchimpClient:
+        base = self.settings.api_url_template.replace("{dc}", account.dc).rstrip("/")
+        token = self.cipher.decrypt(account.access_token_encrypted)
+        return MailchimpClient(base, token, http=self.http, timeout=self.settings.http_timeout)
+
+    async def serve(self, account: Account) -> None:
+        """Work the account until nothing is due, it is throttled, or it stops being usable."""
+        try:
+            if account.sync_status == "paused":
+                await self._probe(account)
+                return
+            while True:
+                events = await self.store.claim_due_events(
+                    account.user_id, self.settings.claim_size
+                )
+                if not events:
+                    return
+                keep_going = await self._process(account, events)
+                await self.store.renew_account(account.user_id)
+                if not keep_going:
+                    return
+        finally:
+            await self.store.release_account(account.user_id)
+
+    async def _probe(self, account: Account) -> None:
+        client = self._client(account)
+        try:
+            await client.get_audience(account.audience_id)
+        except MailchimpError as exc:
+            probe_in = backoff_delay(account.consecutive_failures + 1)
+            await self.store.execute(
+                queries.RECORD_FAILURE, {"user_id": account.user_id, "error": str(exc)[:500]}
+            )
+            await self.store.execute(
+                queries.RESCHEDULE_PROBE,
+                {"user_id": account.user_id, "probe_in": probe_in, "error": str(exc)[:500]},
+            )
+            log.info(
+                "probe",
+                user_id=str(account.user_id),
+                outcome="still_down",
+                next_probe_s=round(probe_in, 1),
+            )
+            return
+        await self.store.execute(queries.RESUME_CONNECTION, {"user_id": account.user_id})
+        await self.store.execute(queries.MAKE_USER_EVENTS_DUE, {"user_id": account.user_id})
+        await self.store.execute(queries.NOTIFY, {})
+        log.info("sync_resumed", user_id=str(account.user_id), outcome="active")
+
+    async def _process(self, account: Account, events: list[Event]) -> bool:
+        started = time.perf_counter()
+        facts = await self.store.load_facts(account, events)
+        plan = plan_for(facts, account.double_optin)
+        gate = AccountGate(self.settings.max_in_flight)
+        applier = MemberApplier(
+            self._client(account),
+            account.audience_id,
+            gate,
+            facts.ledger,
+            user_id=str(account.user_id),
+        )
+        outcomes = await apply_plans(
+            applier, plan.members, batch_threshold=self.settings.batch_threshold
+        )
+        out = collect_outcomes(events, facts, plan, outcomes, gate)
+        retried = await self.store.record(account, out)
+        await self._update_health(account, out, retried, gate)
+        log.info(
+            "batch_done",
+            user_id=str(account.user_id),
+            events=len(events),
+            completed=len(out.completed),
+            retried=len(out.retried),
+            deferred=len(out.deferred),
+            rejected=sum(1 for r in out.rejections if r["severity"] == "error"),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return not gate.stopped and not any(a >= MAX_ATTEMPTS for _, a in retried)
+
+    async def _update_health(
+        self, account: Account, out: Outcomes, retried: list[tuple[int, int]], gate: AccountGate
+    ) -> None:
+        uid = {"user_id": account.user_id}
+        if gate.connection_error is not None:
+            await self.store.execute(
+                queries.MARK_CONNECTION_ERROR,
+                {**uid, "notice": PAUSED_NOTICE, "error": str(gate.connection_error)[:500]},
+            )
+            log.warning(
+                "connection_error",
+                user_id=str(account.user_id),
+                outcome="error",
+                error=str(gate.connection_error)[:200],
+            )
+            return
+        if gate.throttled is not None:
+            await self.store.execute(queries.COUNT_THROTTLED, uid)
+        if out.retried:
+            last = out.retried[-1][2]
+            await self.store.execute(queries.RECORD_FAILURE, {**uid, "error": last[:500]})
+        if any(attempts >= MAX_ATTEMPTS for _, attempts in retried):
+            await self.store.execute(
+                queries.PAUSE_CONNECTION,
+                {
+                    **uid,
+                    "notice": PAUSED_NOTICE,
+                    "error": out.retried[-1][2][:500],
+                    "probe_in": backoff_delay(1),
+                },
+            )
+            log.warning("sync_paused", user_id=str(account.user_id), outcome="paused")
+        elif out.completed and not out.retried:
+            await self.store.execute(queries.MARK_SYNCED, uid)
+
+
+def plan_for(facts: Facts, double_optin: bool) -> Plan:
+    return plan_member_ops(
+        changed=facts.changed,
+        deleted=facts.deleted,
+        sharing=facts.sharing,
+        links=facts.links,
+        ledger=facts.ledger,
+        recency=facts.recency,
+        double_optin=double_optin,
+    )
+
+
+def collect_outcomes(
+    events: list[Event],
+    facts: Facts,
+    plan: Plan,
+    outcomes: list[MemberOutcome],
+    gate: AccountGate,
+) -> Outcomes:
+    """Map member outcomes back onto the queue rows (and the ledger) they came from."""
+    out = Outcomes()
+    # The ledger as confirmed; later outcomes of the same hash win (they ran after).
+    confirmed: dict[str, LedgerMember | None] = {}
+    for o in outcomes:
+        confirmed.update(o.ledger)
+    for email_hash, entry in confirmed.items():
+        if entry is None:
+            out.ledger_deletes.append(email_hash)
+        else:
+            out.ledger_upserts.append(entry)
+
+    by_contact: dict[UUID, list[MemberOutcome]] = defaultdict(list)
+    for o in outcomes:
+        for cid in o.plan.contact_ids:
+            by_contact[cid].append(o)
+    planner_rejections = {r.contact_id: r for r in plan.rejections}
+    emails = {c.id: c.email for c in facts.changed}
+    throttle = gate.throttled
+
+    for event in events:
+        cid = event.contact_id
+        mine = by_contact.get(cid, [])
+        worst = max((o.status for o in mine), key=_SEVERITY.index, default="done")
+        if worst == "connection":
+            out.released.append(event)
+            continue
+        if worst in ("throttled", "deferred"):
+            out.deferred.append(event)
+            continue
+        if worst == "transient":
+            failed = next(o for o in mine if o.status == "transient")
+            out.retried.append((event, backoff_delay(event.attempts + 1), str(failed.error)))
+            continue
+        out.completed.append(event)
+        new_link = plan.links.get(cid)
+        rejected = [o for o in mine if o.status == "rejected" and o.plan.email_hash == new_link]
+        if cid in planner_rejections:
+            r = planner_rejections[cid]
+            out.rejections.append(_rejection(cid, r.email, "error", r.reason, r.field, None))
+        elif rejected:
+            err = rejected[0].error
+            field = getattr(err, "field", None)
+            detail = getattr(err, "detail", None)
+            out.rejections.append(
+                _rejection(cid, emails.get(cid), "error", rejected[0].reason, field, detail)
+            )
+            continue  # keep its link: the member it was synced as is still what Mailchimp has
+        else:
+            warnings = [w for o in mine for w in o.warnings]
+            if warnings:
+                reason, field = warnings[0]
+                out.rejections.append(
+                    _rejection(cid, emails.get(cid), "warning", reason, field, None)
+                )
+            else:
+                out.cleared_rejections.append(cid)
+        if new_link is None:
+            out.unlinks.append(cid)
+        else:
+            out.links.append((cid, new_link, event.changed_at))
+    if out.deferred:
+        out.defer_seconds = throttle_delay(
+            getattr(throttle, "retry_after", None) if throttle is not None else None
+        )
+    return out
+
+
+def _rejection(
+    contact_id: UUID,
+    email: str | None,
+    severity: str,
+    reason: str,
+    field: str | None,
+    detail: str | None,
+) -> dict[str, object]:
+    return {
+        "contact_id": str(contact_id),
+        "email": email,
+        "severity": severity,
+        "reason": reason[:1000],
+        "field": field,
+        "detail": (detail or "")[:1000] or None,
+    }

@@ -1,0 +1,422 @@
+"""Turn planned operations into Mailchimp calls, and report what each member ended up as.
+
+Each member's operations run in order; different members run concurrently, never more than
+`max_in_flight` calls at once for the account. Many plain upserts go through batch subscribe.
+The outcome of every member carries the ledger as far as Mailchimp confirmed it, so a failure
+halfway (or a crash) replays only what is still missing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from mcsync.logging import get_logger
+from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.errors import (
+    ConnectionLevelError,
+    ContactLevelError,
+    MailchimpError,
+    NotFoundError,
+    TransientError,
+)
+from mcsync.mailchimp.models import BatchMember, Member, classify_batch_error
+from mcsync.mirror import (
+    ArchiveMember,
+    LedgerMember,
+    MemberPlan,
+    Op,
+    RenameMember,
+    UpdateTags,
+    UpsertMember,
+    clean_tags,
+)
+
+log = get_logger("mcsync.worker")
+
+BATCH_LIMIT = 500  # Mailchimp's batch subscribe takes at most 500 members a call
+
+Status = Literal["done", "rejected", "transient", "throttled", "connection", "deferred"]
+
+
+@dataclass
+class MemberOutcome:
+    plan: MemberPlan
+    status: Status = "done"
+    error: MailchimpError | None = None
+    # The ledger as Mailchimp confirmed it: hash -> entry (None: forget the entry).
+    ledger: dict[str, LedgerMember | None] = field(default_factory=dict)
+    warnings: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        if isinstance(self.error, ContactLevelError):
+            return self.error.reason
+        return str(self.error) if self.error else ""
+
+
+class AccountGate:
+    """The account's shared state during one pass: the in-flight cap and the stop flags."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.throttled: TransientError | None = None
+        self.connection_error: ConnectionLevelError | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.throttled is not None or self.connection_error is not None
+
+
+class _Deferred(Exception):
+    """The account was throttled or lost its credentials: don't start another call."""
+
+
+class MemberApplier:
+    def __init__(
+        self,
+        client: MailchimpClient,
+        list_id: str,
+        gate: AccountGate,
+        ledger: dict[str, LedgerMember],
+        *,
+        user_id: str = "",
+    ) -> None:
+        self.client = client
+        self.list_id = list_id
+        self.gate = gate
+        self.ledger = ledger
+        self.user_id = user_id
+
+    async def _call(self, op: str, email_hash: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.gate.stopped:
+            raise _Deferred
+        async with self.gate.slots:
+            if self.gate.stopped:
+                raise _Deferred
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                return await fn(*args, **kwargs)
+            except TransientError as exc:
+                outcome = "throttled" if exc.throttled else "transient"
+                if exc.throttled and self.gate.throttled is None:
+                    self.gate.throttled = exc
+                raise
+            except ConnectionLevelError as exc:
+                outcome = "connection_error"
+                self.gate.connection_error = exc
+                raise
+            except MailchimpError as exc:
+                outcome = type(exc).__name__
+                raise
+            finally:
+                log.info(
+                    "mailchimp_call",
+                    user_id=self.user_id,
+                    op=op,
+                    member=email_hash[:12],
+                    outcome=outcome,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+
+    # --- one member ---------------------------------------------------------------------
+
+    async def apply(self, plan: MemberPlan) -> MemberOutcome:
+        return await self.run_ops(MemberOutcome(plan), plan.ops)
+
+    async def run_ops(self, outcome: MemberOutcome, ops: Sequence[Op]) -> MemberOutcome:
+        """Run `ops` for `outcome.plan`, continuing from what `outcome` already confirmed."""
+        try:
+            await self._run(list(ops), outcome.plan, outcome)
+        except _Deferred:
+            outcome.status = "deferred"
+        except TransientError as exc:
+            outcome.status = "throttled" if exc.throttled else "transient"
+            outcome.error = exc
+        except ConnectionLevelError as exc:
+            outcome.status = "connection"
+            outcome.error = exc
+        except MailchimpError as exc:
+            # Contact-level refusals, and anything else Mailchimp will refuse again the same
+            # way (a 4xx we did not foresee): record it against the contact, never block.
+            outcome.status = "rejected"
+            outcome.error = exc
+        return outcome
+
+    def _current(self, outcome: MemberOutcome, email_hash: str) -> LedgerMember | None:
+        if email_hash in outcome.ledger:
+            return outcome.ledger[email_hash]
+        return self.ledger.get(email_hash)
+
+    async def _run(self, ops: list[Op], plan: MemberPlan, outcome: MemberOutcome) -> None:
+        while ops:
+            op = ops.pop(0)
+            if isinstance(op, UpsertMember):
+                await self._upsert(op, plan, outcome)
+            elif isinstance(op, UpdateTags):
+                await self._tags(op, outcome)
+            elif isinstance(op, ArchiveMember):
+                await self._archive(op, outcome)
+            elif isinstance(op, RenameMember):
+                fallback = await self._rename(op, plan, outcome)
+                if fallback is not None:
+                    ops = list(fallback)  # the fallback replaces what the rename would have led to
+
+    def record_member(
+        self,
+        outcome: MemberOutcome,
+        email_hash: str,
+        member: Member,
+        fields_hash: str | None,
+        tags: tuple[str, ...],
+    ) -> None:
+        outcome.ledger[email_hash] = LedgerMember(
+            email_hash=email_hash,
+            email=member.email_address,
+            fields_hash=fields_hash,
+            tags=tags,
+            status=member.status,
+            archived=member.status == "archived",
+        )
+
+    async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> None:
+        merge_fields = dict(op.merge_fields)
+        try:
+            member = await self._call(
+                "upsert_member",
+                op.email_hash,
+                self.client.upsert_member,
+                self.list_id,
+                op.email,
+                merge_fields=merge_fields,
+                status_if_new=op.status_if_new,
+                status=op.status,
+            )
+        except ContactLevelError as exc:
+            if not (
+                exc.kind == "merge_fields" and exc.field == "PHONE" and merge_fields.get("PHONE")
+            ):
+                raise
+            # Only the phone was refused: sync the rest and say so, rather than nothing.
+            merge_fields.pop("PHONE")
+            member = await self._call(
+                "upsert_member",
+                op.email_hash,
+                self.client.upsert_member,
+                self.list_id,
+                op.email,
+                merge_fields=merge_fields,
+                status_if_new=op.status_if_new,
+                status=op.status,
+            )
+            outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
+        previous = self._current(outcome, op.email_hash)
+        desired_hash = plan.desired.fields_hash if plan.desired else None
+        self.record_member(
+            outcome, op.email_hash, member, desired_hash, previous.tags if previous else ()
+        )
+
+    async def _tags(self, op: UpdateTags, outcome: MemberOutcome) -> None:
+        await self._call(
+            "update_member_tags",
+            op.email_hash,
+            self.client.update_member_tags,
+            self.list_id,
+            op.email_hash,
+            active=op.active,
+            inactive=op.inactive,
+        )
+        current = self._current(outcome, op.email_hash)
+        if current is None:
+            return
+        gone = {t.casefold() for t in op.inactive}
+        kept = [t for t in current.tags if t.casefold() not in gone]
+        outcome.ledger[op.email_hash] = replace(
+            current, tags=tuple(clean_tags([*kept, *op.active]))
+        )
+
+    async def _archive(self, op: ArchiveMember, outcome: MemberOutcome) -> None:
+        current = self._current(outcome, op.email_hash)
+        try:
+            await self._call(
+                "archive_member",
+                op.email_hash,
+                self.client.archive_member,
+                self.list_id,
+                op.email_hash,
+            )
+        except NotFoundError:
+            # Gone from Mailchimp already (forgotten there): nothing left to own.
+            outcome.ledger[op.email_hash] = None
+            return
+        if current is not None:
+            outcome.ledger[op.email_hash] = replace(current, archived=True)
+
+    async def _rename(
+        self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
+    ) -> tuple[Op, ...] | None:
+        old = self._current(outcome, op.old_hash)
+        try:
+            member = await self._call(
+                "change_member_email",
+                op.old_hash,
+                self.client.change_member_email,
+                self.list_id,
+                op.old_hash,
+                op.email,
+                merge_fields=dict(op.merge_fields),
+            )
+        except ContactLevelError as exc:
+            if exc.kind not in ("already_in_list", "member_exists"):
+                raise
+            log.info(
+                "email_change_conflict",
+                user_id=self.user_id,
+                op="change_member_email",
+                outcome="merged_into_existing",
+                member=op.email_hash[:12],
+            )
+            outcome.warnings.append(
+                (
+                    "new address was already in the audience; synced into that member",
+                    "email_address",
+                )
+            )
+            return op.on_conflict
+        except NotFoundError:
+            outcome.ledger[op.old_hash] = None
+            return op.on_missing
+        outcome.ledger[op.old_hash] = None
+        desired_hash = plan.desired.fields_hash if plan.desired else None
+        self.record_member(outcome, op.email_hash, member, desired_hash, old.tags if old else ())
+        return None
+
+
+# --- batch subscribe -----------------------------------------------------------------------
+
+
+def _batchable(plan: MemberPlan) -> bool:
+    """Plain upserts (optionally followed by tags) can go through batch subscribe."""
+    ops = plan.ops
+    if not ops or not isinstance(ops[0], UpsertMember) or ops[0].status is not None:
+        return False
+    return all(isinstance(o, UpdateTags) for o in ops[1:]) and len(ops) <= 2
+
+
+async def _apply_batch_chunk(
+    applier: MemberApplier, plans: Sequence[MemberPlan]
+) -> list[MemberOutcome]:
+    members = []
+    for plan in plans:
+        upsert = plan.ops[0]
+        assert isinstance(upsert, UpsertMember)
+        tags = (
+            plan.ops[1].active if len(plan.ops) > 1 and isinstance(plan.ops[1], UpdateTags) else ()
+        )
+        members.append(
+            BatchMember(
+                email_address=upsert.email,
+                status_if_new=upsert.status_if_new,
+                merge_fields=dict(upsert.merge_fields),
+                tags=list(tags),
+            )
+        )
+    outcomes = [MemberOutcome(plan) for plan in plans]
+    try:
+        result = await applier._call(
+            "batch_subscribe",
+            f"batch:{len(members)}",
+            applier.client.batch_subscribe,
+            applier.list_id,
+            members,
+            update_existing=True,
+        )
+    except _Deferred:
+        for o in outcomes:
+            o.status = "deferred"
+        return outcomes
+    except TransientError as exc:
+        for o in outcomes:
+            o.status, o.error = ("throttled" if exc.throttled else "transient"), exc
+        return outcomes
+    except ConnectionLevelError as exc:
+        for o in outcomes:
+            o.status, o.error = "connection", exc
+        return outcomes
+
+    confirmed: dict[str, Member] = {
+        m.email_address.strip().lower(): m for m in [*result.new_members, *result.updated_members]
+    }
+    errors = {e.email_address.strip().lower(): e for e in result.errors}
+    retry_singly: list[int] = []
+    follow_ups: list[tuple[int, tuple[Op, ...]]] = []
+    for i, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True)):
+        upsert = plan.ops[0]
+        assert isinstance(upsert, UpsertMember)
+        key = upsert.email.strip().lower()
+        if key in errors:
+            err = classify_batch_error(errors[key])
+            if err.kind == "merge_fields" and err.field == "PHONE":
+                retry_singly.append(i)  # the single path knows how to drop just the phone
+            else:
+                outcome.status, outcome.error = "rejected", err
+            continue
+        member = confirmed.get(key)
+        if member is None:
+            # Neither confirmed nor refused: ask again on the single path rather than guess.
+            retry_singly.append(i)
+            continue
+        tags = plan.ops[1] if len(plan.ops) > 1 else None
+        assert tags is None or isinstance(tags, UpdateTags)
+        previous = applier.ledger.get(upsert.email_hash)
+        applier.record_member(
+            outcome,
+            upsert.email_hash,
+            member,
+            plan.desired.fields_hash if plan.desired else None,
+            tuple(
+                clean_tags([*(previous.tags if previous else ()), *(tags.active if tags else ())])
+            ),
+        )
+        if tags is not None and tags.inactive:
+            # Batch subscribe can only add tags; removals take the tags endpoint.
+            follow_ups.append((i, (UpdateTags(upsert.email_hash, (), tags.inactive),)))
+
+    async def single(i: int) -> None:
+        outcomes[i] = await applier.apply(plans[i])
+
+    async def follow_up(i: int, ops: tuple[Op, ...]) -> None:
+        await applier.run_ops(outcomes[i], ops)
+
+    await asyncio.gather(
+        *(single(i) for i in retry_singly), *(follow_up(i, ops) for i, ops in follow_ups)
+    )
+    return outcomes
+
+
+async def apply_plans(
+    applier: MemberApplier,
+    plans: Sequence[MemberPlan],
+    *,
+    batch_threshold: int,
+) -> list[MemberOutcome]:
+    """Apply every member plan of one account; returns one outcome per plan, in order."""
+    work = [p for p in plans if p.ops]
+    idle = [MemberOutcome(p) for p in plans if not p.ops]
+    batch = [p for p in work if _batchable(p)]
+    if len(batch) < batch_threshold:
+        batch = []
+    batch_ids = {id(p) for p in batch}
+    singles = [p for p in work if id(p) not in batch_ids]
+    chunks = [batch[i : i + BATCH_LIMIT] for i in range(0, len(batch), BATCH_LIMIT)]
+    results = await asyncio.gather(
+        *(_apply_batch_chunk(applier, chunk) for chunk in chunks),
+        *(applier.apply(p) for p in singles),
+    )
+    out: list[MemberOutcome] = list(idle)
+    for r in results:
+        out.extend(r if isinstance(r, list) else [r])
+    return out

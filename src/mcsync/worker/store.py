@@ -1,0 +1,263 @@
+"""The worker's Postgres side: claims, the facts the planner needs, and recording outcomes.
+
+Thin on purpose: every statement is in `mcsync.queries`; this module only moves rows between
+Postgres and the planner's types. No transaction is ever held across a Mailchimp call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from mcsync import queries
+from mcsync.mirror import Contact, LedgerMember, normalize_email, subscriber_hash
+
+
+@dataclass(frozen=True)
+class Account:
+    user_id: UUID
+    audience_id: str
+    api_endpoint: str
+    dc: str
+    access_token_encrypted: str
+    double_optin: bool
+    sync_status: str
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    contact_id: UUID
+    op: str
+    email: str | None
+    version: int
+    attempts: int
+    changed_at: datetime
+
+
+@dataclass
+class Facts:
+    """Everything the planner needs for one claimed batch of one account."""
+
+    changed: list[Contact]
+    deleted: list[UUID]
+    sharing: list[Contact]
+    links: dict[UUID, str]
+    ledger: dict[str, LedgerMember]
+    recency: dict[UUID, datetime] = field(default_factory=dict)
+
+
+@dataclass
+class Outcomes:
+    """What to write back after a batch, all in one transaction."""
+
+    ledger_upserts: list[LedgerMember] = field(default_factory=list)
+    ledger_deletes: list[str] = field(default_factory=list)
+    links: list[tuple[UUID, str, datetime]] = field(default_factory=list)
+    unlinks: list[UUID] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    cleared_rejections: list[UUID] = field(default_factory=list)
+    completed: list[Event] = field(default_factory=list)
+    retried: list[tuple[Event, float, str]] = field(default_factory=list)
+    deferred: list[Event] = field(default_factory=list)
+    defer_seconds: float = 0.0
+    released: list[Event] = field(default_factory=list)
+
+
+def _contact(row: dict[str, Any]) -> Contact:
+    return Contact(
+        id=row["id"],
+        email=row["email"],
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        phone=row["phone"],
+        tags=tuple(row["tags"] or ()),
+    )
+
+
+def _ledger(row: dict[str, Any]) -> LedgerMember:
+    return LedgerMember(
+        email_hash=row["email_hash"],
+        email=row["email"],
+        fields_hash=row["fields_hash"],
+        tags=tuple(row["tags"] or ()),
+        status=row["status"],
+        archived=row["archived"],
+    )
+
+
+class WorkerStore:
+    def __init__(self, pool: AsyncConnectionPool, owner: str, lease_seconds: float) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+
+    async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                queries.CLAIM_ACCOUNTS,
+                {
+                    "owner": self.owner,
+                    "lease_seconds": self.lease_seconds,
+                    "limit": limit,
+                    "busy": list(busy),
+                },
+            )
+            rows = await cur.fetchall()
+        fields = Account.__dataclass_fields__
+        return [Account(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+
+    async def renew_account(self, user_id: UUID) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                queries.RENEW_ACCOUNT_LEASE,
+                {"user_id": user_id, "owner": self.owner, "lease_seconds": self.lease_seconds},
+            )
+
+    async def release_account(self, user_id: UUID) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner})
+
+    async def claim_due_events(self, user_id: UUID, limit: int) -> list[Event]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                queries.CLAIM_DUE_EVENTS,
+                {
+                    "owner": self.owner,
+                    "lease_seconds": self.lease_seconds,
+                    "user_id": user_id,
+                    "limit": limit,
+                },
+            )
+            rows = await cur.fetchall()
+        return [Event(**r) for r in rows]
+
+    async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
+        ids = [e.contact_id for e in events]
+        params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.CONTACTS_BY_ID, {**params, "ids": ids})
+            changed = [_contact(r) for r in await cur.fetchall()]
+            present = {c.id for c in changed}
+            await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": ids})
+            link_rows = await cur.fetchall()
+            links = {r["contact_id"]: r["email_hash"] for r in link_rows}
+            ledger = await self._ledger(cur, params, set(links.values()))
+
+            # Every address these contacts have now or had before: their members' contacts.
+            emails = {normalize_email(c.email) for c in changed}
+            emails |= {m.email for m in ledger.values()}
+            emails |= {normalize_email(e.email) for e in events if e.email}
+            lowered = sorted({e.lower() for e in emails if e})
+            await cur.execute(queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered})
+            sharing = [_contact(r) for r in await cur.fetchall()]
+
+            hashes = {subscriber_hash(e) for e in lowered} | set(links.values())
+            ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
+
+            others = [c.id for c in sharing if c.id not in present]
+            recency: dict[UUID, datetime] = {}
+            if others:
+                await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": others})
+                recency.update({r["contact_id"]: r["changed_at"] for r in await cur.fetchall()})
+        recency.update({e.contact_id: e.changed_at for e in events})
+        return Facts(
+            changed=changed,
+            deleted=[i for i in ids if i not in present],
+            sharing=sharing,
+            links=links,
+            ledger=ledger,
+            recency=recency,
+        )
+
+    @staticmethod
+    async def _ledger(
+        cur: Any, params: dict[str, Any], hashes: set[str]
+    ) -> dict[str, LedgerMember]:
+        if not hashes:
+            return {}
+        await cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
+        return {r["email_hash"]: _ledger(r) for r in await cur.fetchall()}
+
+    async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]]:
+        """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries."""
+        params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
+        retried: list[tuple[int, int]] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._write_ledger(conn, params, out)
+            if out.links:
+                rows = [
+                    {"contact_id": str(c), "email_hash": h, "changed_at": t.isoformat()}
+                    for c, h, t in out.links
+                ]
+                await conn.execute(queries.UPSERT_LINKS, {**params, "rows": json.dumps(rows)})
+            if out.unlinks:
+                await conn.execute(queries.DELETE_LINKS, {**params, "ids": out.unlinks})
+            if out.cleared_rejections:
+                await conn.execute(
+                    queries.CLEAR_REJECTIONS, {**params, "ids": out.cleared_rejections}
+                )
+            if out.rejections:
+                await conn.execute(
+                    queries.UPSERT_REJECTIONS, {**params, "rows": json.dumps(out.rejections)}
+                )
+            if out.completed:
+                await conn.execute(
+                    queries.COMPLETE_EVENTS,
+                    {
+                        "ids": [e.id for e in out.completed],
+                        "versions": [e.version for e in out.completed],
+                    },
+                )
+            if out.retried:
+                cur = await conn.execute(
+                    queries.RETRY_EVENTS,
+                    {
+                        "ids": [e.id for e, _, _ in out.retried],
+                        "delays": [d for _, d, _ in out.retried],
+                        "errors": [m[:1000] for _, _, m in out.retried],
+                    },
+                )
+                retried = [(r[0], r[1]) for r in await cur.fetchall()]
+            if out.deferred:
+                await conn.execute(
+                    queries.DEFER_EVENTS,
+                    {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
+                )
+            leftover = [e.id for e in [*out.completed, *out.released]]
+            if leftover:
+                # Completed rows that a newer change kept, and rows given back untouched.
+                await conn.execute(queries.RELEASE_EVENTS, {"ids": leftover, "owner": self.owner})
+        return retried
+
+    @staticmethod
+    async def _write_ledger(
+        conn: AsyncConnection[Any], params: dict[str, Any], out: Outcomes
+    ) -> None:
+        if out.ledger_deletes:
+            await conn.execute(queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
+        if out.ledger_upserts:
+            rows = [
+                {
+                    "email_hash": m.email_hash,
+                    "email": m.email,
+                    "fields_hash": m.fields_hash,
+                    "tags": list(m.tags),
+                    "status": m.status,
+                    "archived": m.archived,
+                }
+                for m in out.ledger_upserts
+            ]
+            await conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
+
+    async def execute(self, statement: str, params: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(statement, params)  # type: ignore[arg-type]

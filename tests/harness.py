@@ -1,0 +1,180 @@
+"""End-to-end test harness: a real database, the emulator as a real server, the real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from cryptography.fernet import Fernet
+from psycopg.rows import dict_row
+
+from mcsync.config import Settings
+from mcsync.connections import connect_user
+from mcsync.crypto import TokenCipher
+from mcsync.worker.runner import Worker, run_worker
+
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: uuid.UUID
+    audience_id: str
+    token: str
+
+
+class SyncHarness:
+    def __init__(self, db_url: str, emulator: Any, **overrides: Any) -> None:
+        self.db_url = db_url
+        self.emulator = emulator
+        self.admin = emulator.admin
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "mcsync_encryption_keys": ENCRYPTION_KEY,
+            "mailchimp_api_url": emulator.api_url,
+            "mailchimp_login_url": emulator.login_url,
+            "mcsync_poll_interval": 0.2,
+            "mcsync_http_timeout": 5.0,
+        }
+        values.update(overrides)
+        self.settings = Settings(**values)
+        self.cipher = TokenCipher([ENCRYPTION_KEY])
+        self._n = 0
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        *,
+        double_optin: bool = False,
+        required_fields: list[str] | None = None,
+        phone_format: str | None = None,
+        connect: bool = True,
+    ) -> User:
+        self._n += 1
+        audience_id = f"aud{uuid.uuid4().hex[:8]}"
+        audience: dict[str, Any] = {
+            "id": audience_id,
+            "name": f"Audience {self._n}",
+            "double_optin": double_optin,
+        }
+        if required_fields:
+            audience["required_fields"] = required_fields
+        if phone_format:
+            audience["phone_format"] = phone_format
+        account = self.admin.create_account(
+            dc="us1", account_name=f"Coach {self._n}", audiences=[audience]
+        )
+        user = User(uuid.uuid4(), audience_id, account["access_token"])
+        if connect:
+            self.connect(user, double_optin=double_optin)
+        return user
+
+    def connect(self, user: User, *, double_optin: bool = False) -> int:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            return connect_user(
+                conn,
+                self.cipher,
+                user_id=user.user_id,
+                access_token=user.token,
+                dc="us1",
+                api_endpoint=self.emulator.url,
+                account_name="Coach",
+                audience_id=user.audience_id,
+                audience_name="Audience",
+                double_optin=double_optin,
+            )
+
+    # --- the app's side -------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        with (
+            psycopg.connect(self.db_url, autocommit=True) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def add_contact(self, user: User, email: str | None, **columns: Any) -> uuid.UUID:
+        values = {"user_id": user.user_id, "email": email, **columns}
+        names = ", ".join(values)
+        marks = ", ".join(f"%({k})s" for k in values)
+        rows = self.execute(f"INSERT INTO contacts ({names}) VALUES ({marks}) RETURNING id", values)
+        return rows[0]["id"]
+
+    def update_contact(self, contact_id: uuid.UUID, **columns: Any) -> None:
+        sets = ", ".join(f"{k} = %({k})s" for k in columns)
+        self.execute(f"UPDATE contacts SET {sets} WHERE id = %(id)s", {**columns, "id": contact_id})
+
+    def delete_contact(self, contact_id: uuid.UUID) -> None:
+        self.execute("DELETE FROM contacts WHERE id = %s", (contact_id,))
+
+    # --- the worker -----------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """`mcsync worker --once`: process everything due, then return."""
+        asyncio.run(run_worker(self.settings, once=True, listen=False))
+
+    @contextmanager
+    def live_worker(self, **kwargs: Any) -> Iterator[Worker]:
+        """A long-running worker (LISTEN + poll) in a background thread."""
+        worker_box: list[Worker] = []
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+
+            async def main() -> None:
+                worker = Worker(self.settings, **kwargs)
+                worker_box.append(worker)
+                ready.set()
+                await worker.run()
+
+            loop.run_until_complete(main())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        ready.wait(10)
+        try:
+            yield worker_box[0]
+        finally:
+            loop.call_soon_threadsafe(worker_box[0].stop)
+            thread.join(30)
+
+    # --- what happened --------------------------------------------------------------------
+
+    def members(self, user: User) -> dict[str, dict[str, Any]]:
+        """The audience in the emulator, keyed by lowercased address (archived included)."""
+        return {m["email_address"].lower(): m for m in self.admin.members(user.audience_id)}
+
+    def tags(self, user: User, email: str) -> set[str]:
+        return {t["name"] for t in self.members(user)[email.lower()]["tags"]}
+
+    def queue(self) -> list[dict[str, Any]]:
+        return self.execute("SELECT * FROM mailchimp_sync_queue ORDER BY id")
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return self.execute("SELECT * FROM mailchimp_rejected_contacts ORDER BY rejected_at")
+
+    def api_calls(self, method: str | None = None) -> list[dict[str, Any]]:
+        calls = [r for r in self.admin.requests() if r["path"].startswith("/3.0/")]
+        return [r for r in calls if method is None or r["method"] == method]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,311 @@
+"""The mirror contract, end to end: real triggers, real NOTIFY, the real worker, the emulator."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from mcsync.mirror import subscriber_hash
+from tests.harness import SyncHarness, wait_until
+
+
+def test_1_created_contact_becomes_a_subscribed_member_with_fields_and_tags(
+    sync: SyncHarness,
+) -> None:
+    user = sync.add_user()
+    sync.add_contact(
+        user,
+        "ann@coachmail.io",
+        first_name="Ann",
+        last_name="Lee",
+        phone="404-555-1212",
+        tags=["client", "vip"],
+    )
+    assert len(sync.queue()) == 1
+    sync.drain()
+    member = sync.members(user)["ann@coachmail.io"]
+    assert member["status"] == "subscribed"
+    assert member["merge_fields"]["FNAME"] == "Ann"
+    assert member["merge_fields"]["LNAME"] == "Lee"
+    assert member["merge_fields"]["PHONE"] == "404-555-1212"
+    assert {t["name"] for t in member["tags"]} == {"client", "vip"}
+    assert sync.queue() == []
+
+
+def test_1b_double_optin_audience_gets_pending_members(sync: SyncHarness) -> None:
+    user = sync.add_user(double_optin=True)
+    sync.add_contact(user, "bo@coachmail.io", first_name="Bo")
+    sync.drain()
+    assert sync.members(user)["bo@coachmail.io"]["status"] == "pending"
+
+
+def test_2_synced_edit_updates_and_unsynced_edit_makes_no_call(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "cy@coachmail.io", first_name="Cy")
+    sync.drain()
+    sync.update_contact(cid, first_name="Cyrus")
+    sync.drain()
+    assert sync.members(user)["cy@coachmail.io"]["merge_fields"]["FNAME"] == "Cyrus"
+
+    calls_before = len(sync.api_calls())
+    sync.update_contact(cid, notes="called on Tuesday", address="1 Main St", stage="won")
+    assert sync.queue() == []  # the trigger ignored it
+    sync.drain()
+    assert len(sync.api_calls()) == calls_before
+
+
+def test_3_tags_added_removed_and_marketer_tags_kept(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "di@coachmail.io", tags=["lead"])
+    sync.drain()
+    sync.admin.tag(user.audience_id, "di@coachmail.io", "Newsletter-2026")  # by hand
+    sync.update_contact(cid, tags=["lead", "client"])
+    sync.drain()
+    assert sync.tags(user, "di@coachmail.io") == {"lead", "client", "Newsletter-2026"}
+    sync.update_contact(cid, tags=["client"])
+    sync.drain()
+    assert sync.tags(user, "di@coachmail.io") == {"client", "Newsletter-2026"}
+    # Case-insensitive: a tag spelled differently is the same tag, no call needed.
+    calls = len(sync.api_calls())
+    sync.update_contact(cid, tags=["CLIENT"])
+    sync.drain()
+    assert sync.tags(user, "di@coachmail.io") == {"client", "Newsletter-2026"}
+    assert len(sync.api_calls()) == calls
+
+
+def test_3b_marketer_tag_with_the_same_name_as_a_removed_tag_is_kept_when_mcsync_never_set_it(
+    sync: SyncHarness,
+) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "el@coachmail.io", tags=[])
+    sync.drain()
+    sync.admin.tag(user.audience_id, "el@coachmail.io", "VIP")
+    sync.update_contact(cid, first_name="El")
+    sync.drain()
+    assert sync.tags(user, "el@coachmail.io") == {"VIP"}
+
+
+def test_4_email_change_renames_the_member(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "fay@old.io", first_name="Fay", tags=["client"])
+    sync.drain()
+    original_calls = len(sync.api_calls("PUT"))
+    sync.update_contact(cid, email="fay@new.io")
+    sync.drain()
+    members = sync.members(user)
+    assert "fay@old.io" not in members
+    assert members["fay@new.io"]["status"] == "subscribed"
+    assert members["fay@new.io"]["id"] == subscriber_hash("fay@new.io")
+    assert {t["name"] for t in members["fay@new.io"]["tags"]} == {"client"}
+    assert len(sync.api_calls("PATCH")) == 1
+    assert len(sync.api_calls("PUT")) == original_calls  # renamed, not re-created
+
+
+def test_4b_email_change_to_an_existing_member_is_recorded_and_not_retried(
+    sync: SyncHarness,
+) -> None:
+    user = sync.add_user()
+    sync.admin.add_member(user.audience_id, "gus@taken.io", status="subscribed")
+    cid = sync.add_contact(user, "gus@old.io", first_name="Gus")
+    sync.drain()
+    sync.update_contact(cid, email="gus@taken.io")
+    sync.drain()
+    members = sync.members(user)
+    # Merged into the member that already had the address; the old one is archived.
+    assert members["gus@taken.io"]["merge_fields"]["FNAME"] == "Gus"
+    assert members["gus@old.io"]["status"] == "archived"
+    assert sync.queue() == []
+    (note,) = sync.rejections()
+    assert note["severity"] == "warning" and "already in the audience" in note["reason"]
+    calls = len(sync.api_calls())
+    sync.drain()
+    assert len(sync.api_calls()) == calls
+
+
+def test_5_no_email_then_email_then_cleared(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, None, first_name="Hal")
+    sync.drain()
+    assert sync.members(user) == {}
+    sync.update_contact(cid, email="hal@coachmail.io")
+    sync.drain()
+    assert sync.members(user)["hal@coachmail.io"]["status"] == "subscribed"
+    sync.update_contact(cid, email=None)
+    sync.drain()
+    assert sync.members(user)["hal@coachmail.io"]["status"] == "archived"
+
+
+def test_6_delete_archives_unless_another_contact_shares_the_address(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    solo = sync.add_contact(user, "ida@coachmail.io")
+    first = sync.add_contact(user, "joe@coachmail.io", first_name="Joe", tags=["a"])
+    second = sync.add_contact(user, "JOE@coachmail.io ", first_name="Joseph", tags=["b"])
+    sync.drain()
+    assert set(sync.members(user)) == {"ida@coachmail.io", "joe@coachmail.io"}
+    sync.delete_contact(solo)
+    sync.delete_contact(second)
+    sync.drain()
+    members = sync.members(user)
+    assert members["ida@coachmail.io"]["status"] == "archived"
+    assert members["joe@coachmail.io"]["status"] == "subscribed"
+    assert members["joe@coachmail.io"]["merge_fields"]["FNAME"] == "Joe"
+    assert {t["name"] for t in members["joe@coachmail.io"]["tags"]} == {"a"}
+    sync.delete_contact(first)
+    sync.drain()
+    assert sync.members(user)["joe@coachmail.io"]["status"] == "archived"
+
+
+def test_7_unsubscribed_member_is_never_resubscribed(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "kim@coachmail.io", first_name="Kim")
+    sync.drain()
+    sync.admin.unsubscribe(user.audience_id, "kim@coachmail.io")
+    sync.update_contact(cid, first_name="Kimberly", tags=["client"])
+    sync.drain()
+    assert sync.members(user)["kim@coachmail.io"]["merge_fields"]["FNAME"] == "Kimberly"
+    assert sync.members(user)["kim@coachmail.io"]["status"] == "unsubscribed"
+    # An import that brings the same address again (a second contact row).
+    sync.execute("INSERT INTO contacts (user_id, email) SELECT user_id, email FROM contacts")
+    sync.drain()
+    member = sync.members(user)["kim@coachmail.io"]
+    assert member["status"] == "unsubscribed"
+    assert sync.queue() == []
+
+
+def test_8_two_users_never_see_each_others_contacts(sync: SyncHarness) -> None:
+    alice, bob = sync.add_user(), sync.add_user()
+    sync.add_contact(alice, "a1@coachmail.io")
+    sync.add_contact(bob, "b1@coachmail.io")
+    sync.add_contact(bob, "shared@coachmail.io", first_name="Bob's")
+    sync.add_contact(alice, "shared@coachmail.io", first_name="Alice's")
+    sync.drain()
+    assert set(sync.members(alice)) == {"a1@coachmail.io", "shared@coachmail.io"}
+    assert set(sync.members(bob)) == {"b1@coachmail.io", "shared@coachmail.io"}
+    assert sync.members(alice)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Alice's"
+    assert sync.members(bob)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Bob's"
+
+
+def test_8b_contacts_of_users_without_a_connection_are_not_queued(sync: SyncHarness) -> None:
+    user = sync.add_user(connect=False)
+    sync.add_contact(user, "nobody@coachmail.io")
+    assert sync.queue() == []
+
+
+def test_9_emails_trimmed_and_lowercased_invalid_rejected_without_a_call(
+    sync: SyncHarness,
+) -> None:
+    user = sync.add_user()
+    sync.add_contact(user, "  Liz.Smith@CoachMail.io ")
+    bad = sync.add_contact(user, "not-an-email")
+    sync.drain()
+    members = sync.members(user)
+    assert list(members) == ["liz.smith@coachmail.io"]
+    assert members["liz.smith@coachmail.io"]["id"] == subscriber_hash("liz.smith@coachmail.io")
+    (rejected,) = sync.rejections()
+    assert rejected["contact_id"] == bad and rejected["severity"] == "error"
+    assert "invalid email" in rejected["reason"]
+    assert len(sync.api_calls("PUT")) == 1
+    assert sync.queue() == []
+
+
+def test_9b_fake_email_rejected_with_mailchimps_reason_others_sync(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    fake = sync.add_contact(user, "test@example.com")
+    sync.add_contact(user, "real@coachmail.io")
+    sync.drain()
+    assert set(sync.members(user)) == {"real@coachmail.io"}
+    (rejected,) = sync.rejections()
+    assert rejected["contact_id"] == fake and "fake" in rejected["reason"]
+    status = sync.execute("SELECT sync_status FROM mailchimp_connections")[0]["sync_status"]
+    assert status == "active"
+    # Not retried until the contact changes.
+    calls = len(sync.api_calls())
+    sync.drain()
+    assert len(sync.api_calls()) == calls
+
+
+def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
+    sync: SyncHarness,
+) -> None:
+    user = sync.add_user()
+    sync.execute(
+        """INSERT INTO contacts (user_id, email, first_name, tags)
+           SELECT %s, 'member' || g || '@coachmail.io', 'N' || g, ARRAY['import']
+             FROM generate_series(1, 10000) g""",
+        (user.user_id,),
+    )
+    assert len(sync.queue()) == 10000
+    sync.drain()
+    members = sync.members(user)
+    assert len(members) == 10000
+    assert members["member777@coachmail.io"]["merge_fields"]["FNAME"] == "N777"
+    assert {t["name"] for t in members["member9999@coachmail.io"]["tags"]} == {"import"}
+    batch_calls = [
+        r for r in sync.api_calls("POST") if r["path"] == f"/3.0/lists/{user.audience_id}"
+    ]
+    assert len(batch_calls) == 20
+    assert len(sync.api_calls("PUT")) == 0
+    assert sync.queue() == []
+
+
+def test_11_worker_runs_as_a_role_that_can_only_read_contacts(
+    sync: SyncHarness, repo_root: object
+) -> None:
+    from pathlib import Path
+
+    grants = (Path(str(repo_root)) / "sql" / "grants.sql").read_text()
+    sync.execute(grants)
+    sync.execute("DROP ROLE IF EXISTS mcsync_worker_login")
+    sync.execute("CREATE ROLE mcsync_worker_login LOGIN IN ROLE mcsync_worker")
+    user = sync.add_user()
+    sync.add_contact(user, "mo@coachmail.io", first_name="Mo")
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(sync.db_url)
+    params["user"] = "mcsync_worker_login"
+    params.pop("password", None)
+    worker_url = make_conninfo(**params)
+    with psycopg.connect(worker_url) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE contacts SET first_name = 'x'")
+    limited = SyncHarness(worker_url, sync.emulator)
+    limited.drain()
+    assert sync.members(user)["mo@coachmail.io"]["merge_fields"]["FNAME"] == "Mo"
+    assert sync.queue() == []
+
+
+def test_live_worker_syncs_a_change_within_moments_via_notify(sync: SyncHarness) -> None:
+    sync.settings.mcsync_poll_interval = 30.0  # so only NOTIFY can explain a quick sync
+    user = sync.add_user()
+    with sync.live_worker():
+        time.sleep(0.5)  # let the listener connect
+        started = time.monotonic()
+        sync.add_contact(user, "quick@coachmail.io", first_name="Quick")
+        wait_until(lambda: "quick@coachmail.io" in sync.members(user), timeout=5)
+        assert time.monotonic() - started < 5
+    assert sync.queue() == []
+
+
+def test_coalesced_edits_make_one_call_from_the_current_row(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "ned@coachmail.io", first_name="N1")
+    for i in range(2, 6):
+        sync.update_contact(cid, first_name=f"N{i}")
+    assert len(sync.queue()) == 1
+    sync.drain()
+    assert sync.members(user)["ned@coachmail.io"]["merge_fields"]["FNAME"] == "N5"
+    assert len(sync.api_calls("PUT")) == 1
+
+
+def test_phone_rejected_alone_syncs_the_rest_with_a_warning(sync: SyncHarness) -> None:
+    user = sync.add_user(phone_format="US")
+    cid = sync.add_contact(user, "ola@coachmail.io", first_name="Ola", phone="call me maybe")
+    sync.drain()
+    member = sync.members(user)["ola@coachmail.io"]
+    assert member["merge_fields"]["FNAME"] == "Ola"
+    (note,) = sync.rejections()
+    assert note["contact_id"] == cid and note["severity"] == "warning" and note["field"] == "PHONE"
+    assert sync.queue() == []
