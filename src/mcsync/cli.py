@@ -127,6 +127,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mcsync.demo import run_demo
 
+    if args.log_level == "INFO":
+        configure_logging("WARNING")  # the demo prints its own story; worker logs: --log-level
     return run_demo(once=args.once)
 
 

@@ -20,7 +20,16 @@ class EmbeddedPostgres:
 
 def start_embedded_postgres(data_dir: Path | None = None) -> EmbeddedPostgres:
     """Start (or reuse) a private PostgreSQL server; works as root too."""
+    import warnings
+
+    # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and
+    # falls back to /tmp, which is fine for an embedded server.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import logging
+
     import pgserver  # imported lazily: only the embedded paths need it
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
 
     path = data_dir or Path(tempfile.mkdtemp(prefix="mcsync-pg-"))
     server = pgserver.get_server(path, cleanup_mode="stop")

@@ -1,0 +1,101 @@
+"""The README's first command, and the operator CLI, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.harness import ENCRYPTION_KEY, SyncHarness
+
+MCSYNC = [sys.executable, "-m", "mcsync.cli"]
+
+
+def test_demo_once_shows_the_mirror_and_exits_zero() -> None:
+    result = subprocess.run(
+        [*MCSYNC, "demo", "--once"], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mirror check: OK" in result.stdout
+    assert "chloe.dubois@coachmail.io" in result.stdout  # the renamed member
+    assert "(not synced)" in result.stdout  # the contact without an email
+
+
+def _env(sync: SyncHarness) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": sync.db_url,
+        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "MAILCHIMP_API_URL": sync.emulator.api_url,
+    }
+
+
+def test_connect_worker_once_status_and_disconnect_from_the_command_line(
+    sync: SyncHarness,
+) -> None:
+    account = sync.admin.create_account(
+        dc="us1", account_name="CLI", audiences=[{"id": "cli00001", "name": "CLI list"}]
+    )
+    user_id = uuid.uuid4()
+    sync.execute(
+        "INSERT INTO contacts (user_id, email, first_name) VALUES (%s, 'cli@coachmail.io', 'Cli')",
+        (user_id,),
+    )
+    env = _env(sync)
+    run = subprocess.run(
+        [*MCSYNC, "connect", "--user-id", str(user_id), "--access-token",
+         account["access_token"], "--dc", "us1", "--audience-id", "cli00001"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "1 contacts queued" in run.stdout
+    stored = sync.execute("SELECT access_token_encrypted FROM mailchimp_connections")[0]
+    assert account["access_token"] not in stored["access_token_encrypted"]
+
+    run = subprocess.run([*MCSYNC, "worker", "--once"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    members = {m["email_address"]: m for m in sync.admin.members("cli00001")}
+    assert members["cli@coachmail.io"]["merge_fields"]["FNAME"] == "Cli"
+    # One JSON object per log line, and never the token.
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "batch_done" for line in lines)
+    assert account["access_token"] not in run.stderr
+
+    run = subprocess.run([*MCSYNC, "status", "--json"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    (row,) = json.loads(run.stdout)
+    assert row["user_id"] == str(user_id) and row["sync_status"] == "active"
+    assert row["pending"] == 0 and row["last_sync_at"] is not None
+
+    run = subprocess.run([*MCSYNC, "disconnect", "--user-id", str(user_id)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0
+    assert sync.execute("SELECT * FROM mailchimp_connections") == []
+    # Mailchimp and the app's contacts are untouched.
+    assert "cli@coachmail.io" in {m["email_address"] for m in sync.admin.members("cli00001")}
+    assert len(sync.execute("SELECT * FROM contacts")) == 1
+
+
+def test_worker_refuses_to_start_without_an_encryption_key(sync: SyncHarness) -> None:
+    env = {**_env(sync), "MCSYNC_ENCRYPTION_KEYS": ""}
+    run = subprocess.run([*MCSYNC, "worker", "--once"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert run.returncode != 0
+    assert "Fernet.generate_key()" in run.stderr
+
+
+def test_migrate_command_reports_a_missing_contacts_table(empty_db_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": empty_db_url}
+    run = subprocess.run([*MCSYNC, "migrate"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert run.returncode == 1
+    assert '"contacts" table was not found' in run.stderr
+
+
+def test_sql_files_are_plain_ordered_migrations(repo_root: Path) -> None:
+    names = sorted(p.name for p in (repo_root / "sql").glob("[0-9][0-9][0-9]_*.sql"))
+    assert names[:2] == ["001_mcsync_tables.sql", "002_contacts_triggers.sql"]
