@@ -4,7 +4,7 @@ Docker engine answers, else an embedded server from `pgserver`. Always a real se
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mcsync.embedded import start_embedded_postgres
@@ -38,5 +38,3 @@ def postgres_server() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
-
-

@@ -5,7 +5,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mcsync.migrate import SQL_DIR, MigrationError, apply_migrations
+from mcsync.migrate import SQL_DIR, MigrationError, apply_migrations, load_migrations
 from tests.conftest import CONTACTS_DDL
 
 
@@ -13,7 +13,9 @@ def test_migrate_is_idempotent_and_records_versions(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         conn.execute(CONTACTS_DDL.encode())
     first = apply_migrations(empty_db_url)
-    assert first == ["001_mcsync_tables.sql", "002_contacts_triggers.sql"]
+    all_files = load_migrations()
+    assert first == [m.name for m in all_files]
+    assert first[:2] == ["001_mcsync_tables.sql", "002_contacts_triggers.sql"]
     assert apply_migrations(empty_db_url) == []
     with psycopg.connect(empty_db_url) as conn:
         rows = conn.execute("SELECT version FROM mcsync_schema_migrations ORDER BY 1").fetchall()
@@ -21,9 +23,11 @@ def test_migrate_is_idempotent_and_records_versions(empty_db_url: str) -> None:
             "SELECT tgname FROM pg_trigger WHERE tgrelid = 'contacts'::regclass"
             " AND NOT tgisinternal ORDER BY 1"
         ).fetchall()
-    assert [r[0] for r in rows] == ["001", "002"]
+    assert [r[0] for r in rows] == [m.version for m in all_files]
     assert [t[0] for t in triggers] == [
-        "mcsync_contacts_deleted", "mcsync_contacts_inserted", "mcsync_contacts_updated"
+        "mcsync_contacts_deleted",
+        "mcsync_contacts_inserted",
+        "mcsync_contacts_updated",
     ]
 
 
