@@ -51,7 +51,7 @@ QUEUE_ALL_CONTACTS = """
 INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op)
 SELECT user_id, id, 'resync' FROM contacts WHERE user_id = %(user_id)s
 ON CONFLICT (user_id, contact_id) DO UPDATE
-   SET version = q.version + 1, changed_at = now(), next_retry_at = now()
+   SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
 
 # Contacts mcsync synced into the current audience whose rows are gone (deleted while the
@@ -66,7 +66,7 @@ SELECT l.user_id, l.contact_id, 'delete', m.email
  WHERE l.user_id = %(user_id)s
    AND NOT EXISTS (SELECT 1 FROM contacts ct WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
 ON CONFLICT (user_id, contact_id) DO UPDATE
-   SET version = q.version + 1, changed_at = now(), next_retry_at = now()
+   SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
 
 # --- claiming ----------------------------------------------------------------------------------
@@ -103,6 +103,8 @@ UPDATE mailchimp_connections SET lease_owner = NULL, lease_until = NULL
  WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
 """
 
+# The account lease makes this worker the account's only server, so rows it locked itself in
+# a pass that died (a lost database connection) are taken back at once, not after the lease.
 CLAIM_DUE_EVENTS = """
 UPDATE mailchimp_sync_queue q
    SET locked_by = %(owner)s,
@@ -110,7 +112,7 @@ UPDATE mailchimp_sync_queue q
  WHERE q.id IN (
        SELECT id FROM mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
-          AND (locked_until IS NULL OR locked_until < now())
+          AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
         ORDER BY next_retry_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
@@ -151,7 +153,8 @@ SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
        u.status, u.archived
   FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(email_hash text, email text, fields_hash text, tags jsonb, status text, archived boolean)
+       AS u(email_hash text, email text, fields_hash text, tags jsonb, status text,
+            archived boolean)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
     status = coalesce(excluded.status, m.status), archived = excluded.archived,
@@ -223,6 +226,16 @@ UPDATE mailchimp_sync_queue
    SET next_retry_at = now() + make_interval(secs => %(delay)s),
        locked_by = NULL, locked_until = NULL
  WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+# A 429 (or "too many connections") holds back the whole account, not just the rows that hit
+# it: every row due before the pause ends waits with them. Attempts are not spent.
+DEFER_USER_EVENTS = """
+UPDATE mailchimp_sync_queue
+   SET next_retry_at = now() + make_interval(secs => %(delay)s)
+ WHERE user_id = %(user_id)s
+   AND next_retry_at < now() + make_interval(secs => %(delay)s)
+   AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
 """
 
 # --- connection health -------------------------------------------------------------------------
@@ -321,8 +334,8 @@ RETURNING r.requested_at
 """
 
 RECONCILIATION_RETRY_AFTER = """
-SELECT greatest(1, ceil(extract(epoch FROM
-       requested_at + make_interval(secs => %(min_interval)s) - now())))::int
+SELECT greatest(0, ceil(extract(epoch FROM
+       requested_at + make_interval(secs => %(min_interval)s) - now())))::int AS seconds
   FROM mcsync_reconciliations WHERE user_id = %(user_id)s
 """
 
@@ -346,12 +359,15 @@ SELECT user_id FROM mcsync_reconciliations
  ORDER BY requested_at
 """
 
-# A page is done: progress, counts and lease move together, and only for the lease holder.
+# A page is done: progress, counts and lease move together, and only for the lease holder of a
+# run whose audience is still the connection's (a disconnect or an audience change stops it).
 ADVANCE_RECONCILIATION = """
-UPDATE mcsync_reconciliations
+UPDATE mcsync_reconciliations r
    SET next_offset = %(next_offset)s, queued = queued + %(queued)s,
        lease_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE user_id = %(user_id)s AND lease_owner = %(owner)s AND finished_at IS NULL
+ WHERE r.user_id = %(user_id)s AND r.lease_owner = %(owner)s AND r.finished_at IS NULL
+   AND EXISTS (SELECT 1 FROM mailchimp_connections c
+                WHERE c.user_id = r.user_id AND c.audience_id = r.audience_id)
 """
 
 RECORD_RECONCILE_SEEN = """

@@ -132,11 +132,11 @@ def test_401_connection_level_and_404_not_found_and_other_4xx_request() -> None:
             problem(
                 400,
                 "Invalid Resource",
-                "The resource submitted could not be validated. For field-specific details, see the 'errors' array.",
+                "The resource submitted could not be validated.",
                 [
                     {
                         "field": "email address",
-                        "message": '"n@b.co" is already in this list with a status of "Subscribed".',
+                        "message": '"n@b.co" is already in this list with a status of "Subscribed".',  # noqa: E501
                     }
                 ],
             ),
@@ -172,7 +172,7 @@ def test_str_never_contains_a_token() -> None:
         (
             BatchError(
                 email_address="a@b.co",
-                error="a@b.co is already a list member, do you want to update? please provide update_existing:true in the request body",
+                error="a@b.co is already a list member, do you want to update?",
                 error_code="ERROR_CONTACT_EXISTS",
             ),
             "member_exists",
@@ -222,3 +222,24 @@ def test_batch_errors_classified(err: BatchError, kind: str, field: str | None) 
     c = classify_batch_error(err)
     assert (c.kind, c.field) == (kind, field)
     assert c.reason
+
+
+def test_schema_complaints_are_our_bug_not_the_contacts() -> None:
+    doc = problem(
+        400,
+        "Invalid Resource",
+        "The resource submitted could not be validated.",
+        [{"field": "status", "message": "Value must be one of: subscribed, pending"}],
+    )
+    assert isinstance(error_from_response(resp(400, doc)), RequestError)
+    doc = problem(
+        400,
+        "Invalid Resource",
+        "The resource submitted could not be validated.",
+        [{"field": "merge_fields.FNAME", "message": "Data did not match any of the schemas"}],
+    )
+    err = error_from_response(resp(400, doc))
+    assert isinstance(err, ContactLevelError) and (err.kind, err.field) == ("merge_fields", "FNAME")
+    doc = problem(400, "Invalid Resource", "x", [{"field": "tags.name", "message": "Too long"}])
+    err = error_from_response(resp(400, doc))
+    assert isinstance(err, ContactLevelError) and err.kind == "invalid"

@@ -187,32 +187,59 @@ def _field_errors(doc: dict[str, Any]) -> list[FieldError]:
     return out
 
 
+_MERGE_TAG = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def field_category(field: str | None) -> Literal["merge", "email", "tags", "schema"] | None:
+    """What a problem document's ``field`` names: a merge tag, the address, tags, or schema."""
+    if field is None or not field.strip():
+        return None
+    raw = field.strip()
+    if raw.lower().startswith("merge_fields") or _MERGE_TAG.match(raw):
+        return "merge"
+    norm = normalise_field(raw)
+    if norm == "email_address":
+        return "email"
+    if raw.lower().startswith("tags"):
+        return "tags"
+    return "schema"
+
+
 def classify_contact_message(
     text: str, *, field: str | None = None, error_code: str | None = None
 ) -> tuple[ContactErrorKind, str | None] | None:
-    """Kind (and field) of a contact-level error judged from message text; None when unknown."""
+    """Kind (and field) of a contact-level error judged from its text and field.
+
+    None when the text and field say nothing about the contact's data (e.g. a schema field
+    such as ``status``: that is our own bug, not the contact's).
+    """
     low = text.lower()
-    norm = normalise_field(field)
     if "permanently deleted" in low or "forgotten email" in low:
-        return "forgotten", norm
+        return "forgotten", "email_address"
     if "compliance state" in low:
-        return "compliance", norm
+        return "compliance", "email_address"
     if "is already in this list" in low:
         return "already_in_list", "email_address"
     if (
         error_code == "ERROR_CONTACT_EXISTS"
         or "already a list member" in low
-        or ("member exists" in low)
+        or "member exists" in low
     ):
         return "member_exists", "email_address"
     if "looks fake or invalid" in low:
         return "fake_email", "email_address"
     if "valid email address" in low or "invalid email" in low:
         return "invalid_email", "email_address"
-    if norm is not None and norm != "email_address":
-        return "merge_fields", norm
-    if "merge field" in low:
-        return "merge_fields", norm
+    category = field_category(field)
+    if category == "merge":
+        name = normalise_field(field)
+        return "merge_fields", None if name == "merge_fields" else name
+    if category == "email":
+        return "invalid_email", "email_address"
+    if category == "tags":
+        return "invalid", "tags"
+    if category is None and "merge field" in low:
+        return "merge_fields", None
     return None
 
 
@@ -224,9 +251,9 @@ def _contact_error(
     status: int,
     request_id: str | None,
 ) -> MailchimpError:
+    """A 400: contact-level when it is about the contact's data, else our own RequestError."""
     common: dict[str, Any] = {"status": status, "errors": errors, "request_id": request_id}
     low_title = title.lower()
-    field_msgs = " ".join(f"{e.field}: {e.message}" for e in errors)
     reason = f"{title}: {detail}" if detail else title
     if errors:
         reason += " (" + "; ".join(f"{e.field}: {e.message}" for e in errors) + ")"
@@ -240,22 +267,20 @@ def _contact_error(
         return make("compliance", "email_address")
     if "member exists" in low_title:
         return make("member_exists", "email_address")
-    if "invalid resource" in low_title or errors:
-        # Field-level first: an email change into an existing address, or bad merge fields.
-        for e in errors:
-            found = classify_contact_message(e.message, field=e.field)
-            if found is not None:
-                return make(found[0], found[1])
-        found = classify_contact_message(detail)
+    # Field-level first: an email change into an existing address, bad merge fields...
+    for e in errors:
+        found = classify_contact_message(e.message, field=e.field)
         if found is not None:
-            return make(found[0], found[1])
-        if "merge field" in detail.lower() or "merge_fields" in field_msgs:
-            first = normalise_field(errors[0].field) if errors else None
-            return make("merge_fields", first)
-        return make("invalid", normalise_field(errors[0].field) if errors else None)
-    found = classify_contact_message(f"{title} {detail}")
+            return make(*found)
+    found = classify_contact_message(f"{title}: {detail}")
     if found is not None:
-        return make(found[0], found[1])
+        if found[0] == "merge_fields" and found[1] is None and errors:
+            return make("merge_fields", normalise_field(errors[0].field))
+        return make(*found)
+    if "invalid resource" in low_title and not errors:
+        # e.g. "<email> has signed up to a lot of lists very recently": about this contact.
+        return make("invalid", None)
+    # Schema-level complaints (a bad status, count, JSON...) mean our request is wrong.
     return RequestError(title, detail, **common)
 
 

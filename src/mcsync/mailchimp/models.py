@@ -6,7 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mcsync.mailchimp.errors import ContactLevelError, classify_contact_message, normalise_field
+from mcsync.mailchimp.errors import (
+    ContactLevelError,
+    classify_contact_message,
+    field_category,
+    normalise_field,
+)
 
 
 class _Model(BaseModel):
@@ -95,7 +100,7 @@ def classify_batch_error(err: BatchError) -> ContactLevelError:
     """Map one per-member error of a batch subscribe onto the contact-level taxonomy."""
     text = " ".join(t for t in (err.error, err.field_message or "") if t)
     found = classify_contact_message(text, field=err.field, error_code=err.error_code)
-    if found is None and err.field_message:
+    if found is None and err.field_message and field_category(err.field) != "schema":
         found = ("merge_fields", normalise_field(err.field))
     kind, field = found if found is not None else ("invalid", normalise_field(err.field))
     reason = err.error

@@ -1,0 +1,548 @@
+"""Full reconciliation: list the audience page by page and compare it with the mirror.
+
+Used by Sync Now (`run_reconciliation`: queue only the contacts whose member differs) and by
+`mcsync verify` (`audit`: read-only, report every difference).
+
+Why the ledger is corrected here: the worker's planner trusts the ledger ("what Mailchimp was
+last told") and sends nothing when the ledger already agrees with a contact. When Mailchimp
+turns out to disagree (a member edited, untagged or deleted by hand), queueing the contact
+alone would be a no-op, so the run first makes the ledger say what Mailchimp really has
+(fields unknown, tag not set, member not there) and then queues the contact.
+
+Owned members with no contact linked to them any more (the link was forgotten, e.g. after an
+audience change and back) are archived through the worker's ordinary "contact deleted" path:
+the run links a placeholder contact id (a uuid5 of user, audience and member, so a resumed run
+reuses it) to the member and queues a 'delete' for it. The worker sees a deleted contact that
+was synced as that member, finds no contact left with the address, archives the member and
+drops the placeholder link. No special case in the worker, and nothing written to `contacts`.
+
+Resumable: each page's queue rows, ledger corrections, the hashes seen and the next offset are
+committed together, under a lease on the run's row. A run whose process died is taken over
+once its lease expires (the web app's sweeper, or `mcsync sync-now`) and goes on at the next
+page; re-doing a page is harmless because every write is an idempotent upsert.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import dict_row
+
+from mcsync import queries
+from mcsync.config import Settings
+from mcsync.crypto import TokenCipher
+from mcsync.logging import get_logger
+from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.errors import ConnectionLevelError, NotFoundError, RequestError
+from mcsync.mailchimp.models import Member
+from mcsync.mirror import Contact, DesiredMember, LedgerMember, desired_members
+
+log = get_logger("mcsync.reconcile")
+
+PAGE_SIZE = 1000
+LEASE_SECONDS = 120.0
+SYNC_NOW_INTERVAL = 3600  # seconds: Sync Now at most once an hour per user
+_PLACEHOLDER_NS = uuid.UUID("6d637379-6e63-4f72-8068-616e4f727068")
+_FIELDS = ("merge_fields", "tags")
+
+
+AConn = AsyncConnection
+Cursor = AsyncCursor[dict[str, Any]]
+
+
+class ReconcileError(RuntimeError):
+    """The run cannot go on (no connection, no audience, audience changed meanwhile)."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the audience differs from the mirror."""
+
+    kind: str  # missing | fields | tags | stale_tags | restore | orphan
+    email_hash: str
+    email: str
+    detail: str
+    contact_ids: tuple[UUID, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["contact_ids"] = [str(c) for c in self.contact_ids]
+        return out
+
+
+@dataclass
+class Snapshot:
+    """What Postgres says about one user's audience, read once per run."""
+
+    desired: dict[str, DesiredMember]
+    ledger: dict[str, LedgerMember]
+    links: dict[str, list[UUID]]  # member hash -> contacts last synced as that member
+    existing: set[UUID]
+    ignored_fields: dict[UUID, set[str]] = field(default_factory=dict)  # partial acceptances
+    rejected: set[UUID] = field(default_factory=set)  # refused until the contact changes
+
+    def skipped(self, desired: DesiredMember) -> bool:
+        """Every contact of this member was refused by Mailchimp: not drift, nothing to do."""
+        return bool(desired.contact_ids) and all(c in self.rejected for c in desired.contact_ids)
+
+    def ignored_for(self, desired: DesiredMember) -> set[str]:
+        out: set[str] = set()
+        for cid in desired.contact_ids:
+            out |= self.ignored_fields.get(cid, set())
+        return out
+
+
+# --- comparing (pure) ---------------------------------------------------------------------
+
+
+def _active_tags(member: Member) -> set[str]:
+    return {t.name.strip().casefold() for t in member.tags}
+
+
+def compare_member(member: Member, snap: Snapshot) -> list[Difference]:
+    """Differences for one listed member."""
+    email_hash = member.id.lower()
+    want = snap.desired.get(email_hash)
+    entry = snap.ledger.get(email_hash)
+    if want is None:
+        if entry is not None and not entry.archived and member.status != "archived":
+            return [
+                Difference(
+                    "orphan",
+                    email_hash,
+                    member.email_address,
+                    "mcsync put this member in the audience and no contact has the address now",
+                    tuple(snap.links.get(email_hash, ())),
+                )
+            ]
+        return []
+    if snap.skipped(want):
+        return []
+    if member.status == "archived":
+        # Archived by mcsync and wanted again: restore. Archived by someone else: mcsync never
+        # raises a member's status, so that is not drift.
+        if entry is not None and entry.archived:
+            return [
+                Difference(
+                    "restore",
+                    email_hash,
+                    want.email,
+                    "archived, but a contact has this address again",
+                    want.contact_ids,
+                )
+            ]
+        return []
+    out: list[Difference] = []
+    ignored = snap.ignored_for(want)
+    changed = [
+        f"{name}: {str(member.merge_fields.get(name) or '')!r} -> {value!r}"
+        for name, value in sorted(want.merge_fields.items())
+        if name not in ignored and str(member.merge_fields.get(name) or "") != value
+    ]
+    if changed:
+        out.append(
+            Difference("fields", email_hash, want.email, "; ".join(changed), want.contact_ids)
+        )
+    active = _active_tags(member)
+    missing = [t for t in want.tags if t.casefold() not in active]
+    if missing:
+        out.append(
+            Difference(
+                "tags",
+                email_hash,
+                want.email,
+                "missing tags: " + ", ".join(missing),
+                want.contact_ids,
+            )
+        )
+    wanted = {t.casefold() for t in want.tags}
+    stale = [t for t in (entry.tags if entry else ()) if t.casefold() in active - wanted]
+    if stale:
+        out.append(
+            Difference(
+                "stale_tags",
+                email_hash,
+                want.email,
+                "tags mcsync set that no contact has now: " + ", ".join(stale),
+                want.contact_ids,
+            )
+        )
+    return out
+
+
+def missing_members(snap: Snapshot, seen: set[str]) -> list[Difference]:
+    """Desired members the listing never showed."""
+    return [
+        Difference("missing", h, d.email, "not in the audience", d.contact_ids)
+        for h, d in sorted(snap.desired.items())
+        if h not in seen and not snap.skipped(d)
+    ]
+
+
+def placeholder_id(user_id: UUID, audience_id: str, email_hash: str) -> UUID:
+    return uuid.uuid5(_PLACEHOLDER_NS, f"{user_id}:{audience_id}:{email_hash}")
+
+
+@dataclass
+class Fixes:
+    """The writes that make the worker repair a set of differences."""
+
+    resync: set[UUID] = field(default_factory=set)
+    deletes: dict[UUID, str] = field(default_factory=dict)  # contact id -> address it had
+    adopt: dict[UUID, str] = field(default_factory=dict)  # placeholder id -> member hash
+    ledger_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger_deletes: set[str] = field(default_factory=set)
+
+    @property
+    def queued(self) -> int:
+        return len(self.resync) + len(self.deletes)
+
+
+def fixes_for(
+    diffs: Iterable[Difference],
+    snap: Snapshot,
+    *,
+    user_id: UUID,
+    audience_id: str,
+    members: Mapping[str, Member] | None = None,
+) -> Fixes:
+    fixes = Fixes()
+    members = members or {}
+    for d in diffs:
+        entry = snap.ledger.get(d.email_hash)
+        if d.kind == "orphan":
+            linked = snap.links.get(d.email_hash, [])
+            for cid in linked:
+                if cid in snap.existing:
+                    fixes.resync.add(cid)  # still here under another address (or none)
+                else:
+                    fixes.deletes[cid] = d.email
+            if not linked:
+                pid = placeholder_id(user_id, audience_id, d.email_hash)
+                fixes.adopt[pid] = d.email_hash
+                fixes.deletes[pid] = d.email
+            continue
+        fixes.resync.update(d.contact_ids)
+        if entry is None:
+            continue  # the planner treats an unknown member as new and sends everything
+        if d.kind == "missing":
+            fixes.ledger_deletes.add(d.email_hash)
+        elif d.kind in ("fields", "tags"):
+            row = fixes.ledger_rows.setdefault(
+                d.email_hash,
+                {"email_hash": d.email_hash, "forget_fields": False, "tags": list(entry.tags)},
+            )
+            if d.kind == "fields":
+                row["forget_fields"] = True
+            else:
+                member = members.get(d.email_hash)
+                active = _active_tags(member) if member else set()
+                # Forget having set the tags Mailchimp lacks, so the worker sets them again.
+                row["tags"] = [t for t in row["tags"] if t.casefold() in active]
+    return fixes
+
+
+# --- reading Postgres ---------------------------------------------------------------------
+
+
+async def _rows(cur: Cursor, statement: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    await cur.execute(statement, params)
+    return await cur.fetchall()
+
+
+async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:
+    params = {"user_id": user_id, "audience_id": audience_id}
+    contacts = [
+        Contact(
+            r["id"], r["email"], r["first_name"], r["last_name"], r["phone"], tuple(r["tags"] or ())
+        )
+        for r in await _rows(cur, queries.USER_CONTACTS, params)
+    ]
+    links: dict[str, list[UUID]] = {}
+    # Recency as the worker sees it: when each contact was last synced, or changed since.
+    recency: dict[UUID, datetime] = {}
+    for r in await _rows(cur, queries.AUDIENCE_LINKS, params):
+        links.setdefault(r["email_hash"], []).append(r["contact_id"])
+        recency[r["contact_id"]] = r["changed_at"]
+    for r in await _rows(cur, queries.PENDING_CHANGES, params):
+        recency[r["contact_id"]] = r["changed_at"]
+    ledger = {
+        r["email_hash"]: LedgerMember(
+            r["email_hash"],
+            r["email"],
+            r["fields_hash"],
+            tuple(r["tags"] or ()),
+            r["status"],
+            r["archived"],
+        )
+        for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)
+    }
+    snap = Snapshot(desired_members(contacts, recency), ledger, links, {c.id for c in contacts})
+    for r in await _rows(cur, queries.USER_REJECTIONS, params):
+        if r["severity"] == "error":
+            snap.rejected.add(r["contact_id"])
+        elif r["field"]:
+            name = r["field"].split(".")[-1].upper()
+            snap.ignored_fields.setdefault(r["contact_id"], set()).add(name)
+    return snap
+
+
+async def _connection(cur: Cursor, user_id: UUID) -> dict[str, Any]:
+    await cur.execute(queries.GET_CONNECTION, {"user_id": user_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise ReconcileError("no Mailchimp connection for this user")
+    if not row["audience_id"]:
+        raise ReconcileError("no audience chosen yet")
+    return row
+
+
+def _client(
+    settings: Settings,
+    cipher: TokenCipher,
+    conn_row: Mapping[str, Any],
+    http: httpx.AsyncClient | None,
+) -> MailchimpClient:
+    token = cipher.decrypt(conn_row["access_token_encrypted"])
+    return MailchimpClient(
+        settings.api_base(conn_row["dc"]), token, http=http, timeout=settings.mcsync_http_timeout
+    )
+
+
+async def _write_fixes(conn: AConn, fixes: Fixes, user_id: UUID, audience_id: str) -> None:
+    params: dict[str, Any] = {"user_id": user_id, "audience_id": audience_id}
+    if fixes.ledger_deletes:
+        await conn.execute(
+            queries.DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)}
+        )
+    if fixes.ledger_rows:
+        await conn.execute(
+            queries.CORRECT_LEDGER, {**params, "rows": json.dumps(list(fixes.ledger_rows.values()))}
+        )
+    if fixes.adopt:
+        await conn.execute(
+            queries.ADOPT_ORPHANS,
+            {**params, "ids": list(fixes.adopt), "hashes": list(fixes.adopt.values())},
+        )
+    if fixes.resync:
+        await conn.execute(queries.QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)})
+    if fixes.deletes:
+        ids = list(fixes.deletes)
+        await conn.execute(
+            queries.QUEUE_DELETES, {**params, "ids": ids, "emails": [fixes.deletes[i] for i in ids]}
+        )
+    if fixes.queued:
+        await conn.execute(queries.NOTIFY)
+
+
+# --- Sync Now -----------------------------------------------------------------------------
+
+
+def request_sync_now(
+    conn: psycopg.Connection[Any], user_id: UUID, *, min_interval: float = SYNC_NOW_INTERVAL
+) -> int:
+    """Record a Sync Now request. Returns 0 when accepted, else seconds until it would be.
+
+    Raises ReconcileError when there is no connection or no audience yet."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
+        if row is None:
+            raise ReconcileError("no Mailchimp connection for this user")
+        if not row["audience_id"]:
+            raise ReconcileError("no audience chosen yet")
+        params = {"user_id": user_id, "min_interval": min_interval}
+        started = cur.execute(
+            queries.START_RECONCILIATION, {**params, "audience_id": row["audience_id"]}
+        ).fetchone()
+        if started is None:
+            wait = cur.execute(queries.RECONCILIATION_RETRY_AFTER, params).fetchone()
+            return max(1, int(wait["seconds"])) if wait else 1
+        cur.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
+    return 0
+
+
+def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> None:
+    """Stop a run (disconnect): its next page commit finds it finished and rolls back."""
+    conn.execute(
+        queries.FINISH_RECONCILIATION,
+        {"user_id": user_id, "owner": None, "error": reason, "queued": 0},
+    )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    user_id: UUID
+    listed: int
+    queued: int
+    differences: int
+    resumed_at: int
+
+
+async def _finish(conn: AConn, user_id: UUID, owner: str, error: str | None, queued: int) -> None:
+    await conn.execute(
+        queries.FINISH_RECONCILIATION,
+        {"user_id": user_id, "owner": owner, "error": error, "queued": queued},
+    )
+
+
+async def run_reconciliation(
+    settings: Settings,
+    cipher: TokenCipher,
+    user_id: UUID,
+    *,
+    owner: str,
+    page_size: int = PAGE_SIZE,
+    http: httpx.AsyncClient | None = None,
+) -> RunResult | None:
+    """Run (or resume) the user's requested reconciliation. None when there is nothing to run,
+    another process holds it, or it had to stop (the log says why)."""
+    async with await AConn.connect(settings.database_url, autocommit=True) as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                queries.CLAIM_RECONCILIATION,
+                {
+                    "user_id": user_id,
+                    "owner": owner,
+                    "lease_seconds": LEASE_SECONDS,
+                },
+            )
+            run = await cur.fetchone()
+            if run is None:
+                return None
+            try:
+                conn_row = await _connection(cur, user_id)
+                if conn_row["audience_id"] != run["audience_id"]:
+                    raise ReconcileError("the audience changed while Sync Now was running")
+            except ReconcileError as exc:
+                await _finish(conn, user_id, owner, str(exc), 0)
+                log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
+                return None
+            audience_id: str = run["audience_id"]
+            snap = await _load_snapshot(cur, user_id, audience_id)
+            seen = {
+                r["email_hash"]
+                for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
+            }
+        offset = start = int(run["next_offset"])
+        listed = differences = queued = 0
+        log.info(
+            "reconcile_started", user_id=str(user_id), audience_id=audience_id, resumed_at=start
+        )
+        client = _client(settings, cipher, conn_row, http)
+        try:
+            while True:
+                page = await client.list_members(
+                    audience_id, count=page_size, offset=offset, fields=_FIELDS
+                )
+                members = {m.id.lower(): m for m in page.members}
+                diffs = [d for m in page.members for d in compare_member(m, snap)]
+                fixes = fixes_for(
+                    diffs, snap, user_id=user_id, audience_id=audience_id, members=members
+                )
+                offset += len(page.members)
+                async with conn.transaction():
+                    await _write_fixes(conn, fixes, user_id, audience_id)
+                    await conn.execute(
+                        queries.RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": list(members)}
+                    )
+                    cur2 = await conn.execute(
+                        queries.ADVANCE_RECONCILIATION,
+                        {
+                            "user_id": user_id,
+                            "owner": owner,
+                            "next_offset": offset,
+                            "queued": fixes.queued,
+                            "lease_seconds": LEASE_SECONDS,
+                        },
+                    )
+                    if not cur2.rowcount:
+                        # Lost the lease, or the run was cancelled: roll this page back.
+                        raise ReconcileError("the run was taken over or cancelled")
+                seen.update(members)
+                listed += len(page.members)
+                differences += len(diffs)
+                queued += fixes.queued
+                if not page.members or offset >= page.total_items:
+                    break
+            diffs = missing_members(snap, seen)
+            fixes = fixes_for(diffs, snap, user_id=user_id, audience_id=audience_id)
+            async with conn.transaction():
+                await _write_fixes(conn, fixes, user_id, audience_id)
+                await _finish(conn, user_id, owner, None, fixes.queued)
+                await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
+                await conn.execute(
+                    queries.MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
+                )
+            differences += len(diffs)
+            queued += fixes.queued
+        except ReconcileError as exc:
+            log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
+            return None
+        except (ConnectionLevelError, NotFoundError, RequestError) as exc:
+            # Retrying cannot help (token revoked, audience gone): end the run and say why.
+            # Transient errors propagate instead and leave the run for a later takeover.
+            await _finish(conn, user_id, owner, str(exc)[:500], 0)
+            log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
+            return None
+        finally:
+            await client.aclose()
+    log.info(
+        "reconcile_finished",
+        user_id=str(user_id),
+        audience_id=audience_id,
+        listed=listed,
+        differences=differences,
+        queued=queued,
+        resumed_at=start,
+    )
+    return RunResult(user_id, listed, queued, differences, start)
+
+
+async def stale_runs(database_url: str) -> list[UUID]:
+    """Unfinished runs nobody holds: their process died, or never got to start them."""
+    async with await AConn.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(queries.STALE_RECONCILIATIONS)
+        return [r[0] for r in await cur.fetchall()]
+
+
+# --- verify -------------------------------------------------------------------------------
+
+
+async def audit(
+    settings: Settings,
+    cipher: TokenCipher,
+    user_id: UUID,
+    *,
+    page_size: int = PAGE_SIZE,
+    http: httpx.AsyncClient | None = None,
+) -> list[Difference]:
+    """Every difference between the user's contacts and the audience. Writes nothing."""
+    async with await AConn.connect(settings.database_url, autocommit=True) as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            conn_row = await _connection(cur, user_id)
+            snap = await _load_snapshot(cur, user_id, conn_row["audience_id"])
+    diffs: list[Difference] = []
+    seen: set[str] = set()
+    async with _client(settings, cipher, conn_row, http) as client:
+        offset = 0
+        while True:
+            page = await client.list_members(
+                conn_row["audience_id"], count=page_size, offset=offset, fields=_FIELDS
+            )
+            for member in page.members:
+                seen.add(member.id.lower())
+                diffs.extend(compare_member(member, snap))
+            offset += len(page.members)
+            if not page.members or offset >= page.total_items:
+                break
+    diffs.extend(missing_members(snap, seen))
+    return diffs

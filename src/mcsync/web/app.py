@@ -1,0 +1,97 @@
+"""`create_app(settings)`: the FastAPI app behind `mcsync web`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import ConnectionPool
+
+from mcsync.config import Settings
+from mcsync.crypto import TokenCipher
+from mcsync.mailchimp.client import make_http_client
+from mcsync.reconcile import SYNC_NOW_INTERVAL
+from mcsync.web import oauth, routes
+from mcsync.web.auth import Signer
+from mcsync.web.context import WebContext
+from mcsync.web.runs import stop_all, sweep
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class ConfigError(RuntimeError):
+    """The web app cannot start with these settings; the message says what to set."""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sync_now_interval: float = SYNC_NOW_INTERVAL,
+    sweep_interval: float = 60.0,
+) -> FastAPI:
+    """Refuses (ConfigError / EncryptionKeyError) without a database, key or JWT secret."""
+    if not settings.database_url:
+        raise ConfigError("set DATABASE_URL (or --database-url)")
+    cipher = TokenCipher.from_setting(settings.mcsync_encryption_keys)
+    try:
+        signer = Signer(settings.mcsync_jwt_secret)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    pool = ConnectionPool(
+        settings.database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
+    )
+    ctx = WebContext(
+        settings=settings,
+        cipher=cipher,
+        signer=signer,
+        pool=pool,
+        sync_now_interval=sync_now_interval,
+        sweep_interval=sweep_interval,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=True, timeout=30)
+        ctx.http = make_http_client(settings.mcsync_http_timeout)
+        sweeper = asyncio.get_running_loop().create_task(sweep(ctx))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await stop_all(ctx)
+            http: httpx.AsyncClient = ctx.http
+            await http.aclose()
+            pool.close()
+
+    app = FastAPI(
+        title="mcsync", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.mcsync = ctx
+    if ctx.app_origins:
+        # The widget runs on the app's origin and calls us with a Bearer header, no cookies.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ctx.app_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.include_router(routes.router)
+    app.include_router(oauth.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

@@ -1,0 +1,103 @@
+"""Who is calling: the app user's JWT (HS256, MCSYNC_JWT_SECRET), and the OAuth `state`.
+
+The JWT is the app's own (a Supabase access token in a Supabase deployment): `sub` is the user
+id and `exp` is required, so a token that never expires is refused too. The audience claim is
+not checked because apps set it differently (Supabase uses "authenticated").
+
+The OAuth `state` is a short JWT of our own, signed with a key *derived* from the same secret,
+so a state can never pass as a login token nor a login token as a state. It carries the user id
+and a random nonce; the callback spends the nonce in Postgres, which makes it single-use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import jwt
+
+ALGORITHM = "HS256"
+STATE_TTL_SECONDS = 600  # the consent screen is quick; a stale popup should start over
+_STATE_KEY_LABEL = b"mcsync oauth state v1"
+
+
+class AuthError(Exception):
+    """The caller is not who they say (or their proof has expired)."""
+
+
+@dataclass(frozen=True)
+class OAuthState:
+    user_id: UUID
+    nonce: str
+    expires_at: datetime
+    origin: str = ""  # the app origin the popup reports back to
+
+
+class Signer:
+    def __init__(self, secret: str, *, leeway: float = 30.0) -> None:
+        if not secret:
+            raise ValueError(
+                "MCSYNC_JWT_SECRET is not set: use the secret the app signs its users' JWTs "
+                "with (Supabase: Project Settings -> API -> JWT secret)"
+            )
+        self._secret = secret
+        self._state_key = hmac.new(secret.encode(), _STATE_KEY_LABEL, hashlib.sha256).digest()
+        self._leeway = leeway
+
+    def user_id(self, token: str) -> UUID:
+        """The user a bearer token speaks for, or AuthError."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "sub"], "verify_aud": False},
+                leeway=self._leeway,
+            )
+            return UUID(str(claims["sub"]))
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise AuthError(type(exc).__name__) from None
+
+    def make_state(self, user_id: UUID, *, origin: str = "", ttl: float = STATE_TTL_SECONDS) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": str(user_id),
+            "origin": origin,
+            "nonce": secrets.token_urlsafe(24),
+            "iat": now,
+            "exp": now + int(ttl),
+        }
+        return jwt.encode(claims, self._state_key, algorithm=ALGORITHM)
+
+    def read_state(self, state: str) -> OAuthState:
+        """A genuine, unexpired state (not yet checked for reuse), or AuthError."""
+        try:
+            claims = jwt.decode(
+                state,
+                self._state_key,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "sub", "nonce"]},
+            )
+            return OAuthState(
+                user_id=UUID(str(claims["sub"])),
+                nonce=str(claims["nonce"]),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                origin=str(claims.get("origin") or ""),
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise AuthError(type(exc).__name__) from None
+
+
+def make_user_token(secret: str, user_id: UUID | str, *, ttl: float = 3600) -> str:
+    """An app-style user JWT (tests, the local demo page, operators poking the API)."""
+    now = int(time.time())
+    return jwt.encode(
+        {"sub": str(user_id), "iat": now, "exp": now + int(ttl), "aud": "authenticated"},
+        secret,
+        algorithm=ALGORITHM,
+    )

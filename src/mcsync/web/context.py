@@ -1,0 +1,96 @@
+"""What every route needs: settings, the token cipher, the JWT signer, Postgres and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import httpx
+import psycopg
+from fastapi import Depends, HTTPException, Request
+from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
+
+from mcsync.config import Settings
+from mcsync.connections import Connection
+from mcsync.crypto import TokenCipher
+from mcsync.mailchimp.client import MailchimpClient
+from mcsync.reconcile import SYNC_NOW_INTERVAL
+from mcsync.web.auth import AuthError, Signer
+
+T = TypeVar("T")
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    cipher: TokenCipher
+    signer: Signer
+    pool: ConnectionPool
+    sync_now_interval: float = SYNC_NOW_INTERVAL
+    sweep_interval: float = 60.0
+    http: httpx.AsyncClient | None = None
+    owner: str = field(default_factory=lambda: f"web-{socket.gethostname()}-{os.getpid()}")
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    running: set[UUID] = field(default_factory=set)
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a sync psycopg function (connections.py) on a pooled connection, off the loop."""
+
+        def call() -> T:
+            with self.pool.connection() as conn:
+                return fn(conn, *args, **kwargs)
+
+        return await run_in_threadpool(call)
+
+    @property
+    def app_origins(self) -> list[str]:
+        raw = self.settings.mcsync_app_origin
+        return [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
+
+    def client_for(self, connection: Connection) -> MailchimpClient:
+        return MailchimpClient(
+            self.settings.api_base(connection.dc),
+            connection.access_token(self.cipher),
+            http=self.http,
+            timeout=self.settings.mcsync_http_timeout,
+        )
+
+
+def ctx_of(request: Request) -> WebContext:
+    ctx: WebContext = request.app.state.mcsync
+    return ctx
+
+
+def current_user(request: Request) -> UUID:
+    """FastAPI dependency: the user id of a valid `Authorization: Bearer <jwt>`, else 401."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401, "Sign in again to manage email sync.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    try:
+        return ctx_of(request).signer.user_id(token.strip())
+    except AuthError:
+        raise HTTPException(
+            401,
+            "Sign in again to manage email sync.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+
+
+CurrentUser = Annotated[UUID, Depends(current_user)]
+
+
+def connection_or_409(conn: psycopg.Connection[Any], user_id: UUID) -> Connection:
+    from mcsync.connections import get_connection
+
+    found = get_connection(conn, user_id)
+    if found is None:
+        raise HTTPException(409, "Mailchimp is not connected.")
+    return found

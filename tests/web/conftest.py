@@ -1,0 +1,129 @@
+"""The web side against real Postgres, the emulator as a real server and the real worker."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg.rows import dict_row
+
+from mcsync.config import Settings
+from mcsync.web import create_app
+from mcsync.web.auth import make_user_token
+from tests.harness import SyncHarness
+
+JWT_SECRET = "test-jwt-secret-" + "s" * 32
+CLIENT_ID = "mcsync-test-client"
+CLIENT_SECRET = "mcsync-test-client-secret"
+APP_ORIGIN = "http://app.example.test"
+REDIRECT_URI = "http://testserver/oauth/callback"
+
+
+class WebHarness:
+    """The sync harness plus `mcsync web` in a TestClient, and an OAuth helper."""
+
+    def __init__(self, sync: SyncHarness, client: TestClient, settings: Settings) -> None:
+        self.sync = sync
+        self.client = client
+        self.settings = settings
+        self.admin = sync.admin
+
+    def headers(self, user_id: uuid.UUID | str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_user_token(JWT_SECRET, user_id)}"}
+
+    def account(self, name: str, audiences: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.admin.create_account(dc="us7", account_name=name, audiences=audiences)
+
+    def consent(self, user_id: uuid.UUID, account_id: str, *, allow: bool = True) -> str:
+        """Press Connect, then Allow on the emulator's consent page. Returns the callback URL
+        Mailchimp would send the popup to (not yet visited)."""
+        r = self.client.post("/api/oauth/start", headers=self.headers(user_id))
+        assert r.status_code == 200, r.text
+        authorize = r.json()["authorize_url"]
+        query = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}
+        answer = httpx.post(
+            authorize.split("?")[0],
+            data={**query, "account": account_id, "decision": "allow" if allow else "deny"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302, answer.text
+        location = answer.headers["location"]
+        assert location.startswith(REDIRECT_URI)
+        return location.replace("http://testserver", "")
+
+    def connect(self, user_id: uuid.UUID, account_id: str) -> httpx.Response:
+        return self.client.get(self.consent(user_id, account_id))
+
+    def status(self, user_id: uuid.UUID) -> dict[str, Any]:
+        r = self.client.get("/api/status", headers=self.headers(user_id))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        with (
+            psycopg.connect(self.settings.database_url, autocommit=True) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def add_contact(self, user_id: uuid.UUID, email: str | None, **columns: Any) -> uuid.UUID:
+        values = {"user_id": user_id, "email": email, **columns}
+        names = ", ".join(values)
+        marks = ", ".join(f"%({k})s" for k in values)
+        return self.rows(f"INSERT INTO contacts ({names}) VALUES ({marks}) RETURNING id", values)[
+            0
+        ]["id"]
+
+    def members(self, audience_id: str) -> dict[str, dict[str, Any]]:
+        return {m["email_address"].lower(): m for m in self.admin.members(audience_id)}
+
+
+def web_settings(sync: SyncHarness, **overrides: Any) -> Settings:
+    values = {
+        **sync.settings.model_dump(),
+        "mcsync_jwt_secret": JWT_SECRET,
+        "mailchimp_client_id": CLIENT_ID,
+        "mailchimp_client_secret": CLIENT_SECRET,
+        "mailchimp_redirect_uri": REDIRECT_URI,
+        "mcsync_app_origin": APP_ORIGIN,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def web(db_url: str, emulator: Any) -> Iterator[WebHarness]:
+    sync = SyncHarness(db_url, emulator)
+    settings = web_settings(sync)
+    sync.admin.register_oauth_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI)
+    with TestClient(create_app(settings, sweep_interval=0.2)) as client:
+        yield WebHarness(sync, client, settings)
+
+
+TOKEN_LIKE = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`mcsync.cli.main` points logging at the stream of the moment (pytest's capture, closed
+    after the test); put things back so later tests don't log into a closed file."""
+    import logging
+
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()

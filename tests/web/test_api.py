@@ -1,0 +1,264 @@
+"""OAuth, status, audiences, Sync Now limits and disconnect, through the real HTTP routes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from mcsync.crypto import EncryptionKeyError
+from mcsync.web import create_app
+from mcsync.web.app import ConfigError
+from mcsync.web.auth import Signer
+from tests.harness import wait_until
+from tests.web.conftest import APP_ORIGIN, JWT_SECRET, WebHarness, web_settings
+
+ROUTES = [
+    ("GET", "/api/status"),
+    ("GET", "/api/audiences"),
+    ("PUT", "/api/audience"),
+    ("POST", "/api/sync-now"),
+    ("DELETE", "/api/connection"),
+    ("POST", "/api/oauth/start"),
+]
+
+
+def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
+    now = int(time.time())
+    sub = str(user)
+    return {
+        "missing": {},
+        "not bearer": {"Authorization": f"Basic {jwt.encode({'sub': sub}, JWT_SECRET)}"},
+        "expired": {
+            "Authorization": "Bearer "
+            + jwt.encode({"sub": sub, "exp": now - 3600}, JWT_SECRET, algorithm="HS256")
+        },
+        "forged": {
+            "Authorization": "Bearer "
+            + jwt.encode({"sub": sub, "exp": now + 3600}, "not-the-secret" * 4, algorithm="HS256")
+        },
+        "no exp": {
+            "Authorization": "Bearer " + jwt.encode({"sub": sub}, JWT_SECRET, algorithm="HS256")
+        },
+        "alg none": {
+            "Authorization": "Bearer "
+            + jwt.encode({"sub": sub, "exp": now + 3600}, None, algorithm="none")
+        },
+        "sub not a user id": {
+            "Authorization": "Bearer "
+            + jwt.encode({"sub": "admin", "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
+        },
+        "garbage": {"Authorization": "Bearer not.a.jwt"},
+    }
+
+
+def test_every_route_refuses_a_missing_expired_or_forged_jwt(web: WebHarness) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    web.connect(user, account["account_id"])
+    for label, headers in _bad_tokens(user).items():
+        for method, path in ROUTES:
+            r = web.client.request(method, path, headers=headers, json={"audience_id": "l1"})
+            assert r.status_code == 401, (label, method, path, r.text)
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    # Nothing those calls did touched the connection.
+    assert web.status(user)["connected"] is True
+
+
+def test_oauth_connects_stores_the_token_encrypted_and_auto_selects_the_only_audience(
+    web: WebHarness,
+) -> None:
+    user = uuid.uuid4()
+    web.add_contact(user, "ada@clientmail.io", first_name="Ada", tags=["vip"])
+    account = web.account("Ada's Coaching", [{"id": "solo", "name": "Clients"}])
+
+    page = web.connect(user, account["account_id"])
+    assert page.status_code == 200
+    assert "Connected to &quot;Clients&quot;" in page.text
+    # The popup tells only the app's origin.
+    assert f'origin = "{APP_ORIGIN}"' in page.text
+    assert "'*'" not in page.text and '"*"' not in page.text
+
+    status = web.status(user)
+    assert status["connected"] and status["audience_name"] == "Clients"
+    assert status["account_name"] == "Ada's Coaching" and not status["needs_audience"]
+    [row] = web.rows("SELECT * FROM mailchimp_connections WHERE user_id = %s", (user,))
+    assert row["dc"] == "us7" and row["audience_id"] == "solo"
+    assert account["access_token"] not in row["access_token_encrypted"]
+    assert web.sync.cipher.decrypt(row["access_token_encrypted"]) == account["access_token"]
+
+    web.sync.drain()
+    member = web.members("solo")["ada@clientmail.io"]
+    assert member["merge_fields"]["FNAME"] == "Ada"
+    assert {t["name"] for t in member["tags"]} == {"vip"}
+
+
+def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
+    web: WebHarness,
+) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    callback = web.consent(user, account["account_id"])
+    code = callback.split("code=")[1].split("&")[0]
+
+    forged = Signer("another-secret-" * 3).make_state(user)
+    expired = Signer(JWT_SECRET).make_state(user, ttl=-120)
+    login_token = jwt.encode(
+        {"sub": str(user), "exp": int(time.time()) + 60, "nonce": "x"}, JWT_SECRET, "HS256"
+    )
+    for state in (forged, expired, login_token, "", "garbage"):
+        r = web.client.get("/oauth/callback", params={"code": code, "state": state})
+        assert r.status_code == 400, state
+        assert "expired or was already used" in r.text
+    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+
+    assert web.client.get(callback).status_code == 200
+    replay = web.client.get(callback)
+    assert replay.status_code == 400 and "already used" in replay.text
+
+
+def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
+    web: WebHarness,
+) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    callback = web.consent(user, account["account_id"])
+    state = callback.split("state=")[1].split("&")[0]
+    r = web.client.get("/oauth/callback", params={"code": "not-a-real-code", "state": state})
+    assert r.status_code == 502
+    assert "nothing was saved" in r.text
+    denied = web.consent(user, account["account_id"], allow=False)
+    r = web.client.get(denied)
+    assert r.status_code == 400 and "not granted" in r.text
+    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.status(user) == {"connected": False, "sync_status": None, "notice": None}
+
+
+def test_choose_then_change_the_audience_the_old_one_is_left_alone(web: WebHarness) -> None:
+    user = uuid.uuid4()
+    web.add_contact(user, "bo@clientmail.io", first_name="Bo")
+    account = web.account(
+        "Coach", [{"id": "first", "name": "Clients"}, {"id": "second", "name": "Newsletter"}]
+    )
+    page = web.connect(user, account["account_id"])
+    assert "Choose an audience" in page.text
+    assert web.status(user)["needs_audience"] is True
+    h = web.headers(user)
+
+    listed = web.client.get("/api/audiences", headers=h).json()["audiences"]
+    assert [(a["id"], a["name"], a["selected"]) for a in listed] == [
+        ("first", "Clients", False),
+        ("second", "Newsletter", False),
+    ]
+    r = web.client.put("/api/audience", headers=h, json={"audience_id": "first"})
+    assert r.status_code == 200 and r.json()["audience_name"] == "Clients"
+    web.sync.drain()
+    assert set(web.members("first")) == {"bo@clientmail.io"}
+
+    r = web.client.put("/api/audience", headers=h, json={"audience_id": "second"})
+    assert r.json()["audience_name"] == "Newsletter"
+    web.sync.drain()
+    assert set(web.members("second")) == {"bo@clientmail.io"}
+    assert web.members("first")["bo@clientmail.io"]["status"] == "subscribed"
+
+    r = web.client.put("/api/audience", headers=h, json={"audience_id": "not-mine"})
+    assert r.status_code == 404
+
+
+def test_one_user_cannot_read_or_change_another_users_connection(web: WebHarness) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    acc_a = web.account("Alice", [{"id": "alice-list", "name": "Alice's"}])
+    acc_b = web.account("Bob", [{"id": "bob-a", "name": "Bob A"}, {"id": "bob-b", "name": "B"}])
+    web.connect(alice, acc_a["account_id"])
+    web.connect(bob, acc_b["account_id"])
+    hb = web.headers(bob)
+
+    assert web.status(bob)["account_name"] == "Bob"
+    ids = {a["id"] for a in web.client.get("/api/audiences", headers=hb).json()["audiences"]}
+    assert ids == {"bob-a", "bob-b"}
+    # Bob naming Alice's audience gets nowhere: it isn't in his account.
+    r = web.client.put("/api/audience", headers=hb, json={"audience_id": "alice-list"})
+    assert r.status_code == 404
+    # No route takes a user id: extra parameters are ignored, Bob only ever acts on Bob.
+    r = web.client.request("DELETE", "/api/connection", headers=hb, params={"user_id": str(alice)})
+    assert r.status_code == 200
+    assert web.status(alice)["connected"] is True
+    assert web.status(alice)["audience_id"] == "alice-list"
+    assert web.status(bob)["connected"] is False
+
+
+def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    web.add_contact(user, "cy@clientmail.io", first_name="Cy")
+    web.connect(user, account["account_id"])
+    web.sync.drain()
+    web.add_contact(user, "di@clientmail.io", first_name="Di")  # pending, never sent
+    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))
+
+    r = web.client.delete("/api/connection", headers=web.headers(user))
+    assert r.json() == {"connected": False, "disconnected": True}
+    assert web.rows("SELECT 1 FROM mailchimp_connections WHERE user_id = %s", (user,)) == []
+    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,)) == []
+    assert len(web.rows("SELECT 1 FROM contacts WHERE user_id = %s", (user,))) == 2
+    assert set(web.members("l1")) == {"cy@clientmail.io"}  # Mailchimp untouched
+
+    # Reconnecting starts with a full reconciliation: every contact is queued again.
+    web.connect(user, account["account_id"])
+    assert len(web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
+    web.sync.drain()
+    assert set(web.members("l1")) == {"cy@clientmail.io", "di@clientmail.io"}
+
+
+def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    h = web.headers(user)
+    assert web.client.post("/api/sync-now", headers=h).status_code == 409  # not connected
+    web.connect(user, account["account_id"])
+
+    first = web.client.post("/api/sync-now", headers=h)
+    assert first.status_code == 202
+    wait_until(
+        lambda: web.rows(
+            "SELECT 1 FROM mcsync_reconciliations WHERE user_id = %s AND finished_at IS NOT NULL",
+            (user,),
+        )
+    )
+    second = web.client.post("/api/sync-now", headers=h)
+    assert second.status_code == 429
+    retry = int(second.headers["retry-after"])
+    assert 3500 < retry <= 3600
+    assert "about 60 minutes" in second.json()["detail"]
+    assert web.status(user)["sync_now"]["available_in"] > 3500
+    # A disconnect and reconnect does not reset the clock.
+    web.client.delete("/api/connection", headers=h)
+    web.connect(user, account["account_id"])
+    assert web.client.post("/api/sync-now", headers=h).status_code == 429
+
+
+def test_cors_allows_only_the_app_origin(web: WebHarness) -> None:
+    pre = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    ok = web.client.options("/api/sync-now", headers={"Origin": APP_ORIGIN, **pre})
+    assert ok.headers.get("access-control-allow-origin") == APP_ORIGIN
+    evil = web.client.options("/api/sync-now", headers={"Origin": "http://evil.test", **pre})
+    assert "access-control-allow-origin" not in evil.headers
+
+
+def test_the_widget_is_served(web: WebHarness) -> None:
+    r = web.client.get("/static/mcsync.js")
+    assert r.status_code == 200
+    assert "customElements.define" in r.text
+    assert "mcsync-settings" in r.text and "mcsync-notice" in r.text
+
+
+def test_the_app_refuses_to_start_without_a_key_or_a_jwt_secret(web: WebHarness) -> None:
+    with pytest.raises(EncryptionKeyError, match=r"Fernet\.generate_key"):
+        create_app(web_settings(web.sync, mcsync_encryption_keys=""))
+    with pytest.raises(ConfigError, match="MCSYNC_JWT_SECRET"):
+        create_app(web_settings(web.sync, mcsync_jwt_secret=""))

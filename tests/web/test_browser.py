@@ -1,0 +1,307 @@
+"""The settings widget in headless Chromium, against real servers on loopback:
+
+`mcsync web` (a subprocess, as deployed), the worker (a background thread), the Mailchimp
+emulator (a background thread) and a tiny host page on another origin that embeds the widget.
+
+connect through the emulator's consent popup -> pick one of two audiences -> contacts appear in
+the emulator -> Sync Now -> a second Sync Now is refused politely -> the account fails and the
+notice appears, then disappears on recovery -> disconnect. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mcsync.web.auth import make_user_token
+from tests.harness import ENCRYPTION_KEY, SyncHarness, wait_until
+
+CHROMIUM = next(
+    (
+        p
+        for p in (os.environ.get("MCSYNC_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
+if CHROMIUM is None:
+    pytest.skip(
+        "SKIPPED LOUDLY: the browser test needs Debian's chromium "
+        "(apt-get install chromium; .ci/run installs it)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+JWT_SECRET = "browser-test-jwt-secret-" + "b" * 24
+CLIENT_ID, CLIENT_SECRET = "coach-app", "coach-app-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+HOST_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Coach app</title>
+<script type="module" src="{web}/static/mcsync.js"></script>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+main {{ display: flex; gap: 2rem; align-items: flex-start; }} aside {{ width: 22rem; }}</style>
+</head><body>
+<main>
+  <div><h1>Settings</h1>
+    <mcsync-settings api-base="{web}" poll-interval="1"></mcsync-settings></div>
+  <aside><h2>Coach</h2>
+    <mcsync-notice api-base="{web}" poll-interval="1"></mcsync-notice>
+    <p>Today's sessions: 3</p></aside>
+</main>
+<script>
+  // The app hands the widgets its user's JWT (a Supabase session's access token, say).
+  const jwt = "{jwt}";
+  for (const el of document.querySelectorAll("mcsync-settings, mcsync-notice")) {{
+    el.getToken = async () => jwt;
+  }}
+</script>
+</body></html>"""
+
+
+class _HostPage(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def host_page() -> Iterator[tuple[str, type[_HostPage]]]:
+    handler = type("HostPage", (_HostPage,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+@pytest.fixture
+def web_server(db_url: str, emulator: Any, host_page: tuple[str, Any]) -> Iterator[str]:
+    """`mcsync web` as a subprocess, configured through the environment as in production."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "MAILCHIMP_API_URL": emulator.api_url,
+        "MAILCHIMP_LOGIN_URL": emulator.login_url,
+        "MAILCHIMP_CLIENT_ID": CLIENT_ID,
+        "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
+        "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
+        "MCSYNC_JWT_SECRET": JWT_SECRET,
+        "MCSYNC_APP_ORIGIN": host_page[0],
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / "mcsync-web.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mcsync.cli",
+                "--log-level",
+                "DEBUG",
+                "web",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("mcsync web did not start:\n" + log_path.read_text())
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
+    db_url: str, emulator: Any, host_page: tuple[str, Any], web_server: str
+) -> None:
+    sync = SyncHarness(db_url, emulator, mcsync_backoff_scale=0.01, mcsync_poll_interval=0.2)
+    admin = sync.admin
+    admin.register_oauth_client(CLIENT_ID, CLIENT_SECRET, f"{web_server}/oauth/callback")
+    account = admin.create_account(
+        dc="us9",
+        account_name="Sam's Coaching",
+        audiences=[{"id": "clients", "name": "Clients"}, {"id": "news", "name": "Newsletter"}],
+    )
+    user = uuid.uuid4()
+    for first, email in [
+        ("Ana", "ana@clientmail.io"),
+        ("Ben", "ben@clientmail.io"),
+        ("Cleo", "cleo@clientmail.io"),
+    ]:
+        sync.execute(
+            "INSERT INTO contacts (user_id, first_name, email, tags) VALUES (%s, %s, %s, %s)",
+            (user, first, email, ["client"]),
+        )
+    origin, handler = host_page
+    handler.body = HOST_PAGE.format(web=web_server, jwt=make_user_token(JWT_SECRET, user)).encode()
+
+    def row(sql: str) -> list[dict[str, Any]]:
+        return sync.execute(sql, (user,))
+
+    with sync.live_worker(), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 720})
+            page.goto(origin)
+            settings = page.locator("mcsync-settings")
+            notice = page.locator("mcsync-notice")
+            expect(settings.get_by_text("Not connected")).to_be_visible()
+            expect(notice).to_be_hidden()
+            _shot(page, "01-not-connected")
+
+            # Connect through the emulator's consent page, in a popup.
+            with page.expect_popup() as opened:
+                settings.get_by_role("button", name="Connect Mailchimp").click()
+            popup = opened.value
+            popup.wait_for_load_state()
+            expect(popup.get_by_role("button", name="Allow")).to_be_visible()
+            _shot(popup, "02-consent-popup")
+            with popup.expect_event("close", timeout=15000):
+                popup.get_by_role("button", name="Allow").click()
+
+            # Two audiences: the picker appears; choose the second.
+            picker = settings.get_by_label("Audience")
+            expect(picker).to_be_visible()
+            expect(settings.get_by_text("Connected \u2014 choose an audience")).to_be_visible()
+            _shot(page, "03-choose-audience")
+            picker.select_option(label="Newsletter")
+            settings.get_by_role("button", name="Use this audience").click()
+            expect(settings.get_by_text('Connected to "Newsletter"')).to_be_visible()
+
+            wait_until(lambda: len(admin.members("news")) == 3, timeout=30)
+            assert {m["merge_fields"]["FNAME"] for m in admin.members("news")} == {
+                "Ana",
+                "Ben",
+                "Cleo",
+            }
+            assert admin.members("clients") == []
+            expect(settings.get_by_text("Last synced: just now")).to_be_visible(timeout=15000)
+            expect(
+                settings.get_by_text("Contacts sync automatically. You don't need to do anything.")
+            ).to_be_visible()
+            _shot(page, "04-connected")
+
+            # Sync Now, then a second one refused politely.
+            sync_now = settings.get_by_role("button", name="Sync Now")
+            sync_now.click()
+            message = settings.get_by_role("status")
+            expect(message).to_contain_text("Sync started")
+            wait_until(
+                lambda: row(
+                    "SELECT 1 FROM mcsync_reconciliations WHERE user_id = %s "
+                    "AND finished_at IS NOT NULL AND error IS NULL"
+                ),
+                timeout=30,
+            )
+            sync_now.click()
+            expect(message).to_contain_text("already ran in the last hour")
+            expect(message).to_contain_text("minutes")
+            _shot(page, "05-sync-now-refused")
+
+            # Mailchimp starts failing: the worker pauses the account, the notice appears.
+            admin.add_fault(status=503)
+            sync.execute(
+                "UPDATE contacts SET first_name = 'Anabel' WHERE email = %s", ("ana@clientmail.io",)
+            )
+            wait_until(
+                lambda: row(
+                    "SELECT 1 FROM mailchimp_connections WHERE user_id = %s "
+                    "AND sync_status = 'paused'"
+                ),
+                timeout=60,
+            )
+            expect(
+                notice.get_by_text(
+                    "Heads up\u2014email sync is paused right now. Your contacts are still safe."
+                )
+            ).to_be_visible(timeout=10000)
+            expect(notice.get_by_role("button", name="Dismiss")).to_be_visible()
+            _shot(page, "06-paused-notice")
+
+            # Mailchimp recovers: the probe resumes the account, the notice goes, the edit lands.
+            admin.clear_faults()
+            expect(notice).to_be_hidden(timeout=30000)
+            wait_until(
+                lambda: (
+                    {m["merge_fields"]["FNAME"] for m in admin.members("news")}
+                    == {"Anabel", "Ben", "Cleo"}
+                ),
+                timeout=30,
+            )
+            _shot(page, "07-recovered")
+
+            # Disconnect: credentials go, Mailchimp keeps its members.
+            settings.get_by_role("button", name="Disconnect").click()
+            settings.get_by_role("button", name="Yes, disconnect").click()
+            expect(settings.get_by_text("Not connected")).to_be_visible()
+            expect(settings.get_by_role("button", name="Connect Mailchimp")).to_be_focused()
+            _shot(page, "08-disconnected")
+            assert row("SELECT 1 FROM mailchimp_connections WHERE user_id = %s") == []
+            assert len(admin.members("news")) == 3
+        finally:
+            browser.close()
+
+    # Nothing the web process logged carries the token.
+    assert account["access_token"] not in (ARTIFACTS / "mcsync-web.log").read_text()

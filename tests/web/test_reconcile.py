@@ -1,0 +1,279 @@
+"""Sync Now's full reconciliation and `mcsync verify`, end to end: real Postgres and triggers,
+the emulator as a real server, the real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+
+from mcsync.cli import main
+from mcsync.crypto import TokenCipher
+from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.errors import TransientError
+from mcsync.mailchimp.models import Member, Tag
+from mcsync.mirror import Contact, LedgerMember, desired_members, subscriber_hash
+from mcsync.reconcile import (
+    Snapshot,
+    audit,
+    compare_member,
+    missing_members,
+    request_sync_now,
+    run_reconciliation,
+    stale_runs,
+)
+from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+
+
+def _cli(sync: SyncHarness, *args: str) -> list[str]:
+    return [
+        *args,
+        "--database-url",
+        sync.db_url,
+        "--encryption-keys",
+        ENCRYPTION_KEY,
+        "--api-url",
+        sync.emulator.api_url,
+    ]
+
+
+def _verify(sync: SyncHarness, user: User, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
+    capsys.readouterr()
+    code = main(_cli(sync, "verify", "--user-id", str(user.user_id), "--json"))
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _by_hand(sync: SyncHarness, user: User) -> MailchimpClient:
+    """What a marketer does in Mailchimp's own UI, through the API with the user's token."""
+    return MailchimpClient(sync.emulator.api_url, user.token)
+
+
+def _request_sync_now(sync: SyncHarness, user: User) -> None:
+    with psycopg.connect(sync.db_url, autocommit=True) as conn:
+        assert request_sync_now(conn, user.user_id) == 0
+
+
+def _lose_pending_events(sync: SyncHarness, user: User) -> None:
+    """Changes the worker never hears of (a lost event): the drift Sync Now exists for."""
+    sync.execute("DELETE FROM mailchimp_sync_queue WHERE user_id = %s", (user.user_id,))
+
+
+def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = sync.add_user()
+    ids = {
+        name: sync.add_contact(user, f"{name}@clientmail.io", first_name=name.title(), tags=tags)
+        for name, tags in [
+            ("ada", ["vip", "lead"]),
+            ("bo", []),
+            ("cy", []),
+            ("di", []),
+            ("eve", []),
+            ("fay", ["old"]),
+            ("gus", []),
+        ]
+    }
+    sync.drain()
+    assert _verify(sync, user, capsys)[0] == 0
+
+    async def hand_edits() -> None:
+        async with _by_hand(sync, user) as mc:
+            await mc.upsert_member(
+                user.audience_id,
+                "ada@clientmail.io",
+                merge_fields={"FNAME": "Edited by hand"},
+                status_if_new="subscribed",
+            )
+            await mc.update_member_tags(user.audience_id, "ada@clientmail.io", inactive=["vip"])
+
+    asyncio.run(hand_edits())
+    sync.admin.add_member(user.audience_id, "stranger@othermail.io")  # not mcsync's
+    sync.admin.unsubscribe(user.audience_id, "gus@clientmail.io")
+    sync.update_contact(ids["eve"], first_name="Evelyn")
+    sync.update_contact(ids["fay"], tags=[])
+    sync.delete_contact(ids["cy"])
+    sync.delete_contact(ids["di"])
+    sync.execute("DELETE FROM mailchimp_contact_links WHERE contact_id = %s", (ids["di"],))
+    hal = sync.add_contact(user, "hal@clientmail.io", first_name="Hal")
+    _lose_pending_events(sync, user)
+
+    code, report = _verify(sync, user, capsys)
+    assert code == 1 and report["in_sync"] is False
+    found = {(d["kind"], d["email"].split("@")[0]) for d in report["differences"]}
+    assert found == {
+        ("fields", "ada"),
+        ("tags", "ada"),
+        ("fields", "eve"),
+        ("stale_tags", "fay"),
+        ("orphan", "cy"),
+        ("orphan", "di"),
+        ("missing", "hal"),
+    }
+    # verify is read-only
+    assert sync.queue() == []
+
+    capsys.readouterr()
+    assert main(_cli(sync, "sync-now", "--user-id", str(user.user_id))) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["differences"] == 7
+    queued = {r["contact_id"]: r["op"] for r in sync.queue()}
+    # Only what differs is queued; bo and gus are left alone. di's member, whose link was
+    # lost, is archived through a placeholder contact id.
+    real = {ids["ada"], ids["eve"], ids["fay"], ids["cy"], ids["di"], hal}
+    assert real - {ids["di"]} <= set(queued) and ids["bo"] not in queued
+    assert ids["gus"] not in queued
+    assert queued[ids["cy"]] == "delete"
+    assert len(queued) == 6 and [op for cid, op in queued.items() if cid not in real] == ["delete"]
+
+    sync.drain()
+    members = sync.members(user)
+    assert members["ada@clientmail.io"]["merge_fields"]["FNAME"] == "Ada"
+    assert {"vip", "lead"} <= sync.tags(user, "ada@clientmail.io")
+    assert members["eve@clientmail.io"]["merge_fields"]["FNAME"] == "Evelyn"
+    assert "old" not in sync.tags(user, "fay@clientmail.io")
+    assert members["cy@clientmail.io"]["status"] == "archived"
+    assert members["di@clientmail.io"]["status"] == "archived"
+    assert members["hal@clientmail.io"]["status"] == "subscribed"
+    assert members["stranger@othermail.io"]["status"] == "subscribed"
+    assert members["gus@clientmail.io"]["status"] == "unsubscribed"
+    assert _verify(sync, user, capsys) == (
+        0,
+        {"user_id": str(user.user_id), "in_sync": True, "differences": []},
+    )
+    # The placeholder link is gone with the member it archived.
+    assert (
+        sync.execute(
+            "SELECT 1 FROM mailchimp_contact_links l WHERE NOT EXISTS "
+            "(SELECT 1 FROM contacts c WHERE c.id = l.contact_id)"
+        )
+        == []
+    )
+    last = sync.execute(
+        "SELECT last_full_sync_at FROM mailchimp_connections WHERE user_id = %s", (user.user_id,)
+    )
+    assert last[0]["last_full_sync_at"] is not None
+
+
+def test_an_interrupted_run_resumes_at_the_next_page(
+    sync: SyncHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = sync.add_user()
+    ids = [sync.add_contact(user, f"c{i}@clientmail.io", first_name=f"C{i}") for i in range(5)]
+    sync.drain()
+    for i, cid in enumerate(ids):
+        sync.update_contact(cid, first_name=f"Renamed {i}")
+    _lose_pending_events(sync, user)
+
+    real = MailchimpClient.list_members
+    calls = {"n": 0}
+
+    async def dies_on_the_second_page(self: MailchimpClient, *a: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise TransientError("Network error", "the process died here")
+        return await real(self, *a, **kw)
+
+    monkeypatch.setattr(MailchimpClient, "list_members", dies_on_the_second_page)
+    _request_sync_now(sync, user)
+    with pytest.raises(TransientError):
+        asyncio.run(
+            run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="first", page_size=2)
+        )
+    [run] = sync.execute("SELECT * FROM mcsync_reconciliations")
+    assert run["next_offset"] == 2 and run["finished_at"] is None
+    assert len(sync.queue()) == 2  # the first page's work is already queued
+
+    # While the first runner's lease lives, nobody else takes the run.
+    assert (
+        asyncio.run(
+            run_reconciliation(
+                sync.settings, sync.cipher, user.user_id, owner="second", page_size=2
+            )
+        )
+        is None
+    )
+    sync.execute("UPDATE mcsync_reconciliations SET lease_until = now() - interval '1 second'")
+    result = asyncio.run(
+        run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="second", page_size=2)
+    )
+    assert result is not None and result.resumed_at == 2 and result.listed == 3
+    assert {r["contact_id"] for r in sync.queue()} == set(ids)
+    sync.drain()
+    assert {m["merge_fields"]["FNAME"] for m in sync.members(user).values()} == {
+        f"Renamed {i}" for i in range(5)
+    }
+    assert asyncio.run(audit(sync.settings, sync.cipher, user.user_id)) == []
+
+
+def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = sync.add_user()
+    new_key = Fernet.generate_key().decode()
+    args = _cli(sync, "rotate-keys")
+    args[args.index(ENCRYPTION_KEY)] = f"{new_key},{ENCRYPTION_KEY}"
+    assert main(args) == 0
+    assert "re-encrypted 1 token" in capsys.readouterr().out
+    [row] = sync.execute("SELECT access_token_encrypted FROM mailchimp_connections")
+    assert TokenCipher([new_key]).decrypt(row["access_token_encrypted"]) == user.token
+
+
+# --- the comparison itself (pure) -----------------------------------------------------------
+
+
+def _snapshot(contacts: list[Contact], ledger: list[LedgerMember] = ()) -> Snapshot:  # type: ignore[assignment]
+    return Snapshot(
+        desired_members(contacts), {m.email_hash: m for m in ledger}, {}, {c.id for c in contacts}
+    )
+
+
+def _member(
+    email: str, status: str = "subscribed", tags: tuple[str, ...] = (), **fields: str
+) -> Member:
+    return Member(
+        id=subscriber_hash(email),
+        email_address=email,
+        status=status,
+        merge_fields={"FNAME": "", "LNAME": "", "PHONE": "", **fields},
+        tags=[Tag(name=t) for t in tags],
+    )
+
+
+def test_status_is_never_drift_and_tag_case_does_not_matter() -> None:
+    c = Contact(uuid.uuid4(), "Zoe@clientmail.io", "Zoe", tags=("VIP",))
+    snap = _snapshot([c])
+    assert (
+        compare_member(_member("zoe@clientmail.io", "unsubscribed", ("vip",), FNAME="Zoe"), snap)
+        == []
+    )
+    # Archived by someone else: mcsync never raises a status.
+    assert compare_member(_member("zoe@clientmail.io", "archived"), snap) == []
+    # Members mcsync never touched are never its business.
+    assert compare_member(_member("other@clientmail.io"), snap) == []
+
+
+def test_refused_contacts_and_partly_accepted_fields_are_not_drift() -> None:
+    c = Contact(uuid.uuid4(), "yan@clientmail.io", "Yan", phone="not a phone")
+    snap = _snapshot([c])
+    snap.ignored_fields[c.id] = {"PHONE"}
+    assert compare_member(_member("yan@clientmail.io", FNAME="Yan"), snap) == []
+    snap.rejected.add(c.id)
+    assert missing_members(snap, set()) == []
+
+
+def test_a_revoked_token_ends_the_run_instead_of_retrying_forever(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    sync.admin.revoke(user.token)
+    _request_sync_now(sync, user)
+    assert (
+        asyncio.run(run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="w")) is None
+    )
+    [run] = sync.execute("SELECT * FROM mcsync_reconciliations")
+    assert run["finished_at"] is not None and "401" in run["error"]
+    assert asyncio.run(stale_runs(sync.db_url)) == []
