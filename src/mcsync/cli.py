@@ -72,6 +72,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings.mcsync_poll_interval = args.poll_interval
     if args.max_in_flight is not None:
         settings.mcsync_max_in_flight = args.max_in_flight
+    if args.metrics_port is not None:
+        settings.mcsync_metrics_port = args.metrics_port
     asyncio.run(run_worker(settings, once=args.once, worker_id=args.worker_id))
     return 0
 
@@ -160,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", help="name in leases and logs (default host:pid:random)")
     p.add_argument("--poll-interval", type=float, help="seconds between polls (default 2)")
     p.add_argument("--max-in-flight", type=int, help="calls in flight per account, 1-10")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (env MCSYNC_METRICS_PORT)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("connect", help="register a connection without the browser")

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     mcsync_claim_size: int = Field(default=500, ge=1, le=5000)
     mcsync_lease_seconds: float = Field(default=60.0, gt=0)
     mcsync_http_timeout: float = Field(default=30.0, gt=0)
+    mcsync_backoff_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="multiplies every retry, throttle and probe delay (tests use 0.01)",
+    )
+    mcsync_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
+    )
 
     def api_base(self, dc: str) -> str:
         return self.mailchimp_api_url.replace("{dc}", dc).rstrip("/")

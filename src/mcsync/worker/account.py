@@ -17,10 +17,11 @@ from mcsync.connections import PAUSED_NOTICE
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
-from mcsync.mailchimp.errors import MailchimpError
+from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError, TransientError
 from mcsync.mirror import LedgerMember, Plan, plan_member_ops
 from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, backoff_delay, throttle_delay
+from mcsync.worker.metrics import Metrics
 from mcsync.worker.store import Account, Event, Facts, Outcomes, WorkerStore
 
 log = get_logger("mcsync.worker")
@@ -36,6 +37,7 @@ class AccountSettings:
     batch_threshold: int
     claim_size: int
     http_timeout: float
+    backoff_scale: float = 1.0
 
 
 class AccountWorker:
@@ -45,11 +47,13 @@ class AccountWorker:
         cipher: TokenCipher,
         http: httpx.AsyncClient,
         settings: AccountSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cipher = cipher
         self.http = http
         self.settings = settings
+        self.metrics = metrics or Metrics()
 
     def _client(self, account: Account) -> MailchimpClient:
         base = self.settings.api_url_template.replace("{dc}", account.dc).rstrip("/")
@@ -76,14 +80,33 @@ class AccountWorker:
             await self.store.release_account(account.user_id)
 
     async def _probe(self, account: Account) -> None:
+        """One cheap call while paused: on success resume, else probe again later."""
         client = self._client(account)
+        scale = self.settings.backoff_scale
+        started = time.perf_counter()
         try:
             await client.get_audience(account.audience_id)
-        except MailchimpError as exc:
-            probe_in = backoff_delay(account.consecutive_failures + 1)
+        except ConnectionLevelError as exc:
+            self.metrics.observe_call("probe", "connection_error", time.perf_counter() - started)
             await self.store.execute(
-                queries.RECORD_FAILURE, {"user_id": account.user_id, "error": str(exc)[:500]}
+                queries.MARK_CONNECTION_ERROR,
+                {"user_id": account.user_id, "notice": PAUSED_NOTICE, "error": str(exc)[:500]},
             )
+            log.warning("connection_error", user_id=str(account.user_id), outcome="error")
+            return
+        except MailchimpError as exc:
+            throttled = exc if isinstance(exc, TransientError) and exc.throttled else None
+            self.metrics.observe_call(
+                "probe", "throttled" if throttled else "failed", time.perf_counter() - started
+            )
+            if throttled is not None:  # busy, not down: ask again soon, and don't count it
+                probe_in = throttle_delay(throttled.retry_after, scale=scale)
+                await self.store.execute(queries.COUNT_THROTTLED, {"user_id": account.user_id})
+            else:
+                probe_in = backoff_delay(account.consecutive_failures + 1, scale=scale)
+                await self.store.execute(
+                    queries.RECORD_FAILURE, {"user_id": account.user_id, "error": str(exc)[:500]}
+                )
             await self.store.execute(
                 queries.RESCHEDULE_PROBE,
                 {"user_id": account.user_id, "probe_in": probe_in, "error": str(exc)[:500]},
@@ -95,6 +118,7 @@ class AccountWorker:
                 next_probe_s=round(probe_in, 1),
             )
             return
+        self.metrics.observe_call("probe", "ok", time.perf_counter() - started)
         await self.store.execute(queries.RESUME_CONNECTION, {"user_id": account.user_id})
         await self.store.execute(queries.MAKE_USER_EVENTS_DUE, {"user_id": account.user_id})
         await self.store.execute(queries.NOTIFY, {})
@@ -111,13 +135,22 @@ class AccountWorker:
             gate,
             facts.ledger,
             user_id=str(account.user_id),
+            metrics=self.metrics,
         )
         outcomes = await apply_plans(
             applier, plan.members, batch_threshold=self.settings.batch_threshold
         )
-        out = collect_outcomes(events, facts, plan, outcomes, gate)
+        out = collect_outcomes(
+            events, facts, plan, outcomes, gate, scale=self.settings.backoff_scale
+        )
         retried = await self.store.record(account, out)
         await self._update_health(account, out, retried, gate)
+        rejected = sum(1 for r in out.rejections if r["severity"] == "error")
+        self.metrics.count_events("completed", len(out.completed) - rejected)
+        self.metrics.count_events("rejected", rejected)
+        self.metrics.count_events("retried", len(out.retried))
+        self.metrics.count_events("deferred", len(out.deferred))
+        self.metrics.count_events("released", len(out.released))
         log.info(
             "batch_done",
             user_id=str(account.user_id),
@@ -125,7 +158,7 @@ class AccountWorker:
             completed=len(out.completed),
             retried=len(out.retried),
             deferred=len(out.deferred),
-            rejected=sum(1 for r in out.rejections if r["severity"] == "error"),
+            rejected=rejected,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return not gate.stopped and not any(a >= MAX_ATTEMPTS for _, a in retried)
@@ -147,7 +180,18 @@ class AccountWorker:
             )
             return
         if gate.throttled is not None:
+            # Hold back the whole account, not only the rows that hit the wall.
             await self.store.execute(queries.COUNT_THROTTLED, uid)
+            await self.store.execute(
+                queries.DEFER_USER_EVENTS,
+                {**uid, "delay": out.defer_seconds, "owner": self.store.owner},
+            )
+            log.info(
+                "account_throttled",
+                user_id=str(account.user_id),
+                outcome="throttled",
+                defer_s=round(out.defer_seconds, 2),
+            )
         if out.retried:
             last = out.retried[-1][2]
             await self.store.execute(queries.RECORD_FAILURE, {**uid, "error": last[:500]})
@@ -158,7 +202,7 @@ class AccountWorker:
                     **uid,
                     "notice": PAUSED_NOTICE,
                     "error": out.retried[-1][2][:500],
-                    "probe_in": backoff_delay(1),
+                    "probe_in": backoff_delay(1, scale=self.settings.backoff_scale),
                 },
             )
             log.warning("sync_paused", user_id=str(account.user_id), outcome="paused")
@@ -184,6 +228,8 @@ def collect_outcomes(
     plan: Plan,
     outcomes: list[MemberOutcome],
     gate: AccountGate,
+    *,
+    scale: float = 1.0,
 ) -> Outcomes:
     """Map member outcomes back onto the queue rows (and the ledger) they came from."""
     out = Outcomes()
@@ -217,7 +263,8 @@ def collect_outcomes(
             continue
         if worst == "transient":
             failed = next(o for o in mine if o.status == "transient")
-            out.retried.append((event, backoff_delay(event.attempts + 1), str(failed.error)))
+            delay = backoff_delay(event.attempts + 1, scale=scale)
+            out.retried.append((event, delay, str(failed.error)))
             continue
         out.completed.append(event)
         new_link = plan.links.get(cid)
@@ -248,7 +295,8 @@ def collect_outcomes(
             out.links.append((cid, new_link, event.changed_at))
     if out.deferred:
         out.defer_seconds = throttle_delay(
-            getattr(throttle, "retry_after", None) if throttle is not None else None
+            getattr(throttle, "retry_after", None) if throttle is not None else None,
+            scale=scale,
         )
     return out
 

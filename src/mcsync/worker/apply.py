@@ -33,6 +33,7 @@ from mcsync.mirror import (
     UpsertMember,
     clean_tags,
 )
+from mcsync.worker.metrics import Metrics
 
 log = get_logger("mcsync.worker")
 
@@ -83,12 +84,14 @@ class MemberApplier:
         ledger: dict[str, LedgerMember],
         *,
         user_id: str = "",
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.list_id = list_id
         self.gate = gate
         self.ledger = ledger
         self.user_id = user_id
+        self.metrics = metrics
 
     async def _call(self, op: str, email_hash: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self.gate.stopped:
@@ -113,13 +116,16 @@ class MemberApplier:
                 outcome = type(exc).__name__
                 raise
             finally:
+                elapsed = time.perf_counter() - started
+                if self.metrics is not None:
+                    self.metrics.observe_call(op, outcome, elapsed)
                 log.info(
                     "mailchimp_call",
                     user_id=self.user_id,
                     op=op,
                     member=email_hash[:12],
                     outcome=outcome,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    duration_ms=round(elapsed * 1000, 1),
                 )
 
     # --- one member ---------------------------------------------------------------------
@@ -369,8 +375,8 @@ async def _apply_batch_chunk(
             # Neither confirmed nor refused: ask again on the single path rather than guess.
             retry_singly.append(i)
             continue
-        tags = plan.ops[1] if len(plan.ops) > 1 else None
-        assert tags is None or isinstance(tags, UpdateTags)
+        tag_op = plan.ops[1] if len(plan.ops) > 1 else None
+        assert tag_op is None or isinstance(tag_op, UpdateTags)
         previous = applier.ledger.get(upsert.email_hash)
         applier.record_member(
             outcome,
@@ -378,12 +384,14 @@ async def _apply_batch_chunk(
             member,
             plan.desired.fields_hash if plan.desired else None,
             tuple(
-                clean_tags([*(previous.tags if previous else ()), *(tags.active if tags else ())])
+                clean_tags(
+                    [*(previous.tags if previous else ()), *(tag_op.active if tag_op else ())]
+                )
             ),
         )
-        if tags is not None and tags.inactive:
+        if tag_op is not None and tag_op.inactive:
             # Batch subscribe can only add tags; removals take the tags endpoint.
-            follow_ups.append((i, (UpdateTags(upsert.email_hash, (), tags.inactive),)))
+            follow_ups.append((i, (UpdateTags(upsert.email_hash, (), tag_op.inactive),)))
 
     async def single(i: int) -> None:
         outcomes[i] = await applier.apply(plans[i])
@@ -412,11 +420,12 @@ async def apply_plans(
     batch_ids = {id(p) for p in batch}
     singles = [p for p in work if id(p) not in batch_ids]
     chunks = [batch[i : i + BATCH_LIMIT] for i in range(0, len(batch), BATCH_LIMIT)]
-    results = await asyncio.gather(
-        *(_apply_batch_chunk(applier, chunk) for chunk in chunks),
-        *(applier.apply(p) for p in singles),
+    batched, single = await asyncio.gather(
+        asyncio.gather(*(_apply_batch_chunk(applier, chunk) for chunk in chunks)),
+        asyncio.gather(*(applier.apply(p) for p in singles)),
     )
     out: list[MemberOutcome] = list(idle)
-    for r in results:
-        out.extend(r if isinstance(r, list) else [r])
+    for chunk_outcomes in batched:
+        out.extend(chunk_outcomes)
+    out.extend(single)
     return out

@@ -27,7 +27,7 @@ class Listener:
         """Listen forever (until cancelled), reconnecting with capped backoff."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((psycopg.OperationalError, OSError)),
-            wait=wait_exponential_jitter(initial=0.2, max=10.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10.0),
             reraise=True,
         ):
             with attempt:

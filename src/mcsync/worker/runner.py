@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
 from mcsync.worker.account import AccountSettings, AccountWorker
 from mcsync.worker.listener import Listener
+from mcsync.worker.metrics import Metrics, MetricsServer
 from mcsync.worker.store import WorkerStore
 
 log = get_logger("mcsync.worker")
@@ -41,6 +43,8 @@ class Worker:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.busy: dict[UUID, asyncio.Task[None]] = {}
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
 
     async def run(self, *, once: bool = False, drain_seconds: float = 20.0) -> None:
         s = self.settings
@@ -51,6 +55,8 @@ class Worker:
                 min_size=1,
                 max_size=max(4, MAX_ACCOUNTS_AT_ONCE // 2),
                 kwargs={"autocommit": True},
+                # After a Postgres restart, pooled connections are dead: test before lending.
+                check=AsyncConnectionPool.check_connection,
                 open=False,
             ) as pool,
             httpx.AsyncClient(limits=limits, timeout=s.mcsync_http_timeout) as http,
@@ -66,12 +72,17 @@ class Worker:
                     batch_threshold=s.mcsync_batch_threshold,
                     claim_size=s.mcsync_claim_size,
                     http_timeout=s.mcsync_http_timeout,
+                    backoff_scale=s.mcsync_backoff_scale,
                 ),
+                self.metrics,
             )
             log.info("worker_started", worker_id=self.worker_id, once=once)
             if once:
                 await self._drain(store, accounts)
                 return
+            if s.mcsync_metrics_port is not None:
+                self.metrics_server = MetricsServer(self.metrics, pool, s.mcsync_metrics_port)
+                await self.metrics_server.start()
             listener_task = None
             if self.listen:
                 listener_task = asyncio.create_task(Listener(s.database_url, self.wake).run())
@@ -83,6 +94,8 @@ class Worker:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await listener_task
                 await self._finish_in_flight(drain_seconds)
+                if self.metrics_server is not None:
+                    await self.metrics_server.stop()
                 log.info("worker_stopped", worker_id=self.worker_id)
 
     async def _claim_and_start(self, store: WorkerStore, accounts: AccountWorker) -> int:
@@ -93,7 +106,7 @@ class Worker:
         for account in claimed:
             task = asyncio.create_task(accounts.serve(account))
             self.busy[account.user_id] = task
-            task.add_done_callback(lambda t, uid=account.user_id: self._done(uid, t))
+            task.add_done_callback(functools.partial(self._done, account.user_id))
         return len(claimed)
 
     def _done(self, user_id: UUID, task: asyncio.Task[None]) -> None:

@@ -260,4 +260,4 @@ class WorkerStore:
 
     async def execute(self, statement: str, params: dict[str, Any]) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(statement, params)  # type: ignore[arg-type]
+            await conn.execute(statement, params)
