@@ -63,19 +63,25 @@ CREATE TABLE mailchimp_members (
     email       text NOT NULL,
     fields_hash text,
     tags        text[] NOT NULL DEFAULT '{}',
+    -- Tags mcsync asked Mailchimp to set without hearing back (a lost answer): they may be
+    -- set, so a removal still clears them, but they are sent again until confirmed.
+    maybe_tags  text[] NOT NULL DEFAULT '{}',
     status      text,
     archived    boolean NOT NULL DEFAULT false,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, audience_id, email_hash)
 );
 
--- Which member each contact was last synced as (so an email change renames, a delete archives).
+-- Which member each contact was last synced as (so an email change renames, a delete archives),
+-- and which members it may have become without hearing back (written before the calls go out,
+-- so a member created by a call whose answer was lost is still archived when the contact goes).
 CREATE TABLE mailchimp_contact_links (
-    user_id     uuid NOT NULL,
-    contact_id  uuid NOT NULL,
-    audience_id text NOT NULL,
-    email_hash  text NOT NULL,
-    changed_at  timestamptz NOT NULL DEFAULT now(),
+    user_id      uuid NOT NULL,
+    contact_id   uuid NOT NULL,
+    audience_id  text NOT NULL,
+    email_hash   text,
+    maybe_hashes text[] NOT NULL DEFAULT '{}',
+    changed_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, contact_id)
 );
 CREATE INDEX mailchimp_contact_links_member_idx

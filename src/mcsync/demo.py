@@ -203,7 +203,9 @@ def run_demo(*, once: bool = False) -> int:
 
             wait_for_sync()
             # Edit, tag, rename and delete, as a coach would in the app.
-            conn.execute("UPDATE contacts SET tags = array_append(tags, 'workshop') WHERE first_name = 'Ana'")
+            conn.execute(
+                "UPDATE contacts SET tags = array_append(tags, 'workshop') WHERE first_name = 'Ana'"
+            )
             conn.execute(
                 "UPDATE contacts SET email = 'chloe.dubois@coachmail.io' WHERE first_name = 'Chloé'"
             )

@@ -42,4 +42,4 @@ def database_url(server_url: str, dbname: str) -> str:
 
     params = conninfo_to_dict(server_url)
     params["dbname"] = dbname
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
+TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
 # strings that cannot be an address from costing an API call.
@@ -52,6 +53,8 @@ class LedgerMember:
     tags: tuple[str, ...]
     status: str | None = None
     archived: bool = False
+    # Tags asked for but never confirmed (the answer was lost): possibly set.
+    maybe_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,11 +180,12 @@ def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
 
 
 def clean_tags(tags: Iterable[str]) -> list[str]:
-    """Trimmed, non-empty, de-duplicated case-insensitively (first spelling wins)."""
+    """Trimmed, non-empty, at most 100 characters, de-duplicated case-insensitively (first
+    spelling wins). A longer tag is cut rather than dropped: the coach still finds it."""
     seen: set[str] = set()
     out: list[str] = []
     for tag in tags:
-        name = (tag or "").strip()
+        name = (tag or "").strip()[:TAG_NAME_LIMIT].strip()
         if name and name.casefold() not in seen:
             seen.add(name.casefold())
             out.append(name)
@@ -225,14 +229,15 @@ def desired_members(
 
 
 def tag_changes(
-    desired: Sequence[str], already_set: Sequence[str]
+    desired: Sequence[str], already_set: Sequence[str], maybe_set: Sequence[str] = ()
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Tags to make active and inactive. Only tags mcsync set before can become inactive, so a
-    tag a marketer added by hand is never touched. Names match case-insensitively."""
+    """Tags to make active and inactive. Only tags mcsync set (or may have set) before can become
+    inactive, so a tag a marketer added by hand is never touched. A tag mcsync may have set is
+    sent again until Mailchimp confirms it. Names match case-insensitively."""
     have = {t.casefold() for t in already_set}
     want = {t.casefold() for t in desired}
     active = tuple(t for t in desired if t.casefold() not in have)
-    inactive = tuple(t for t in clean_tags(already_set) if t.casefold() not in want)
+    inactive = tuple(t for t in clean_tags([*already_set, *maybe_set]) if t.casefold() not in want)
     return active, inactive
 
 
@@ -241,6 +246,7 @@ def _upsert_ops(
     ledger: LedgerMember | None,
     tags_already_set: Sequence[str],
     double_optin: bool,
+    tags_maybe_set: Sequence[str] = (),
 ) -> list[Op]:
     ops: list[Op] = []
     needs_put = ledger is None or ledger.archived or ledger.fields_hash != desired.fields_hash
@@ -260,7 +266,7 @@ def _upsert_ops(
                 status=restore,
             )
         )
-    active, inactive = tag_changes(desired.tags, tags_already_set)
+    active, inactive = tag_changes(desired.tags, tags_already_set, tags_maybe_set)
     if active or inactive:
         ops.append(UpdateTags(desired.email_hash, active, inactive))
     return ops
@@ -275,6 +281,7 @@ def plan_member_ops(
     ledger: Mapping[str, LedgerMember],
     recency: Mapping[UUID, datetime] | None = None,
     double_optin: bool = False,
+    maybe_links: Mapping[UUID, Sequence[str]] | None = None,
 ) -> Plan:
     """Plan the calls that make Mailchimp agree with the contacts that changed.
 
@@ -283,6 +290,7 @@ def plan_member_ops(
     sharing:  current rows of every contact of the user whose address is one of the affected
               addresses (the changed contacts' current and previous ones); may include `changed`.
     links:    contact id -> hash of the member it was last synced as.
+    maybe_links: contact id -> members it may have become (calls whose answer was lost).
     ledger:   hash -> what Mailchimp was last told, for every affected address.
     """
     plan = Plan()
@@ -310,6 +318,8 @@ def plan_member_ops(
         old = links.get(contact_id)
         if old is not None:
             dependents.setdefault(old, set()).add(contact_id)
+        for maybe in (maybe_links or {}).get(contact_id, ()):
+            dependents.setdefault(maybe, set()).add(contact_id)
 
     # Email changes: a contact whose old member is left with no contact, moving to an address
     # mcsync does not know yet, renames that member instead of creating a duplicate.
@@ -347,7 +357,13 @@ def plan_member_ops(
             continue
         old_hash = renames.get(email_hash)
         if old_hash is None:
-            ops = _upsert_ops(target, entry, entry.tags if entry else (), double_optin)
+            ops = _upsert_ops(
+                target,
+                entry,
+                entry.tags if entry else (),
+                double_optin,
+                entry.maybe_tags if entry else (),
+            )
             plan.members.append(
                 MemberPlan(email_hash, tuple(ops), target, tuple(sorted(contact_ids, key=str)))
             )
@@ -355,7 +371,7 @@ def plan_member_ops(
         old_entry = ledger[old_hash]
         contact_ids |= dependents.get(old_hash, set())
         fresh = _upsert_ops(target, None, (), double_optin)
-        active, inactive = tag_changes(target.tags, old_entry.tags)
+        active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
         after_rename: list[Op] = []
         if active or inactive:
             after_rename.append(UpdateTags(email_hash, active, inactive))
@@ -377,3 +393,67 @@ def plan_member_ops(
             )
         )
     return plan
+
+
+def write_ahead_ledger(
+    plans: Iterable[MemberPlan], ledger: Mapping[str, LedgerMember]
+) -> list[LedgerMember]:
+    """What the ledger must say *before* the calls go out.
+
+    A call can take effect in Mailchimp while its answer is lost (a timeout, a killed worker).
+    Recording beforehand that mcsync may own a member, and that the tags it is adding or
+    removing are in doubt (`maybe_tags`: neither confirmed set nor confirmed gone), keeps the
+    promises "a deleted contact's member is archived", "a removed tag is made inactive" and
+    "a wanted tag is set" even then. A possibly-stale entry costs at most one extra idempotent
+    call later; its `fields_hash` is cleared so the next pass re-sends the fields."""
+    out: dict[str, LedgerMember] = {}
+
+    def touch(
+        email_hash: str,
+        email: str,
+        base: LedgerMember | None,
+        adding: Iterable[str],
+        removing: Sequence[str] = (),
+        *,
+        fields_change: bool = True,
+    ) -> None:
+        current = out.get(email_hash) or base
+        doubtful = [*(current.maybe_tags if current else ()), *adding, *removing]
+        gone = {t.casefold() for t in removing}
+        out[email_hash] = LedgerMember(
+            email_hash=email_hash,
+            email=email,
+            fields_hash=current.fields_hash if current and not fields_change else None,
+            tags=tuple(t for t in (current.tags if current else ()) if t.casefold() not in gone),
+            maybe_tags=tuple(clean_tags(doubtful)),
+            status=current.status if current else None,
+            archived=current.archived if current else False,
+        )
+
+    for plan in plans:
+        pending: list[Op] = list(plan.ops)
+        while pending:
+            op = pending.pop(0)
+            if isinstance(op, UpsertMember):
+                touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+            elif isinstance(op, UpdateTags):
+                base = ledger.get(op.email_hash)
+                email = out.get(op.email_hash) or base or plan.desired
+                touch(
+                    op.email_hash,
+                    email.email if email else "",
+                    base,
+                    op.active,
+                    op.inactive,
+                    fields_change=False,
+                )
+            elif isinstance(op, RenameMember):
+                old = ledger.get(op.old_hash)
+                touch(
+                    op.email_hash,
+                    op.email,
+                    ledger.get(op.email_hash),
+                    [*(old.tags if old else ()), *(old.maybe_tags if old else ())],
+                )
+                pending.extend(op.on_conflict)
+    return list(out.values())

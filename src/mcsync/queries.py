@@ -133,13 +133,13 @@ SELECT id, email, first_name, last_name, phone, tags
 """
 
 LINKS_BY_CONTACT = """
-SELECT contact_id, email_hash, changed_at FROM mailchimp_contact_links
+SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mailchimp_contact_links
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND contact_id = ANY(%(ids)s::uuid[])
 """
 
 LEDGER_BY_HASH = """
-SELECT email_hash, email, fields_hash, tags, status, archived FROM mailchimp_members
+SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived FROM mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND email_hash = ANY(%(hashes)s::text[])
 """
@@ -148,15 +148,17 @@ SELECT email_hash, email, fields_hash, tags, status, archived FROM mailchimp_mem
 
 UPSERT_LEDGER = """
 INSERT INTO mailchimp_members AS m
-    (user_id, audience_id, email_hash, email, fields_hash, tags, status, archived)
+    (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived)
 SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
+       coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.maybe_tags) t), '{}'),
        u.status, u.archived
   FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(email_hash text, email text, fields_hash text, tags jsonb, status text,
-            archived boolean)
+       AS u(email_hash text, email text, fields_hash text, tags jsonb, maybe_tags jsonb,
+            status text, archived boolean)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
+    maybe_tags = excluded.maybe_tags,
     status = coalesce(excluded.status, m.status), archived = excluded.archived,
     updated_at = now()
 """
@@ -174,7 +176,17 @@ SELECT %(user_id)s, u.contact_id, %(audience_id)s, u.email_hash, u.changed_at
        AS u(contact_id uuid, email_hash text, changed_at timestamptz)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
     audience_id = excluded.audience_id, email_hash = excluded.email_hash,
-    changed_at = excluded.changed_at
+    maybe_hashes = '{}', changed_at = excluded.changed_at
+"""
+
+# Before the calls: the members these contacts may become (see mirror.write_ahead_ledger).
+WRITE_AHEAD_LINKS = """
+INSERT INTO mailchimp_contact_links AS l (user_id, contact_id, audience_id, maybe_hashes)
+SELECT %(user_id)s, u.contact_id, %(audience_id)s, ARRAY[u.email_hash]
+  FROM unnest(%(ids)s::uuid[], %(hashes)s::text[]) AS u(contact_id, email_hash)
+ON CONFLICT (user_id, contact_id) DO UPDATE SET
+    maybe_hashes = CASE WHEN excluded.maybe_hashes[1] = ANY(l.maybe_hashes) THEN l.maybe_hashes
+                        ELSE l.maybe_hashes || excluded.maybe_hashes END
 """
 
 DELETE_LINKS = """
@@ -402,7 +414,7 @@ SELECT email_hash, email, fields_hash, tags, status, archived FROM mailchimp_mem
 
 AUDIENCE_LINKS = """
 SELECT contact_id, email_hash, changed_at FROM mailchimp_contact_links
- WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash IS NOT NULL
 """
 
 PENDING_CHANGES = """

@@ -248,7 +248,7 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
             assert m["merge_fields"]["LNAME"] == d.merge_fields["LNAME"], d.email
             names = {t["name"] for t in m["tags"]}
             app_tags = {t.casefold() for t in names if not t.startswith("mkt-")}
-            assert app_tags == {t.casefold() for t in d.tags}, d.email
+            assert app_tags == {t.casefold() for t in d.tags}, _explain(h, user, {d.email.lower()})
             if any(t.startswith("mkt-unsub-") for t in names):
                 assert m["status"] == "unsubscribed", d.email  # never re-subscribed
             else:
@@ -285,4 +285,11 @@ def _explain(h: SyncHarness, user: User, emails: set[str]) -> str:
         links = h.execute("SELECT * FROM mailchimp_contact_links WHERE email_hash = %s", (hsh,))
         out.append(f"{e}: member={members}\n  contacts={contacts}\n  ledger={ledger}")
         out.append(f"  links={links}")
+        calls = [
+            (r["method"], r["path"].rsplit("/", 1)[-1] if r["path"].endswith("tags") else "",
+             r["status"])
+            for r in h.admin.requests()
+            if hsh in r["path"]
+        ]
+        out.append(f"  calls={calls}")
     return "\n".join(out)

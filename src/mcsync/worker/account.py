@@ -18,7 +18,7 @@ from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError, TransientError
-from mcsync.mirror import LedgerMember, Plan, plan_member_ops
+from mcsync.mirror import LedgerMember, Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, backoff_delay, throttle_delay
 from mcsync.worker.metrics import Metrics
@@ -128,12 +128,18 @@ class AccountWorker:
         started = time.perf_counter()
         facts = await self.store.load_facts(account, events)
         plan = plan_for(facts, account.double_optin)
+        written_ahead = write_ahead_ledger(plan.members, facts.ledger)
+        new_links = {
+            cid: h for cid, h in plan.links.items() if h is not None and h != facts.links.get(cid)
+        }
+        await self.store.write_ahead(account, written_ahead, new_links)
         gate = AccountGate(self.settings.max_in_flight)
         applier = MemberApplier(
             self._client(account),
             account.audience_id,
             gate,
             facts.ledger,
+            written_ahead=written_ahead,
             user_id=str(account.user_id),
             metrics=self.metrics,
         )
@@ -216,6 +222,7 @@ def plan_for(facts: Facts, double_optin: bool) -> Plan:
         deleted=facts.deleted,
         sharing=facts.sharing,
         links=facts.links,
+        maybe_links=facts.maybe_links,
         ledger=facts.ledger,
         recency=facts.recency,
         double_optin=double_optin,

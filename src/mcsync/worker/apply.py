@@ -83,13 +83,16 @@ class MemberApplier:
         gate: AccountGate,
         ledger: dict[str, LedgerMember],
         *,
+        written_ahead: Sequence[LedgerMember] = (),
         user_id: str = "",
         metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.list_id = list_id
         self.gate = gate
-        self.ledger = ledger
+        self.ledger = ledger  # as it was before this pass: what Mailchimp had confirmed
+        # The ledger as written before the calls went out (see mirror.write_ahead_ledger).
+        self.written_ahead = {m.email_hash: m for m in written_ahead}
         self.user_id = user_id
         self.metrics = metrics
 
@@ -152,10 +155,10 @@ class MemberApplier:
             outcome.error = exc
         return outcome
 
-    def _current(self, outcome: MemberOutcome, email_hash: str) -> LedgerMember | None:
+    def current(self, outcome: MemberOutcome, email_hash: str) -> LedgerMember | None:
         if email_hash in outcome.ledger:
             return outcome.ledger[email_hash]
-        return self.ledger.get(email_hash)
+        return self.written_ahead.get(email_hash) or self.ledger.get(email_hash)
 
     async def _run(self, ops: list[Op], plan: MemberPlan, outcome: MemberOutcome) -> None:
         while ops:
@@ -177,13 +180,16 @@ class MemberApplier:
         email_hash: str,
         member: Member,
         fields_hash: str | None,
-        tags: tuple[str, ...],
+        tags: Sequence[str],
+        maybe_tags: Sequence[str] = (),
     ) -> None:
+        confirmed = {t.casefold() for t in tags}
         outcome.ledger[email_hash] = LedgerMember(
             email_hash=email_hash,
             email=member.email_address,
             fields_hash=fields_hash,
-            tags=tags,
+            tags=tuple(clean_tags(tags)),
+            maybe_tags=tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in confirmed),
             status=member.status,
             archived=member.status == "archived",
         )
@@ -205,6 +211,7 @@ class MemberApplier:
             if not (
                 exc.kind == "merge_fields" and exc.field == "PHONE" and merge_fields.get("PHONE")
             ):
+                self._forget_if_refused(outcome, op.email_hash)
                 raise
             # Only the phone was refused: sync the rest and say so, rather than nothing.
             merge_fields.pop("PHONE")
@@ -219,10 +226,15 @@ class MemberApplier:
                 status=op.status,
             )
             outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
-        previous = self._current(outcome, op.email_hash)
+        previous = self.current(outcome, op.email_hash)
         desired_hash = plan.desired.fields_hash if plan.desired else None
         self.record_member(
-            outcome, op.email_hash, member, desired_hash, previous.tags if previous else ()
+            outcome,
+            op.email_hash,
+            member,
+            desired_hash,
+            previous.tags if previous else (),
+            previous.maybe_tags if previous else (),
         )
 
     async def _tags(self, op: UpdateTags, outcome: MemberOutcome) -> None:
@@ -235,36 +247,57 @@ class MemberApplier:
             active=op.active,
             inactive=op.inactive,
         )
-        current = self._current(outcome, op.email_hash)
+        current = self.current(outcome, op.email_hash)
         if current is None:
             return
         gone = {t.casefold() for t in op.inactive}
+        settled = gone | {t.casefold() for t in op.active}
         kept = [t for t in current.tags if t.casefold() not in gone]
         outcome.ledger[op.email_hash] = replace(
-            current, tags=tuple(clean_tags([*kept, *op.active]))
+            current,
+            tags=tuple(clean_tags([*kept, *op.active])),
+            maybe_tags=tuple(t for t in current.maybe_tags if t.casefold() not in settled),
         )
 
+    def _forget_if_refused(self, outcome: MemberOutcome, email_hash: str) -> None:
+        """Mailchimp refused to create the member: the write-ahead entry claims nothing real."""
+        if self.ledger.get(email_hash) is None and email_hash not in outcome.ledger:
+            outcome.ledger[email_hash] = None
+
     async def _archive(self, op: ArchiveMember, outcome: MemberOutcome) -> None:
-        current = self._current(outcome, op.email_hash)
-        try:
-            await self._call(
-                "archive_member",
-                op.email_hash,
-                self.client.archive_member,
-                self.list_id,
-                op.email_hash,
-            )
-        except NotFoundError:
-            # Gone from Mailchimp already (forgotten there): nothing left to own.
-            outcome.ledger[op.email_hash] = None
+        current = self.current(outcome, op.email_hash)
+        # Read the status first: DELETE answers 204 with no body, and the status the member had
+        # is what a later restore may set again (archived members receive nothing, so cannot
+        # unsubscribe meanwhile). It also tells an archive already done (whose answer was lost).
+        member = await self._call(
+            "get_member", op.email_hash, self.client.get_member, self.list_id, op.email_hash
+        )
+        if member is None:
+            outcome.ledger[op.email_hash] = None  # gone from Mailchimp: nothing left to own
             return
+        # Already archived: by someone else, or by an earlier archive whose answer was lost. We
+        # can't tell which, so record no status to restore: a marketer's archive must stand.
+        status = "archived"
+        if member.status != "archived":
+            status = member.status
+            try:
+                await self._call(
+                    "archive_member",
+                    op.email_hash,
+                    self.client.archive_member,
+                    self.list_id,
+                    op.email_hash,
+                )
+            except NotFoundError:
+                outcome.ledger[op.email_hash] = None
+                return
         if current is not None:
-            outcome.ledger[op.email_hash] = replace(current, archived=True)
+            outcome.ledger[op.email_hash] = replace(current, archived=True, status=status)
 
     async def _rename(
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
     ) -> tuple[Op, ...] | None:
-        old = self._current(outcome, op.old_hash)
+        old = self.current(outcome, op.old_hash)
         try:
             member = await self._call(
                 "change_member_email",
@@ -297,7 +330,15 @@ class MemberApplier:
             return op.on_missing
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        self.record_member(outcome, op.email_hash, member, desired_hash, old.tags if old else ())
+        ahead = self.current(outcome, op.email_hash)
+        self.record_member(
+            outcome,
+            op.email_hash,
+            member,
+            desired_hash,
+            old.tags if old else (),
+            ahead.maybe_tags if ahead else (),
+        )
         return None
 
 
@@ -369,6 +410,8 @@ async def _apply_batch_chunk(
                 retry_singly.append(i)  # the single path knows how to drop just the phone
             else:
                 outcome.status, outcome.error = "rejected", err
+                if applier.ledger.get(upsert.email_hash) is None:
+                    outcome.ledger[upsert.email_hash] = None
             continue
         member = confirmed.get(key)
         if member is None:
@@ -377,17 +420,14 @@ async def _apply_batch_chunk(
             continue
         tag_op = plan.ops[1] if len(plan.ops) > 1 else None
         assert tag_op is None or isinstance(tag_op, UpdateTags)
-        previous = applier.ledger.get(upsert.email_hash)
+        previous = applier.current(outcome, upsert.email_hash)
         applier.record_member(
             outcome,
             upsert.email_hash,
             member,
             plan.desired.fields_hash if plan.desired else None,
-            tuple(
-                clean_tags(
-                    [*(previous.tags if previous else ()), *(tag_op.active if tag_op else ())]
-                )
-            ),
+            [*(previous.tags if previous else ()), *(tag_op.active if tag_op else ())],
+            previous.maybe_tags if previous else (),
         )
         if tag_op is not None and tag_op.inactive:
             # Batch subscribe can only add tags; removals take the tags endpoint.

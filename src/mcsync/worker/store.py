@@ -52,6 +52,7 @@ class Facts:
     sharing: list[Contact]
     links: dict[UUID, str]
     ledger: dict[str, LedgerMember]
+    maybe_links: dict[UUID, tuple[str, ...]] = field(default_factory=dict)
     recency: dict[UUID, datetime] = field(default_factory=dict)
 
 
@@ -89,6 +90,7 @@ def _ledger(row: dict[str, Any]) -> LedgerMember:
         email=row["email"],
         fields_hash=row["fields_hash"],
         tags=tuple(row["tags"] or ()),
+        maybe_tags=tuple(row["maybe_tags"] or ()),
         status=row["status"],
         archived=row["archived"],
     )
@@ -149,8 +151,12 @@ class WorkerStore:
             present = {c.id for c in changed}
             await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": ids})
             link_rows = await cur.fetchall()
-            links = {r["contact_id"]: r["email_hash"] for r in link_rows}
-            ledger = await self._ledger(cur, params, set(links.values()))
+            links = {r["contact_id"]: r["email_hash"] for r in link_rows if r["email_hash"]}
+            maybe_links = {
+                r["contact_id"]: tuple(r["maybe_hashes"]) for r in link_rows if r["maybe_hashes"]
+            }
+            linked = set(links.values()) | {h for hs in maybe_links.values() for h in hs}
+            ledger = await self._ledger(cur, params, linked)
 
             # Every address these contacts have now or had before: their members' contacts.
             emails = {normalize_email(c.email) for c in changed}
@@ -160,7 +166,7 @@ class WorkerStore:
             await cur.execute(queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered})
             sharing = [_contact(r) for r in await cur.fetchall()]
 
-            hashes = {subscriber_hash(e) for e in lowered} | set(links.values())
+            hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
 
             others = [c.id for c in sharing if c.id not in present]
@@ -174,6 +180,7 @@ class WorkerStore:
             deleted=[i for i in ids if i not in present],
             sharing=sharing,
             links=links,
+            maybe_links=maybe_links,
             ledger=ledger,
             recency=recency,
         )
@@ -238,6 +245,21 @@ class WorkerStore:
                 await conn.execute(queries.RELEASE_EVENTS, {"ids": leftover, "owner": self.owner})
         return retried
 
+    async def write_ahead(
+        self, account: Account, entries: list[LedgerMember], links: dict[UUID, str]
+    ) -> None:
+        """Record what the coming calls may do, before they go out (one transaction)."""
+        if not entries and not links:
+            return
+        params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
+        async with self.pool.connection() as conn, conn.transaction():
+            await self._write_ledger(conn, params, Outcomes(ledger_upserts=entries))
+            if links:
+                await conn.execute(
+                    queries.WRITE_AHEAD_LINKS,
+                    {**params, "ids": list(links), "hashes": list(links.values())},
+                )
+
     @staticmethod
     async def _write_ledger(
         conn: AsyncConnection[Any], params: dict[str, Any], out: Outcomes
@@ -251,6 +273,7 @@ class WorkerStore:
                     "email": m.email,
                     "fields_hash": m.fields_hash,
                     "tags": list(m.tags),
+                    "maybe_tags": list(m.maybe_tags),
                     "status": m.status,
                     "archived": m.archived,
                 }

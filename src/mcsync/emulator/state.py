@@ -1,0 +1,223 @@
+"""In-memory data: accounts, audiences, members, tags. No Mailchimp rules live here.
+
+Members are kept in a dict keyed by subscriber hash so 100,000-member audiences stay cheap.
+All mutation happens synchronously inside one request on uvicorn's single event loop, so no
+locks are needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
+DEFAULT_MERGE_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("FNAME", "text", "First Name"),
+    ("LNAME", "text", "Last Name"),
+    ("PHONE", "phone", "Phone Number"),
+    ("ADDRESS", "address", "Address"),
+)
+REQUEST_LOG_SIZE = 100_000
+
+_web_ids = itertools.count(100_001)
+
+
+def subscriber_hash(email: str) -> str:
+    return hashlib.md5(email.lower().encode()).hexdigest()
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def iso_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class MergeField:
+    tag: str
+    type: str  # text, number, phone, address, date, birthday, zip, dropdown, radio, url
+    name: str
+    required: bool = False
+    choices: list[str] = field(default_factory=list)
+    merge_id: int = 0
+
+
+@dataclass
+class Tag:
+    id: int
+    name: str
+
+
+@dataclass
+class Member:
+    id: str
+    email_address: str
+    status: str
+    merge_fields: dict[str, Any]
+    contact_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    unique_email_id: str = field(default_factory=lambda: secrets.token_hex(5))
+    web_id: int = field(default_factory=lambda: next(_web_ids))
+    email_type: str = "html"
+    language: str = ""
+    vip: bool = False
+    interests: dict[str, bool] = field(default_factory=dict)
+    ip_signup: str = ""
+    ip_opt: str = ""
+    timestamp_signup: str = ""
+    timestamp_opt: str = field(default_factory=iso_now)
+    source: str = "API - Generic"
+    unsubscribe_reason: str = ""
+    # What the status was before archiving; compliance survives an archive (see rules).
+    status_before_archive: str = ""
+    # tag id -> "YYYY-MM-DD HH:MM:SS" date added; dict keeps insertion order.
+    tags: dict[int, str] = field(default_factory=dict)
+    last_changed_at: float = field(default_factory=time.time)
+
+    def touch(self) -> None:
+        self.last_changed_at = time.time()
+
+
+@dataclass
+class Audience:
+    id: str
+    name: str
+    double_optin: bool = False
+    phone_format: str = "International"
+    merge_fields: dict[str, MergeField] = field(default_factory=dict)
+    members: dict[str, Member] = field(default_factory=dict)
+    # Hashes of permanently deleted ("forgotten") addresses: they may never be re-imported.
+    forgotten: set[str] = field(default_factory=set)
+    # Tag registry: lower-cased name -> Tag (keeps the case of the first creation).
+    tags: dict[str, Tag] = field(default_factory=dict)
+    tags_by_id: dict[int, Tag] = field(default_factory=dict)
+    date_created: str = field(default_factory=iso_now)
+    web_id: int = field(default_factory=lambda: next(_web_ids))
+    _tag_ids: itertools.count = field(default_factory=lambda: itertools.count(1001))
+
+    def tag_for(self, name: str) -> Tag:
+        """The audience's tag of that name, created on first use."""
+        tag = self.tags.get(name.lower())
+        if tag is None:
+            tag = Tag(next(self._tag_ids), name)
+            self.tags[name.lower()] = tag
+            self.tags_by_id[tag.id] = tag
+        return tag
+
+    def member_tags(self, member: Member) -> list[Tag]:
+        return [self.tags_by_id[i] for i in member.tags]
+
+    def find(self, key: str) -> Member | None:
+        """Resolve a path key: the hash, the email address itself, or the contact_id."""
+        member = self.members.get(key)
+        if member is not None:
+            return member
+        if "@" in key:
+            return self.members.get(subscriber_hash(key))
+        for m in self.members.values():  # contact_id lookups are rare; a scan is fine
+            if m.contact_id == key:
+                return m
+        return None
+
+    def add(self, member: Member) -> None:
+        self.members[member.id] = member
+
+    def rename(self, member: Member, new_email: str) -> None:
+        del self.members[member.id]
+        member.id = subscriber_hash(new_email)
+        member.email_address = new_email
+        self.members[member.id] = member
+
+    def forget(self, member: Member) -> None:
+        del self.members[member.id]
+        self.forgotten.add(member.id)
+
+
+@dataclass
+class Account:
+    dc: str
+    account_name: str
+    access_token: str
+    account_id: str = field(default_factory=lambda: secrets.token_hex(12))
+    user_id: int = field(default_factory=lambda: secrets.randbelow(90_000_000) + 10_000_000)
+    login_id: int = field(default_factory=lambda: secrets.randbelow(90_000_000) + 10_000_000)
+    login_email: str = ""
+    audiences: dict[str, Audience] = field(default_factory=dict)
+    in_flight: int = 0  # concurrent API requests right now (the 10-connection limit)
+    member_since: str = field(default_factory=iso_now)
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    status: int
+    at: float
+
+
+@dataclass
+class Store:
+    accounts: list[Account] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)
+    requests: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+
+    def account_by_token(self, token: str) -> Account | None:
+        if token in self.revoked:
+            return None
+        for account in self.accounts:
+            if account.access_token == token:
+                return account
+        return None
+
+    def account_by_id(self, account_id: str) -> Account | None:
+        for account in self.accounts:
+            if account.account_id == account_id or account.account_name == account_id:
+                return account
+        return None
+
+    def audience(self, audience_id: str) -> tuple[Account, Audience] | None:
+        for account in self.accounts:
+            audience = account.audiences.get(audience_id)
+            if audience is not None:
+                return account, audience
+        return None
+
+    def log(self, method: str, path: str, status: int) -> None:
+        self.requests.append(RequestRecord(method, path, status, time.time()))
+
+
+def new_audience(spec: dict[str, Any]) -> Audience:
+    """Build an audience from the admin API's spec (see docs/emulator.md)."""
+    required = {str(t) for t in spec.get("required_fields") or []}
+    fields: dict[str, MergeField] = {}
+    defs = spec.get("merge_fields")
+    if defs is None:
+        defs = [{"tag": t, "type": ty, "name": n} for t, ty, n in DEFAULT_MERGE_FIELDS]
+    for i, d in enumerate(defs, start=1):
+        tag = str(d["tag"])
+        fields[tag] = MergeField(
+            tag=tag,
+            type=str(d.get("type", "text")),
+            name=str(d.get("name", tag)),
+            required=bool(d.get("required", False)) or tag in required,
+            choices=[str(c) for c in d.get("choices") or []],
+            merge_id=i,
+        )
+    for tag in sorted(required - fields.keys()):  # a required tag nobody defined: make it text
+        fields[tag] = MergeField(
+            tag=tag, type="text", name=tag, required=True, merge_id=len(fields) + 1
+        )
+    return Audience(
+        id=str(spec.get("id") or secrets.token_hex(5)),
+        name=str(spec.get("name") or "Audience"),
+        double_optin=bool(spec.get("double_optin", False)),
+        phone_format=str(spec.get("phone_format") or "International"),
+        merge_fields=fields,
+    )
