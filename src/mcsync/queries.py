@@ -92,10 +92,17 @@ UPDATE mailchimp_connections c
 RETURNING c.*
 """
 
+# The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
+# rows, so no other worker starts on them while this one is still working.
 RENEW_ACCOUNT_LEASE = """
-UPDATE mailchimp_connections
-   SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
+WITH account AS (
+    UPDATE mailchimp_connections
+       SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
+     WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
+)
+UPDATE mailchimp_sync_queue
+   SET locked_until = now() + make_interval(secs => %(lease_seconds)s)
+ WHERE user_id = %(user_id)s AND locked_by = %(owner)s AND locked_until IS NOT NULL
 """
 
 RELEASE_ACCOUNT = """

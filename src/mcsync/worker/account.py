@@ -5,6 +5,8 @@ revoked token stops everything until the user reconnects, and a paused account i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ class AccountWorker:
 
     async def serve(self, account: Account) -> None:
         """Work the account until nothing is due, it is throttled, or it stops being usable."""
+        heartbeat = asyncio.create_task(self._heartbeat(account))
         try:
             if account.sync_status == "paused":
                 await self._probe(account)
@@ -77,7 +80,19 @@ class AccountWorker:
                 if not keep_going:
                     return
         finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             await self.store.release_account(account.user_id)
+
+    async def _heartbeat(self, account: Account) -> None:
+        """Renew the account's and its rows' leases while a pass runs."""
+        while True:
+            await asyncio.sleep(self.store.lease_seconds / 3)
+            try:
+                await self.store.renew_account(account.user_id)
+            except Exception as exc:  # a blip; the next beat tries again well within the lease
+                log.warning("lease_renew_failed", user_id=str(account.user_id), error=repr(exc))
 
     async def _probe(self, account: Account) -> None:
         """One cheap call while paused: on success resume, else probe again later."""
