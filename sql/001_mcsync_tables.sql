@@ -68,6 +68,9 @@ CREATE TABLE mailchimp_members (
     maybe_tags  text[] NOT NULL DEFAULT '{}',
     status      text,
     archived    boolean NOT NULL DEFAULT false,
+    -- Set just before mcsync archives the member: the status it had. If the archive's answer
+    -- is lost, this tells "archived by mcsync" (restorable) from "archived by a marketer".
+    archive_status text,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, audience_id, email_hash)
 );

@@ -309,3 +309,39 @@ def test_phone_rejected_alone_syncs_the_rest_with_a_warning(sync: SyncHarness) -
     (note,) = sync.rejections()
     assert note["contact_id"] == cid and note["severity"] == "warning" and note["field"] == "PHONE"
     assert sync.queue() == []
+
+
+def test_6b_a_contact_deleted_and_added_again_brings_its_member_back(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "pia@coachmail.io", first_name="Pia")
+    sync.drain()
+    sync.delete_contact(cid)
+    sync.drain()
+    assert sync.members(user)["pia@coachmail.io"]["status"] == "archived"
+    sync.add_contact(user, "pia@coachmail.io", first_name="Pia")
+    sync.drain()
+    assert sync.members(user)["pia@coachmail.io"]["status"] == "subscribed"
+
+
+def test_7b_an_unsubscribed_member_archived_by_mcsync_is_never_restored(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "quin@coachmail.io", first_name="Quin")
+    sync.drain()
+    sync.admin.unsubscribe(user.audience_id, "quin@coachmail.io")
+    sync.delete_contact(cid)
+    sync.drain()
+    sync.add_contact(user, "quin@coachmail.io", first_name="Quin")
+    sync.drain()
+    assert sync.members(user)["quin@coachmail.io"]["status"] in ("archived", "unsubscribed")
+    assert not any(r["status"] == 400 for r in sync.api_calls())  # never even asked
+
+
+def test_7c_a_member_archived_by_a_marketer_stays_archived(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    cid = sync.add_contact(user, "rae@coachmail.io", first_name="Rae")
+    sync.drain()
+    sync.admin.archive(user.audience_id, "rae@coachmail.io")
+    sync.update_contact(cid, first_name="Raelynn")
+    sync.drain()
+    assert sync.members(user)["rae@coachmail.io"]["status"] == "archived"
+    assert sync.queue() == []

@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     mcsync_poll_interval: float = Field(default=2.0, description="seconds between polls")
     mcsync_max_in_flight: int = Field(default=8, ge=1, le=10, description="per Mailchimp account")
     mcsync_batch_threshold: int = Field(default=20, ge=1)
-    mcsync_claim_size: int = Field(default=500, ge=1, le=5000)
+    mcsync_claim_size: int = Field(default=500, ge=1, le=5000, description="contacts per pass")
+    mcsync_max_passes: int = Field(
+        default=10, ge=1, le=50, description="passes in flight per account (bulk throughput)"
+    )
     mcsync_lease_seconds: float = Field(default=60.0, gt=0)
     mcsync_http_timeout: float = Field(default=30.0, gt=0)
     mcsync_backoff_scale: float = Field(

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
+ACTIVE_STATUSES = ("subscribed", "pending")
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
@@ -55,6 +56,8 @@ class LedgerMember:
     archived: bool = False
     # Tags asked for but never confirmed (the answer was lost): possibly set.
     maybe_tags: tuple[str, ...] = ()
+    # The status it had when mcsync archived it (None: mcsync did not archive it).
+    archive_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,12 @@ class Plan:
     rejections: list[Rejection] = field(default_factory=list)
     # Where each changed contact should be linked once its members are done (None: unlinked).
     links: dict[UUID, str | None] = field(default_factory=dict)
+
+    def member_hashes(self) -> set[str]:
+        """Every member this plan reads or may change."""
+        hashes = {m.email_hash for m in self.members}
+        hashes |= {m.renamed_from for m in self.members if m.renamed_from}
+        return hashes
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -252,10 +261,9 @@ def _upsert_ops(
     needs_put = ledger is None or ledger.archived or ledger.fields_hash != desired.fields_hash
     if needs_put:
         # Restore a member mcsync archived to the status it had; never raise anyone's status.
+        before = (ledger.archive_status or ledger.status) if ledger is not None else None
         restore = (
-            ledger.status
-            if ledger is not None and ledger.archived and ledger.status in ("subscribed", "pending")
-            else None
+            before if ledger is not None and ledger.archived and before in ACTIVE_STATUSES else None
         )
         ops.append(
             UpsertMember(
@@ -428,6 +436,7 @@ def write_ahead_ledger(
             maybe_tags=tuple(clean_tags(doubtful)),
             status=current.status if current else None,
             archived=current.archived if current else False,
+            archive_status=current.archive_status if current else None,
         )
 
     for plan in plans:

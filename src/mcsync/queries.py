@@ -120,6 +120,7 @@ UPDATE mailchimp_sync_queue q
        SELECT id FROM mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
           AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
+          AND NOT (id = ANY(%(exclude)s::bigint[]))
         ORDER BY next_retry_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
@@ -146,7 +147,8 @@ SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mailchimp_contact_l
 """
 
 LEDGER_BY_HASH = """
-SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived FROM mailchimp_members
+SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status
+  FROM mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND email_hash = ANY(%(hashes)s::text[])
 """
@@ -155,19 +157,34 @@ SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived FROM m
 
 UPSERT_LEDGER = """
 INSERT INTO mailchimp_members AS m
-    (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived)
+    (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived,
+     archive_status)
 SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.maybe_tags) t), '{}'),
-       u.status, u.archived
+       u.status, u.archived, u.archive_status
   FROM jsonb_to_recordset(%(rows)s::jsonb)
        AS u(email_hash text, email text, fields_hash text, tags jsonb, maybe_tags jsonb,
-            status text, archived boolean)
+            status text, archived boolean, archive_status text)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
-    maybe_tags = excluded.maybe_tags,
+    maybe_tags = excluded.maybe_tags, archive_status = excluded.archive_status,
     status = coalesce(excluded.status, m.status), archived = excluded.archived,
     updated_at = now()
+"""
+
+MARK_ARCHIVING = """
+UPDATE mailchimp_members SET archive_status = %(status)s, updated_at = now()
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash = %(email_hash)s
+"""
+
+# Fencing: a pass records only while its worker still holds the account (a worker that lost
+# its lease, say after a stall, leaves the recording to the new holder; its calls were
+# written ahead, so nothing is lost and the replay is idempotent).
+HOLDS_ACCOUNT = """
+SELECT 1 FROM mailchimp_connections
+ WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
+   FOR SHARE
 """
 
 DELETE_LEDGER = """

@@ -21,14 +21,15 @@ def test_contact_level_rejections_are_recorded_with_reason_and_field_and_never_p
     user = fast.add_user(required_fields=[])
     # forgotten: synced once, then permanently deleted in Mailchimp, then edited here
     forgotten = fast.add_contact(user, "gone@coachmail.io", first_name="Gone")
-    # compliance: synced, unsubscribed in Mailchimp, archived by mcsync (deleted here), re-added
+    # compliance: synced, archived by mcsync (deleted here), then unsubscribed in Mailchimp;
+    # re-adding the contact asks Mailchimp to restore the member and it refuses.
     unsub = fast.add_contact(user, "unsub@coachmail.io", first_name="Un")
     settle(fast)
     fast.admin.forget(user.audience_id, "gone@coachmail.io")
-    fast.admin.unsubscribe(user.audience_id, "unsub@coachmail.io")
     fast.update_contact(forgotten, first_name="Gone again")
     fast.delete_contact(unsub)
     settle(fast)
+    fast.admin.unsubscribe(user.audience_id, "unsub@coachmail.io")
     readded = fast.add_contact(user, "unsub@coachmail.io", first_name="Back")
 
     fake = fast.add_contact(user, "test@example.com")

@@ -234,6 +234,14 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
         excused = {
             d.email.lower() for d in desired.values() if set(d.contact_ids) & rejected_errors
         }
+        # Someone who unsubscribed is never brought back: once mcsync archived their member
+        # (its contact was deleted), re-adding the contact leaves it archived.
+        excused |= {
+            e
+            for e, m in by_email.items()
+            if m["status"] == "archived"
+            and any(t["name"].startswith("mkt-unsub-") for t in m["tags"])
+        }
         wanted = {d.email.lower() for d in desired.values()}
         extra = present - wanted
         assert extra == set(), _explain(h, user, set(sorted(extra)[:3]))
@@ -286,8 +294,11 @@ def _explain(h: SyncHarness, user: User, emails: set[str]) -> str:
         out.append(f"{e}: member={members}\n  contacts={contacts}\n  ledger={ledger}")
         out.append(f"  links={links}")
         calls = [
-            (r["method"], r["path"].rsplit("/", 1)[-1] if r["path"].endswith("tags") else "",
-             r["status"])
+            (
+                r["method"],
+                r["path"].rsplit("/", 1)[-1] if r["path"].endswith("tags") else "",
+                r["status"],
+            )
             for r in h.admin.requests()
             if hsh in r["path"]
         ]

@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 import httpx
@@ -23,6 +24,7 @@ from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError, Transi
 from mcsync.mirror import LedgerMember, Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, backoff_delay, throttle_delay
+from mcsync.worker.inflight import MembersInFlight
 from mcsync.worker.metrics import Metrics
 from mcsync.worker.store import Account, Event, Facts, Outcomes, WorkerStore
 
@@ -38,6 +40,7 @@ class AccountSettings:
     max_in_flight: int
     batch_threshold: int
     claim_size: int
+    max_passes: int
     http_timeout: float
     backoff_scale: float = 1.0
 
@@ -64,33 +67,84 @@ class AccountWorker:
 
     async def serve(self, account: Account) -> None:
         """Work the account until nothing is due, it is throttled, or it stops being usable."""
-        heartbeat = asyncio.create_task(self._heartbeat(account))
         try:
             if account.sync_status == "paused":
                 await self._probe(account)
                 return
-            while True:
-                events = await self.store.claim_due_events(
-                    account.user_id, self.settings.claim_size
-                )
-                if not events:
-                    return
-                keep_going = await self._process(account, events)
-                await self.store.renew_account(account.user_id)
-                if not keep_going:
-                    return
+            await self._run_passes(account)
+        finally:
+            await self.store.release_account(account.user_id)
+
+    async def _run_passes(self, account: Account) -> None:
+        """Keep up to `max_passes` passes of `claim_size` contacts going, all sharing one gate
+        (so never more than `max_in_flight` calls), until nothing is due or a pass says stop."""
+        gate = AccountGate(self.settings.max_in_flight)
+        heartbeat = asyncio.create_task(self._heartbeat(account, gate))
+        try:
+            await self._keep_passes_going(account, gate)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            await self.store.release_account(account.user_id)
 
-    async def _heartbeat(self, account: Account) -> None:
-        """Renew the account's and its rows' leases while a pass runs."""
+    async def _keep_passes_going(self, account: Account, gate: AccountGate) -> None:
+        members = MembersInFlight()
+        passes: set[asyncio.Task[bool]] = set()
+        claimed: set[int] = set()
+        stop = False
+        failure: BaseException | None = None
         while True:
-            await asyncio.sleep(self.store.lease_seconds / 3)
+            if not stop and len(passes) < self.settings.max_passes:
+                events = await self.store.claim_due_events(
+                    account.user_id, self.settings.claim_size, exclude=claimed
+                )
+                if events:
+                    ids = {e.id for e in events}
+                    claimed.update(ids)
+                    task = asyncio.create_task(self._process(account, events, gate, members))
+                    task.add_done_callback(partial(_forget_claim, claimed, ids))
+                    passes.add(task)
+                    continue
+            if not passes:
+                break
+            done, passes = await asyncio.wait(passes, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    failure = failure or task.exception()
+                    stop = True
+                elif not task.result():
+                    stop = True
+        if gate.throttled is not None:
+            await self._hold_back(account, gate.throttled)
+        if failure is not None:
+            raise failure
+
+    async def _hold_back(self, account: Account, throttled: TransientError) -> None:
+        """Throttled: hold back the whole account (not only the rows that hit the wall), once
+        per episode, without spending anyone's attempts."""
+        delay = throttle_delay(throttled.retry_after, scale=self.settings.backoff_scale)
+        uid = {"user_id": account.user_id}
+        await self.store.execute(queries.COUNT_THROTTLED, uid)
+        await self.store.execute(
+            queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.store.owner}
+        )
+        log.info(
+            "account_throttled",
+            user_id=str(account.user_id),
+            outcome="throttled",
+            defer_s=round(delay, 2),
+        )
+
+    async def _heartbeat(self, account: Account, gate: AccountGate) -> None:
+        """Renew the account's and its rows' leases while passes run; if another worker has
+        taken the account over (this one stalled past its lease), stop starting calls."""
+        while True:
+            await asyncio.sleep(self.store.lease_seconds / 4)
             try:
-                await self.store.renew_account(account.user_id)
+                if not await self.store.renew_account(account.user_id):
+                    gate.lease_lost = True
+                    log.warning("lease_lost", user_id=str(account.user_id), outcome="stopped")
+                    return
             except Exception as exc:  # a blip; the next beat tries again well within the lease
                 log.warning("lease_renew_failed", user_id=str(account.user_id), error=repr(exc))
 
@@ -139,22 +193,43 @@ class AccountWorker:
         await self.store.execute(queries.NOTIFY, {})
         log.info("sync_resumed", user_id=str(account.user_id), outcome="active")
 
-    async def _process(self, account: Account, events: list[Event]) -> bool:
+    async def _process(
+        self, account: Account, events: list[Event], gate: AccountGate, members: MembersInFlight
+    ) -> bool:
         started = time.perf_counter()
-        facts = await self.store.load_facts(account, events)
-        plan = plan_for(facts, account.double_optin)
+        while True:
+            read_at = members.epoch
+            facts = await self.store.load_facts(account, events)
+            plan = plan_for(facts, account.double_optin)
+            touched = plan.member_hashes()
+            if await members.try_acquire(touched, read_at):
+                break
+        try:
+            return await self._apply_and_record(account, events, gate, facts, plan, started)
+        finally:
+            await members.release(touched)
+
+    async def _apply_and_record(
+        self,
+        account: Account,
+        events: list[Event],
+        gate: AccountGate,
+        facts: Facts,
+        plan: Plan,
+        started: float,
+    ) -> bool:
         written_ahead = write_ahead_ledger(plan.members, facts.ledger)
         new_links = {
             cid: h for cid, h in plan.links.items() if h is not None and h != facts.links.get(cid)
         }
         await self.store.write_ahead(account, written_ahead, new_links)
-        gate = AccountGate(self.settings.max_in_flight)
         applier = MemberApplier(
             self._client(account),
             account.audience_id,
             gate,
             facts.ledger,
             written_ahead=written_ahead,
+            before_archive=partial(self.store.mark_archiving, account),
             user_id=str(account.user_id),
             metrics=self.metrics,
         )
@@ -165,6 +240,10 @@ class AccountWorker:
             events, facts, plan, outcomes, gate, scale=self.settings.backoff_scale
         )
         retried = await self.store.record(account, out)
+        if retried is None:
+            gate.lease_lost = True
+            log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
+            return False
         await self._update_health(account, out, retried, gate)
         rejected = sum(1 for r in out.rejections if r["severity"] == "error")
         self.metrics.count_events("completed", len(out.completed) - rejected)
@@ -200,19 +279,6 @@ class AccountWorker:
                 error=str(gate.connection_error)[:200],
             )
             return
-        if gate.throttled is not None:
-            # Hold back the whole account, not only the rows that hit the wall.
-            await self.store.execute(queries.COUNT_THROTTLED, uid)
-            await self.store.execute(
-                queries.DEFER_USER_EVENTS,
-                {**uid, "delay": out.defer_seconds, "owner": self.store.owner},
-            )
-            log.info(
-                "account_throttled",
-                user_id=str(account.user_id),
-                outcome="throttled",
-                defer_s=round(out.defer_seconds, 2),
-            )
         if out.retried:
             last = out.retried[-1][2]
             await self.store.execute(queries.RECORD_FAILURE, {**uid, "error": last[:500]})
@@ -226,9 +292,14 @@ class AccountWorker:
                     "probe_in": backoff_delay(1, scale=self.settings.backoff_scale),
                 },
             )
+            gate.paused = True  # the account's other passes start no further call
             log.warning("sync_paused", user_id=str(account.user_id), outcome="paused")
         elif out.completed and not out.retried:
             await self.store.execute(queries.MARK_SYNCED, uid)
+
+
+def _forget_claim(claimed: set[int], ids: set[int], _: object) -> None:
+    claimed.difference_update(ids)
 
 
 def plan_for(facts: Facts, double_optin: bool) -> Plan:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -59,16 +59,24 @@ class MemberOutcome:
 
 
 class AccountGate:
-    """The account's shared state during one pass: the in-flight cap and the stop flags."""
+    """The account's shared state while it is served: the in-flight cap (shared by all its
+    concurrent passes) and the flags that stop every pass from starting another call."""
 
     def __init__(self, max_in_flight: int) -> None:
         self.slots = asyncio.Semaphore(max_in_flight)
         self.throttled: TransientError | None = None
         self.connection_error: ConnectionLevelError | None = None
+        self.paused = False
+        self.lease_lost = False
 
     @property
     def stopped(self) -> bool:
-        return self.throttled is not None or self.connection_error is not None
+        return (
+            self.throttled is not None
+            or self.connection_error is not None
+            or self.paused
+            or self.lease_lost
+        )
 
 
 class _Deferred(Exception):
@@ -84,6 +92,7 @@ class MemberApplier:
         ledger: dict[str, LedgerMember],
         *,
         written_ahead: Sequence[LedgerMember] = (),
+        before_archive: Callable[[str, str], Awaitable[None]] | None = None,
         user_id: str = "",
         metrics: Metrics | None = None,
     ) -> None:
@@ -93,6 +102,8 @@ class MemberApplier:
         self.ledger = ledger  # as it was before this pass: what Mailchimp had confirmed
         # The ledger as written before the calls went out (see mirror.write_ahead_ledger).
         self.written_ahead = {m.email_hash: m for m in written_ahead}
+        # Records the status a member had just before mcsync archives it (see archive_status).
+        self.before_archive = before_archive
         self.user_id = user_id
         self.metrics = metrics
 
@@ -184,6 +195,7 @@ class MemberApplier:
         maybe_tags: Sequence[str] = (),
     ) -> None:
         confirmed = {t.casefold() for t in tags}
+        previous = self.current(outcome, email_hash)
         outcome.ledger[email_hash] = LedgerMember(
             email_hash=email_hash,
             email=member.email_address,
@@ -192,6 +204,9 @@ class MemberApplier:
             maybe_tags=tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in confirmed),
             status=member.status,
             archived=member.status == "archived",
+            archive_status=previous.archive_status
+            if previous is not None and member.status == "archived"
+            else None,
         )
 
     async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> None:
@@ -275,11 +290,15 @@ class MemberApplier:
         if member is None:
             outcome.ledger[op.email_hash] = None  # gone from Mailchimp: nothing left to own
             return
-        # Already archived: by someone else, or by an earlier archive whose answer was lost. We
-        # can't tell which, so record no status to restore: a marketer's archive must stand.
-        status = "archived"
-        if member.status != "archived":
+        if member.status == "archived":
+            # Archived already: by mcsync, if it noted the status just before (an archive whose
+            # answer was lost), else by someone else, whose archive must stand: no restore.
+            noted = current.archive_status if current is not None else None
+            status = noted or "archived"
+        else:
             status = member.status
+            if self.before_archive is not None:
+                await self.before_archive(op.email_hash, status)
             try:
                 await self._call(
                     "archive_member",
@@ -292,7 +311,9 @@ class MemberApplier:
                 outcome.ledger[op.email_hash] = None
                 return
         if current is not None:
-            outcome.ledger[op.email_hash] = replace(current, archived=True, status=status)
+            outcome.ledger[op.email_hash] = replace(
+                current, archived=True, status=status, archive_status=status
+            )
 
     async def _rename(
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome

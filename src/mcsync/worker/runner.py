@@ -71,6 +71,7 @@ class Worker:
                     max_in_flight=s.mcsync_max_in_flight,
                     batch_threshold=s.mcsync_batch_threshold,
                     claim_size=s.mcsync_claim_size,
+                    max_passes=s.mcsync_max_passes,
                     http_timeout=s.mcsync_http_timeout,
                     backoff_scale=s.mcsync_backoff_scale,
                 ),

@@ -93,6 +93,7 @@ def _ledger(row: dict[str, Any]) -> LedgerMember:
         maybe_tags=tuple(row["maybe_tags"] or ()),
         status=row["status"],
         archived=row["archived"],
+        archive_status=row["archive_status"],
     )
 
 
@@ -117,18 +118,38 @@ class WorkerStore:
         fields = Account.__dataclass_fields__
         return [Account(**{k: v for k, v in r.items() if k in fields}) for r in rows]
 
-    async def renew_account(self, user_id: UUID) -> None:
+    async def renew_account(self, user_id: UUID) -> bool:
+        """Extend the leases; False when this worker no longer holds the account."""
         async with self.pool.connection() as conn:
             await conn.execute(
                 queries.RENEW_ACCOUNT_LEASE,
                 {"user_id": user_id, "owner": self.owner, "lease_seconds": self.lease_seconds},
+            )
+            cur = await conn.execute(
+                queries.HOLDS_ACCOUNT, {"user_id": user_id, "owner": self.owner}
+            )
+            return await cur.fetchone() is not None
+
+    async def mark_archiving(self, account: Account, email_hash: str, status: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                queries.MARK_ARCHIVING,
+                {
+                    "user_id": account.user_id,
+                    "audience_id": account.audience_id,
+                    "email_hash": email_hash,
+                    "status": status,
+                },
             )
 
     async def release_account(self, user_id: UUID) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner})
 
-    async def claim_due_events(self, user_id: UUID, limit: int) -> list[Event]:
+    async def claim_due_events(
+        self, user_id: UUID, limit: int, *, exclude: Iterable[int] = ()
+    ) -> list[Event]:
+        """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 queries.CLAIM_DUE_EVENTS,
@@ -137,6 +158,7 @@ class WorkerStore:
                     "lease_seconds": self.lease_seconds,
                     "user_id": user_id,
                     "limit": limit,
+                    "exclude": list(exclude),
                 },
             )
             rows = await cur.fetchall()
@@ -194,11 +216,17 @@ class WorkerStore:
         await cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
         return {r["email_hash"]: _ledger(r) for r in await cur.fetchall()}
 
-    async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]]:
-        """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries."""
+    async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
+        """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries,
+        or None when this worker no longer holds the account (then nothing is written)."""
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         retried: list[tuple[int, int]] = []
         async with self.pool.connection() as conn, conn.transaction():
+            holds = await conn.execute(
+                queries.HOLDS_ACCOUNT, {"user_id": account.user_id, "owner": self.owner}
+            )
+            if await holds.fetchone() is None:
+                return None
             await self._write_ledger(conn, params, out)
             if out.links:
                 rows = [
@@ -274,6 +302,7 @@ class WorkerStore:
                     "fields_hash": m.fields_hash,
                     "tags": list(m.tags),
                     "maybe_tags": list(m.maybe_tags),
+                    "archive_status": m.archive_status,
                     "status": m.status,
                     "archived": m.archived,
                 }
