@@ -12,8 +12,14 @@ BEGIN
     END IF;
 END $$;
 
+-- How mcsync compares addresses: ASCII whitespace trimmed, lowercased (the same rule as
+-- mcsync.mirror.normalize_email). A function, so the index and the queries agree exactly.
+CREATE FUNCTION mcsync_email_key(email text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT lower(btrim(email, E' \t\n\r\f\x0B')) $$;
+
 -- Lets the worker find every contact that shares an address, without scanning the user.
-CREATE INDEX IF NOT EXISTS contacts_mcsync_email_idx ON contacts (user_id, lower(btrim(email)));
+CREATE INDEX IF NOT EXISTS contacts_mcsync_email_idx ON contacts (user_id, mcsync_email_key(email));
 
 -- SECURITY DEFINER with the search_path frozen at install time: the app's own role needs no
 -- grant on mcsync's tables, and a caller cannot redirect the function to other tables.

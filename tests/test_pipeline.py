@@ -345,3 +345,16 @@ def test_7c_a_member_archived_by_a_marketer_stays_archived(sync: SyncHarness) ->
     sync.drain()
     assert sync.members(user)["rae@coachmail.io"]["status"] == "archived"
     assert sync.queue() == []
+
+
+def test_addresses_match_whatever_ascii_whitespace_surrounds_them(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    tabbed = sync.add_contact(user, "\tsam@coachmail.io\n", first_name="Tab", tags=["a"])
+    sync.add_contact(user, "Sam@CoachMail.io", first_name="Plain", tags=["b"])
+    sync.drain()
+    assert list(sync.members(user)) == ["sam@coachmail.io"]
+    sync.delete_contact(tabbed)
+    sync.drain()
+    member = sync.members(user)["sam@coachmail.io"]
+    assert member["status"] == "subscribed" and member["merge_fields"]["FNAME"] == "Plain"
+    assert {t["name"] for t in member["tags"]} == {"b"}

@@ -22,6 +22,9 @@ from uuid import UUID
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
 ACTIVE_STATUSES = ("subscribed", "pending")
+# Trimmed around an address (sql/002's mcsync_email_key trims the same set); any other
+# whitespace makes the address invalid.
+ASCII_SPACES = " \t\n\r\f\v"
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
@@ -157,14 +160,14 @@ def normalize_email(raw: str | None) -> str | None:
     """The address as sent (trimmed), or None when missing or not an address."""
     if raw is None:
         return None
-    email = raw.strip()
+    email = raw.strip(ASCII_SPACES)
     if not email or not _EMAIL.match(email) or len(email) > 254:
         return None
     return email
 
 
 def subscriber_hash(email: str) -> str:
-    return hashlib.md5(email.strip().lower().encode()).hexdigest()
+    return hashlib.md5(email.strip(ASCII_SPACES).lower().encode()).hexdigest()
 
 
 def _truncate(value: str | None) -> str:
@@ -311,7 +314,7 @@ def plan_member_ops(
     for contact in changed:
         email = normalize_email(contact.email)
         if email is None:
-            if contact.email is not None and contact.email.strip():
+            if contact.email is not None and contact.email.strip(ASCII_SPACES):
                 plan.rejections.append(
                     Rejection(contact.id, contact.email, "invalid email address", "email_address")
                 )

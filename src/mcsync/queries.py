@@ -137,7 +137,7 @@ SELECT id, email, first_name, last_name, phone, tags
 CONTACTS_BY_EMAIL = """
 SELECT id, email, first_name, last_name, phone, tags
   FROM contacts
- WHERE user_id = %(user_id)s AND lower(btrim(email)) = ANY(%(emails)s::text[])
+ WHERE user_id = %(user_id)s AND mcsync_email_key(email) = ANY(%(emails)s::text[])
 """
 
 LINKS_BY_CONTACT = """

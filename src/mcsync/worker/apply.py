@@ -345,9 +345,18 @@ class MemberApplier:
                     "email_address",
                 )
             )
+            self._rename_did_not_happen(outcome, op, op.on_conflict)
             return op.on_conflict
         except NotFoundError:
             outcome.ledger[op.old_hash] = None
+            self._rename_did_not_happen(outcome, op, op.on_missing)
+            return op.on_missing
+        if member.status == "archived" or member.email_address.lower() != op.email.lower():
+            # The old member is archived (by someone else): Mailchimp changed nothing. Leave
+            # it be and create the new address as a member of its own.
+            if old is not None:
+                outcome.ledger[op.old_hash] = replace(old, archived=True, status=member.status)
+            self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
@@ -361,6 +370,22 @@ class MemberApplier:
             ahead.maybe_tags if ahead else (),
         )
         return None
+
+
+    def _rename_did_not_happen(
+        self, outcome: MemberOutcome, op: RenameMember, fallback: Sequence[Op]
+    ) -> None:
+        """The written-ahead entry for the new address assumed the old member's tags might move
+        with it. They did not: keep in doubt only the tags the fallback itself will send, so a
+        marketer's tag on an existing member is never taken for one of ours."""
+        sending = [t for o in fallback if isinstance(o, UpdateTags) for t in o.active]
+        outcome.ledger[op.email_hash] = LedgerMember(
+            email_hash=op.email_hash,
+            email=op.email,
+            fields_hash=None,
+            tags=(),
+            maybe_tags=tuple(clean_tags(sending)),
+        )
 
 
 # --- batch subscribe -----------------------------------------------------------------------

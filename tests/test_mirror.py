@@ -1,0 +1,974 @@
+"""The planner (`mcsync.mirror`): one test per rule of "The mirror, defined", then properties:
+order independence of `desired_members`, and a model-based test that drives random contact
+histories through the planner, a model of the worker (apply.py / collect_outcomes) and a model
+of a Mailchimp audience (tests/mirror_model.py), checking the mirror invariants after every pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from mcsync.mirror import (
+    MERGE_TEXT_LIMIT,
+    ArchiveMember,
+    Contact,
+    LedgerMember,
+    Op,
+    Plan,
+    Rejection,
+    RenameMember,
+    UpdateTags,
+    UpsertMember,
+    desired_members,
+    fields_hash,
+    merge_fields_of,
+    normalize_email,
+    plan_member_ops,
+    subscriber_hash,
+    tag_changes,
+)
+from tests.mirror_model import COMPLIANCE, Event, World
+
+settings.register_profile(
+    "mirror",
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+MIRROR = settings.get_profile("mirror")
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def cid(n: int) -> UUID:
+    return UUID(int=n)
+
+
+def contact(
+    n: int,
+    email: str | None,
+    first: str | None = None,
+    last: str | None = None,
+    phone: str | None = None,
+    tags: Sequence[str] = (),
+) -> Contact:
+    return Contact(cid(n), email, first, last, phone, tuple(tags))
+
+
+def h(email: str) -> str:
+    return subscriber_hash(email)
+
+
+def fields(first: str = "", last: str = "", phone: str = "") -> dict[str, str]:
+    return {"FNAME": first, "LNAME": last, "PHONE": phone}
+
+
+def synced(
+    *contacts: Contact,
+    tags: Sequence[str] | None = None,
+    status: str = "subscribed",
+    archived: bool = False,
+    fields_hash: str | None = "",
+) -> LedgerMember:
+    """The ledger entry mcsync leaves after syncing these contacts (lead = first)."""
+    desired = desired_members(
+        contacts, {c.id: T0 - timedelta(seconds=i) for i, c in enumerate(contacts)}
+    )
+    (member,) = desired.values()
+    return LedgerMember(
+        email_hash=member.email_hash,
+        email=member.email,
+        fields_hash=member.fields_hash if fields_hash == "" else fields_hash,
+        tags=member.tags if tags is None else tuple(tags),
+        status=status,
+        archived=archived,
+    )
+
+
+def plan(
+    changed: Sequence[Contact] = (),
+    deleted: Sequence[UUID] = (),
+    sharing: Sequence[Contact] = (),
+    links: Mapping[UUID, str] | None = None,
+    ledger: Iterable[LedgerMember] = (),
+    recency: Mapping[UUID, datetime] | None = None,
+    double_optin: bool = False,
+) -> Plan:
+    return plan_member_ops(
+        changed=changed,
+        deleted=deleted,
+        sharing=sharing,
+        links=links or {},
+        ledger={e.email_hash: e for e in ledger},
+        recency=recency,
+        double_optin=double_optin,
+    )
+
+
+def ops(p: Plan) -> dict[str, tuple[Op, ...]]:
+    """Member hash -> ops, asserting one plan per hash."""
+    out: dict[str, tuple[Op, ...]] = {}
+    for m in p.members:
+        assert m.email_hash not in out, f"two plans for {m.email_hash}"
+        out[m.email_hash] = m.ops
+    return out
+
+
+def all_ops(p: Plan) -> list[Op]:
+    return [op for m in p.members for op in m.ops]
+
+
+def upsert(
+    email: str, merge_fields: dict[str, str], status_if_new: str = "subscribed",
+    status: str | None = None,
+) -> UpsertMember:
+    return UpsertMember(h(email), email, merge_fields, status_if_new, status)
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("ann@x.com", "ann@x.com"),
+        (" Ann@X.com ", "Ann@X.com"),
+        ("\tann@x.com\n", "ann@x.com"),
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("not-an-email", None),
+        ("a@b", None),
+        ("a b@x.com", None),
+        ("a@@x.com", None),
+        ("a@x.c", None),
+        ("x" * 250 + "@x.com", None),  # longer than 254
+    ],
+)
+def test_normalize_email(raw: str | None, expected: str | None) -> None:
+    assert normalize_email(raw) == expected
+
+
+def test_subscriber_hash_is_md5_of_trimmed_lowercase() -> None:
+    assert subscriber_hash(" Ann@X.com ") == subscriber_hash("ann@x.com")
+    assert subscriber_hash("Ann@X.com") == hashlib.md5(b"ann@x.com").hexdigest()
+
+
+# --- new contacts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("double_optin", "status_if_new"), [(False, "subscribed"), (True, "pending")]
+)
+def test_new_contact_is_upserted_with_its_tags(double_optin: bool, status_if_new: str) -> None:
+    c = contact(1, "ann@x.com", "Ann", "Lee", "555", tags=["vip", "lead"])
+    p = plan(changed=[c], double_optin=double_optin)
+    assert p.rejections == []
+    assert p.links == {c.id: h("ann@x.com")}
+    (member,) = p.members
+    assert member.email_hash == h("ann@x.com")
+    assert member.contact_ids == (c.id,)
+    assert member.renamed_from is None
+    assert member.ops == (
+        upsert("ann@x.com", fields("Ann", "Lee", "555"), status_if_new),
+        UpdateTags(h("ann@x.com"), ("vip", "lead"), ()),
+    )
+    assert member.desired is not None and member.desired.tags == ("vip", "lead")
+
+
+def test_new_contact_without_tags_is_only_upserted() -> None:
+    c = contact(1, "ann@x.com", "Ann")
+    assert all_ops(plan(changed=[c])) == [upsert("ann@x.com", fields("Ann"))]
+
+
+@pytest.mark.parametrize("email", [None, "", "   "])
+def test_contact_without_email_plans_nothing(email: str | None) -> None:
+    c = contact(1, email, "Ann", tags=["vip"])
+    p = plan(changed=[c])
+    assert all_ops(p) == []
+    assert p.rejections == []
+    assert p.links == {c.id: None}
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "a@b", "a b@x.com"])
+def test_invalid_email_is_rejected_without_calls(email: str) -> None:
+    c = contact(1, email, "Ann", tags=["vip"])
+    p = plan(changed=[c])
+    assert all_ops(p) == []
+    assert p.rejections == [Rejection(c.id, email, "invalid email address", "email_address")]
+    assert p.links == {c.id: None}
+
+
+def test_invalid_email_of_a_synced_contact_archives_its_old_member() -> None:
+    old = contact(1, "ann@x.com", "Ann")
+    c = contact(1, "a b@x.com", "Ann")
+    p = plan(changed=[c], links={c.id: h("ann@x.com")}, ledger=[synced(old)])
+    assert ops(p) == {h("ann@x.com"): (ArchiveMember(h("ann@x.com")),)}
+    assert [r.contact_id for r in p.rejections] == [c.id]
+    assert p.links == {c.id: None}
+
+
+def test_email_is_trimmed_and_hashed_lowercased() -> None:
+    c = contact(1, " Ann@X.com ", "Ann")
+    p = plan(changed=[c])
+    (member,) = p.members
+    assert member.email_hash == h("ann@x.com")
+    (op,) = member.ops
+    assert isinstance(op, UpsertMember)
+    assert op.email == "Ann@X.com"  # sent as written, trimmed
+    assert p.links == {c.id: h("ann@x.com")}
+
+
+def test_differently_spelled_addresses_are_one_member() -> None:
+    a = contact(1, " Ann@X.com ", "Ann", tags=["a"])
+    b = contact(2, "ann@x.com", "Annie", tags=["b"])
+    p = plan(changed=[a, b], recency={a.id: T0, b.id: T0 + timedelta(1)})
+    (member,) = p.members
+    assert member.email_hash == h("ann@x.com")
+    assert member.contact_ids == tuple(sorted((a.id, b.id), key=str))
+    upsert_op, tags_op = member.ops
+    assert upsert_op == upsert("ann@x.com", fields("Annie"))
+    assert isinstance(tags_op, UpdateTags)
+    assert (set(tags_op.active), tags_op.inactive) == ({"a", "b"}, ())
+    assert p.links == {a.id: h("ann@x.com"), b.id: h("ann@x.com")}
+
+
+# --- unchanged / changed fields ---------------------------------------------------------------
+
+
+def test_unchanged_contact_plans_no_calls() -> None:
+    c = contact(1, "ann@x.com", "Ann", tags=["vip"])
+    p = plan(changed=[c], links={c.id: h("ann@x.com")}, ledger=[synced(c)])
+    assert ops(p) == {h("ann@x.com"): ()}
+    assert p.links == {c.id: h("ann@x.com")}
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        contact(1, "ann@x.com", "Annie"),
+        contact(1, "ann@x.com", "Ann", "Lee"),
+        contact(1, "ann@x.com", "Ann", phone="555"),
+        contact(1, "ANN@x.com", "Ann"),  # same member, new spelling: sent again
+    ],
+)
+def test_changed_fields_are_upserted_without_tag_calls(after: Contact) -> None:
+    before = contact(1, "ann@x.com", "Ann")
+    p = plan(changed=[after], links={after.id: h("ann@x.com")}, ledger=[synced(before)])
+    assert ops(p) == {
+        h("ann@x.com"): (
+            upsert(normalize_email(after.email) or "", merge_fields_of(after)),
+        )
+    }
+
+
+def test_whitespace_only_field_change_is_no_change() -> None:
+    before = contact(1, "ann@x.com", "Ann")
+    after = contact(1, " ann@x.com", " Ann ")
+    p = plan(changed=[after], links={after.id: h("ann@x.com")}, ledger=[synced(before)])
+    assert all_ops(p) == []
+
+
+# --- tags -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("contact_tags", "ledger_tags", "active", "inactive"),
+    [
+        (["vip"], [], ["vip"], []),  # added -> active
+        (["vip", "lead"], ["vip"], ["lead"], []),
+        ([], ["vip"], [], ["vip"]),  # removed, mcsync set it -> inactive
+        (["lead"], ["vip"], ["lead"], ["vip"]),
+        (["VIP"], ["vip"], [], []),  # case-insensitive: no op
+        (["vip"], ["VIP"], [], []),
+        ([" vip ", "Vip", ""], ["vip"], [], []),  # trimmed, deduplicated
+        (["vip"], ["vip", "Vip"], [], []),
+        ([], [], [], []),
+    ],
+)
+def test_tag_changes_vs_ledger(
+    contact_tags: list[str], ledger_tags: list[str], active: list[str], inactive: list[str]
+) -> None:
+    c = contact(1, "ann@x.com", "Ann", tags=contact_tags)
+    entry = synced(c, tags=ledger_tags)
+    p = plan(changed=[c], links={c.id: h("ann@x.com")}, ledger=[entry])
+    expected: tuple[Op, ...] = ()
+    if active or inactive:
+        expected = (UpdateTags(h("ann@x.com"), tuple(active), tuple(inactive)),)
+    assert ops(p) == {h("ann@x.com"): expected}
+
+
+def test_tag_mcsync_never_set_is_never_made_inactive() -> None:
+    # "marketer" was put on the member in Mailchimp by hand: it is not in the ledger.
+    c = contact(1, "ann@x.com", "Ann", tags=[])
+    p = plan(changed=[c], links={c.id: h("ann@x.com")}, ledger=[synced(c, tags=["vip"])])
+    (op,) = all_ops(p)
+    assert op == UpdateTags(h("ann@x.com"), (), ("vip",))
+    assert "marketer" not in op.inactive
+    assert tag_changes([], []) == ((), ())
+    assert tag_changes(["a"], ["A", "b"]) == ((), ("b",))
+
+
+# --- email changes ----------------------------------------------------------------------------
+
+
+def test_email_change_renames_the_member() -> None:
+    before = contact(1, "ann@x.com", "Ann", tags=["vip", "old"])
+    after = contact(1, "ann@y.com", "Ann", tags=["vip", "new"])
+    p = plan(
+        changed=[after],
+        sharing=[after],
+        links={after.id: h("ann@x.com")},
+        ledger=[synced(before)],
+    )
+    (member,) = p.members
+    assert member.email_hash == h("ann@y.com")
+    assert member.renamed_from == h("ann@x.com")
+    assert member.contact_ids == (after.id,)
+    fresh = (
+        upsert("ann@y.com", fields("Ann")),
+        UpdateTags(h("ann@y.com"), ("vip", "new"), ()),
+    )
+    assert member.ops == (
+        RenameMember(
+            old_hash=h("ann@x.com"),
+            email_hash=h("ann@y.com"),
+            email="ann@y.com",
+            merge_fields=fields("Ann"),
+            on_conflict=(*fresh, ArchiveMember(h("ann@x.com"))),
+            on_missing=fresh,
+        ),
+        UpdateTags(h("ann@y.com"), ("new",), ("old",)),
+    )
+    assert p.links == {after.id: h("ann@y.com")}
+
+
+def test_email_change_when_another_contact_keeps_the_old_address() -> None:
+    mover_before = contact(1, "ann@x.com", "Ann", tags=["a"])
+    mover = contact(1, "ann@y.com", "Ann", tags=["a"])
+    stayer = contact(2, "ann@x.com", "Bea", tags=["b"])
+    # The old member was last synced with the mover's fields (it was the most recent).
+    entry = synced(mover_before, stayer)
+    p = plan(
+        changed=[mover],
+        sharing=[mover, stayer],
+        links={mover.id: h("ann@x.com")},
+        ledger=[entry],
+        recency={mover.id: T0 + timedelta(1), stayer.id: T0},
+    )
+    assert all(m.renamed_from is None for m in p.members)
+    assert not any(isinstance(op, RenameMember) for op in all_ops(p))
+    assert ops(p) == {
+        h("ann@x.com"): (
+            upsert("ann@x.com", fields("Bea")),
+            UpdateTags(h("ann@x.com"), (), ("a",)),
+        ),
+        h("ann@y.com"): (
+            upsert("ann@y.com", fields("Ann")),
+            UpdateTags(h("ann@y.com"), ("a",), ()),
+        ),
+    }
+    assert p.links == {mover.id: h("ann@y.com")}
+
+
+@pytest.mark.parametrize("new_archived", [False, True])
+def test_email_change_to_an_address_the_ledger_knows(new_archived: bool) -> None:
+    before = contact(1, "ann@x.com", "Ann")
+    after = contact(1, "bob@x.com", "Ann")
+    known = synced(contact(9, "bob@x.com", "Bob"), archived=new_archived)
+    p = plan(
+        changed=[after],
+        sharing=[after],
+        links={after.id: h("ann@x.com")},
+        ledger=[synced(before), known],
+    )
+    assert not any(isinstance(op, RenameMember) for op in all_ops(p))
+    assert ops(p) == {
+        h("bob@x.com"): (
+            upsert("bob@x.com", fields("Ann"), status="subscribed" if new_archived else None),
+        ),
+        h("ann@x.com"): (ArchiveMember(h("ann@x.com")),),
+    }
+
+
+def test_email_change_from_a_member_mcsync_archived_does_not_rename() -> None:
+    before = contact(1, "ann@x.com", "Ann")
+    after = contact(1, "ann@y.com", "Ann")
+    p = plan(
+        changed=[after], links={after.id: h("ann@x.com")},
+        ledger=[synced(before, archived=True)],
+    )
+    assert ops(p) == {h("ann@x.com"): (), h("ann@y.com"): (upsert("ann@y.com", fields("Ann")),)}
+
+
+def test_two_contacts_leaving_one_address_rename_it_once() -> None:
+    a0, b0 = contact(1, "ann@x.com", "A"), contact(2, "ann@x.com", "B")
+    a, b = contact(1, "a@y.com", "A"), contact(2, "b@y.com", "B")
+    p = plan(
+        changed=[a, b], links={a.id: h("ann@x.com"), b.id: h("ann@x.com")},
+        ledger=[synced(a0, b0)],
+    )
+    renames = [op for op in all_ops(p) if isinstance(op, RenameMember)]
+    assert len(renames) == 1
+    assert renames[0].old_hash == h("ann@x.com")
+    other = ({h("a@y.com"), h("b@y.com")} - {renames[0].email_hash}).pop()
+    assert isinstance(ops(p)[other][0], UpsertMember)
+    assert h("ann@x.com") not in ops(p)  # planned with its rename
+    planned = {c for m in p.members for c in m.contact_ids}
+    assert planned == {a.id, b.id}
+
+
+def test_email_cleared_archives_the_old_member() -> None:
+    before = contact(1, "ann@x.com", "Ann", tags=["vip"])
+    after = contact(1, None, "Ann", tags=["vip"])
+    p = plan(changed=[after], links={after.id: h("ann@x.com")}, ledger=[synced(before)])
+    assert ops(p) == {h("ann@x.com"): (ArchiveMember(h("ann@x.com")),)}
+    assert p.links == {after.id: None}
+    assert p.rejections == []
+
+
+# --- deletes ----------------------------------------------------------------------------------
+
+
+def test_deleted_contact_archives_its_member() -> None:
+    gone = contact(1, "ann@x.com", "Ann")
+    p = plan(deleted=[gone.id], links={gone.id: h("ann@x.com")}, ledger=[synced(gone)])
+    assert ops(p) == {h("ann@x.com"): (ArchiveMember(h("ann@x.com")),)}
+    assert p.links == {gone.id: None}
+    (member,) = p.members
+    assert member.contact_ids == (gone.id,)
+
+
+def test_deleted_contact_sharing_the_address_keeps_the_member() -> None:
+    gone = contact(1, "ann@x.com", "Ann", tags=["a"])
+    stays = contact(2, "ANN@x.com ", "Bea", tags=["b"])
+    p = plan(
+        deleted=[gone.id], sharing=[stays], links={gone.id: h("ann@x.com")},
+        ledger=[synced(gone, stays)],
+    )
+    assert ops(p) == {
+        h("ann@x.com"): (
+            upsert("ANN@x.com", fields("Bea")),
+            UpdateTags(h("ann@x.com"), (), ("a",)),
+        )
+    }
+    assert p.links == {gone.id: None}
+
+
+def test_deleted_contact_never_synced_plans_nothing() -> None:
+    p = plan(deleted=[cid(1)])
+    assert all_ops(p) == []
+    assert p.links == {cid(1): None}
+
+
+def test_deleted_contact_whose_member_is_already_archived_plans_nothing() -> None:
+    gone = contact(1, "ann@x.com", "Ann")
+    p = plan(
+        deleted=[gone.id], links={gone.id: h("ann@x.com")},
+        ledger=[synced(gone, archived=True)],
+    )
+    assert all_ops(p) == []
+
+
+# --- archived members come back ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ledger_status", "restore"),
+    [
+        ("subscribed", "subscribed"),
+        ("pending", "pending"),
+        ("unsubscribed", None),
+        ("cleaned", None),
+        ("archived", None),  # archived by someone else when mcsync first met it
+        (None, None),
+    ],
+)
+def test_readded_archived_member(ledger_status: str | None, restore: str | None) -> None:
+    old = contact(1, "ann@x.com", "Ann", tags=["vip"])
+    new = contact(2, "ann@x.com", "Ann", tags=["vip"])
+    entry = replace(synced(old, archived=True), status=ledger_status)
+    p = plan(changed=[new], sharing=[new], ledger=[entry])
+    # fields and tags unchanged: only the PUT (archived members always get one)
+    assert ops(p) == {h("ann@x.com"): (upsert("ann@x.com", fields("Ann"), status=restore),)}
+    assert p.links == {new.id: h("ann@x.com")}
+
+
+# --- shared addresses -------------------------------------------------------------------------
+
+
+def test_shared_address_takes_fields_from_the_most_recent_and_unions_tags() -> None:
+    a = contact(1, "ann@x.com", "Ann", tags=["a", "shared"])
+    b = contact(2, "Ann@X.com", "Bea", tags=["SHARED", "b"])
+    for recent, other in ((a, b), (b, a)):
+        recency = {recent.id: T0 + timedelta(1), other.id: T0}
+        p = plan(changed=[a, b], recency=recency)
+        (member,) = p.members
+        assert member.desired is not None
+        assert member.desired.merge_fields == merge_fields_of(recent)
+        assert member.desired.email == normalize_email(recent.email)
+        assert {t.casefold() for t in member.desired.tags} == {"a", "b", "shared"}
+        assert len(member.desired.tags) == 3
+
+
+def test_shared_address_ties_and_unknown_recency_break_by_id() -> None:
+    a = contact(1, "ann@x.com", "Ann")
+    b = contact(2, "ann@x.com", "Bea")
+    for contacts in ([a, b], [b, a]):
+        assert desired_members(contacts)[h("ann@x.com")].merge_fields == fields("Bea")
+        same = {a.id: T0, b.id: T0}
+        assert desired_members(contacts, same)[h("ann@x.com")].merge_fields == fields("Bea")
+        only_a = {a.id: T0}
+        assert desired_members(contacts, only_a)[h("ann@x.com")].merge_fields == fields("Ann")
+
+
+# --- truncation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a" * 10_000, "é" * 5_000, "€" * 3_400, "a" + "😀" * 2_600, "ab" + "€" * 3_400, "x" * 255],
+)
+def test_long_names_are_truncated_at_a_utf8_boundary(name: str) -> None:
+    c = contact(1, "ann@x.com", name, name, name)
+    (op,) = all_ops(plan(changed=[c]))
+    assert isinstance(op, UpsertMember)
+    for key in ("FNAME", "LNAME", "PHONE"):
+        value = op.merge_fields[key]
+        encoded = value.encode()
+        assert len(encoded) <= MERGE_TEXT_LIMIT
+        assert len(encoded) > MERGE_TEXT_LIMIT - 4  # as much as fits
+        assert name.startswith(value)  # a prefix of whole characters
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def test_links_map_each_changed_contact_to_its_new_member() -> None:
+    ok = contact(1, " Ann@X.com ")
+    none = contact(2, None)
+    bad = contact(3, "not-an-email")
+    moved = contact(4, "bob@y.com")
+    p = plan(
+        changed=[ok, none, bad, moved],
+        deleted=[cid(5)],
+        links={none.id: h("c@x.com"), moved.id: h("bob@x.com"), cid(5): h("d@x.com")},
+    )
+    assert p.links == {
+        ok.id: h("ann@x.com"),
+        none.id: None,
+        bad.id: None,
+        moved.id: h("bob@y.com"),
+        cid(5): None,
+    }
+
+
+# --- properties -------------------------------------------------------------------------------
+
+EMAILS = ["ann@x.com", " Ann@X.com ", "ANN@x.com", "bob@x.com", "Bob@x.com", "cy@x.com",
+          "not-an-email", None]
+TAGS = ["vip", "VIP", "lead", " lead ", "customer", ""]
+
+
+def contacts_strategy() -> st.SearchStrategy[list[Contact]]:
+    one = st.builds(
+        Contact,
+        id=st.integers(1, 12).map(cid),
+        email=st.sampled_from(EMAILS),
+        first_name=st.sampled_from([None, "Ann", "Bea", " Ann "]),
+        last_name=st.sampled_from([None, "Lee"]),
+        phone=st.sampled_from([None, "555"]),
+        tags=st.lists(st.sampled_from(TAGS), max_size=3).map(tuple),
+    )
+    return st.lists(one, max_size=8, unique_by=lambda c: c.id)
+
+
+@MIRROR
+@given(
+    contacts=contacts_strategy(),
+    times=st.dictionaries(st.integers(1, 12).map(cid), st.integers(0, 3), max_size=12),
+    data=st.data(),
+)
+def test_desired_members_does_not_depend_on_input_order(
+    contacts: list[Contact], times: dict[UUID, int], data: st.DataObject
+) -> None:
+    recency = {k: T0 + timedelta(seconds=v) for k, v in times.items()}
+    shuffled = data.draw(st.permutations(contacts))
+    assert desired_members(shuffled, recency) == desired_members(contacts, recency)
+    # and neither does the planner's answer (up to the order of its lists)
+    assert _same_plan(
+        plan(changed=shuffled, recency=recency), plan(changed=contacts, recency=recency)
+    )
+
+
+def _same_plan(a: Plan, b: Plan) -> bool:
+    return (
+        sorted(map(repr, a.members)) == sorted(map(repr, b.members))
+        and sorted(map(repr, a.rejections)) == sorted(map(repr, b.rejections))
+        and a.links == b.links
+    )
+
+
+# --- the model-based test ---------------------------------------------------------------------
+
+BASE = ["ann@x.com", "bob@x.com", "cy@x.com", "dee@y.org", "eve@y.org"]
+SPELLINGS = {
+    "ann@x.com": ["ann@x.com", " Ann@X.com ", "ANN@x.com"],
+    "bob@x.com": ["bob@x.com", "Bob@x.com "],
+    "cy@x.com": ["cy@x.com"],
+    "dee@y.org": ["dee@y.org"],
+    "eve@y.org": ["eve@y.org", "EVE@y.org"],
+}
+CONTACT_EMAILS = [e for b in BASE for e in SPELLINGS[b]] + ["not-an-email", None]
+ELSEWHERE = [*BASE, "zed@x.com"]  # zed is never any contact's address
+SLOTS = 4
+
+
+@dataclass(frozen=True)
+class Write:
+    slot: int
+    email: str | None
+    first: str | None
+    phone: str | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Delete:
+    slot: int
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """Mailchimp: the subscriber unsubscribes."""
+
+    email: str
+
+
+@dataclass(frozen=True)
+class ArchiveInMailchimp:
+    """Mailchimp: someone archives the member by hand."""
+
+    email: str
+
+
+Step = Write | Delete | Unsubscribe | ArchiveInMailchimp
+
+writes = st.builds(
+        Write,
+        slot=st.integers(0, SLOTS - 1),
+        email=st.sampled_from(CONTACT_EMAILS),
+        first=st.sampled_from([None, "Ann", "Bea", "Cy"]),
+        phone=st.sampled_from([None, "555"]),
+        tags=st.lists(st.sampled_from(["vip", "VIP", "lead", "customer", "marketer"]), max_size=3)
+        .map(tuple),
+)
+_kinds: dict[str, st.SearchStrategy[Step]] = {
+    "write": writes,
+    "delete": st.builds(Delete, slot=st.integers(0, SLOTS - 1)),
+    "unsubscribe": st.builds(Unsubscribe, email=st.sampled_from(ELSEWHERE)),
+    "archive": st.builds(ArchiveInMailchimp, email=st.sampled_from(ELSEWHERE)),
+}
+_app_steps = ["write"] * 6 + ["delete"] * 2 + ["unsubscribe"]
+steps_strategy: st.SearchStrategy[Step] = st.sampled_from(_app_steps).flatmap(
+    _kinds.__getitem__
+)
+# Also a member archived by hand in Mailchimp, which the ledger cannot know about.
+steps_with_archives: st.SearchStrategy[Step] = st.sampled_from([*_app_steps, "archive"]).flatmap(
+    _kinds.__getitem__
+)
+
+elsewhere_strategy = st.dictionaries(
+    st.sampled_from(ELSEWHERE),
+    st.tuples(
+        st.sampled_from(["subscribed", "unsubscribed", "archived"]),
+        st.sampled_from(["subscribed", "unsubscribed"]),  # status before archive
+        st.lists(st.sampled_from(["marketer", "VIP", "press"]), max_size=2),
+    ),
+    max_size=4,
+)
+
+
+def run_step(world: World, slots: dict[int, UUID], step: Step) -> None:
+    if isinstance(step, Write):
+        existing = slots.get(step.slot)
+        if existing is None:
+            new = Contact(world.new_id(), step.email, step.first, None, step.phone, step.tags)
+            slots[step.slot] = new.id
+            world.insert(new)
+        else:
+            world.update(Contact(existing, step.email, step.first, None, step.phone, step.tags))
+    elif isinstance(step, Delete):
+        existing = slots.pop(step.slot, None)
+        if existing is not None:
+            world.delete(existing)
+    elif isinstance(step, Unsubscribe):
+        world.audience.unsubscribe(h(step.email))
+    else:
+        world.audience.archive_elsewhere(h(step.email))
+
+
+@dataclass(frozen=True)
+class Want:
+    """The oracle's desired member (computed without mcsync.mirror's grouping code)."""
+
+    email: str
+    merge_fields: dict[str, str]
+    tags: frozenset[str]  # casefolded
+
+    @property
+    def fields_hash(self) -> str:
+        return fields_hash(self.email, self.merge_fields)
+
+
+def true_desired(world: World) -> dict[str, Want]:
+    """The mirror as design.md defines it, from the contacts and when each last changed."""
+    groups: dict[str, list[Contact]] = {}
+    for c in world.contacts.values():
+        if c.email is not None and normalize_email(c.email) is not None:
+            key = hashlib.md5(c.email.strip().lower().encode()).hexdigest()
+            groups.setdefault(key, []).append(c)
+    out: dict[str, Want] = {}
+    for key, group in groups.items():
+        lead = max(group, key=lambda c: (world.last_change[c.id], str(c.id)))
+        assert lead.email is not None
+        out[key] = Want(
+            email=lead.email.strip(),
+            merge_fields={
+                "FNAME": (lead.first_name or "").strip(),
+                "LNAME": (lead.last_name or "").strip(),
+                "PHONE": (lead.phone or "").strip(),
+            },
+            tags=frozenset(t.strip().casefold() for c in group for t in c.tags if t.strip()),
+        )
+    return out
+
+
+def check_invariants(world: World) -> None:
+    assert not world.queue
+    audience = world.audience
+    desired = true_desired(world)
+
+    # Every desired member exists with the desired fields and at least the desired tags,
+    # unless it is archived and mcsync may not bring it back.
+    for email_hash, want in desired.items():
+        member = audience.members.get(email_hash)
+        assert member is not None, f"desired member {want.email} missing"
+        if member.status == "archived":
+            assert (
+                member.archived_by == "elsewhere" or member.status_before_archive in COMPLIANCE
+            ), f"{want.email} left archived by mcsync"
+            continue
+        for key, value in want.merge_fields.items():
+            assert member.merge_fields.get(key) == value, f"{want.email} {key}"
+        missing = want.tags - set(member.tags)
+        assert not missing, f"{want.email} lacks tags {missing}"
+        stale = (member.mcsync_set & set(member.tags)) - want.tags
+        assert not stale, f"{want.email} keeps tags mcsync set and no contact has: {stale}"
+        entry = world.ledger.get(email_hash)
+        assert entry is not None and not entry.archived, f"ledger of {want.email}: {entry}"
+        assert entry.fields_hash == want.fields_hash, f"ledger fields of {want.email}"
+
+    for member in audience.everyone:
+        # Tags mcsync never set are still there.
+        kept = member.origin_tags - member.mcsync_set
+        assert kept <= set(member.tags), f"{member.email} lost {kept - set(member.tags)}"
+        # Members from elsewhere mcsync never had reason to touch are untouched.
+        if member.from_elsewhere and not member.touched:
+            assert audience.initial[id(member)] == member.snapshot()
+
+    # mcsync only ever called members of addresses some contact had.
+    for verb, email_hash in audience.calls:
+        assert email_hash in world.ever_desired, f"{verb} on a member no contact ever had"
+
+    # No unsubscribed/cleaned member was ever made subscribed (or pending), or even asked to.
+    assert audience.raised == []
+    assert audience.raise_attempts == []
+    # mcsync sets a status only to restore a member it archived itself.
+    for email_hash, archived_by, before, after in audience.status_changes:
+        assert archived_by == "mcsync" and before == "archived", (
+            f"mcsync set {email_hash} {before} -> {after} ({archived_by})"
+        )
+    assert audience.invalid == []
+
+    # Members mcsync owns with no contact any more are archived: so no contact has two live
+    # members (an email change never leaves the old member behind).
+    for email_hash, member in audience.members.items():
+        if member.owned and email_hash not in desired:
+            assert member.status == "archived", f"{member.email} owned, undesired, live"
+
+    # The ledger agrees with Mailchimp on what mcsync did.
+    for email_hash, entry in world.ledger.items():
+        member = audience.members.get(email_hash)
+        assert member is not None, f"ledger knows {entry.email}, Mailchimp does not"
+        if member.archived_by != "elsewhere":  # the ledger cannot know about that
+            assert entry.archived == (member.status == "archived"), f"ledger archived {entry}"
+        assert {t.casefold() for t in entry.tags} <= set(member.tags), f"ledger tags {entry}"
+
+    # Links: every contact is linked to its address's member (unless Mailchimp refused it).
+    for contact_id, c in world.contacts.items():
+        email = normalize_email(c.email)
+        link = world.links.get(contact_id)
+        if email is None:
+            assert link is None
+        elif contact_id not in world.rejected:
+            assert link is not None and link.email_hash == h(email), f"link of {c}"
+            assert link.maybe == []
+    assert set(world.links) <= set(world.contacts)
+
+    # Replaying every contact now plans nothing (except retrying archived members).
+    resync = world.plan(world.load_facts(_resync_events(world)))
+    for member_plan in resync.members:
+        entry = world.ledger.get(member_plan.email_hash)
+        if entry is not None and entry.archived:
+            continue
+        if entry is not None and entry.maybe_tags and member_plan.ops == (
+            UpdateTags(member_plan.email_hash, (), entry.maybe_tags),
+        ):
+            continue  # the rename-conflict leftover: see test_rename_conflict_*
+        assert member_plan.ops == (), f"resync is not a no-op: {member_plan}"
+
+
+def _resync_events(world: World) -> list[Event]:
+    return [
+        Event(c, None, world.links[c].changed_at if c in world.links else world.last_change[c])
+        for c in world.contacts
+    ]
+
+
+def run_model(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, bool]],
+    claim_size: int,
+    double_optin: bool,
+) -> None:
+    world = World(double_optin=double_optin)
+    for email, (status, before, tags) in elsewhere.items():
+        world.audience.add_elsewhere(email, status, tags, before)
+    slots: dict[int, UUID] = {}
+    for step, flush in steps:
+        run_step(world, slots, step)
+        if flush:
+            world.drain(claim_size)
+            check_invariants(world)
+    world.drain(claim_size)
+    check_invariants(world)
+
+
+@MIRROR
+@given(
+    elsewhere=elsewhere_strategy,
+    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=40),
+    claim_size=st.integers(1, 5),
+    double_optin=st.booleans(),
+)
+def test_model_mirror_invariants(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, bool]],
+    claim_size: int,
+    double_optin: bool,
+) -> None:
+    run_model(elsewhere, steps, claim_size, double_optin)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker (apply.py), not mirror.py: a member archived by hand in Mailchimp is taken "
+    "for one mcsync archived (ArchiveMember finds it archived, keeps the ledger status, so a "
+    "later re-add restores it), and a PATCH rename of it is recorded as done though nothing "
+    "was renamed; see test_external_archive_*",
+)
+@settings(MIRROR, phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
+@given(
+    elsewhere=elsewhere_strategy,
+    steps=st.lists(st.tuples(steps_with_archives, st.booleans()), min_size=10, max_size=40),
+    claim_size=st.integers(1, 5),
+    double_optin=st.booleans(),
+)
+def test_model_mirror_invariants_with_archives_by_hand(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, bool]],
+    claim_size: int,
+    double_optin: bool,
+) -> None:
+    run_model(elsewhere, steps, claim_size, double_optin)
+
+
+def _scenario(world: World, *steps: Step) -> dict[int, UUID]:
+    slots: dict[int, UUID] = {}
+    for step in steps:
+        run_step(world, slots, step)
+        world.drain(1)
+    return slots
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apply.py _archive: a member already archived (by hand) gets ledger archived=True "
+    "with the ledger's old status 'subscribed', so re-adding the address makes mirror.py "
+    "restore it with status 'subscribed': mcsync unarchives a member someone else archived",
+)
+def test_external_archive_is_not_restored_by_mcsync() -> None:
+    world = World()
+    _scenario(
+        world,
+        Write(0, "ann@x.com", "Ann", None, ()),
+        Write(1, "eve@y.org", "Eve", None, ()),
+        ArchiveInMailchimp("eve@y.org"),  # a marketer archives eve
+        Write(1, "ann@x.com", "Eve", None, ()),  # eve's contact moves: eve's member archived
+        Write(0, "eve@y.org", "Ann", None, ()),  # another contact takes eve's address
+    )
+    eve = world.audience.members[h("eve@y.org")]
+    assert world.audience.status_changes == []
+    assert eve.status == "archived"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apply.py _rename: PATCH of a member archived by hand changes nothing (emulator "
+    "semantics) but is recorded as a rename: the new address is never created and the ledger "
+    "says it exists (archived, with the old address)",
+)
+def test_external_archive_then_email_change_creates_the_new_member() -> None:
+    world = World()
+    _scenario(
+        world,
+        Write(0, "dee@y.org", "Dee", None, ()),
+        ArchiveInMailchimp("dee@y.org"),
+        Write(0, "ann@x.com", "Dee", None, ()),
+    )
+    assert h("ann@x.com") in world.audience.members
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="write-ahead + rename conflict: write_ahead_ledger records the old member's tags as "
+    "maybe_tags of the new hash; when the PATCH answers 'already a member', the on_conflict "
+    "upsert carries them into the confirmed ledger, so the next pass makes them inactive on a "
+    "member mcsync never tagged (removing a marketer's tag of the same name)",
+)
+def test_rename_conflict_leaves_no_unconfirmed_tags() -> None:
+    world = World()
+    world.audience.add_elsewhere("ann@x.com", "subscribed", ["VIP"])  # tagged by hand
+    _scenario(
+        world,
+        Write(0, "bob@x.com", "A", None, ("vip",)),
+        Write(0, "ann@x.com", "A", None, ()),  # rename bob -> ann: conflict, merged into ann
+    )
+    entry = world.ledger[h("ann@x.com")]
+    assert entry.maybe_tags == ()
+    run_step(world, {0: cid(1)}, Write(0, "ann@x.com", "B", None, ()))  # any later change
+    world.drain()
+    assert "vip" in world.audience.members[h("ann@x.com")].tags  # the marketer's VIP
