@@ -52,7 +52,20 @@ CREATE TABLE mailchimp_sync_queue (
     locked_until  timestamptz,
     CONSTRAINT mailchimp_sync_queue_contact_key UNIQUE (user_id, contact_id)
 );
-CREATE INDEX mailchimp_sync_queue_due_idx ON mailchimp_sync_queue (user_id, next_retry_at);
+-- The claim's order (next_retry_at, id) in the index, so a claim stays an index scan of its
+-- few hundred rows however large the backlog.
+CREATE INDEX mailchimp_sync_queue_due_idx ON mailchimp_sync_queue (user_id, next_retry_at, id);
+
+-- Large imports: one row per user per statement holding the new contacts' ids, written by the
+-- insert trigger instead of one queue row per contact, so an import costs the app's statement
+-- almost nothing. The worker expands it into queue rows (in chunks) before claiming.
+CREATE TABLE mailchimp_sync_bulk (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     uuid NOT NULL,
+    contact_ids uuid[] NOT NULL,
+    enqueued_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX mailchimp_sync_bulk_user_idx ON mailchimp_sync_bulk (user_id, id);
 
 -- The ledger: what Mailchimp was last told, per member. It answers "does mcsync own this
 -- member?" and "did mcsync set this tag?" without asking Mailchimp.

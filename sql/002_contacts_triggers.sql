@@ -26,6 +26,19 @@ CREATE INDEX IF NOT EXISTS contacts_mcsync_email_idx ON contacts (user_id, mcsyn
 CREATE FUNCTION mcsync_enqueue_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
+    -- An import: one row per user holding the ids (see mailchimp_sync_bulk). New rows can't
+    -- have pending events yet, so nothing is lost by not coalescing them here.
+    IF EXISTS (SELECT 1 FROM mcsync_new_rows OFFSET 999) THEN
+        INSERT INTO mailchimp_sync_bulk (user_id, contact_ids)
+        SELECT n.user_id, array_agg(n.id)
+          FROM mcsync_new_rows n
+          JOIN mailchimp_connections c ON c.user_id = n.user_id
+         GROUP BY n.user_id;
+        IF FOUND THEN
+            PERFORM pg_notify('mcsync', '');
+        END IF;
+        RETURN NULL;
+    END IF;
     INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
     SELECT n.user_id, n.id, 'upsert', NULL
       FROM mcsync_new_rows n

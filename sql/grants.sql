@@ -10,6 +10,6 @@ END $$;
 
 GRANT SELECT ON contacts TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON
-    mailchimp_connections, mailchimp_sync_queue, mailchimp_members,
+    mailchimp_connections, mailchimp_sync_queue, mailchimp_sync_bulk, mailchimp_members,
     mailchimp_contact_links, mailchimp_rejected_contacts
     TO mcsync_worker;

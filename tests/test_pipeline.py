@@ -236,7 +236,9 @@ def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
              FROM generate_series(1, 10000) g""",
         (user.user_id,),
     )
-    assert len(sync.queue()) == 10000
+    # One statement, one bulk row: the app's import pays for no per-contact outbox rows.
+    (bulk,) = sync.execute("SELECT cardinality(contact_ids) AS n FROM mailchimp_sync_bulk")
+    assert bulk["n"] == 10000 and sync.queue() == []
     sync.drain()
     members = sync.members(user)
     assert len(members) == 10000
@@ -248,6 +250,7 @@ def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
     assert len(batch_calls) == 20
     assert len(sync.api_calls("PUT")) == 0
     assert sync.queue() == []
+    assert sync.execute("SELECT * FROM mailchimp_sync_bulk") == []
 
 
 def test_11_worker_runs_as_a_role_that_can_only_read_contacts(

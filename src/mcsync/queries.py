@@ -37,7 +37,10 @@ UPDATE mailchimp_connections
 """
 
 DELETE_CONNECTION = "DELETE FROM mailchimp_connections WHERE user_id = %(user_id)s"
-DELETE_USER_QUEUE = "DELETE FROM mailchimp_sync_queue WHERE user_id = %(user_id)s"
+DELETE_USER_QUEUE = """
+WITH bulk AS (DELETE FROM mailchimp_sync_bulk WHERE user_id = %(user_id)s)
+DELETE FROM mailchimp_sync_queue WHERE user_id = %(user_id)s
+"""
 DELETE_USER_REJECTIONS = "DELETE FROM mailchimp_rejected_contacts WHERE user_id = %(user_id)s"
 FORGET_CONTACT_LINKS = "DELETE FROM mailchimp_contact_links WHERE user_id = %(user_id)s"
 
@@ -82,18 +85,43 @@ UPDATE mailchimp_connections c
         WHERE a.audience_id IS NOT NULL
           AND (a.lease_until IS NULL OR a.lease_until < now() OR a.lease_owner = %(owner)s)
           AND NOT (a.user_id = ANY(%(busy)s::uuid[]))
-          AND (   (a.sync_status = 'active' AND EXISTS (
-                      SELECT 1 FROM mailchimp_sync_queue q
-                       WHERE q.user_id = a.user_id AND q.next_retry_at <= now()))
+          AND (   (a.sync_status = 'active' AND (
+                      EXISTS (SELECT 1 FROM mailchimp_sync_queue q
+                               WHERE q.user_id = a.user_id AND q.next_retry_at <= now())
+                      OR EXISTS (SELECT 1 FROM mailchimp_sync_bulk b WHERE b.user_id = a.user_id)))
                OR (a.sync_status = 'paused' AND a.next_probe_at <= now()))
         ORDER BY a.last_sync_at NULLS FIRST
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
-RETURNING c.*
+RETURNING c.*,
+          EXISTS (SELECT 1 FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS has_bulk
 """
 
 # The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
 # rows, so no other worker starts on them while this one is still working.
+# Expanding an import: the oldest bulk row of the account gives up to %(chunk)s ids as queue
+# rows, in one transaction with TRIM_BULK_ROW (see WorkerStore.expand_bulk).
+OLDEST_BULK_ROW = """
+SELECT id, enqueued_at FROM mailchimp_sync_bulk
+ WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+"""
+
+EXPAND_BULK_ROW = """
+INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, enqueued_at, changed_at)
+SELECT b.user_id, unnest(b.contact_ids[1:%(chunk)s]), 'upsert', b.enqueued_at, b.enqueued_at
+  FROM mailchimp_sync_bulk b WHERE b.id = %(id)s
+ON CONFLICT (user_id, contact_id) DO UPDATE
+   SET version = q.version + 1, changed_at = greatest(q.changed_at, excluded.changed_at)
+"""
+
+TRIM_BULK_ROW = """
+UPDATE mailchimp_sync_bulk SET contact_ids = contact_ids[%(chunk)s + 1:] WHERE id = %(id)s
+"""
+
+DROP_EMPTY_BULK_ROW = """
+DELETE FROM mailchimp_sync_bulk WHERE id = %(id)s AND cardinality(contact_ids) = 0
+"""
+
 RENEW_ACCOUNT_LEASE = """
 WITH account AS (
     UPDATE mailchimp_connections
@@ -331,7 +359,9 @@ UPDATE mailchimp_connections
 STATUS_ROWS = """
 SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status, c.notice,
        c.last_error, c.last_sync_at, c.consecutive_failures, c.throttled_count,
-       (SELECT count(*) FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS pending,
+       (SELECT count(*) FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id)
+       + (SELECT coalesce(sum(cardinality(b.contact_ids)), 0)
+            FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS pending,
        (SELECT extract(epoch FROM now() - min(q.enqueued_at))
           FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS oldest_pending_seconds,
        (SELECT count(*) FROM mailchimp_rejected_contacts r

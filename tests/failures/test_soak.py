@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from mcsync.mirror import Contact, desired_members, normalize_email
 from tests.failures.conftest import RestartablePostgres, WorkerProcess
@@ -138,6 +139,7 @@ def _marketer(
         added.add(name)
 
 
+@pytest.mark.timeout(300 * SCALE)
 def test_fault_soak_every_audience_ends_as_the_mirror(
     restartable_pg: RestartablePostgres,
     emulator: Any,

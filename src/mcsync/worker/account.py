@@ -93,11 +93,18 @@ class AccountWorker:
         claimed: set[int] = set()
         stop = False
         failure: BaseException | None = None
+        imports_left = account.has_bulk
         while True:
             if not stop and len(passes) < self.settings.max_passes:
                 events = await self.store.claim_due_events(
                     account.user_id, self.settings.claim_size, exclude=claimed
                 )
+                if imports_left and len(events) < self.settings.claim_size:
+                    # The queue runs low: turn the next slice of an import into queue rows.
+                    chunk = self.settings.claim_size * self.settings.max_passes
+                    imports_left = await self.store.expand_bulk(account.user_id, chunk) > 0
+                    if imports_left and not events:
+                        continue
                 if events:
                     ids = {e.id for e in events}
                     claimed.update(ids)

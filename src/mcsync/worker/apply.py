@@ -371,7 +371,6 @@ class MemberApplier:
         )
         return None
 
-
     def _rename_did_not_happen(
         self, outcome: MemberOutcome, op: RenameMember, fallback: Sequence[Op]
     ) -> None:

@@ -30,6 +30,7 @@ class Account:
     double_optin: bool
     sync_status: str
     consecutive_failures: int
+    has_bulk: bool = False  # an import is waiting in mailchimp_sync_bulk
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,19 @@ class WorkerStore:
             )
             rows = await cur.fetchall()
         return [Event(**r) for r in rows]
+
+    async def expand_bulk(self, user_id: UUID, chunk: int) -> int:
+        """Turn up to `chunk` ids of the account's oldest import into queue rows."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(queries.OLDEST_BULK_ROW, {"user_id": user_id})
+            row = await cur.fetchone()
+            if row is None:
+                return 0
+            params = {"id": row[0], "chunk": chunk}
+            expanded = (await conn.execute(queries.EXPAND_BULK_ROW, params)).rowcount
+            await conn.execute(queries.TRIM_BULK_ROW, params)
+            await conn.execute(queries.DROP_EMPTY_BULK_ROW, params)
+        return expanded
 
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
         ids = [e.contact_id for e in events]
