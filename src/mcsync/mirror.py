@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -71,7 +72,7 @@ class DesiredMember:
     tags: tuple[str, ...]
     contact_ids: tuple[UUID, ...]
 
-    @property
+    @cached_property
     def fields_hash(self) -> str:
         return fields_hash(self.email, self.merge_fields)
 
