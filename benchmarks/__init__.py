@@ -1,1 +1,1 @@
-"""mcsync benchmarks: `python -m benchmarks [--quick] [--only NAME]` (see the README's "Performance" section)."""
+"""mcsync benchmarks: `python -m benchmarks [--quick] [--only NAME]` (README: "Performance")."""

@@ -17,8 +17,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from uuid import UUID
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there

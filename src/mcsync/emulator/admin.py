@@ -1,4 +1,4 @@
-"""The admin API under /_emulator: our own stable JSON contract (documented in the README's "Emulator" section).
+"""The admin API under /_emulator: our own stable JSON contract (README: "Emulator").
 
 Tests, the demo and benchmarks use it to set up accounts, look at state, inject faults, and act
 as a marketer on Mailchimp's side.

@@ -1,0 +1,424 @@
+"""Shared setup for the benchmarks: embedded Postgres, databases, the emulator, accounts,
+contacts, the worker as a subprocess, and the result types every scenario returns."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cryptography.fernet import Fernet
+
+from mcsync.connections import connect_user
+from mcsync.crypto import TokenCipher
+from mcsync.embedded import EmbeddedPostgres, database_url, start_embedded_postgres
+from mcsync.migrate import SQL_DIR, apply_migrations
+
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+TEMPLATE_DB = "mcsync_bench_template"
+EMAIL_DOMAIN = "coachmail.io"  # the emulator refuses example.com & co as fake addresses
+
+# Mailchimp's modelled bulk limit: 10 calls in flight, 500 members a call, 100 ms + 1 ms/member.
+PER_CALL_MS = 100.0
+PER_MEMBER_MS = 1.0
+MAX_IN_FLIGHT = 10
+BATCH_SIZE = 500
+MODELLED_LIMIT = (MAX_IN_FLIGHT * BATCH_SIZE) / ((PER_CALL_MS + BATCH_SIZE * PER_MEMBER_MS) / 1000)
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    """One line of a scenario's table. `target` is (op, threshold) with op '<=' or '>='."""
+
+    name: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_label: str = ""
+    target: tuple[str, float] | None = None
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.value is None:
+            return None
+        op, threshold = self.target
+        return self.value <= threshold if op == "<=" else self.value >= threshold
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["target"] = list(self.target) if self.target else None
+        out["met"] = self.met
+        return out
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    title: str
+    sizes: dict[str, Any]
+    metrics: list[Metric] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "sizes": self.sizes,
+            "metrics": [m.to_json() for m in self.metrics],
+            "notes": self.notes,
+            "seconds": round(self.seconds, 1),
+            "error": self.error,
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+def machine_info(pg_url: str) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb: float | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        pg_version = row[0] if row else "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "postgres": pg_version,
+        "os": f"{platform.system()} {platform.release()}",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- Postgres ------------------------------------------------------------------------------
+
+
+class Databases:
+    """One embedded server for the whole run; a fresh migrated database per scenario step."""
+
+    def __init__(self) -> None:
+        log("starting embedded PostgreSQL")
+        self.pg: EmbeddedPostgres = start_embedded_postgres()
+        self.admin_url = self.pg.url
+        self._made: list[str] = []
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+            conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        url = database_url(self.admin_url, TEMPLATE_DB)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute((SQL_DIR / "example_contacts.sql").read_text().encode())
+        apply_migrations(url)
+
+    def create(self, hint: str) -> str:
+        name = f"bench_{hint}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        self._made.append(name)
+        return database_url(self.admin_url, name)
+
+    def drop(self, url: str) -> None:
+        name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        self.pg.stop()
+
+
+def execute(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.encode() if params is None else sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def queue_empty(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_sync_queue)").fetchone()
+    return not (row and row[0])
+
+
+def queue_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM mailchimp_sync_queue").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for_empty_queue(
+    url: str, timeout: float, interval: float = 0.05, on_tick: Callable[[], None] | None = None
+) -> float:
+    """Block until the queue is empty; returns time.time() when it was seen empty."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            if queue_empty(conn):
+                return time.time()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queue still has {queue_count(conn)} rows after {timeout}s")
+            if on_tick is not None:
+                on_tick()
+            time.sleep(interval)
+
+
+INSERT_CONTACTS = f"""
+INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags)
+SELECT %(user_id)s, 'First' || g, 'Last' || g,
+       %(prefix)s || g || '@{EMAIL_DOMAIN}', NULL, ARRAY['import', 'lead']
+  FROM generate_series(1, %(n)s) AS g
+"""
+
+
+def insert_contacts(url: str, user_id: uuid.UUID, n: int, prefix: str = "c") -> float:
+    """The CSV path: n contacts in one INSERT ... SELECT. Returns time.time() after commit."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(INSERT_CONTACTS, {"user_id": user_id, "n": n, "prefix": prefix})
+        return time.time()
+
+
+# --- the emulator and accounts -------------------------------------------------------------
+
+
+@contextmanager
+def emulator(per_call_ms: float = 0.0, per_member_ms: float = 0.0) -> Iterator[Any]:
+    from mcsync.emulator.testing import running_emulator
+
+    with running_emulator(per_call_ms=per_call_ms, per_member_ms=per_member_ms) as emu:
+        yield emu
+
+
+@dataclass(frozen=True)
+class BenchAccount:
+    user_id: uuid.UUID
+    audience_id: str
+
+
+def add_account(url: str, emu: Any, label: str) -> BenchAccount:
+    """A Mailchimp account with one audience in the emulator, connected for a new user."""
+    audience_id = f"aud{uuid.uuid4().hex[:8]}"
+    account = emu.admin.create_account(
+        dc="us1", account_name=f"Bench {label}", audiences=[{"id": audience_id, "name": label}]
+    )
+    user_id = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        connect_user(
+            conn,
+            TokenCipher([ENCRYPTION_KEY]),
+            user_id=user_id,
+            access_token=account["access_token"],
+            dc="us1",
+            api_endpoint=emu.url,
+            account_name=f"Bench {label}",
+            audience_id=audience_id,
+            audience_name=label,
+        )
+    return BenchAccount(user_id, audience_id)
+
+
+def members_by_email(emu: Any, audience_id: str) -> dict[str, dict[str, Any]]:
+    return {m["email_address"].lower(): m for m in emu.admin.members(audience_id)}
+
+
+def mirror_problems(url: str, account: BenchAccount, members: dict[str, dict[str, Any]]) -> int:
+    """How many contacts the audience does not mirror (missing, wrong name, missing tag)."""
+    rows = execute(
+        url,
+        "SELECT lower(btrim(email)), first_name, last_name, tags FROM contacts"
+        " WHERE user_id = %s AND email IS NOT NULL",
+        (account.user_id,),
+    )
+    problems = 0
+    for email, first, last, tags in rows:
+        m = members.get(email)
+        if m is None or m["status"] != "subscribed":
+            problems += 1
+            continue
+        mf = m["merge_fields"]
+        have = {t["name"].casefold() for t in m["tags"]}
+        if (
+            (mf.get("FNAME") or "") != (first or "")
+            or (mf.get("LNAME") or "") != (last or "")
+            or any(t.casefold() not in have for t in tags)
+        ):
+            problems += 1
+    problems += max(0, len(members) - len(rows))  # members no contact accounts for
+    return problems
+
+
+# --- the worker as a subprocess ------------------------------------------------------------
+
+
+def _proc_status_kb(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class WorkerProcess:
+    """`mcsync worker` in its own process (as deployed), with its memory sampled.
+
+    listen=False runs the same worker with NOTIFY ignored (polling only) through
+    `benchmarks._worker`, since the CLI has no flag for that."""
+
+    def __init__(
+        self,
+        db_url: str,
+        emu: Any,
+        logdir: Path,
+        *,
+        listen: bool = True,
+        env: dict[str, str] | None = None,
+        profile: Path | None = None,
+        label: str = "worker",
+    ) -> None:
+        self.log_path = logdir / f"{label}-{uuid.uuid4().hex[:6]}.log"
+        self.environ = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+            "MAILCHIMP_API_URL": emu.api_url,
+            "MAILCHIMP_LOGIN_URL": emu.login_url,
+            "MCSYNC_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+            **(env or {}),
+        }
+        prefix = [sys.executable]
+        if profile is not None:
+            prefix += ["-m", "cProfile", "-o", str(profile)]
+        if listen:
+            self.argv = [*prefix, "-m", "mcsync.cli", "worker"]
+        else:
+            self.argv = [*prefix, "-m", "benchmarks._worker", "--no-listen"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peak_rss_kb = 0  # VmHWM: the kernel's own high-water mark
+        self.samples: list[tuple[float, int]] = []  # (monotonic, VmRSS kB)
+        self._stop_sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log_file = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.environ, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        assert self.proc is not None
+        pid = self.proc.pid
+        while not self._stop_sampling.is_set() and self.proc.poll() is None:
+            hwm = _proc_status_kb(pid, "VmHWM")
+            rss = _proc_status_kb(pid, "VmRSS")
+            if hwm is not None:
+                self.peak_rss_kb = max(self.peak_rss_kb, hwm)
+            if rss is not None:
+                self.samples.append((time.monotonic(), rss))
+            self._stop_sampling.wait(0.1)
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        """Until the worker logged that it runs (and, listening, that it listens)."""
+        needle = b'"listening"' if "mcsync.cli" in self.argv else b'"worker_started"'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if needle in self.log_path.read_bytes():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not start; log: {self.tail()}")
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.tail()}")
+
+    def tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        hwm = _proc_status_kb(self.proc.pid, "VmHWM")
+        if hwm is not None:
+            self.peak_rss_kb = max(self.peak_rss_kb, hwm)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+        self._log_file.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Context:
+    """What every scenario gets."""
+
+    dbs: Databases
+    quick: bool
+    workdir: Path
+    profile: bool = False
+
+    @classmethod
+    def make(cls, quick: bool, profile: bool = False) -> Context:
+        workdir = Path(tempfile.mkdtemp(prefix="mcsync-bench-"))
+        return cls(Databases(), quick, workdir, profile)
