@@ -179,13 +179,17 @@ def execute(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+# Pending work: queue rows plus the ids of imports not expanded yet (mailchimp_sync_bulk).
+PENDING = """SELECT (SELECT count(*) FROM mailchimp_sync_queue)
+                  + (SELECT coalesce(sum(cardinality(contact_ids)), 0) FROM mailchimp_sync_bulk)"""
+
+
 def queue_empty(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM mailchimp_sync_queue)").fetchone()
-    return not (row and row[0])
+    return queue_count(conn) == 0
 
 
 def queue_count(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM mailchimp_sync_queue").fetchone()
+    row = conn.execute(PENDING).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -18,6 +18,7 @@ import uuid
 import psycopg
 
 from benchmarks.common import (
+    PENDING,
     Context,
     Metric,
     ScenarioResult,
@@ -61,12 +62,12 @@ def run(ctx: Context) -> ScenarioResult:
         for rep in range(reps):
             order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
             for v in order:
-                execute(urls[v], "TRUNCATE contacts, mailchimp_sync_queue")
+                execute(urls[v], "TRUNCATE contacts, mailchimp_sync_queue, mailchimp_sync_bulk")
                 execute(urls[v], "CHECKPOINT")
                 started = time.perf_counter()
                 insert_contacts(urls[v], users[v], n)
                 bulk[v].append(time.perf_counter() - started)
-        queued = execute(urls["with"], "SELECT count(*) FROM mailchimp_sync_queue")[0][0]
+        queued = execute(urls["with"], PENDING)[0][0]
         log(
             "triggers: bulk medians "
             + ", ".join(f"{v} {median(bulk[v]):.2f} s" for v in VARIANTS)
@@ -132,13 +133,14 @@ def _single_rows(
     try:
         ids: dict[str, list[uuid.UUID]] = {}
         for v, conn in conns.items():
-            conn.execute("TRUNCATE contacts, mailchimp_sync_queue")
+            conn.execute("TRUNCATE contacts, mailchimp_sync_queue, mailchimp_sync_bulk")
             conn.execute(
                 "INSERT INTO contacts (user_id, email, first_name) SELECT %s,"
                 " 's' || g || '@coachmail.io', 'S' || g FROM generate_series(1, %s) g",
                 (users[v], n),
             )
-            conn.execute("TRUNCATE mailchimp_sync_queue")  # the worker has caught up
+            # the worker has caught up
+            conn.execute("TRUNCATE mailchimp_sync_queue, mailchimp_sync_bulk")
             conn.execute("VACUUM ANALYZE contacts")
             ids[v] = [r[0] for r in conn.execute("SELECT id FROM contacts ORDER BY id")]
 

@@ -188,7 +188,19 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
             return False
         return pending == 0 and states == {"active"}
 
-    wait_until(drained, timeout=120, interval=0.25)
+    try:
+        wait_until(drained, timeout=120 * SCALE, interval=0.25)
+    except AssertionError:
+        state = h.execute(
+            "SELECT c.user_id, c.sync_status, c.last_error, c.next_probe_at, c.lease_owner,"
+            " c.lease_until, (SELECT count(*) FROM mailchimp_sync_queue q"
+            " WHERE q.user_id = c.user_id) AS pending, (SELECT min(next_retry_at)"
+            " FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS next_due,"
+            " (SELECT count(*) FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS bulk,"
+            " now() FROM mailchimp_connections c"
+        )
+        logs = "\n".join(w.output()[-2000:] for w in workers)
+        raise AssertionError(f"not drained: {state}\n{logs}") from None
     for w in workers:
         assert w.stop() == 0, w.output()[-3000:]
     elapsed = time.monotonic() - started
