@@ -210,9 +210,8 @@ class MemberApplier:
         )
 
     async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> None:
-        merge_fields = dict(op.merge_fields)
-        try:
-            member = await self._call(
+        async def send(merge_fields: dict[str, str]) -> Member:
+            member: Member = await self._call(
                 "upsert_member",
                 op.email_hash,
                 self.client.upsert_member,
@@ -222,6 +221,11 @@ class MemberApplier:
                 status_if_new=op.status_if_new,
                 status=op.status,
             )
+            return member
+
+        merge_fields = dict(op.merge_fields)
+        try:
+            member = await send(merge_fields)
         except ContactLevelError as exc:
             if not (
                 exc.kind == "merge_fields" and exc.field == "PHONE" and merge_fields.get("PHONE")
@@ -230,16 +234,7 @@ class MemberApplier:
                 raise
             # Only the phone was refused: sync the rest and say so, rather than nothing.
             merge_fields.pop("PHONE")
-            member = await self._call(
-                "upsert_member",
-                op.email_hash,
-                self.client.upsert_member,
-                self.list_id,
-                op.email,
-                merge_fields=merge_fields,
-                status_if_new=op.status_if_new,
-                status=op.status,
-            )
+            member = await send(merge_fields)
             outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
         previous = self.current(outcome, op.email_hash)
         desired_hash = plan.desired.fields_hash if plan.desired else None
