@@ -41,12 +41,29 @@ class WebHarness:
     def account(self, name: str, audiences: list[dict[str, Any]]) -> dict[str, Any]:
         return self.admin.create_account(dc="us7", account_name=name, audiences=audiences)
 
-    def consent(self, user_id: uuid.UUID, account_id: str, *, allow: bool = True) -> str:
-        """Press Connect, then Allow on the emulator's consent page. Returns the callback URL
-        Mailchimp would send the popup to (not yet visited)."""
-        r = self.client.post("/api/oauth/start", headers=self.headers(user_id))
+    def start(self, user_id: uuid.UUID) -> dict[str, str]:
+        """Press Connect: the widget's `POST /api/oauth/start` from the app's page."""
+        r = self.client.post(
+            "/api/oauth/start", headers={**self.headers(user_id), "Origin": APP_ORIGIN}
+        )
         assert r.status_code == 200, r.text
-        authorize = r.json()["authorize_url"]
+        started: dict[str, str] = r.json()
+        return started
+
+    def begin(self, started: dict[str, str], *, origin: str | None = APP_ORIGIN) -> httpx.Response:
+        """The popup's first stop, as the widget's form POST sends it (this client's cookie jar
+        is the browser's)."""
+        headers = {"Origin": origin} if origin is not None else {}
+        return self.client.post(
+            started["begin_url"],
+            data={"state": started["state"]},
+            headers=headers,
+            follow_redirects=False,
+        )
+
+    def approve(self, authorize: str, account_id: str, *, allow: bool = True) -> str:
+        """Allow (or Deny) on the emulator's consent page for `authorize`. Returns the callback
+        URL Mailchimp sends the popup to (not yet visited)."""
         query = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}
         answer = httpx.post(
             authorize.split("?")[0],
@@ -57,6 +74,13 @@ class WebHarness:
         location = answer.headers["location"]
         assert location.startswith(REDIRECT_URI)
         return location.replace("http://testserver", "")
+
+    def consent(self, user_id: uuid.UUID, account_id: str, *, allow: bool = True) -> str:
+        """Press Connect, let the popup begin (the binding cookie lands in this client's jar),
+        then Allow on the emulator's consent page. Returns the callback URL (not yet visited)."""
+        r = self.begin(self.start(user_id))
+        assert r.status_code == 303, r.text
+        return self.approve(r.headers["location"], account_id, allow=allow)
 
     def connect(self, user_id: uuid.UUID, account_id: str) -> httpx.Response:
         return self.client.get(self.consent(user_id, account_id))

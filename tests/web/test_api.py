@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
@@ -12,6 +13,7 @@ from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
 from mcsync.web.auth import Signer
+from mcsync.web.oauth import COOKIE
 from tests.harness import wait_until
 from tests.web.conftest import APP_ORIGIN, JWT_SECRET, WebHarness, web_settings
 
@@ -117,6 +119,124 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
     assert web.client.get(callback).status_code == 200
     replay = web.client.get(callback)
     assert replay.status_code == 400 and "already used" in replay.text
+
+
+def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
+    web: WebHarness,
+) -> None:
+    user = uuid.uuid4()
+    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    started = web.start(user)
+    # Start hands out where the popup goes first and the state it carries, not Mailchimp's URL.
+    assert started["begin_url"] == "http://testserver/oauth/begin"
+    assert set(started) == {"begin_url", "state"}
+
+    r = web.begin(started)
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert location.startswith(web.settings.mailchimp_login_url.rstrip("/") + "/oauth2/authorize?")
+    assert parse_qs(urlsplit(location).query)["state"] == [started["state"]]
+    cookie = r.headers["set-cookie"]
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
+    assert cookie.startswith(f"{COOKIE}=") and f"{COOKIE}=;" not in cookie
+    assert started["state"] not in cookie  # a binding of the nonce, not the state itself
+    assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=lax"
+    assert attrs["path"] == "Path=/oauth"
+    assert 590 <= int(attrs["max-age"].split("=")[1]) <= 600
+    assert "secure" not in attrs  # plain http here; see the https case below
+
+    # The normal flow: this client's cookie jar follows begin -> consent -> callback.
+    callback = web.approve(location, account["account_id"])
+    page = web.client.get(callback)
+    assert page.status_code == 200 and "Connected to" in page.text
+    assert web.status(user)["connected"] is True
+    # The callback clears the cookie.
+    cleared = page.headers["set-cookie"]
+    assert cleared.startswith(f'{COOKIE}="";') or cleared.startswith(f"{COOKIE}=;")
+    assert "Max-Age=0" in cleared and "Path=/oauth" in cleared
+    assert COOKIE not in web.client.cookies
+
+    # Over https the cookie is Secure.
+    secure = web.client.post(
+        "https://testserver/oauth/begin",
+        data={"state": web.start(user)["state"]},
+        headers={"Origin": APP_ORIGIN},
+        follow_redirects=False,
+    )
+    assert secure.status_code == 303
+    assert "secure" in secure.headers["set-cookie"].lower()
+
+
+def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(
+    web: WebHarness,
+) -> None:
+    """Login CSRF: the attacker begins a flow for their own user, then gets the victim to open
+    Mailchimp's consent screen with the attacker's state. The victim's browser has no cookie
+    for that state, so the victim's token is not filed under the attacker."""
+    attacker = uuid.uuid4()
+    victims = web.account("Victim", [{"id": "v1", "name": "Victim's clients"}])
+
+    r = web.begin(web.start(attacker))  # in the attacker's browser
+    authorize = r.headers["location"]
+    web.client.cookies.clear()  # ... and now the victim's browser, which has no cookie
+    callback = web.approve(authorize, victims["account_id"])  # the victim consents
+    page = web.client.get(callback)
+    assert page.status_code == 400
+    assert "wasn't opened from the app in this browser" in page.text
+    assert "nothing was saved" in page.text
+    assert f'origin = "{APP_ORIGIN}"' in page.text  # the same calm page, same reporting
+    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.status(attacker)["connected"] is False
+    # The state is spent: it can't be tried again anywhere.
+    again = web.client.get(callback)
+    assert again.status_code == 400 and "already used" in again.text
+
+
+def test_a_mismatched_cookie_is_refused_and_stores_nothing(web: WebHarness) -> None:
+    attacker, victim = uuid.uuid4(), uuid.uuid4()
+    victims = web.account("Victim", [{"id": "v1", "name": "Victim's clients"}])
+
+    r = web.begin(web.start(attacker))
+    authorize = r.headers["location"]
+    web.client.cookies.clear()
+    # The victim's browser holds a cookie of its own (a flow it began itself) ...
+    assert web.begin(web.start(victim)).status_code == 303
+    assert COOKIE in web.client.cookies
+    # ... which is no binding for the attacker's state.
+    page = web.client.get(web.approve(authorize, victims["account_id"]))
+    assert page.status_code == 400 and "wasn't opened from the app" in page.text
+    # The victim's own cookie is left for the victim's own flow.
+    assert "set-cookie" not in page.headers and COOKIE in web.client.cookies
+
+    # A made-up cookie value gets nowhere either.
+    r = web.begin(web.start(attacker))
+    callback = web.approve(r.headers["location"], victims["account_id"])
+    web.client.cookies.clear()
+    page = web.client.get(callback, headers={"Cookie": f"{COOKIE}=not-the-binding"})
+    assert page.status_code == 400 and "wasn't opened from the app" in page.text
+    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.status(attacker)["connected"] is False
+    assert web.status(victim)["connected"] is False
+
+
+def test_begin_answers_only_the_apps_own_page(web: WebHarness) -> None:
+    """A link or a form on another site can't begin a flow (and plant a cookie) in a browser:
+    begin is a POST and wants the app's Origin."""
+    user = uuid.uuid4()
+    started = web.start(user)
+    for origin in (None, "http://evil.test", "null"):
+        r = web.begin(started, origin=origin)
+        assert r.status_code == 403, origin
+        assert "wasn't started from the app" in r.text
+        assert "set-cookie" not in r.headers and COOKIE not in web.client.cookies
+    assert web.client.get("/oauth/begin", params={"state": started["state"]}).status_code == 405
+    for state in ("", "garbage", Signer(JWT_SECRET).make_state(user, ttl=-120)):
+        r = web.begin({**started, "state": state})
+        assert r.status_code == 400 and "expired or was already used" in r.text
+        assert "set-cookie" not in r.headers
+    # mcsync's own origin (a page served next to it) may begin.
+    assert web.begin(started, origin="http://testserver").status_code == 303
+    assert web.rows("SELECT 1 FROM mcsync_oauth_states") == []
 
 
 def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(

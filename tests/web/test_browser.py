@@ -5,7 +5,9 @@ emulator (a background thread) and a tiny host page on another origin that embed
 
 connect through the emulator's consent popup -> pick one of two audiences -> contacts appear in
 the emulator -> Sync Now -> a second Sync Now is refused politely -> the account fails and the
-notice appears, then disappears on recovery -> disconnect. Screenshots go to test-artifacts/.
+notice appears, then disappears on recovery -> disconnect -> a consent screen opened with
+someone else's state in a browser that never began it is refused. Screenshots go to
+test-artifacts/.
 """
 
 from __future__ import annotations
@@ -211,7 +213,17 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             expect(notice).to_be_hidden()
             _shot(page, "01-not-connected")
 
-            # Connect through the emulator's consent page, in a popup.
+            # Connect through the emulator's consent page, in a popup whose first stop is
+            # mcsync's /oauth/begin (a form POST from the app's page, which sets the cookie).
+            begins: list[dict[str, str]] = []
+            page.context.on(
+                "request",
+                lambda r: (
+                    begins.append({"method": r.method, **r.headers})
+                    if r.url == f"{web_server}/oauth/begin"
+                    else None
+                ),
+            )
             with page.expect_popup() as opened:
                 settings.get_by_role("button", name="Connect Mailchimp").click()
             popup = opened.value
@@ -220,6 +232,8 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             _shot(popup, "02-consent-popup")
             with popup.expect_event("close", timeout=15000):
                 popup.get_by_role("button", name="Allow").click()
+            assert [(b["method"], b.get("origin")) for b in begins] == [("POST", origin)]
+            assert [c["name"] for c in page.context.cookies(web_server)] == []  # cleared
 
             # Two audiences: the picker appears; choose the second.
             picker = settings.get_by_label("Audience")
@@ -300,6 +314,37 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             _shot(page, "08-disconnected")
             assert row("SELECT 1 FROM mailchimp_connections WHERE user_id = %s") == []
             assert len(admin.members("news")) == 3
+
+            # Login CSRF: an attacker begins a flow for their own user and gets a victim's
+            # browser (one that never began it) to consent with the attacker's state. Refused;
+            # nothing stored for anyone.
+            attacker = uuid.uuid4()
+            started = httpx.post(
+                f"{web_server}/api/oauth/start",
+                headers={
+                    "Authorization": f"Bearer {make_user_token(JWT_SECRET, attacker)}",
+                    "Origin": origin,
+                },
+            ).json()
+            begun = httpx.post(
+                started["begin_url"], data={"state": started["state"]}, headers={"Origin": origin}
+            )
+            assert begun.status_code == 303
+            lure = browser.new_page()  # a browser that never began this flow
+            lure.goto(begun.headers["location"])
+            lure.get_by_role("button", name="Allow").click()
+            expect(lure.get_by_role("heading", name="Not connected")).to_be_visible()
+            expect(lure.get_by_role("status")).to_contain_text(
+                "wasn't opened from the app in this browser"
+            )
+            _shot(lure, "09-other-browser-refused")
+            assert (
+                sync.execute(
+                    "SELECT 1 FROM mailchimp_connections WHERE user_id IN (%s, %s)",
+                    (user, attacker),
+                )
+                == []
+            )
         finally:
             browser.close()
 

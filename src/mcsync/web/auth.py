@@ -7,10 +7,15 @@ not checked because apps set it differently (Supabase uses "authenticated").
 The OAuth `state` is a short JWT of our own, signed with a key *derived* from the same secret,
 so a state can never pass as a login token nor a login token as a state. It carries the user id
 and a random nonce; the callback spends the nonce in Postgres, which makes it single-use.
+
+A state is also bound to the browser that opens the popup: `POST /oauth/begin` (see oauth.py)
+sets a cookie holding `browser_binding(state)`, an HMAC of the nonce under a third derived key,
+and the callback refuses a state whose cookie is missing or different.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -24,6 +29,7 @@ import jwt
 ALGORITHM = "HS256"
 STATE_TTL_SECONDS = 600  # the consent screen is quick; a stale popup should start over
 _STATE_KEY_LABEL = b"mcsync oauth state v1"
+_BINDING_KEY_LABEL = b"mcsync oauth browser binding v1"
 
 
 class AuthError(Exception):
@@ -47,6 +53,7 @@ class Signer:
             )
         self._secret = secret
         self._state_key = hmac.new(secret.encode(), _STATE_KEY_LABEL, hashlib.sha256).digest()
+        self._binding_key = hmac.new(secret.encode(), _BINDING_KEY_LABEL, hashlib.sha256).digest()
         self._leeway = leeway
 
     def user_id(self, token: str) -> UUID:
@@ -91,6 +98,17 @@ class Signer:
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise AuthError(type(exc).__name__) from None
+
+    def browser_binding(self, state: OAuthState) -> str:
+        """The cookie value that ties `state` to the browser that began the flow with it."""
+        mac = hmac.new(self._binding_key, state.nonce.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def bound(self, state: OAuthState, cookie: str | None) -> bool:
+        """True when `cookie` is this state's browser binding (constant-time)."""
+        return bool(cookie) and hmac.compare_digest(
+            (cookie or "").encode(), self.browser_binding(state).encode()
+        )
 
 
 def make_user_token(secret: str, user_id: UUID | str, *, ttl: float = 3600) -> str:

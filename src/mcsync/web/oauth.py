@@ -1,19 +1,32 @@
-"""The OAuth popup flow: hand out the authorize URL, then take Mailchimp's callback.
+"""The OAuth popup flow: start (JWT) -> begin (the popup, sets a cookie) -> Mailchimp ->
+callback.
 
 The callback carries no JWT (it is a top-level navigation from Mailchimp); the signed,
-expiring, single-use `state` is what ties it to the user who pressed Connect. Every way it can
-fail ends on a calm page that stores nothing and tells the opener window what happened."""
+expiring, single-use `state` is what ties it to the user who pressed Connect, and a cookie set
+by `POST /oauth/begin` ties it to the browser that pressed it. Without that cookie, an attacker
+could start a flow for their own account and get a victim to consent with the attacker's state,
+filing the victim's Mailchimp token under the attacker's user (login CSRF).
+
+`begin` is a form POST from the widget into the popup, not a GET link, and it only answers a
+request whose `Origin` is the app (or mcsync itself): a link or a form on any other site cannot
+plant the cookie in a victim's browser, which a GET `begin` taking any valid state would allow.
+
+Every way it can fail ends on a calm page that stores nothing and tells the opener window what
+happened."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import secrets
+import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mcsync import queries
 from mcsync.connections import connect_user, get_connection
@@ -34,6 +47,15 @@ EXPIRED = (
 )
 FAILED = "Mailchimp couldn't complete the connection, so nothing was saved. Please try again."
 DENIED = "Mailchimp access was not granted, so nothing was saved."
+OTHER_BROWSER = (
+    "This Mailchimp window wasn't opened from the app in this browser, so nothing was saved. "
+    "Close this window and press Connect again in the app."
+)
+NOT_FROM_APP = (
+    "This connection wasn't started from the app, so nothing was saved. Close this window and "
+    "press Connect again in the app."
+)
+COOKIE = "mcsync_oauth"
 
 
 def _configured(ctx: WebContext) -> bool:
@@ -41,23 +63,94 @@ def _configured(ctx: WebContext) -> bool:
     return bool(s.mailchimp_client_id and s.mailchimp_client_secret and s.mailchimp_redirect_uri)
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def _begin_url(request: Request, ctx: WebContext) -> str:
+    """`/oauth/begin` next to the registered callback (mcsync's public address, even behind
+    a proxy), else on the address this request came to."""
+    public = _origin_of(ctx.settings.mailchimp_redirect_uri)
+    if public:
+        return f"{public}{_cookie_path(ctx).rstrip('/')}/begin"
+    return str(request.url_for("begin"))
+
+
+def _cookie_path(ctx: WebContext) -> str:
+    """The folder of the callback (`/oauth` for `/oauth/callback`): begin and callback only."""
+    path = urlsplit(ctx.settings.mailchimp_redirect_uri).path
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    return folder or "/"
+
+
+def _set_binding(
+    response: Response, request: Request, ctx: WebContext, value: str, age: int
+) -> None:
+    """HttpOnly, SameSite=Lax (sent on Mailchimp's top-level redirect back), Path = begin and
+    callback's folder, Secure whenever mcsync is reached over https."""
+    redirect = ctx.settings.mailchimp_redirect_uri
+    secure = request.url.scheme == "https" or redirect.startswith("https:")
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=age,
+        path=_cookie_path(ctx),
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
 @router.post("/api/oauth/start")
 async def start(request: Request, user: CurrentUser) -> dict[str, str]:
+    """A signed state for this user, and where the popup takes it: `POST begin_url` with a
+    form field `state`, sent from the app's page (the widget does this)."""
     ctx = ctx_of(request)
     if not _configured(ctx):
         raise HTTPException(503, "Mailchimp connection is not set up on this server yet.")
-    s = ctx.settings
     # The popup reports back to the page that opened it, if that page is an allowed origin.
     origin = request.headers.get("origin", "")
     if origin not in ctx.app_origins:
         origin = ctx.app_origins[0] if ctx.app_origins else ""
+    return {
+        "begin_url": _begin_url(request, ctx),
+        "state": ctx.signer.make_state(user, origin=origin),
+    }
+
+
+@router.post("/oauth/begin", response_class=HTMLResponse, name="begin")
+async def begin(request: Request) -> Response:
+    """The popup's first stop: bind the state to this browser with a cookie, then go on to
+    Mailchimp's consent screen."""
+    ctx = ctx_of(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    raw = (form.get("state") or [""])[0]
+    try:
+        state = ctx.signer.read_state(raw)
+    except AuthError as exc:
+        log.warning("oauth_begin_refused", reason=str(exc))
+        return _page("", ok=False, message=EXPIRED, status=400)
+    # Only the app's own page (or mcsync's) may begin a flow in a browser: a link or a form on
+    # another site sends its own Origin (or none), so it cannot plant an attacker's state here.
+    allowed = {*ctx.app_origins, _origin_of(ctx.settings.mailchimp_redirect_uri)} - {""}
+    sent = request.headers.get("origin", "")
+    if sent not in allowed:
+        log.warning("oauth_begin_foreign_origin", user_id=str(state.user_id), origin=sent)
+        return _page(state.origin, ok=False, message=NOT_FROM_APP, status=403)
+    if not _configured(ctx):
+        raise HTTPException(503, "Mailchimp connection is not set up on this server yet.")
+    s = ctx.settings
     url = authorize_url(
         s.mailchimp_login_url,
         client_id=s.mailchimp_client_id,
         redirect_uri=s.mailchimp_redirect_uri,
-        state=ctx.signer.make_state(user, origin=origin),
+        state=raw,
     )
-    return {"authorize_url": url}
+    response = RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+    remaining = math.ceil(state.expires_at.timestamp() - time.time())
+    _set_binding(response, request, ctx, ctx.signer.browser_binding(state), max(1, remaining))
+    return response
 
 
 def _spend(conn: psycopg.Connection[Any], state: OAuthState) -> bool:
@@ -118,6 +211,20 @@ def _choose(audiences: list[Audience], previous: str | None) -> Audience | None:
 @router.get("/oauth/callback", response_class=HTMLResponse)
 async def callback(request: Request) -> HTMLResponse:
     ctx = ctx_of(request)
+    response = await _callback(request, ctx)
+    # The binding is spent with its state, whatever happened: clear it. A cookie that is not
+    # this state's binding is left alone (it may be another flow's; a stray request to the
+    # callback must not be able to break it).
+    try:
+        state = ctx.signer.read_state(request.query_params.get("state", ""))
+    except AuthError:
+        return response
+    if ctx.signer.bound(state, request.cookies.get(COOKIE)):
+        _set_binding(response, request, ctx, "", 0)
+    return response
+
+
+async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
     q = request.query_params
     try:
         state = ctx.signer.read_state(q.get("state", ""))
@@ -127,6 +234,14 @@ async def callback(request: Request) -> HTMLResponse:
     if not await ctx.db(_spend, state):
         log.warning("oauth_state_replayed", user_id=str(state.user_id))
         return _page(state.origin, ok=False, message=EXPIRED, status=400)
+    # Spent above either way, so a state seen in the wrong browser can't be tried again.
+    if not ctx.signer.bound(state, request.cookies.get(COOKIE)):
+        log.warning(
+            "oauth_browser_mismatch",
+            user_id=str(state.user_id),
+            cookie="missing" if COOKIE not in request.cookies else "different",
+        )
+        return _page(state.origin, ok=False, message=OTHER_BROWSER, status=400)
     user = state.user_id
     if q.get("error") or not q.get("code"):
         log.info("oauth_denied", user_id=str(user), error=q.get("error", "no code"))

@@ -247,14 +247,35 @@ class McsyncSettings extends McsyncBase {
   async connect() {
     // Open the popup inside the click, so popup blockers let it through; point it once we know
     // where to send it.
-    const popup = window.open("about:blank", "mcsync-oauth", "popup,width=520,height=720");
-    const result = await this.api("POST", "/api/oauth/start");
+    const name = "mcsync-oauth";
+    const popup = window.open("about:blank", name, "popup,width=520,height=720");
+    let result;
+    try {
+      result = await this.api("POST", "/api/oauth/start");
+    } catch (e) {
+      result = { ok: false, data: { detail: "Email sync settings can't be reached right now." } };
+    }
     if (!result.ok || !popup) {
       if (popup) popup.close();
       this.say(result.data.detail || "Allow pop-ups for this site to connect Mailchimp.");
       return;
     }
-    popup.location.href = result.data.authorize_url;
+    // The popup's first stop is mcsync's /oauth/begin, as a form POST from this page: it ties
+    // the flow to this browser with a cookie (checked on the way back from Mailchimp), and the
+    // POST's Origin header proves the flow began here, in the app, and not on some other site.
+    const form = document.createElement("form");
+    form.method = "POST";
+    form.action = result.data.begin_url;
+    form.target = name;
+    form.hidden = true;
+    const field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "state";
+    field.value = result.data.state;
+    form.append(field);
+    this.shadowRoot.append(form);
+    form.submit();
+    form.remove();
     this.say("Finish connecting in the Mailchimp window.");
     const watch = setInterval(() => {
       if (popup.closed) { clearInterval(watch); this.refresh(); }
