@@ -1,21 +1,28 @@
 """The planner (`mcsync.mirror`): one test per rule of "The mirror, defined", then properties:
-order independence of `desired_members`, and a model-based test that drives random contact
-histories through the planner, a model of the worker (apply.py / collect_outcomes) and a model
-of a Mailchimp audience (tests/mirror_model.py), checking the mirror invariants after every pass.
+order independence of `desired_members`, and model-based tests that drive random contact
+histories through the real worker (plan_for, write-ahead, MemberApplier/apply_plans,
+collect_outcomes, WorkerStore) against the real Mailchimp emulator, with only the database
+modelled in memory (tests/mirror_model.py), checking the mirror invariants after every drain,
+also under injected faults (5xx, lost answers, dying workers).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+import structlog
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mcsync.worker
 from mcsync.mirror import (
     MERGE_TEXT_LIMIT,
     ArchiveMember,
@@ -35,7 +42,14 @@ from mcsync.mirror import (
     subscriber_hash,
     tag_changes,
 )
-from tests.mirror_model import COMPLIANCE, Event, World
+from tests.mirror_model import (
+    COMPLIANCE,
+    STATEMENT_NAMES,
+    Faults,
+    MemoryDatabase,
+    World,
+    snapshot,
+)
 
 settings.register_profile(
     "mirror",
@@ -45,8 +59,19 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 MIRROR = settings.get_profile("mirror")
+# The model-based tests make real (in-process) HTTP calls: fewer, longer examples.
+MODEL = settings(MIRROR, max_examples=150)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_worker_logs() -> Iterator[None]:
+    """The worker logs every Mailchimp call; thousands of lines per example cost seconds."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    yield
+    structlog.configure(**saved)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -622,6 +647,10 @@ def _same_plan(a: Plan, b: Plan) -> bool:
 
 
 # --- the model-based test ---------------------------------------------------------------------
+#
+# tests/mirror_model.py: the real worker (AccountWorker.serve, WorkerStore, plan_for,
+# write_ahead_ledger, MemberApplier, collect_outcomes) against the real emulator, with the
+# database modelled in memory. Invariants are checked on the emulator's own state.
 
 BASE = ["ann@x.com", "bob@x.com", "cy@x.com", "dee@y.org", "eve@y.org"]
 SPELLINGS = {
@@ -633,6 +662,7 @@ SPELLINGS = {
 }
 CONTACT_EMAILS = [e for b in BASE for e in SPELLINGS[b]] + ["not-an-email", None]
 ELSEWHERE = [*BASE, "zed@x.com"]  # zed is never any contact's address
+HAND_TAGS = ["marketer", "VIP", "press"]
 SLOTS = 4
 
 
@@ -664,41 +694,116 @@ class ArchiveInMailchimp:
     email: str
 
 
-Step = Write | Delete | Unsubscribe | ArchiveInMailchimp
+@dataclass(frozen=True)
+class TagInMailchimp:
+    """Mailchimp: a marketer tags the member by hand."""
+
+    email: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class JoinInMailchimp:
+    """Mailchimp: someone joins by a form (a member from elsewhere, if not a member yet)."""
+
+    email: str
+    status: str
+
+
+Step = Write | Delete | Unsubscribe | ArchiveInMailchimp | TagInMailchimp | JoinInMailchimp
 
 writes = st.builds(
-        Write,
-        slot=st.integers(0, SLOTS - 1),
-        email=st.sampled_from(CONTACT_EMAILS),
-        first=st.sampled_from([None, "Ann", "Bea", "Cy"]),
-        phone=st.sampled_from([None, "555"]),
-        tags=st.lists(st.sampled_from(["vip", "VIP", "lead", "customer", "marketer"]), max_size=3)
-        .map(tuple),
+    Write,
+    slot=st.integers(0, SLOTS - 1),
+    email=st.sampled_from(CONTACT_EMAILS),
+    first=st.sampled_from([None, "Ann", "Bea", "Cy"]),
+    phone=st.sampled_from([None, "555"]),
+    tags=st.lists(st.sampled_from(["vip", "VIP", "lead", "customer", "marketer"]), max_size=3)
+    .map(tuple),
 )
 _kinds: dict[str, st.SearchStrategy[Step]] = {
     "write": writes,
     "delete": st.builds(Delete, slot=st.integers(0, SLOTS - 1)),
     "unsubscribe": st.builds(Unsubscribe, email=st.sampled_from(ELSEWHERE)),
     "archive": st.builds(ArchiveInMailchimp, email=st.sampled_from(ELSEWHERE)),
+    "tag": st.builds(
+        TagInMailchimp, email=st.sampled_from(ELSEWHERE), tag=st.sampled_from(HAND_TAGS)
+    ),
+    "join": st.builds(
+        JoinInMailchimp,
+        email=st.sampled_from(ELSEWHERE),
+        status=st.sampled_from(["subscribed", "unsubscribed"]),
+    ),
 }
 _app_steps = ["write"] * 6 + ["delete"] * 2 + ["unsubscribe"]
 steps_strategy: st.SearchStrategy[Step] = st.sampled_from(_app_steps).flatmap(
     _kinds.__getitem__
 )
-# Also a member archived by hand in Mailchimp, which the ledger cannot know about.
-steps_with_archives: st.SearchStrategy[Step] = st.sampled_from([*_app_steps, "archive"]).flatmap(
-    _kinds.__getitem__
-)
+# Also Mailchimp-side work the ledger cannot know about: members archived and tagged by hand,
+# and members arriving from elsewhere.
+steps_with_archives: st.SearchStrategy[Step] = st.sampled_from(
+    [*_app_steps, "archive", "tag", "join"]
+).flatmap(_kinds.__getitem__)
 
 elsewhere_strategy = st.dictionaries(
     st.sampled_from(ELSEWHERE),
     st.tuples(
         st.sampled_from(["subscribed", "unsubscribed", "archived"]),
         st.sampled_from(["subscribed", "unsubscribed"]),  # status before archive
-        st.lists(st.sampled_from(["marketer", "VIP", "press"]), max_size=2),
+        st.lists(st.sampled_from(HAND_TAGS), max_size=2),
     ),
     max_size=4,
 )
+live_elsewhere_strategy = st.dictionaries(
+    st.sampled_from(ELSEWHERE),
+    st.tuples(
+        st.sampled_from(["subscribed", "unsubscribed"]),
+        st.just("subscribed"),
+        st.lists(st.sampled_from(HAND_TAGS), max_size=2),
+    ),
+    max_size=4,
+)
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """How the worker is tuned: contacts per pass, passes at once, when batch subscribe is
+    used, calls in flight."""
+
+    claim_size: int = 1000
+    max_passes: int = 1
+    batch_threshold: int = 1000
+    max_in_flight: int = 4
+
+
+# Batch subscribe mis-records archived members (KNOWN BUG, see
+# test_batch_subscribe_of_an_archived_member_confirms_no_tags): the batch path runs only where no
+# member is archived by hand. Once fixed, use batch_strategy everywhere.
+batch_strategy = st.sampled_from([1, 2, 1000])
+worker_strategy = st.builds(
+    WorkerShape,
+    claim_size=st.integers(1, 5),
+    max_passes=st.sampled_from([1, 1, 2]),
+    batch_threshold=st.just(1000),
+    max_in_flight=st.sampled_from([1, 4]),
+)
+batch_worker_strategy = st.builds(
+    WorkerShape,
+    claim_size=st.integers(1, 5),
+    max_passes=st.sampled_from([1, 1, 2]),
+    batch_threshold=batch_strategy,
+    max_in_flight=st.sampled_from([1, 4]),
+)
+
+
+def new_world(shape: WorkerShape = WorkerShape(), double_optin: bool = False) -> World:
+    return World(
+        double_optin,
+        claim_size=shape.claim_size,
+        max_passes=shape.max_passes,
+        batch_threshold=shape.batch_threshold,
+        max_in_flight=shape.max_in_flight,
+    )
 
 
 def run_step(world: World, slots: dict[int, UUID], step: Step) -> None:
@@ -715,9 +820,13 @@ def run_step(world: World, slots: dict[int, UUID], step: Step) -> None:
         if existing is not None:
             world.delete(existing)
     elif isinstance(step, Unsubscribe):
-        world.audience.unsubscribe(h(step.email))
+        world.unsubscribe(step.email)
+    elif isinstance(step, ArchiveInMailchimp):
+        world.archive_by_hand(step.email)
+    elif isinstance(step, TagInMailchimp):
+        world.tag_by_hand(step.email, step.tag)
     else:
-        world.audience.archive_elsewhere(h(step.email))
+        world.add_elsewhere(step.email, step.status)
 
 
 @dataclass(frozen=True)
@@ -726,7 +835,7 @@ class Want:
 
     email: str
     merge_fields: dict[str, str]
-    tags: frozenset[str]  # casefolded
+    tags: frozenset[str]  # lowered
 
     @property
     def fields_hash(self) -> str:
@@ -751,224 +860,483 @@ def true_desired(world: World) -> dict[str, Want]:
                 "LNAME": (lead.last_name or "").strip(),
                 "PHONE": (lead.phone or "").strip(),
             },
-            tags=frozenset(t.strip().casefold() for c in group for t in c.tags if t.strip()),
+            tags=frozenset(t.strip().lower() for c in group for t in c.tags if t.strip()),
         )
     return out
 
 
 def check_invariants(world: World) -> None:
-    assert not world.queue
-    audience = world.audience
+    assert world.quiet(), "the queue did not drain"
     desired = true_desired(world)
+    history = world.history
+    members = world.members
 
     # Every desired member exists with the desired fields and at least the desired tags,
     # unless it is archived and mcsync may not bring it back.
     for email_hash, want in desired.items():
-        member = audience.members.get(email_hash)
+        member = members.get(email_hash)
         assert member is not None, f"desired member {want.email} missing"
+        cid = member.contact_id
         if member.status == "archived":
             assert (
-                member.archived_by == "elsewhere" or member.status_before_archive in COMPLIANCE
+                history.archived_by.get(cid) == "elsewhere"
+                or member.status_before_archive in COMPLIANCE
             ), f"{want.email} left archived by mcsync"
             continue
         for key, value in want.merge_fields.items():
             assert member.merge_fields.get(key) == value, f"{want.email} {key}"
-        missing = want.tags - set(member.tags)
+        tags = world.tags_of(member)
+        missing = want.tags - tags
         assert not missing, f"{want.email} lacks tags {missing}"
-        stale = (member.mcsync_set & set(member.tags)) - want.tags
+        stale = (history.mcsync_tags.get(cid, set()) & tags) - want.tags
         assert not stale, f"{want.email} keeps tags mcsync set and no contact has: {stale}"
-        entry = world.ledger.get(email_hash)
+        entry = world.db.ledger.get(email_hash)
         assert entry is not None and not entry.archived, f"ledger of {want.email}: {entry}"
         assert entry.fields_hash == want.fields_hash, f"ledger fields of {want.email}"
 
-    for member in audience.everyone:
-        # Tags mcsync never set are still there.
-        kept = member.origin_tags - member.mcsync_set
-        assert kept <= set(member.tags), f"{member.email} lost {kept - set(member.tags)}"
+    for member in members.values():
+        cid = member.contact_id
+        # Tags set by hand (and never by mcsync) are still there.
+        kept = history.hand_tags.get(cid, set()) - history.mcsync_tags.get(cid, set())
+        lost = kept - world.tags_of(member)
+        assert not lost, f"{member.email_address} lost {lost}"
         # Members from elsewhere mcsync never had reason to touch are untouched.
-        if member.from_elsewhere and not member.touched:
-            assert audience.initial[id(member)] == member.snapshot()
+        if cid in history.from_elsewhere and cid not in history.touched:
+            assert history.initial[cid] == snapshot(world.audience, member)
 
     # mcsync only ever called members of addresses some contact had.
-    for verb, email_hash in audience.calls:
+    for verb, email_hash in history.calls:
         assert email_hash in world.ever_desired, f"{verb} on a member no contact ever had"
 
     # No unsubscribed/cleaned member was ever made subscribed (or pending), or even asked to.
-    assert audience.raised == []
-    assert audience.raise_attempts == []
+    assert history.raised == []
+    assert history.raise_attempts == []
     # mcsync sets a status only to restore a member it archived itself.
-    for email_hash, archived_by, before, after in audience.status_changes:
+    for email_hash, archived_by, before, after in history.status_changes:
         assert archived_by == "mcsync" and before == "archived", (
             f"mcsync set {email_hash} {before} -> {after} ({archived_by})"
         )
-    assert audience.invalid == []
+    # Mailchimp refused nothing it should not have (404s and email-change conflicts aside).
+    assert history.refused == []
 
     # Members mcsync owns with no contact any more are archived: so no contact has two live
     # members (an email change never leaves the old member behind).
-    for email_hash, member in audience.members.items():
-        if member.owned and email_hash not in desired:
-            assert member.status == "archived", f"{member.email} owned, undesired, live"
+    for email_hash, member in members.items():
+        if member.contact_id in history.owned and email_hash not in desired:
+            assert member.status == "archived", f"{member.email_address} owned, undesired, live"
 
     # The ledger agrees with Mailchimp on what mcsync did.
-    for email_hash, entry in world.ledger.items():
-        member = audience.members.get(email_hash)
+    for email_hash, entry in world.db.ledger.items():
+        member = members.get(email_hash)
         assert member is not None, f"ledger knows {entry.email}, Mailchimp does not"
-        if member.archived_by != "elsewhere":  # the ledger cannot know about that
+        if history.archived_by.get(member.contact_id) != "elsewhere":  # unknowable
             assert entry.archived == (member.status == "archived"), f"ledger archived {entry}"
-        assert {t.casefold() for t in entry.tags} <= set(member.tags), f"ledger tags {entry}"
+        if entry.archived and member.status == "archived":
+            continue  # KNOWN BUG, see test_batch_subscribe_of_an_archived_member_*
+        assert {t.lower() for t in entry.tags} <= world.tags_of(member), f"ledger tags {entry}"
 
     # Links: every contact is linked to its address's member (unless Mailchimp refused it).
     for contact_id, c in world.contacts.items():
         email = normalize_email(c.email)
-        link = world.links.get(contact_id)
+        link = world.db.links.get(contact_id)
         if email is None:
             assert link is None
-        elif contact_id not in world.rejected:
+        elif world.db.rejections.get(contact_id, {}).get("severity") != "error":
             assert link is not None and link.email_hash == h(email), f"link of {c}"
-            assert link.maybe == []
-    assert set(world.links) <= set(world.contacts)
+            assert link.maybe_hashes == []
+    assert set(world.db.links) <= set(world.contacts)
 
     # Replaying every contact now plans nothing (except retrying archived members).
-    resync = world.plan(world.load_facts(_resync_events(world)))
+    resync = world.load_facts_and_plan(world.resync_events())
     for member_plan in resync.members:
-        entry = world.ledger.get(member_plan.email_hash)
+        entry = world.db.ledger.get(member_plan.email_hash)
         if entry is not None and entry.archived:
             continue
-        if entry is not None and entry.maybe_tags and member_plan.ops == (
-            UpdateTags(member_plan.email_hash, (), entry.maybe_tags),
-        ):
-            continue  # the rename-conflict leftover: see test_rename_conflict_*
         assert member_plan.ops == (), f"resync is not a no-op: {member_plan}"
 
 
-def _resync_events(world: World) -> list[Event]:
-    return [
-        Event(c, None, world.links[c].changed_at if c in world.links else world.last_change[c])
-        for c in world.contacts
-    ]
+Flush = bool | str  # True/"drain": drain and check; "pass": one pass; False/"": nothing
 
 
 def run_model(
     elsewhere: dict[str, tuple[str, str, list[str]]],
-    steps: list[tuple[Step, bool]],
-    claim_size: int,
+    steps: Sequence[tuple[Step, Flush]],
+    shape: WorkerShape,
     double_optin: bool,
-) -> None:
-    world = World(double_optin=double_optin)
-    for email, (status, before, tags) in elsewhere.items():
-        world.audience.add_elsewhere(email, status, tags, before)
-    slots: dict[int, UUID] = {}
-    for step, flush in steps:
-        run_step(world, slots, step)
-        if flush:
-            world.drain(claim_size)
-            check_invariants(world)
-    world.drain(claim_size)
-    check_invariants(world)
+    faults: Faults | None = None,
+) -> World:
+    world = new_world(shape, double_optin)
+    try:
+        for email, (status, before, tags) in elsewhere.items():
+            world.add_elsewhere(email, status, tags, before)
+        if faults is not None:
+            world.set_faults(faults)
+        slots: dict[int, UUID] = {}
+        for step, flush in steps:
+            run_step(world, slots, step)
+            if flush is True or flush == "drain":
+                world.drain()
+                check_invariants(world)
+            elif flush == "pass":
+                world.one_pass()
+        world.clear_faults()
+        world.drain()
+        check_invariants(world)
+    finally:
+        world.close()
+    return world
 
 
-@MIRROR
+@MODEL
 @given(
     elsewhere=elsewhere_strategy,
-    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=40),
-    claim_size=st.integers(1, 5),
+    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=30),
+    shape=worker_strategy,
     double_optin=st.booleans(),
 )
 def test_model_mirror_invariants(
     elsewhere: dict[str, tuple[str, str, list[str]]],
     steps: list[tuple[Step, bool]],
-    claim_size: int,
+    shape: WorkerShape,
     double_optin: bool,
 ) -> None:
-    run_model(elsewhere, steps, claim_size, double_optin)
+    run_model(elsewhere, steps, shape, double_optin)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker (apply.py), not mirror.py: a member archived by hand in Mailchimp is taken "
-    "for one mcsync archived (ArchiveMember finds it archived, keeps the ledger status, so a "
-    "later re-add restores it), and a PATCH rename of it is recorded as done though nothing "
-    "was renamed; see test_external_archive_*",
+@MODEL
+@given(
+    elsewhere=live_elsewhere_strategy,
+    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=30),
+    shape=batch_worker_strategy,
+    double_optin=st.booleans(),
 )
-@settings(MIRROR, phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
+def test_model_mirror_invariants_with_batch_subscribe(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, bool]],
+    shape: WorkerShape,
+    double_optin: bool,
+) -> None:
+    run_model(elsewhere, steps, shape, double_optin)
+
+
+@MODEL
 @given(
     elsewhere=elsewhere_strategy,
-    steps=st.lists(st.tuples(steps_with_archives, st.booleans()), min_size=10, max_size=40),
-    claim_size=st.integers(1, 5),
+    steps=st.lists(st.tuples(steps_with_archives, st.booleans()), min_size=10, max_size=30),
+    shape=worker_strategy,
     double_optin=st.booleans(),
 )
 def test_model_mirror_invariants_with_archives_by_hand(
     elsewhere: dict[str, tuple[str, str, list[str]]],
     steps: list[tuple[Step, bool]],
-    claim_size: int,
+    shape: WorkerShape,
     double_optin: bool,
 ) -> None:
-    run_model(elsewhere, steps, claim_size, double_optin)
+    run_model(elsewhere, steps, shape, double_optin)
+
+
+faults_strategy = st.builds(
+    Faults,
+    seed=st.integers(0, 2**16),
+    errors=st.sampled_from([0.0, 0.05, 0.15, 0.3]),
+    lost=st.sampled_from([0.0, 0.05, 0.15, 0.3]),
+    crashes=st.sampled_from([0.0, 0.0, 0.1]),
+)
+
+
+@MODEL
+@given(
+    elsewhere=elsewhere_strategy,
+    steps=st.lists(
+        st.tuples(steps_with_archives, st.sampled_from(["", "", "pass", "drain"])),
+        min_size=10,
+        max_size=30,
+    ),
+    shape=worker_strategy,
+    double_optin=st.booleans(),
+    # PATCH is spared: a failed email change is the KNOWN BUG of
+    # test_a_failed_email_change_borrows_no_tags.
+    faults=faults_strategy.map(lambda f: replace(f, lost=0.0, spare=("PATCH",))),
+)
+def test_model_mirror_invariants_under_faults(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, str]],
+    shape: WorkerShape,
+    double_optin: bool,
+    faults: Faults,
+) -> None:
+    """5xx/504/429 answers and workers dying after their calls, before recording (every answer
+    of a pass lost at once), at seeded rates, with partial passes in between. Whenever the
+    queue drains (faults still on) and after a final drain, every invariant holds."""
+    run_model(elsewhere, steps, shape, double_optin, faults)
+
+
+@MODEL
+@given(
+    elsewhere=elsewhere_strategy,
+    steps=st.lists(
+        st.tuples(steps_with_archives, st.sampled_from(["", "", "pass", "drain"])),
+        min_size=10,
+        max_size=30,
+    ),
+    shape=worker_strategy,
+    double_optin=st.booleans(),
+    # DELETE and PATCH are spared: the KNOWN BUGS of
+    # test_a_lost_archive_answer_then_the_address_comes_back and
+    # test_a_failed_email_change_borrows_no_tags.
+    faults=faults_strategy.map(
+        lambda f: replace(f, lost=max(f.lost, 0.05), crashes=0.0, spare=("DELETE", "PATCH"))
+    ),
+)
+def test_model_mirror_invariants_with_lost_answers(
+    elsewhere: dict[str, tuple[str, str, list[str]]],
+    steps: list[tuple[Step, str]],
+    shape: WorkerShape,
+    double_optin: bool,
+    faults: Faults,
+) -> None:
+    """5xx/504/429 answers, and single answers lost after Mailchimp applied the call."""
+    run_model(elsewhere, steps, shape, double_optin, faults)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror.py/apply.py: the DELETE took effect but its answer was lost, so the ledger "
+    "says live (archived=False, archive_status noted); when the address is wanted again the "
+    "planner sees an unchanged live member and sends nothing (or a PUT without status, which "
+    "leaves an archived member archived): the desired member stays archived",
+)
+def test_a_lost_archive_answer_then_the_address_comes_back() -> None:
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann"))
+        world.drain()
+        world.delete(cid(1))
+        world.mailchimp.lose_next("DELETE")
+        world.one_pass()  # GET (subscribed), archive_status noted, DELETE applied, answer lost
+        assert world.members[h("ann@x.com")].status == "archived"
+        assert world.db.ledger[h("ann@x.com")].archived is False
+        world.insert(contact(2, "ann@x.com", "Ann"))  # the address is wanted again
+        world.drain()
+        assert world.members[h("ann@x.com")].status == "subscribed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mirror.write_ahead_ledger writes the old member's tags as maybe_tags of the new "
+    "address before the PATCH; apply.py clears them (_rename_did_not_happen) only when the "
+    "answer says the rename did not happen (conflict, 404, archived). After a 5xx, a timeout "
+    "or a crash, the next pass plans no rename (the ledger now knows the new address) but "
+    "keeps the borrowed maybe_tags and makes them inactive: a marketer's tag of that name on "
+    "an existing member is removed",
+)
+def test_a_failed_email_change_borrows_no_tags() -> None:
+    with new_world() as world:
+        world.add_elsewhere("ann@x.com", "subscribed", ["marketer"])  # tagged by hand
+        world.insert(contact(1, "cy@x.com", "Cy", tags=["marketer"]))
+        world.drain()
+        world._admin("POST", "/faults", {"status": 500, "method": "PATCH", "count": 1})
+        world.update(contact(1, "ann@x.com", "Cy", tags=[]))  # rename cy -> ann: one 500
+        world.drain()
+        assert "marketer" in world.tags_of(world.members[h("ann@x.com")])
+
+
+# --- the bugs the model found (fixed in apply.py) ---------------------------------------------
 
 
 def _scenario(world: World, *steps: Step) -> dict[int, UUID]:
     slots: dict[int, UUID] = {}
     for step in steps:
         run_step(world, slots, step)
-        world.drain(1)
+        world.drain()
     return slots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply.py _archive: a member already archived (by hand) gets ledger archived=True "
-    "with the ledger's old status 'subscribed', so re-adding the address makes mirror.py "
-    "restore it with status 'subscribed': mcsync unarchives a member someone else archived",
-)
 def test_external_archive_is_not_restored_by_mcsync() -> None:
-    world = World()
-    _scenario(
-        world,
-        Write(0, "ann@x.com", "Ann", None, ()),
-        Write(1, "eve@y.org", "Eve", None, ()),
-        ArchiveInMailchimp("eve@y.org"),  # a marketer archives eve
-        Write(1, "ann@x.com", "Eve", None, ()),  # eve's contact moves: eve's member archived
-        Write(0, "eve@y.org", "Ann", None, ()),  # another contact takes eve's address
-    )
-    eve = world.audience.members[h("eve@y.org")]
-    assert world.audience.status_changes == []
-    assert eve.status == "archived"
+    """apply.py _archive used to take a member archived by hand for one mcsync archived (and
+    restore it later); it now tells them apart by the archive_status it notes first."""
+    with new_world(WorkerShape(claim_size=1)) as world:
+        _scenario(
+            world,
+            Write(0, "ann@x.com", "Ann", None, ()),
+            Write(1, "eve@y.org", "Eve", None, ()),
+            ArchiveInMailchimp("eve@y.org"),  # a marketer archives eve
+            Write(1, "ann@x.com", "Eve", None, ()),  # eve's contact moves: eve's member archived
+            Write(0, "eve@y.org", "Ann", None, ()),  # another contact takes eve's address
+        )
+        eve = world.members[h("eve@y.org")]
+        assert world.history.status_changes == []
+        assert eve.status == "archived"
+        check_invariants(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply.py _rename: PATCH of a member archived by hand changes nothing (emulator "
-    "semantics) but is recorded as a rename: the new address is never created and the ledger "
-    "says it exists (archived, with the old address)",
-)
 def test_external_archive_then_email_change_creates_the_new_member() -> None:
-    world = World()
-    _scenario(
-        world,
-        Write(0, "dee@y.org", "Dee", None, ()),
-        ArchiveInMailchimp("dee@y.org"),
-        Write(0, "ann@x.com", "Dee", None, ()),
-    )
-    assert h("ann@x.com") in world.audience.members
+    """apply.py _rename used to record a PATCH of a member archived by hand (which changes
+    nothing) as a rename; it now creates the new address as a member of its own."""
+    with new_world(WorkerShape(claim_size=1)) as world:
+        _scenario(
+            world,
+            Write(0, "dee@y.org", "Dee", None, ()),
+            ArchiveInMailchimp("dee@y.org"),
+            Write(0, "ann@x.com", "Dee", None, ()),
+        )
+        assert h("ann@x.com") in world.members
+        assert world.members[h("ann@x.com")].status == "subscribed"
+        assert world.members[h("dee@y.org")].status == "archived"
+        check_invariants(world)
+
+
+def test_rename_conflict_leaves_no_unconfirmed_tags() -> None:
+    """A rename into an existing member used to leave the old member's tags as maybe_tags of
+    the new one, so the next pass removed a marketer's tag of the same name."""
+    with new_world(WorkerShape(claim_size=1)) as world:
+        world.add_elsewhere("ann@x.com", "subscribed", ["VIP"])  # tagged by hand
+        slots = _scenario(
+            world,
+            Write(0, "bob@x.com", "A", None, ("vip",)),
+            Write(0, "ann@x.com", "A", None, ()),  # rename bob -> ann: conflict, merged into ann
+        )
+        assert world.db.ledger[h("ann@x.com")].maybe_tags == ()
+        run_step(world, slots, Write(0, "ann@x.com", "B", None, ()))  # any later change
+        world.drain()
+        assert "vip" in world.tags_of(world.members[h("ann@x.com")])  # the marketer's VIP
+        check_invariants(world)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="write-ahead + rename conflict: write_ahead_ledger records the old member's tags as "
-    "maybe_tags of the new hash; when the PATCH answers 'already a member', the on_conflict "
-    "upsert carries them into the confirmed ledger, so the next pass makes them inactive on a "
-    "member mcsync never tagged (removing a marketer's tag of the same name)",
+    reason="apply.py _apply_batch_chunk records the batch item's tags as confirmed for a member "
+    "that is archived; Mailchimp (the emulator) applies nothing to an archived member updated "
+    "without a status, so the ledger claims tags the member does not have and they are never "
+    "sent (the single path's POST .../tags does apply them)",
 )
-def test_rename_conflict_leaves_no_unconfirmed_tags() -> None:
-    world = World()
-    world.audience.add_elsewhere("ann@x.com", "subscribed", ["VIP"])  # tagged by hand
-    _scenario(
-        world,
-        Write(0, "bob@x.com", "A", None, ("vip",)),
-        Write(0, "ann@x.com", "A", None, ()),  # rename bob -> ann: conflict, merged into ann
-    )
-    entry = world.ledger[h("ann@x.com")]
-    assert entry.maybe_tags == ()
-    run_step(world, {0: cid(1)}, Write(0, "ann@x.com", "B", None, ()))  # any later change
-    world.drain()
-    assert "vip" in world.audience.members[h("ann@x.com")].tags  # the marketer's VIP
+def test_batch_subscribe_of_an_archived_member_confirms_no_tags() -> None:
+    with new_world(WorkerShape(batch_threshold=1)) as world:
+        world.add_elsewhere("bob@x.com", "archived", ["VIP"])  # archived and tagged by hand
+        world.insert(contact(1, "bob@x.com", "Bob", tags=["vip"]))
+        world.drain()
+        entry = world.db.ledger[h("bob@x.com")]
+        # The ledger says mcsync set "vip"; Mailchimp applied nothing (the VIP is the marketer's).
+        assert entry.tags == ()
+        world.update(contact(1, "bob@x.com", "Bob", tags=[]))
+        world.drain()
+        # ...so dropping the contact's tag removes the marketer's VIP.
+        assert "vip" in world.tags_of(world.members[h("bob@x.com")])
+
+
+# --- the harness itself -----------------------------------------------------------------------
+
+
+def test_a_lost_answer_takes_effect_and_the_retry_settles_it() -> None:
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann", tags=["vip"]))
+        with world.faults(Faults(lost=1.0)):
+            world.one_pass()
+        assert world.history.lost == 1
+        assert world.members[h("ann@x.com")].merge_fields["FNAME"] == "Ann"  # it happened
+        ahead = world.db.ledger[h("ann@x.com")]
+        assert ahead.fields_hash is None  # written ahead, never confirmed
+        assert world.db.links[cid(1)].maybe_hashes == [h("ann@x.com")]
+        (row,) = world.db.queue.values()
+        assert row.attempts == 1 and row.last_error is not None and "Timeout" in row.last_error
+        world.drain()
+        check_invariants(world)
+
+
+def test_a_worker_dying_before_it_records_is_replayed_by_the_next() -> None:
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann", tags=["vip"]))
+        with world.faults(Faults(crashes=1.0)):
+            world.one_pass()
+        assert world.db.crashes == 1 and world.generation == 2
+        assert h("ann@x.com") in world.members  # the calls were made
+        (row,) = world.db.queue.values()
+        assert row.locked_by == "worker-1"  # the dead worker's lock, until its lease ends
+        world.one_pass()
+        assert world.db.queue  # the new worker waits for the lease
+        world.drain()
+        assert world.generation == 2
+        check_invariants(world)
+
+
+def test_emulator_faults_reach_the_worker_as_retries() -> None:
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann"))
+        with world.faults(Faults(errors=1.0)):
+            world.one_pass()
+        assert world.history.errors >= 1
+        assert h("ann@x.com") not in world.members
+        world.drain()
+        check_invariants(world)
+
+
+# Statements the worker may send that the model does not execute, and why.
+NOT_MODELLED = {
+    # Imports of 1000+ rows in one statement go through mailchimp_sync_bulk; the model's app
+    # writes one row per statement, so that table stays empty and these never run.
+    "OLDEST_BULK_ROW",
+    "EXPAND_BULK_ROW",
+    "TRIM_BULK_ROW",
+    "DROP_EMPTY_BULK_ROW",
+}
+WORKER_SOURCES = ["store.py", "account.py", "apply.py", "runner.py"]
+
+
+def test_the_database_model_covers_every_statement_of_the_worker() -> None:
+    folder = Path(mcsync.worker.__file__).parent
+    used: set[str] = set()
+    for name in WORKER_SOURCES:
+        used |= set(re.findall(r"queries\.([A-Z_]+)", (folder / name).read_text()))
+    used -= {"CHANNEL"}
+    modelled = {n for n in used if hasattr(MemoryDatabase, f"sql_{n}")}
+    assert used - modelled <= NOT_MODELLED, f"model these in MemoryDatabase: {used - modelled}"
+
+
+def _fingerprint(statement: str) -> str:
+    return hashlib.sha256(" ".join(statement.split()).encode()).hexdigest()[:12]
+
+
+def test_the_database_model_matches_the_current_sql() -> None:
+    """Each statement MemoryDatabase executes, as it was when its handler was written. A change
+    here means: re-read the statement, fix `MemoryDatabase.sql_<NAME>`, update the print."""
+    current = {
+        name: _fingerprint(text)
+        for text, name in STATEMENT_NAMES.items()
+        if hasattr(MemoryDatabase, f"sql_{name}")
+    }
+    changed = {n for n, fp in current.items() if SQL_FINGERPRINTS.get(n) != fp}
+    assert not changed, f"SQL changed since MemoryDatabase modelled it: {sorted(changed)}"
+
+
+SQL_FINGERPRINTS: dict[str, str] = {
+    "CLAIM_ACCOUNTS": "190db5002ab7",
+    "CLAIM_DUE_EVENTS": "da0e88fe6a92",
+    "CLEAR_REJECTIONS": "0f3704d85d2d",
+    "COMPLETE_EVENTS": "15afda789158",
+    "CONTACTS_BY_EMAIL": "557af5be96d3",
+    "CONTACTS_BY_ID": "0d23adea304f",
+    "COUNT_THROTTLED": "004556964ee5",
+    "DEFER_EVENTS": "628cc1bf13b0",
+    "DEFER_USER_EVENTS": "ebb1ea7fcb7b",
+    "DELETE_LEDGER": "7f4630979f16",
+    "DELETE_LINKS": "88b954220cb6",
+    "HOLDS_ACCOUNT": "ec71232b2e60",
+    "LEDGER_BY_HASH": "ae4abde658b5",
+    "LINKS_BY_CONTACT": "1608a18714fc",
+    "MAKE_USER_EVENTS_DUE": "d34d64bd972f",
+    "MARK_ARCHIVING": "640a13efd3dc",
+    "MARK_CONNECTION_ERROR": "ed887bc45191",
+    "MARK_SYNCED": "e2efbc1d3cfa",
+    "NOTIFY": "909b4fc1fa4d",
+    "PAUSE_CONNECTION": "77b601b9268b",
+    "RECORD_FAILURE": "1210c26285d9",
+    "RELEASE_ACCOUNT": "d1609161ff60",
+    "RELEASE_EVENTS": "feba4af9f645",
+    "RENEW_ACCOUNT_LEASE": "90bcc192d494",
+    "RESCHEDULE_PROBE": "08ac9f06813b",
+    "RESUME_CONNECTION": "aff151c5b98e",
+    "RETRY_EVENTS": "f2ebb15b22ee",
+    "UPSERT_LEDGER": "1274b54e36f9",
+    "UPSERT_LINKS": "a8587516f7b3",
+    "UPSERT_REJECTIONS": "14ce92bad901",
+    "WRITE_AHEAD_LINKS": "3f40fdbf658b",
+}
