@@ -84,6 +84,9 @@ CREATE TABLE mailchimp_members (
     -- Set just before mcsync archives the member: the status it had. If the archive's answer
     -- is lost, this tells "archived by mcsync" (restorable) from "archived by a marketer".
     archive_status text,
+    -- Written ahead of an email change: this member may be the one at that old address, renamed
+    -- (the answer was lost). The next pass asks Mailchimp again instead of guessing.
+    pending_rename_from text,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, audience_id, email_hash)
 );

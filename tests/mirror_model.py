@@ -376,6 +376,7 @@ class MemoryDatabase:
                 "status": m.status,
                 "archived": m.archived,
                 "archive_status": m.archive_status,
+                "pending_rename_from": m.pending_rename_from,
             }
             for h in p["hashes"]
             if (m := self.ledger.get(h)) is not None
@@ -403,6 +404,7 @@ class MemoryDatabase:
                 status=status,
                 archived=bool(r.get("archived")),
                 archive_status=r.get("archive_status"),
+                pending_rename_from=r.get("pending_rename_from"),
             )
         self.work_writes += 1
         return len(rows)

@@ -776,9 +776,9 @@ class WorkerShape:
     max_in_flight: int = 4
 
 
-# Batch subscribe mis-records archived members (KNOWN BUG, see
-# test_batch_subscribe_of_an_archived_member_confirms_no_tags): the batch path runs only where no
-# member is archived by hand. Once fixed, use batch_strategy everywhere.
+# The batch path is exercised where no member is archived by hand: with hand archives it still
+# finds a tag-ownership gap (a marketer's tag on a member archived by hand, touched through
+# batch subscribe), left open and noted in the README.
 batch_strategy = st.sampled_from([1, 2, 1000])
 worker_strategy = st.builds(
     WorkerShape,
@@ -931,8 +931,6 @@ def check_invariants(world: World) -> None:
         assert member is not None, f"ledger knows {entry.email}, Mailchimp does not"
         if history.archived_by.get(member.contact_id) != "elsewhere":  # unknowable
             assert entry.archived == (member.status == "archived"), f"ledger archived {entry}"
-        if entry.archived and member.status == "archived":
-            continue  # KNOWN BUG, see test_batch_subscribe_of_an_archived_member_*
         assert {t.lower() for t in entry.tags} <= world.tags_of(member), f"ledger tags {entry}"
 
     # Links: every contact is linked to its address's member (unless Mailchimp refused it).
@@ -1054,9 +1052,7 @@ faults_strategy = st.builds(
     ),
     shape=worker_strategy,
     double_optin=st.booleans(),
-    # PATCH is spared: a failed email change is the KNOWN BUG of
-    # test_a_failed_email_change_borrows_no_tags.
-    faults=faults_strategy.map(lambda f: replace(f, lost=0.0, spare=("PATCH",))),
+    faults=faults_strategy.map(lambda f: replace(f, lost=0.0)),
 )
 def test_model_mirror_invariants_under_faults(
     elsewhere: dict[str, tuple[str, str, list[str]]],
@@ -1081,9 +1077,8 @@ def test_model_mirror_invariants_under_faults(
     ),
     shape=worker_strategy,
     double_optin=st.booleans(),
-    # DELETE and PATCH are spared: the KNOWN BUGS of
-    # test_a_lost_archive_answer_then_the_address_comes_back and
-    # test_a_failed_email_change_borrows_no_tags.
+    # Lost answers on DELETE and PATCH are covered by their own regression tests below; at
+    # random they still find an ownership gap with members archived by hand (in the README).
     faults=faults_strategy.map(
         lambda f: replace(f, lost=max(f.lost, 0.05), crashes=0.0, spare=("DELETE", "PATCH"))
     ),
@@ -1099,13 +1094,6 @@ def test_model_mirror_invariants_with_lost_answers(
     run_model(elsewhere, steps, shape, double_optin, faults)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror.py/apply.py: the DELETE took effect but its answer was lost, so the ledger "
-    "says live (archived=False, archive_status noted); when the address is wanted again the "
-    "planner sees an unchanged live member and sends nothing (or a PUT without status, which "
-    "leaves an archived member archived): the desired member stays archived",
-)
 def test_a_lost_archive_answer_then_the_address_comes_back() -> None:
     with new_world() as world:
         world.insert(contact(1, "ann@x.com", "Ann"))
@@ -1120,15 +1108,6 @@ def test_a_lost_archive_answer_then_the_address_comes_back() -> None:
         assert world.members[h("ann@x.com")].status == "subscribed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mirror.write_ahead_ledger writes the old member's tags as maybe_tags of the new "
-    "address before the PATCH; apply.py clears them (_rename_did_not_happen) only when the "
-    "answer says the rename did not happen (conflict, 404, archived). After a 5xx, a timeout "
-    "or a crash, the next pass plans no rename (the ledger now knows the new address) but "
-    "keeps the borrowed maybe_tags and makes them inactive: a marketer's tag of that name on "
-    "an existing member is removed",
-)
 def test_a_failed_email_change_borrows_no_tags() -> None:
     with new_world() as world:
         world.add_elsewhere("ann@x.com", "subscribed", ["marketer"])  # tagged by hand
@@ -1202,13 +1181,6 @@ def test_rename_conflict_leaves_no_unconfirmed_tags() -> None:
         check_invariants(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply.py _apply_batch_chunk records the batch item's tags as confirmed for a member "
-    "that is archived; Mailchimp (the emulator) applies nothing to an archived member updated "
-    "without a status, so the ledger claims tags the member does not have and they are never "
-    "sent (the single path's POST .../tags does apply them)",
-)
 def test_batch_subscribe_of_an_archived_member_confirms_no_tags() -> None:
     with new_world(WorkerShape(batch_threshold=1)) as world:
         world.add_elsewhere("bob@x.com", "archived", ["VIP"])  # archived and tagged by hand
@@ -1320,7 +1292,7 @@ SQL_FINGERPRINTS: dict[str, str] = {
     "DELETE_LEDGER": "7f4630979f16",
     "DELETE_LINKS": "88b954220cb6",
     "HOLDS_ACCOUNT": "ec71232b2e60",
-    "LEDGER_BY_HASH": "ae4abde658b5",
+    "LEDGER_BY_HASH": "99c04f4bd0cd",
     "LINKS_BY_CONTACT": "1608a18714fc",
     "MAKE_USER_EVENTS_DUE": "d34d64bd972f",
     "MARK_ARCHIVING": "640a13efd3dc",
@@ -1335,7 +1307,7 @@ SQL_FINGERPRINTS: dict[str, str] = {
     "RESCHEDULE_PROBE": "08ac9f06813b",
     "RESUME_CONNECTION": "aff151c5b98e",
     "RETRY_EVENTS": "f2ebb15b22ee",
-    "UPSERT_LEDGER": "1274b54e36f9",
+    "UPSERT_LEDGER": "e590135317f3",
     "UPSERT_LINKS": "a8587516f7b3",
     "UPSERT_REJECTIONS": "14ce92bad901",
     "WRITE_AHEAD_LINKS": "3f40fdbf658b",

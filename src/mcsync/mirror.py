@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from uuid import UUID
@@ -62,6 +62,8 @@ class LedgerMember:
     maybe_tags: tuple[str, ...] = ()
     # The status it had when mcsync archived it (None: mcsync did not archive it).
     archive_status: str | None = None
+    # An email change from this hash may have turned the member into this one (answer lost).
+    pending_rename_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ class Plan:
 
 # Both are pure and called several times per contact in a pass (planning, facts, outcomes):
 # memoised, they stop being a visible cost of a 100,000-contact import.
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 13)
 def normalize_email(raw: str | None) -> str | None:
     """The address as sent (trimmed), or None when missing or not an address."""
     if raw is None:
@@ -170,7 +172,7 @@ def normalize_email(raw: str | None) -> str | None:
     return email
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 13)
 def subscriber_hash(email: str) -> str:
     return hashlib.md5(email.strip(ASCII_SPACES).lower().encode()).hexdigest()
 
@@ -266,13 +268,13 @@ def _upsert_ops(
     tags_maybe_set: Sequence[str] = (),
 ) -> list[Op]:
     ops: list[Op] = []
-    needs_put = ledger is None or ledger.archived or ledger.fields_hash != desired.fields_hash
+    # Archived, or an archive of ours whose answer was lost (archive_status noted, not confirmed).
+    archived = ledger is not None and (ledger.archived or ledger.archive_status is not None)
+    needs_put = ledger is None or archived or ledger.fields_hash != desired.fields_hash
     if needs_put:
         # Restore a member mcsync archived to the status it had; never raise anyone's status.
         before = (ledger.archive_status or ledger.status) if ledger is not None else None
-        restore = (
-            before if ledger is not None and ledger.archived and before in ACTIVE_STATUSES else None
-        )
+        restore = before if archived and before in ACTIVE_STATUSES else None
         ops.append(
             UpsertMember(
                 email_hash=desired.email_hash,
@@ -353,7 +355,7 @@ def plan_member_ops(
             and new not in renames
             and old_ledger is not None
             and not old_ledger.archived
-            and new_ledger is None
+            and (new_ledger is None or new_ledger.pending_rename_from == old)
         ):
             renames[new] = old
 
@@ -445,6 +447,7 @@ def write_ahead_ledger(
             status=current.status if current else None,
             archived=current.archived if current else False,
             archive_status=current.archive_status if current else None,
+            pending_rename_from=current.pending_rename_from if current else None,
         )
 
     for plan in plans:
@@ -465,12 +468,9 @@ def write_ahead_ledger(
                     fields_change=False,
                 )
             elif isinstance(op, RenameMember):
-                old = ledger.get(op.old_hash)
-                touch(
-                    op.email_hash,
-                    op.email,
-                    ledger.get(op.email_hash),
-                    [*(old.tags if old else ()), *(old.maybe_tags if old else ())],
-                )
+                # Owned from now on, but its tags stay the old member's until Mailchimp says
+                # whether the rename happened (the next pass asks again if the answer is lost).
+                touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+                out[op.email_hash] = replace(out[op.email_hash], pending_rename_from=op.old_hash)
                 pending.extend(op.on_conflict)
     return list(out.values())

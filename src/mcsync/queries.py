@@ -175,7 +175,8 @@ SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mailchimp_contact_l
 """
 
 LEDGER_BY_HASH = """
-SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status
+SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
+       pending_rename_from
   FROM mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND email_hash = ANY(%(hashes)s::text[])
@@ -186,17 +187,18 @@ SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archi
 UPSERT_LEDGER = """
 INSERT INTO mailchimp_members AS m
     (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived,
-     archive_status)
+     archive_status, pending_rename_from)
 SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
        coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.maybe_tags) t), '{}'),
-       u.status, u.archived, u.archive_status
+       u.status, u.archived, u.archive_status, u.pending_rename_from
   FROM jsonb_to_recordset(%(rows)s::jsonb)
        AS u(email_hash text, email text, fields_hash text, tags jsonb, maybe_tags jsonb,
-            status text, archived boolean, archive_status text)
+            status text, archived boolean, archive_status text, pending_rename_from text)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
     maybe_tags = excluded.maybe_tags, archive_status = excluded.archive_status,
+    pending_rename_from = excluded.pending_rename_from,
     status = coalesce(excluded.status, m.status), archived = excluded.archived,
     updated_at = now()
 """

@@ -181,9 +181,9 @@ class MemberApplier:
             elif isinstance(op, ArchiveMember):
                 await self._archive(op, outcome)
             elif isinstance(op, RenameMember):
-                fallback = await self._rename(op, plan, outcome)
-                if fallback is not None:
-                    ops = list(fallback)  # the fallback replaces what the rename would have led to
+                fallback, replaces = await self._rename(op, plan, outcome)
+                # A fallback replaces what the rename would have led to, or comes first.
+                ops = list(fallback) if replaces else [*fallback, *ops]
 
     def record_member(
         self,
@@ -210,6 +210,17 @@ class MemberApplier:
         )
 
     async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> None:
+        status = op.status
+        if status is not None:
+            # A restore sets a status, so first make sure the member really is archived: an
+            # archive whose answer was lost may not have happened, and the person may have
+            # unsubscribed since. Never raise a live member's status.
+            found = await self._call(
+                "get_member", op.email_hash, self.client.get_member, self.list_id, op.email_hash
+            )
+            if found is None or found.status != "archived":
+                status = None
+
         async def send(merge_fields: dict[str, str]) -> Member:
             member: Member = await self._call(
                 "upsert_member",
@@ -219,7 +230,7 @@ class MemberApplier:
                 op.email,
                 merge_fields=merge_fields,
                 status_if_new=op.status_if_new,
-                status=op.status,
+                status=status,
             )
             return member
 
@@ -312,7 +323,7 @@ class MemberApplier:
 
     async def _rename(
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
-    ) -> tuple[Op, ...] | None:
+    ) -> tuple[tuple[Op, ...], bool]:
         old = self.current(outcome, op.old_hash)
         try:
             member = await self._call(
@@ -341,18 +352,39 @@ class MemberApplier:
                 )
             )
             self._rename_did_not_happen(outcome, op, op.on_conflict)
-            return op.on_conflict
+            return op.on_conflict, True
         except NotFoundError:
             outcome.ledger[op.old_hash] = None
+            ahead = self.current(outcome, op.email_hash)
+            if ahead is not None and ahead.pending_rename_from == op.old_hash:
+                renamed = await self._call(
+                    "get_member",
+                    op.email_hash,
+                    self.client.get_member,
+                    self.list_id,
+                    op.email_hash,
+                )
+                if renamed is not None:
+                    # Our earlier rename happened; only its answer was lost. The old member's
+                    # tags came along: re-send the fields, then the planned tag changes.
+                    self.record_member(
+                        outcome,
+                        op.email_hash,
+                        renamed,
+                        None,
+                        old.tags if old else (),
+                        old.maybe_tags if old else (),
+                    )
+                    return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
-            return op.on_missing
+            return op.on_missing, True
         if member.status == "archived" or member.email_address.lower() != op.email.lower():
             # The old member is archived (by someone else): Mailchimp changed nothing. Leave
             # it be and create the new address as a member of its own.
             if old is not None:
                 outcome.ledger[op.old_hash] = replace(old, archived=True, status=member.status)
             self._rename_did_not_happen(outcome, op, op.on_missing)
-            return op.on_missing
+            return op.on_missing, True
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
         ahead = self.current(outcome, op.email_hash)
@@ -364,7 +396,7 @@ class MemberApplier:
             old.tags if old else (),
             ahead.maybe_tags if ahead else (),
         )
-        return None
+        return (), False
 
     def _rename_did_not_happen(
         self, outcome: MemberOutcome, op: RenameMember, fallback: Sequence[Op]
@@ -461,13 +493,21 @@ async def _apply_batch_chunk(
         tag_op = plan.ops[1] if len(plan.ops) > 1 else None
         assert tag_op is None or isinstance(tag_op, UpdateTags)
         previous = applier.current(outcome, upsert.email_hash)
+        if member.status == "archived":
+            # Batch subscribe changes nothing on an archived member (no status was sent): the
+            # tags in the request were not added, whatever the written-ahead entry feared.
+            before = applier.ledger.get(upsert.email_hash)
+            tags, maybe = (before.tags, before.maybe_tags) if before else ((), ())
+        else:
+            tags = (*(previous.tags if previous else ()), *(tag_op.active if tag_op else ()))
+            maybe = previous.maybe_tags if previous else ()
         applier.record_member(
             outcome,
             upsert.email_hash,
             member,
             plan.desired.fields_hash if plan.desired else None,
-            [*(previous.tags if previous else ()), *(tag_op.active if tag_op else ())],
-            previous.maybe_tags if previous else (),
+            tags,
+            maybe,
         )
         if tag_op is not None and tag_op.inactive:
             # Batch subscribe can only add tags; removals take the tags endpoint.

@@ -95,6 +95,7 @@ def _ledger(row: dict[str, Any]) -> LedgerMember:
         status=row["status"],
         archived=row["archived"],
         archive_status=row["archive_status"],
+        pending_rename_from=row["pending_rename_from"],
     )
 
 
@@ -317,6 +318,7 @@ class WorkerStore:
                     "tags": list(m.tags),
                     "maybe_tags": list(m.maybe_tags),
                     "archive_status": m.archive_status,
+                    "pending_rename_from": m.pending_rename_from,
                     "status": m.status,
                     "archived": m.archived,
                 }
