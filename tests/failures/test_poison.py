@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from mcsync.mirror import Contact, desired_members, normalize_email
+from mcsync.mirror import Contact, desired_members, normalize_email, subscriber_hash
 from tests.failures.conftest import connection, settle
 from tests.harness import SyncHarness
 
@@ -22,7 +22,7 @@ def test_contact_level_rejections_are_recorded_with_reason_and_field_and_never_p
     # forgotten: synced once, then permanently deleted in Mailchimp, then edited here
     forgotten = fast.add_contact(user, "gone@coachmail.io", first_name="Gone")
     # compliance: synced, archived by mcsync (deleted here), then unsubscribed in Mailchimp;
-    # re-adding the contact asks Mailchimp to restore the member and it refuses.
+    # re-adding the contact must not even ask to restore the member: it reads the member first.
     unsub = fast.add_contact(user, "unsub@coachmail.io", first_name="Un")
     settle(fast)
     fast.admin.forget(user.audience_id, "gone@coachmail.io")
@@ -41,8 +41,13 @@ def test_contact_level_rejections_are_recorded_with_reason_and_field_and_never_p
     f = _rejection(fast, forgotten)
     assert f["severity"] == "error" and f["field"] == "email_address"
     assert "permanently deleted" in str(f["reason"])
-    c = _rejection(fast, readded)
-    assert c["severity"] == "error" and "compliance" in str(c["reason"]).lower()
+    assert fast.execute(
+        "SELECT * FROM mailchimp_rejected_contacts WHERE contact_id = %s", (readded,)
+    ) == []
+    unsub_hash = subscriber_hash("unsub@coachmail.io")
+    assert not any(  # no write to that member was refused: nothing raised was ever asked
+        r["status"] == 400 and unsub_hash in r["path"] for r in fast.api_calls()
+    )
     assert _rejection(fast, fake)["field"] == "email_address"
     assert "fake" in str(_rejection(fast, fake)["reason"])
     assert "invalid email" in str(_rejection(fast, invalid)["reason"])
