@@ -274,19 +274,17 @@ class MemoryDatabase:
         c.lease_until = self.now + timedelta(seconds=p["lease_seconds"])
         return [{**asdict(c), "has_bulk": bool(self.bulk)}]
 
-    def sql_RENEW_ACCOUNT_LEASE(self, p: dict[str, Any]) -> int:
-        """Extend the account lease and the owner's row locks (locked_until NOT NULL)."""
+    def sql_RENEW_ACCOUNT_LEASE(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """While the owner holds the account: extend its lease and the owner's row locks
+        (locked_until NOT NULL). SELECT whether it holds the account."""
         until = self.now + timedelta(seconds=p["lease_seconds"])
-        if self.connection.lease_owner == p["owner"]:
+        holds = self.connection.lease_owner == p["owner"]
+        if holds:
             self.connection.lease_until = until
-        rows = [
-            q
-            for q in self.queue.values()
-            if q.locked_by == p["owner"] and q.locked_until is not None
-        ]
-        for q in rows:
-            q.locked_until = until
-        return len(rows)
+            for q in self.queue.values():
+                if q.locked_by == p["owner"] and q.locked_until is not None:
+                    q.locked_until = until
+        return [{"holds": holds}]
 
     def sql_HOLDS_ACCOUNT(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         """SELECT 1 ... WHERE lease_owner = owner FOR SHARE."""

@@ -127,10 +127,14 @@ WITH account AS (
     UPDATE mailchimp_connections
        SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
      WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
+    RETURNING user_id
+), renewed AS (
+    UPDATE mailchimp_sync_queue
+       SET locked_until = now() + make_interval(secs => %(lease_seconds)s)
+     WHERE user_id IN (SELECT user_id FROM account)
+       AND locked_by = %(owner)s AND locked_until IS NOT NULL
 )
-UPDATE mailchimp_sync_queue
-   SET locked_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE user_id = %(user_id)s AND locked_by = %(owner)s AND locked_until IS NOT NULL
+SELECT EXISTS (SELECT 1 FROM account) AS holds
 """
 
 RELEASE_ACCOUNT = """

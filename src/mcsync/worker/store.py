@@ -123,14 +123,12 @@ class WorkerStore:
     async def renew_account(self, user_id: UUID) -> bool:
         """Extend the leases; False when this worker no longer holds the account."""
         async with self.pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 queries.RENEW_ACCOUNT_LEASE,
                 {"user_id": user_id, "owner": self.owner, "lease_seconds": self.lease_seconds},
             )
-            cur = await conn.execute(
-                queries.HOLDS_ACCOUNT, {"user_id": user_id, "owner": self.owner}
-            )
-            return await cur.fetchone() is not None
+            row = await cur.fetchone()
+            return bool(row and row[0])
 
     async def mark_archiving(self, account: Account, email_hash: str, status: str) -> None:
         async with self.pool.connection() as conn:
