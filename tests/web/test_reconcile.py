@@ -35,8 +35,8 @@ def _cli(sync: SyncHarness, *args: str) -> list[str]:
         *args,
         "--database-url",
         sync.db_url,
-        "--encryption-keys",
-        ENCRYPTION_KEY,
+        # "=": a Fernet key may start with "-", which argparse would take for an option.
+        f"--encryption-keys={ENCRYPTION_KEY}",
         "--api-url",
         sync.emulator.api_url,
     ]
