@@ -217,7 +217,9 @@ def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
     user = sync.add_user()
     new_key = Fernet.generate_key().decode()
     args = _cli(sync, "rotate-keys")
-    args[args.index(ENCRYPTION_KEY)] = f"{new_key},{ENCRYPTION_KEY}"
+    args[args.index(f"--encryption-keys={ENCRYPTION_KEY}")] = (
+        f"--encryption-keys={new_key},{ENCRYPTION_KEY}"
+    )
     assert main(args) == 0
     assert "re-encrypted 1 token" in capsys.readouterr().out
     [row] = sync.execute("SELECT access_token_encrypted FROM mailchimp_connections")
