@@ -1243,7 +1243,7 @@ def test_emulator_faults_reach_the_worker_as_retries() -> None:
 
 # Statements the worker may send that the model does not execute, and why.
 NOT_MODELLED = {
-    # Imports of 1000+ rows in one statement go through mailchimp_sync_bulk; the model's app
+    # Imports of 1000+ rows in one statement go through mcsync.mailchimp_sync_bulk; the model's app
     # writes one row per statement, so that table stays empty and these never run.
     "OLDEST_BULK_ROW",
     "EXPAND_BULK_ROW",

@@ -44,14 +44,35 @@ def _require_db(settings: Settings) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from mcsync.migrate import MigrationError, apply_migrations
+    from mcsync.migrate import MigrationError, migrate_and_bind_tokens
 
+    settings = _settings(args)
+    cipher = _cipher(settings) if settings.encryption_keys else None
     try:
-        applied = apply_migrations(_require_db(_settings(args)))
-    except MigrationError as exc:
+        applied, unbound = migrate_and_bind_tokens(_require_db(settings), cipher)
+    except (MigrationError, EncryptionKeyError) as exc:
         print(f"mcsync migrate: {exc}", file=sys.stderr)
         return 1
     print("applied: " + ", ".join(applied) if applied else "up to date")
+    if unbound:
+        print(
+            f"mcsync migrate: {unbound} stored token(s) are not bound to their user yet and "
+            "will not be used: run `mcsync rotate-keys` (or this command again) with "
+            "MCSYNC_ENCRYPTION_KEYS set",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from mcsync.migrate import SQL_DIR, migrations_script
+    from mcsync.schema import configured_schema, render
+
+    if args.grants:
+        print(render((SQL_DIR / "grants.sql").read_text(), configured_schema()))
+    else:
+        print(migrations_script())
     return 0
 
 
@@ -153,7 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply the SQL migrations in sql/")
     _add_db(p)
+    p.add_argument(
+        "--encryption-keys",
+        help="Fernet keys (env MCSYNC_ENCRYPTION_KEYS): with them, tokens stored in the old "
+        "unbound form are bound to their user in the same transaction",
+    )
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "sql", help="print the migrations as one script for another migration tool (Supabase)"
+    )
+    p.add_argument("--grants", action="store_true", help="print sql/grants.sql instead")
+    p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("worker", help="run the sync worker (LISTEN + poll)")
     _add_db(p)

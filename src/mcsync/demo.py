@@ -197,7 +197,9 @@ def run_demo(*, once: bool = False) -> int:
             def wait_for_sync() -> None:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
-                    if not conn.execute("SELECT 1 FROM mailchimp_sync_queue LIMIT 1").fetchone():
+                    if not conn.execute(
+                        "SELECT 1 FROM mcsync.mailchimp_sync_queue LIMIT 1"
+                    ).fetchone():
                         return
                     time.sleep(0.1)
 
@@ -218,7 +220,7 @@ def run_demo(*, once: bool = False) -> int:
             members = emu.admin.members("demo1234")
             _print_side_by_side(conn, user_id, members)
             rejected = conn.execute(
-                "SELECT email, severity, reason FROM mailchimp_rejected_contacts"
+                "SELECT email, severity, reason FROM mcsync.mailchimp_rejected_contacts"
             ).fetchall()
             for email, severity, reason in rejected:
                 print(f"  {severity}: {email!r}: {reason}")

@@ -312,7 +312,7 @@ def _client(
     conn_row: Mapping[str, Any],
     http: httpx.AsyncClient | None,
 ) -> MailchimpClient:
-    token = cipher.decrypt(conn_row["access_token_encrypted"])
+    token = cipher.decrypt(conn_row["access_token_encrypted"], conn_row["user_id"])
     return MailchimpClient(
         settings.api_base(conn_row["dc"]), token, http=http, timeout=settings.mcsync_http_timeout
     )

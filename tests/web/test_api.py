@@ -86,10 +86,10 @@ def test_oauth_connects_stores_the_token_encrypted_and_auto_selects_the_only_aud
     status = web.status(user)
     assert status["connected"] and status["audience_name"] == "Clients"
     assert status["account_name"] == "Ada's Coaching" and not status["needs_audience"]
-    [row] = web.rows("SELECT * FROM mailchimp_connections WHERE user_id = %s", (user,))
+    [row] = web.rows("SELECT * FROM mcsync.mailchimp_connections WHERE user_id = %s", (user,))
     assert row["dc"] == "us7" and row["audience_id"] == "solo"
     assert account["access_token"] not in row["access_token_encrypted"]
-    assert web.sync.cipher.decrypt(row["access_token_encrypted"]) == account["access_token"]
+    assert web.sync.cipher.decrypt(row["access_token_encrypted"], user) == account["access_token"]
 
     web.sync.drain()
     member = web.members("solo")["ada@clientmail.io"]
@@ -114,7 +114,7 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
         r = web.client.get("/oauth/callback", params={"code": code, "state": state})
         assert r.status_code == 400, state
         assert "expired or was already used" in r.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
 
     assert web.client.get(callback).status_code == 200
     replay = web.client.get(callback)
@@ -185,7 +185,7 @@ def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(
     assert "wasn't opened from the app in this browser" in page.text
     assert "nothing was saved" in page.text
     assert f'origin = "{APP_ORIGIN}"' in page.text  # the same calm page, same reporting
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(attacker)["connected"] is False
     # The state is spent: it can't be tried again anywhere.
     again = web.client.get(callback)
@@ -214,7 +214,7 @@ def test_a_mismatched_cookie_is_refused_and_stores_nothing(web: WebHarness) -> N
     web.client.cookies.clear()
     page = web.client.get(callback, headers={"Cookie": f"{COOKIE}=not-the-binding"})
     assert page.status_code == 400 and "wasn't opened from the app" in page.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(attacker)["connected"] is False
     assert web.status(victim)["connected"] is False
 
@@ -236,7 +236,7 @@ def test_begin_answers_only_the_apps_own_page(web: WebHarness) -> None:
         assert "set-cookie" not in r.headers
     # mcsync's own origin (a page served next to it) may begin.
     assert web.begin(started, origin="http://testserver").status_code == 303
-    assert web.rows("SELECT 1 FROM mcsync_oauth_states") == []
+    assert web.rows("SELECT 1 FROM mcsync.mcsync_oauth_states") == []
 
 
 def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
@@ -252,7 +252,7 @@ def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
     denied = web.consent(user, account["account_id"], allow=False)
     r = web.client.get(denied)
     assert r.status_code == 400 and "not granted" in r.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(user) == {"connected": False, "sync_status": None, "notice": None}
 
 
@@ -316,18 +316,20 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
     web.connect(user, account["account_id"])
     web.sync.drain()
     web.add_contact(user, "di@clientmail.io", first_name="Di")  # pending, never sent
-    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))
 
     r = web.client.delete("/api/connection", headers=web.headers(user))
     assert r.json() == {"connected": False, "disconnected": True}
-    assert web.rows("SELECT 1 FROM mailchimp_connections WHERE user_id = %s", (user,)) == []
-    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,)) == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections WHERE user_id = %s", (user,)) == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,)) == []
     assert len(web.rows("SELECT 1 FROM contacts WHERE user_id = %s", (user,))) == 2
     assert set(web.members("l1")) == {"cy@clientmail.io"}  # Mailchimp untouched
 
     # Reconnecting starts with a full reconciliation: every contact is queued again.
     web.connect(user, account["account_id"])
-    assert len(web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
+    assert (
+        len(web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
+    )
     web.sync.drain()
     assert set(web.members("l1")) == {"cy@clientmail.io", "di@clientmail.io"}
 
@@ -343,7 +345,8 @@ def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) 
     assert first.status_code == 202
     wait_until(
         lambda: web.rows(
-            "SELECT 1 FROM mcsync_reconciliations WHERE user_id = %s AND finished_at IS NOT NULL",
+            "SELECT 1 FROM mcsync.mcsync_reconciliations"
+            " WHERE user_id = %s AND finished_at IS NOT NULL",
             (user,),
         )
     )

@@ -147,7 +147,7 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     except EncryptionKeyError as exc:
         print(f"mcsync rotate-keys: {exc}", file=sys.stderr)
         return 1
-    print(f"re-encrypted {n} token(s) with the newest key")
+    print(f"re-encrypted {n} token(s) with the newest key, each bound to its user")
     return 0
 
 

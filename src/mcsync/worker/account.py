@@ -17,9 +17,10 @@ import httpx
 
 from mcsync import queries
 from mcsync.connections import PAUSED_NOTICE
-from mcsync.crypto import TokenCipher
+from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.endpoints import InvalidDataCenter, api_base
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError, TransientError
 from mcsync.mirror import LedgerMember, Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
@@ -61,8 +62,8 @@ class AccountWorker:
         self.metrics = metrics or Metrics()
 
     def _client(self, account: Account) -> MailchimpClient:
-        base = self.settings.api_url_template.replace("{dc}", account.dc).rstrip("/")
-        token = self.cipher.decrypt(account.access_token_encrypted)
+        base = api_base(self.settings.api_url_template, account.dc)
+        token = self.cipher.decrypt(account.access_token_encrypted, account.user_id)
         return MailchimpClient(base, token, http=self.http, timeout=self.settings.http_timeout)
 
     async def serve(self, account: Account) -> None:
@@ -72,6 +73,14 @@ class AccountWorker:
                 await self._probe(account)
                 return
             await self._run_passes(account)
+        except (InvalidDataCenter, TokenBindingError) as exc:
+            # A row no call may be made for (forged dc, a token copied from another user's
+            # row or not yet bound): stop it until the user reconnects. Nothing was sent.
+            await self.store.execute(
+                queries.MARK_CONNECTION_ERROR,
+                {"user_id": account.user_id, "notice": PAUSED_NOTICE, "error": str(exc)[:500]},
+            )
+            log.error("connection_unusable", user_id=str(account.user_id), error=str(exc))
         finally:
             await self.store.release_account(account.user_id)
 
