@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mcsync.worker
+from mcsync import queries
 from mcsync.mirror import (
     MERGE_TEXT_LIMIT,
     ArchiveMember,
@@ -1264,7 +1265,10 @@ def test_the_database_model_covers_every_statement_of_the_worker() -> None:
 
 
 def _fingerprint(statement: str) -> str:
-    return hashlib.sha256(" ".join(statement.split()).encode()).hexdigest()[:12]
+    # Whitespace and the schema qualifier (mcsync's objects moved to their own schema, sql/004)
+    # change nothing the model cares about.
+    unqualified = statement.replace(f"{queries.SCHEMA}.", "")
+    return hashlib.sha256(" ".join(unqualified.split()).encode()).hexdigest()[:12]
 
 
 def test_the_database_model_matches_the_current_sql() -> None:

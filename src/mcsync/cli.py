@@ -104,7 +104,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     cipher = _cipher(settings)
-    api_endpoint = args.api_endpoint or settings.api_base(args.dc)
+    try:
+        api_endpoint = args.api_endpoint or settings.api_base(args.dc)
+    except ValueError as exc:  # a --dc that is no Mailchimp data center
+        sys.exit(f"mcsync connect: {exc}")
     with psycopg.connect(_require_db(settings), autocommit=True) as conn:
         queued = connect_user(
             conn,

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from mcsync import queries
 from mcsync.crypto import BOUND_PREFIX, TokenCipher, is_bound
+from mcsync.mailchimp.endpoints import checked_dc
 
 PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."
 
@@ -66,7 +67,9 @@ def connect_user(
 ) -> int:
     """Store (or replace) the user's connection; with an audience, queue a full sync.
 
-    Returns how many contacts were queued."""
+    Returns how many contacts were queued. A dc not of Mailchimp's form is refused
+    (InvalidDataCenter) before anything is written."""
+    checked_dc(dc)
     with conn.transaction():
         previous = get_connection(conn, user_id)
         conn.execute(

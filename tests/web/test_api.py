@@ -6,16 +6,25 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import jwt
 import pytest
+from fastapi.testclient import TestClient
 
 from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
-from mcsync.web.auth import Signer
-from mcsync.web.oauth import COOKIE
+from mcsync.web.auth import Signer, make_user_token
+from mcsync.web.oauth import COOKIE, SECURE_COOKIE
 from tests.harness import wait_until
-from tests.web.conftest import APP_ORIGIN, JWT_SECRET, WebHarness, web_settings
+from tests.web.conftest import (
+    APP_ORIGIN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    JWT_SECRET,
+    WebHarness,
+    web_settings,
+)
 
 ROUTES = [
     ("GET", "/api/status"),
@@ -156,7 +165,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert "Max-Age=0" in cleared and "Path=/oauth" in cleared
     assert COOKIE not in web.client.cookies
 
-    # Over https the cookie is Secure.
+    # Over https the cookie is __Host- prefixed: Secure, Path=/, no Domain.
     secure = web.client.post(
         "https://testserver/oauth/begin",
         data={"state": web.start(user)["state"]},
@@ -164,7 +173,77 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
         follow_redirects=False,
     )
     assert secure.status_code == 303
-    assert "secure" in secure.headers["set-cookie"].lower()
+    _assert_host_prefixed(secure.headers["set-cookie"])
+
+
+def _assert_host_prefixed(cookie: str) -> None:
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
+    assert cookie.startswith(f"{SECURE_COOKIE}=") and SECURE_COOKIE == f"__Host-{COOKIE}"
+    assert "secure" in attrs and attrs["path"] == "Path=/" and "domain" not in attrs
+    assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=lax"
+
+
+def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness) -> None:
+    redirect = "https://mcsync.example.test/oauth/callback"
+    web.admin.register_oauth_client(CLIENT_ID, CLIENT_SECRET, redirect)
+    settings = web_settings(web.sync, mailchimp_redirect_uri=redirect)
+    account = web.account("Secure", [{"id": "s1", "name": "Secure list"}])
+    user = uuid.uuid4()
+    with TestClient(
+        create_app(settings, sweep_interval=60), base_url="https://mcsync.example.test"
+    ) as client:
+        token = make_user_token(JWT_SECRET, user)
+        started = client.post(
+            "/api/oauth/start",
+            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
+        ).json()
+        assert started["begin_url"] == "https://mcsync.example.test/oauth/begin"
+        r = client.post(
+            started["begin_url"],
+            data={"state": started["state"]},
+            headers={"Origin": APP_ORIGIN},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        _assert_host_prefixed(r.headers["set-cookie"])
+        assert set(client.cookies.keys()) == {SECURE_COOKIE}
+        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        answer = httpx.post(
+            r.headers["location"].split("?")[0],
+            data={**query, "account": account["account_id"], "decision": "allow"},
+            follow_redirects=False,
+        )
+        callback = answer.headers["location"]
+        assert callback.startswith(redirect)
+        # The same value under the plain name (as a sibling subdomain could plant): refused.
+        planted = client.cookies[SECURE_COOKIE]
+        client.cookies.clear()
+        page = client.get(callback, headers={"Cookie": f"{COOKIE}={planted}"})
+        assert page.status_code == 400 and "wasn't opened from the app" in page.text
+        # A fresh flow with the cookie as the browser keeps it: connected, and the cookie cleared.
+        started = client.post(
+            "/api/oauth/start",
+            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
+        ).json()
+        r = client.post(
+            started["begin_url"],
+            data={"state": started["state"]},
+            headers={"Origin": APP_ORIGIN},
+            follow_redirects=False,
+        )
+        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        answer = httpx.post(
+            r.headers["location"].split("?")[0],
+            data={**query, "account": account["account_id"], "decision": "allow"},
+            follow_redirects=False,
+        )
+        page = client.get(answer.headers["location"])
+        assert page.status_code == 200 and "Connected to" in page.text
+        cleared = page.headers["set-cookie"]
+        assert cleared.startswith(f"{SECURE_COOKIE}=") and "Max-Age=0" in cleared
+        assert SECURE_COOKIE not in client.cookies
+    [row] = web.rows("SELECT dc, api_endpoint FROM mcsync.mailchimp_connections")
+    assert row["dc"] == "us7"
 
 
 def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(
