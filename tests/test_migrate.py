@@ -307,6 +307,20 @@ def test_the_single_script_for_other_migration_tools_installs_the_same_thing(
     assert _relations(url, "public") == {"contacts"}
 
 
+def test_the_upgrade_script_for_other_tools_moves_an_old_install(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    url = _with_contacts(empty_db_url)
+    _old_install(url, tmp_path)
+    script = migrations_script("mcsync", after="003")
+    assert "===== 004_own_schema.sql" in script and "001_mcsync_tables" not in script
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute(script.encode())
+    assert _relations(url, "public") == {"contacts"}
+    with pytest.raises(MigrationError, match="no migration is numbered after 999"):
+        migrations_script(after="999")
+
+
 def test_render_rewrites_only_mcsyncs_names() -> None:
     sql = (
         "CREATE SCHEMA IF NOT EXISTS mcsync; SELECT mcsync.mcsync_email_key(x), "

@@ -66,13 +66,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from mcsync.migrate import SQL_DIR, migrations_script
+    from mcsync.migrate import SQL_DIR, MigrationError, migrations_script
     from mcsync.schema import configured_schema, render
 
     if args.grants:
         print(render((SQL_DIR / "grants.sql").read_text(), configured_schema()))
-    else:
-        print(migrations_script())
+        return 0
+    try:
+        print(migrations_script(after=args.after))
+    except MigrationError as exc:
+        print(f"mcsync sql: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -188,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sql", help="print the migrations as one script for another migration tool (Supabase)"
     )
     p.add_argument("--grants", action="store_true", help="print sql/grants.sql instead")
+    p.add_argument(
+        "--after", metavar="VERSION", help="only the migrations numbered after VERSION (e.g. 003)"
+    )
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("worker", help="run the sync worker (LISTEN + poll)")
