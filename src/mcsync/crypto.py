@@ -35,6 +35,11 @@ class TokenBindingError(EncryptionKeyError):
     form `mcsync rotate-keys` converts."""
 
 
+class UnboundTokenError(TokenBindingError):
+    """A token stored by an older mcsync, before tokens were bound: the operator's
+    `mcsync rotate-keys` (or `mcsync migrate` with keys) binds it; the user need do nothing."""
+
+
 class TokenCipher:
     def __init__(self, keys: list[str]) -> None:
         if not keys:
@@ -58,7 +63,7 @@ class TokenCipher:
     def decrypt(self, stored: str, user_id: UUID | str) -> str:
         """The token stored for `user_id`; TokenBindingError if it was stored for anyone else."""
         if not is_bound(stored):
-            raise TokenBindingError(
+            raise UnboundTokenError(
                 "a stored token is in the old form, not bound to its user: "
                 "run `mcsync rotate-keys` (or `mcsync migrate` with MCSYNC_ENCRYPTION_KEYS set)"
             )

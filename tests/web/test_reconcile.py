@@ -245,15 +245,17 @@ def test_rotate_keys_binds_a_token_stored_before_tokens_were_bound(
     sync.execute("UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %s", (legacy,))
     sync.drain()
     [row] = sync.execute("SELECT sync_status, last_error FROM mcsync.mailchimp_connections")
-    assert row["sync_status"] == "error" and "rotate-keys" in row["last_error"]
+    # Paused (the operator's to fix, not the user's), probing to resume by itself.
+    assert row["sync_status"] == "paused" and "rotate-keys" in row["last_error"]
     assert sync.api_calls() == [] and sync.members(user) == {}
+    assert len(sync.queue()) == 1
 
     assert main(_cli(sync, "rotate-keys")) == 0
     assert "re-encrypted 1 token" in capsys.readouterr().out
     [row] = sync.execute("SELECT access_token_encrypted FROM mcsync.mailchimp_connections")
     assert sync.cipher.decrypt(row["access_token_encrypted"], user.user_id) == user.token
-    sync.connect(user)  # the user reconnects (or support resumes the connection)
-    sync.drain()
+    sync.execute("UPDATE mcsync.mailchimp_connections SET next_probe_at = now()")  # time passes
+    sync.drain()  # the probe succeeds: it carries on by itself
     assert set(sync.members(user)) == {"old@clientmail.io"} and contact
 
 

@@ -17,7 +17,7 @@ import httpx
 
 from mcsync import queries
 from mcsync.connections import PAUSED_NOTICE
-from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.crypto import TokenBindingError, TokenCipher, UnboundTokenError
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter, api_base
@@ -69,10 +69,25 @@ class AccountWorker:
     async def serve(self, account: Account) -> None:
         """Work the account until nothing is due, it is throttled, or it stops being usable."""
         try:
+            self._client(account)  # unusable (dc, token)? fail here, before claiming a row
             if account.sync_status == "paused":
                 await self._probe(account)
                 return
             await self._run_passes(account)
+        except UnboundTokenError as exc:
+            # Stored by an older mcsync: the operator binds it (`mcsync rotate-keys`). Paused
+            # meanwhile, probing as after failures, so it resumes by itself. Nothing was sent.
+            params = {
+                "user_id": account.user_id,
+                "notice": PAUSED_NOTICE,
+                "error": str(exc)[:500],
+                "probe_in": backoff_delay(
+                    account.consecutive_failures + 1, scale=self.settings.backoff_scale
+                ),
+            }
+            await self.store.execute(queries.PAUSE_CONNECTION, params)
+            await self.store.execute(queries.RESCHEDULE_PROBE, params)
+            log.error("token_unbound", user_id=str(account.user_id), error=str(exc))
         except (InvalidDataCenter, TokenBindingError) as exc:
             # A row no call may be made for (forged dc, a token copied from another user's
             # row or not yet bound): stop it until the user reconnects. Nothing was sent.
