@@ -119,6 +119,26 @@ def test_standard_library_records_and_their_tracebacks(out: io.StringIO) -> None
     try:
         raise OSError(f"Authorization: Bearer {planted[1]}")
     except OSError:
-        logging.getLogger("uvicorn.error").exception("boom with token=%s", planted[2])
+        logging.getLogger("mcsync.stdlib_test").exception("boom with token=%s", planted[2])
     text = _assert_clean(out, planted)
     assert "Traceback" in text and "OSError" in text
+
+
+def test_a_handler_that_bypasses_the_root_logger_is_redacted_too(out: io.StringIO) -> None:
+    """uvicorn's own logging config gives `uvicorn` a handler and stops propagation."""
+    own = io.StringIO()
+    logger = logging.getLogger("uvicorn.test_own_handler")
+    handler = logging.StreamHandler(own)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        value = _secret()
+        try:
+            raise ValueError(f"client_secret={value}")
+        except ValueError:
+            logger.exception("failed for Bearer %s", value)
+        assert value not in own.getvalue() and REDACTED in own.getvalue()
+        assert "Traceback" in own.getvalue()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True

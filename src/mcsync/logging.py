@@ -110,28 +110,39 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-class RedactingFilter(logging.Filter):
-    """The same redaction for standard-library records: message, arguments and traceback."""
+def _redact_record(record: logging.LogRecord) -> None:
+    """A standard-library record's message, arguments and traceback, redacted in place."""
+    record.msg = redact_text(record.getMessage())
+    record.args = None
+    if record.exc_info:
+        rendered = "".join(traceback.format_exception(*record.exc_info))
+        record.exc_text = redact_text(rendered.rstrip("\n"))
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact_text(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            rendered = "".join(traceback.format_exception(*record.exc_info))
-            record.exc_text = redact_text(rendered.rstrip("\n"))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact_text(record.stack_info)
-        return True
+
+def _install_redacting_record_factory() -> None:
+    """Redact every standard-library record as it is created, so no handler (uvicorn's own,
+    which do not propagate to the root logger, included) ever sees the secret."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "mcsync_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    factory.mcsync_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    _install_redacting_record_factory()
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(

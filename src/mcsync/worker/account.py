@@ -89,8 +89,8 @@ class AccountWorker:
             await self.store.execute(queries.RESCHEDULE_PROBE, params)
             log.error("token_unbound", user_id=str(account.user_id), error=str(exc))
         except (InvalidDataCenter, TokenBindingError) as exc:
-            # A row no call may be made for (forged dc, a token copied from another user's
-            # row or not yet bound): stop it until the user reconnects. Nothing was sent.
+            # A row no call may be made for (a forged dc, a token copied from another
+            # user's row): stop it until the user reconnects. Nothing was sent.
             await self.store.execute(
                 queries.MARK_CONNECTION_ERROR,
                 {"user_id": account.user_id, "notice": PAUSED_NOTICE, "error": str(exc)[:500]},
