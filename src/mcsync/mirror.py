@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import cached_property
 from uuid import UUID
+
+from mcsync.emails import ASCII_SPACES, normalize_email, subscriber_hash
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
 ACTIVE_STATUSES = ("subscribed", "pending")
-# Trimmed around an address (sql/002's mcsync_email_key trims the same set); any other
-# whitespace makes the address invalid.
-ASCII_SPACES = " \t\n\r\f\v"
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
-# strings that cannot be an address from costing an API call.
-_EMAIL = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@.]{2,}$")
 
 
 # --- facts ---------------------------------------------------------------------------------
@@ -157,24 +152,6 @@ class Plan:
 
 
 # --- normalisation -------------------------------------------------------------------------
-
-
-# Both are pure and called several times per contact in a pass (planning, facts, outcomes):
-# memoised, they stop being a visible cost of a 100,000-contact import.
-@lru_cache(maxsize=1 << 13)
-def normalize_email(raw: str | None) -> str | None:
-    """The address as sent (trimmed), or None when missing or not an address."""
-    if raw is None:
-        return None
-    email = raw.strip(ASCII_SPACES)
-    if not email or not _EMAIL.match(email) or len(email) > 254:
-        return None
-    return email
-
-
-@lru_cache(maxsize=1 << 13)
-def subscriber_hash(email: str) -> str:
-    return hashlib.md5(email.strip(ASCII_SPACES).lower().encode()).hexdigest()
 
 
 def _truncate(value: str | None) -> str:

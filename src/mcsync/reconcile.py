@@ -44,7 +44,8 @@ from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.errors import ConnectionLevelError, NotFoundError, RequestError
 from mcsync.mailchimp.models import Member
-from mcsync.mirror import Contact, DesiredMember, LedgerMember, desired_members
+from mcsync.mirror import DesiredMember, LedgerMember, desired_members
+from mcsync.rows import contact_from_row, ledger_from_row
 
 log = get_logger("mcsync.reconcile")
 
@@ -261,12 +262,7 @@ async def _rows(cur: Cursor, statement: str, params: Mapping[str, Any]) -> list[
 
 async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:
     params = {"user_id": user_id, "audience_id": audience_id}
-    contacts = [
-        Contact(
-            r["id"], r["email"], r["first_name"], r["last_name"], r["phone"], tuple(r["tags"] or ())
-        )
-        for r in await _rows(cur, queries.USER_CONTACTS, params)
-    ]
+    contacts = [contact_from_row(r) for r in await _rows(cur, queries.USER_CONTACTS, params)]
     links: dict[str, list[UUID]] = {}
     # Recency as the worker sees it: when each contact was last synced, or changed since.
     recency: dict[UUID, datetime] = {}
@@ -276,14 +272,7 @@ async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapsh
     for r in await _rows(cur, queries.PENDING_CHANGES, params):
         recency[r["contact_id"]] = r["changed_at"]
     ledger = {
-        r["email_hash"]: LedgerMember(
-            r["email_hash"],
-            r["email"],
-            r["fields_hash"],
-            tuple(r["tags"] or ()),
-            r["status"],
-            r["archived"],
-        )
+        r["email_hash"]: ledger_from_row(r)
         for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)
     }
     snap = Snapshot(desired_members(contacts, recency), ledger, links, {c.id for c in contacts})

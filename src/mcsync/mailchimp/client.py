@@ -8,7 +8,6 @@ never a body or an email address.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from mcsync.emails import subscriber_hash
 from mcsync.mailchimp.errors import (
     MailchimpError,
     NotFoundError,
@@ -38,11 +38,6 @@ MAX_PAGE = 1000
 MAX_BATCH = 500
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
-
-
-def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id: md5 hex of the trimmed, lowercased address."""
-    return hashlib.md5(email.strip().lower().encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def make_timeout(timeout: float) -> httpx.Timeout:

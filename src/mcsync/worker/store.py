@@ -17,7 +17,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from mcsync import queries
-from mcsync.mirror import Contact, LedgerMember, normalize_email, subscriber_hash
+from mcsync.emails import normalize_email, subscriber_hash
+from mcsync.mirror import Contact, LedgerMember
+from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 
 
 @dataclass(frozen=True)
@@ -72,31 +74,6 @@ class Outcomes:
     deferred: list[Event] = field(default_factory=list)
     defer_seconds: float = 0.0
     released: list[Event] = field(default_factory=list)
-
-
-def _contact(row: dict[str, Any]) -> Contact:
-    return Contact(
-        id=row["id"],
-        email=row["email"],
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        phone=row["phone"],
-        tags=tuple(row["tags"] or ()),
-    )
-
-
-def _ledger(row: dict[str, Any]) -> LedgerMember:
-    return LedgerMember(
-        email_hash=row["email_hash"],
-        email=row["email"],
-        fields_hash=row["fields_hash"],
-        tags=tuple(row["tags"] or ()),
-        maybe_tags=tuple(row["maybe_tags"] or ()),
-        status=row["status"],
-        archived=row["archived"],
-        archive_status=row["archive_status"],
-        pending_rename_from=row["pending_rename_from"],
-    )
 
 
 class WorkerStore:
@@ -182,7 +159,7 @@ class WorkerStore:
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(queries.CONTACTS_BY_ID, {**params, "ids": ids})
-            changed = [_contact(r) for r in await cur.fetchall()]
+            changed = [contact_from_row(r) for r in await cur.fetchall()]
             present = {c.id for c in changed}
             await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": ids})
             link_rows = await cur.fetchall()
@@ -199,7 +176,7 @@ class WorkerStore:
             emails |= {normalize_email(e.email) for e in events if e.email}
             lowered = sorted({e.lower() for e in emails if e})
             await cur.execute(queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered})
-            sharing = [_contact(r) for r in await cur.fetchall()]
+            sharing = [contact_from_row(r) for r in await cur.fetchall()]
 
             hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
@@ -227,7 +204,7 @@ class WorkerStore:
         if not hashes:
             return {}
         await cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
-        return {r["email_hash"]: _ledger(r) for r in await cur.fetchall()}
+        return {r["email_hash"]: ledger_from_row(r) for r in await cur.fetchall()}
 
     async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
         """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries,
@@ -308,20 +285,7 @@ class WorkerStore:
         if out.ledger_deletes:
             await conn.execute(queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
         if out.ledger_upserts:
-            rows = [
-                {
-                    "email_hash": m.email_hash,
-                    "email": m.email,
-                    "fields_hash": m.fields_hash,
-                    "tags": list(m.tags),
-                    "maybe_tags": list(m.maybe_tags),
-                    "archive_status": m.archive_status,
-                    "pending_rename_from": m.pending_rename_from,
-                    "status": m.status,
-                    "archived": m.archived,
-                }
-                for m in out.ledger_upserts
-            ]
+            rows = [ledger_to_row(m) for m in out.ledger_upserts]
             await conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
 
     async def execute(self, statement: str, params: dict[str, Any]) -> None:
