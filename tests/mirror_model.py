@@ -56,6 +56,7 @@ from mcsync.emulator.app import create_app
 from mcsync.emulator.runtime import Emulator
 from mcsync.emulator.state import Audience as EmulatedAudience
 from mcsync.emulator.state import Member as EmulatedMember
+from mcsync.mailchimp.client import ClientFactory
 from mcsync.mirror import (
     ASCII_SPACES,
     Contact,
@@ -65,6 +66,8 @@ from mcsync.mirror import (
     subscriber_hash,
 )
 from mcsync.worker.account import AccountSettings, AccountWorker, plan_for
+from mcsync.worker.backoff import Backoff
+from mcsync.worker.runner import Worker
 from mcsync.worker.store import Account, Event, WorkerStore
 
 COMPLIANCE = ("unsubscribed", "cleaned")
@@ -928,13 +931,12 @@ class World:
             )
         )
         self.settings = AccountSettings(
-            api_url_template=BASE_URL + "/3.0",
             max_in_flight=max_in_flight,
             batch_threshold=batch_threshold,
             claim_size=claim_size,
             max_passes=max_passes,
-            http_timeout=30.0,
         )
+        self.clients = ClientFactory(BASE_URL + "/3.0", http=self.http)
         self.generation = 0
         self._start_worker()
         self.last_change: dict[UUID, datetime] = {}
@@ -948,7 +950,8 @@ class World:
         self.session = DatabaseSession(self.db)
         pool = cast(AsyncConnectionPool, FakePool(self.session))
         self.store = WorkerStore(pool, f"worker-{self.generation}", LEASE_SECONDS)
-        self.worker = AccountWorker(self.store, CIPHER, self.http, self.settings)
+        accounts = AccountWorker(self.store, CIPHER, self.clients, self.settings, backoff=Backoff())
+        self.worker = Worker(self.store, accounts)
 
     def __enter__(self) -> World:
         return self
@@ -1140,33 +1143,24 @@ class World:
     # --- the worker --------------------------------------------------------------------------
 
     def account(self) -> Account:
-        c = self.db.connection
-        assert c.audience_id is not None
-        return Account(
-            user_id=c.user_id,
-            audience_id=c.audience_id,
-            api_endpoint=c.api_endpoint,
-            dc=c.dc,
-            access_token_encrypted=c.access_token_encrypted,
-            double_optin=c.double_optin,
-            sync_status=c.sync_status,
-            consecutive_failures=c.consecutive_failures,
-        )
+        assert self.db.connection.audience_id is not None
+        return Account.from_row(asdict(self.db.connection))
 
     async def _serve_once(self) -> bool:
-        """As Worker._claim_and_start for this one account: claim it, serve it. True when the
-        pass changed anything but leases."""
-        try:
-            claimed = await self.store.claim_accounts(1, [])
-            if not claimed:
-                return False
-            before = self.db.work_writes
-            self.passes += 1
-            await self.worker.serve(claimed[0])
-            return self.db.work_writes != before
-        except WorkerCrash:
+        """The real Worker.serve_due (claim the account if anything is due, serve it), awaited
+        to the end. True when the pass changed anything but leases."""
+        before = self.db.work_writes
+        if not await self.worker.serve_due():
+            return False
+        self.passes += 1
+        served = await asyncio.gather(*self.worker.busy.values(), return_exceptions=True)
+        if any(isinstance(e, WorkerCrash) for e in served):
             self._start_worker()
             return True
+        for e in served:
+            if isinstance(e, BaseException):
+                raise e
+        return self.db.work_writes != before
 
     def one_pass(self) -> None:
         """Serve the account once, if anything is due now (faults stay as they are)."""

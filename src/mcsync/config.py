@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcsync.mailchimp.client import api_base_url
+
 DEFAULT_API_URL = "https://{dc}.api.mailchimp.com/3.0"
 DEFAULT_LOGIN_URL = "https://login.mailchimp.com"
 
@@ -46,7 +48,8 @@ class Settings(BaseSettings):
     )
 
     def api_base(self, dc: str) -> str:
-        return self.mailchimp_api_url.replace("{dc}", dc).rstrip("/")
+        """The API base URL of an account in data center `dc`."""
+        return api_base_url(self.mailchimp_api_url, dc)
 
     @property
     def encryption_keys(self) -> list[str]:

@@ -22,7 +22,7 @@ from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
-from mcsync.worker.runner import Worker
+from mcsync.worker.runner import WorkerService
 
 SAMPLE_CONTACTS: list[dict[str, Any]] = [
     {
@@ -187,7 +187,7 @@ def run_demo(*, once: bool = False) -> int:
                 mailchimp_login_url=emu.login_url,
                 mcsync_poll_interval=1.0,
             )
-            worker = Worker(settings)
+            worker = WorkerService(settings)
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=loop.run_until_complete, args=(worker.run(),), daemon=True

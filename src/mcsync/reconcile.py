@@ -41,7 +41,7 @@ from mcsync import queries
 from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.mailchimp.errors import ConnectionLevelError, NotFoundError, RequestError
 from mcsync.mailchimp.models import Member
 from mcsync.mirror import DesiredMember, LedgerMember, desired_members
@@ -302,8 +302,8 @@ def _client(
     http: httpx.AsyncClient | None,
 ) -> MailchimpClient:
     token = cipher.decrypt(conn_row["access_token_encrypted"])
-    return MailchimpClient(
-        settings.api_base(conn_row["dc"]), token, http=http, timeout=settings.mcsync_http_timeout
+    return ClientFactory.from_settings(settings, http).client(
+        conn_row["dc"], token, log_context={"user_id": str(conn_row["user_id"])}
     )
 
 

@@ -2,16 +2,23 @@
 
 One ``httpx.AsyncClient`` (pooled, explicit timeouts), no retries (the worker owns retries and
 backoff), typed results, and every failure raised as a :mod:`mcsync.mailchimp.errors` class.
-Each call logs one debug line: ``op``, ``status``, ``outcome``, ``duration_ms``; never the token,
-never a body or an email address.
+
+Every call is logged here and only here: one ``mailchimp_call`` line with ``op``, ``status``,
+``outcome`` (see :func:`~mcsync.mailchimp.errors.call_outcome`), ``duration_ms`` and the
+caller's context (e.g. ``user_id``); never the token, never a body or an email address. An
+optional observer sees the same (op, outcome, seconds), for metrics.
+
+:class:`ClientFactory` is the one place a client is made from settings (worker, Sync Now,
+verify, web), and :func:`api_base_url` the one place an account's API URL is built.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +29,7 @@ from mcsync.mailchimp.errors import (
     MailchimpError,
     NotFoundError,
     TransientError,
+    call_outcome,
     error_from_response,
 )
 from mcsync.mailchimp.models import (
@@ -32,12 +40,40 @@ from mcsync.mailchimp.models import (
     MembersPage,
 )
 
+if TYPE_CHECKING:
+    from mcsync.config import Settings
+
 log = structlog.get_logger("mcsync.mailchimp")
+
+# Sees every call: (op, outcome, seconds). The worker feeds its metrics with it.
+CallObserver = Callable[[str, str, float], None]
 
 MAX_PAGE = 1000
 MAX_BATCH = 500
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
+
+
+def api_base_url(api_url: str, dc: str) -> str:
+    """An account's API base URL: the configured URL with the account's data center as {dc}."""
+    return api_url.replace("{dc}", dc).rstrip("/")
+
+
+def log_call(
+    op: str, method: str, *, status: int | None, outcome: str, started: float, **keys: Any
+) -> float:
+    """Log one finished Mailchimp call (API or login server); returns its duration in seconds."""
+    elapsed = time.perf_counter() - started
+    log.info(
+        "mailchimp_call",
+        op=op,
+        method=method,
+        status=status,
+        outcome=outcome,
+        duration_ms=round(elapsed * 1000, 1),
+        **keys,
+    )
+    return elapsed
 
 
 def make_timeout(timeout: float) -> httpx.Timeout:
@@ -77,7 +113,11 @@ class MailchimpClient:
         *,
         http: httpx.AsyncClient | None = None,
         timeout: float = 30.0,
+        observer: CallObserver | None = None,
+        log_context: Mapping[str, str] | None = None,
     ) -> None:
+        self._observer = observer
+        self._log_context = dict(log_context or {})
         self._base = base_url.rstrip("/")
         self._token = token
         self._timeout = make_timeout(timeout)
@@ -116,15 +156,17 @@ class MailchimpClient:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        want_json: bool = True,
         **log_keys: Any,
-    ) -> httpx.Response:
+    ) -> Any:
+        """Send one request; the decoded JSON body (None when `want_json` is False)."""
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
         }
         started = time.perf_counter()
         status: int | None = None
-        outcome = "ok"
+        failure: MailchimpError | None = None
         request_id: str | None = None
         try:
             try:
@@ -144,21 +186,26 @@ class MailchimpClient:
             request_id = response.headers.get("X-Request-Id")
             if status >= 400:
                 raise error_from_response(response)
-            return response
+            return self._json(response) if want_json else None
         except MailchimpError as exc:
-            outcome = type(exc).__name__
+            failure = exc
             raise
         finally:
-            log.debug(
-                "mailchimp_call",
-                op=op,
-                method=method,
+            if "member" in log_keys:  # a prefix tells members apart in a log; no more needed
+                log_keys["member"] = str(log_keys["member"])[:12]
+            outcome = call_outcome(failure)
+            elapsed = log_call(
+                op,
+                method,
                 status=status,
                 outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                started=started,
                 request_id=request_id,
+                **self._log_context,
                 **log_keys,
             )
+            if self._observer is not None:
+                self._observer(op, outcome, elapsed)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -179,20 +226,19 @@ class MailchimpClient:
     # -- account ---------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._request("ping", "GET", "/ping")
+        await self._request("ping", "GET", "/ping", want_json=False)
 
     async def get_account(self) -> dict[str, Any]:
-        data = self._json(await self._request("get_account", "GET", "/"))
+        data = await self._request("get_account", "GET", "/")
         return data if isinstance(data, dict) else {}
 
     async def list_audiences(self) -> list[Audience]:
         out: list[Audience] = []
         offset = 0
         while True:
-            response = await self._request(
+            data = await self._request(
                 "list_audiences", "GET", "/lists", params={"count": MAX_PAGE, "offset": offset}
             )
-            data = self._json(response)
             lists = data.get("lists") or []
             out.extend(Audience.model_validate(item) for item in lists)
             offset += len(lists)
@@ -201,10 +247,10 @@ class MailchimpClient:
                 return out
 
     async def get_audience(self, list_id: str) -> Audience:
-        response = await self._request(
+        data = await self._request(
             "get_audience", "GET", f"/lists/{_seg(list_id)}", list_id=list_id
         )
-        return Audience.model_validate(self._json(response))
+        return Audience.model_validate(data)
 
     # -- members ---------------------------------------------------------------------------
 
@@ -212,7 +258,7 @@ class MailchimpClient:
         """The member, or None on 404 (never added, or permanently deleted)."""
         email_hash = _as_hash(email_or_hash)
         try:
-            response = await self._request(
+            data = await self._request(
                 "get_member",
                 "GET",
                 self._member_path(list_id, email_hash),
@@ -221,7 +267,7 @@ class MailchimpClient:
             )
         except NotFoundError:
             return None
-        return Member.model_validate(self._json(response))
+        return Member.model_validate(data)
 
     async def upsert_member(
         self,
@@ -241,7 +287,7 @@ class MailchimpClient:
         }
         if status is not None:
             body["status"] = status
-        response = await self._request(
+        data = await self._request(
             "upsert_member",
             "PUT",
             self._member_path(list_id, email_hash),
@@ -249,7 +295,7 @@ class MailchimpClient:
             list_id=list_id,
             member=email_hash,
         )
-        return Member.model_validate(self._json(response))
+        return Member.model_validate(data)
 
     async def change_member_email(
         self, list_id: str, old_hash: str, new_email: str, *, merge_fields: dict[str, Any]
@@ -259,7 +305,7 @@ class MailchimpClient:
         body: dict[str, Any] = {"email_address": new_email.strip()}
         if merge_fields:
             body["merge_fields"] = merge_fields
-        response = await self._request(
+        data = await self._request(
             "change_member_email",
             "PATCH",
             self._member_path(list_id, old_hash),
@@ -267,7 +313,7 @@ class MailchimpClient:
             list_id=list_id,
             member=old_hash,
         )
-        return Member.model_validate(self._json(response))
+        return Member.model_validate(data)
 
     async def update_member_tags(
         self,
@@ -290,6 +336,7 @@ class MailchimpClient:
             "POST",
             self._member_path(list_id, email_hash) + "/tags",
             json={"tags": tags, "is_syncing": is_syncing},
+            want_json=False,
             list_id=list_id,
             member=email_hash,
         )
@@ -301,6 +348,7 @@ class MailchimpClient:
             "archive_member",
             "DELETE",
             self._member_path(list_id, email_hash),
+            want_json=False,
             list_id=list_id,
             member=email_hash,
         )
@@ -327,7 +375,7 @@ class MailchimpClient:
             if m.tags:
                 item["tags"] = list(m.tags)
             payload.append(item)
-        response = await self._request(
+        data = await self._request(
             "batch_subscribe",
             "POST",
             f"/lists/{_seg(list_id)}",
@@ -335,7 +383,6 @@ class MailchimpClient:
             list_id=list_id,
             members=len(payload),
         )
-        data = self._json(response)
         result = BatchResult.model_validate(data)
         if "error_count" not in data:
             result.error_count = len(result.errors)
@@ -362,7 +409,7 @@ class MailchimpClient:
                 if name not in wanted:
                     wanted.append(name)
             params["fields"] = ",".join(wanted)
-        response = await self._request(
+        data = await self._request(
             "list_members",
             "GET",
             f"/lists/{_seg(list_id)}/members",
@@ -370,7 +417,7 @@ class MailchimpClient:
             list_id=list_id,
             offset=offset,
         )
-        return MembersPage.model_validate(self._json(response))
+        return MembersPage.model_validate(data)
 
     async def iter_members(
         self, list_id: str, *, page_size: int = 1000, status: str | None = None
@@ -384,3 +431,42 @@ class MailchimpClient:
             offset += len(page.members)
             if not page.members or offset >= page.total_items:
                 return
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """Makes the client of one Mailchimp account: the one place a client is built.
+
+    `api_url` is the configured API base (``{dc}`` is filled per account); share `http` to pool
+    connections across accounts."""
+
+    api_url: str
+    timeout: float = 30.0
+    http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient | None = None
+    ) -> ClientFactory:
+        return cls(settings.mailchimp_api_url, settings.mcsync_http_timeout, http)
+
+    def base_url(self, dc: str) -> str:
+        return api_base_url(self.api_url, dc)
+
+    def client(
+        self,
+        dc: str,
+        token: str,
+        *,
+        observer: CallObserver | None = None,
+        log_context: Mapping[str, str] | None = None,
+    ) -> MailchimpClient:
+        """A client for the account in data center `dc`, calling with `token`."""
+        return MailchimpClient(
+            self.base_url(dc),
+            token,
+            http=self.http,
+            timeout=self.timeout,
+            observer=observer,
+            log_context=log_context,
+        )

@@ -6,7 +6,7 @@ Postgres and the planner's types. No transaction is ever held across a Mailchimp
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,11 @@ class Account:
     sync_status: str
     consecutive_failures: int
     has_bulk: bool = False  # an import is waiting in mailchimp_sync_bulk
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Account:
+        """A claimed `mailchimp_connections` row (other columns are ignored)."""
+        return cls(**{k: v for k, v in row.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ class Outcomes:
 
 
 class WorkerStore:
+    """Every Postgres read and write of the worker, for one worker process (`owner`).
+
+    Claims are leases of `lease_seconds` in the name of `owner`; `record` writes only while
+    the account is still held."""
+
     def __init__(self, pool: AsyncConnectionPool, owner: str, lease_seconds: float) -> None:
         self.pool = pool
         self.owner = owner
@@ -94,8 +104,7 @@ class WorkerStore:
                 },
             )
             rows = await cur.fetchall()
-        fields = Account.__dataclass_fields__
-        return [Account(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+        return [Account.from_row(r) for r in rows]
 
     async def renew_account(self, user_id: UUID) -> bool:
         """Extend the leases; False when this worker no longer holds the account."""
@@ -288,6 +297,51 @@ class WorkerStore:
             rows = [ledger_to_row(m) for m in out.ledger_upserts]
             await conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
 
-    async def execute(self, statement: str, params: dict[str, Any]) -> None:
+    # --- connection health (see mcsync.worker.health) ----------------------------------------
+
+    async def _run(self, *statements: tuple[str, dict[str, Any]]) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(statement, params)
+            for statement, params in statements:
+                await conn.execute(statement, params)
+
+    async def hold_back(self, user_id: UUID, delay: float) -> None:
+        """Count a throttle, and make every row of the account wait `delay` seconds."""
+        uid = {"user_id": user_id}
+        await self._run(
+            (queries.COUNT_THROTTLED, uid),
+            (queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.owner}),
+        )
+
+    async def count_throttled(self, user_id: UUID) -> None:
+        await self._run((queries.COUNT_THROTTLED, {"user_id": user_id}))
+
+    async def record_failure(self, user_id: UUID, error: str) -> None:
+        """One more failure in a row toward pausing the connection."""
+        await self._run((queries.RECORD_FAILURE, {"user_id": user_id, "error": error[:500]}))
+
+    async def pause_connection(
+        self, user_id: UUID, notice: str, error: str, *, probe_in: float
+    ) -> None:
+        params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
+        await self._run((queries.PAUSE_CONNECTION, params))
+
+    async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
+        params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
+        await self._run((queries.RESCHEDULE_PROBE, params))
+
+    async def resume_connection(self, user_id: UUID) -> None:
+        """Active again: every waiting row is due now, and the workers are woken."""
+        uid = {"user_id": user_id}
+        await self._run(
+            (queries.RESUME_CONNECTION, uid),
+            (queries.MAKE_USER_EVENTS_DUE, uid),
+            (queries.NOTIFY, {}),
+        )
+
+    async def mark_connection_error(self, user_id: UUID, notice: str, error: str) -> None:
+        """The token is revoked or the account unusable: stop until the user reconnects."""
+        params = {"user_id": user_id, "notice": notice, "error": error[:500]}
+        await self._run((queries.MARK_CONNECTION_ERROR, params))
+
+    async def mark_synced(self, user_id: UUID) -> None:
+        await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
