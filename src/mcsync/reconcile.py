@@ -42,7 +42,7 @@ from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory, MailchimpClient
-from mcsync.mailchimp.errors import ConnectionLevelError, NotFoundError, RequestError
+from mcsync.mailchimp.errors import MailchimpError, disposition
 from mcsync.mailchimp.models import Member
 from mcsync.mirror import DesiredMember, LedgerMember, desired_members
 from mcsync.rows import contact_from_row, ledger_from_row
@@ -383,6 +383,22 @@ async def _finish(conn: AConn, user_id: UUID, owner: str, error: str | None, que
     )
 
 
+@dataclass
+class _Run:
+    """A claimed run: what it compares against, and how far it got."""
+
+    user_id: UUID
+    owner: str
+    audience_id: str
+    connection: dict[str, Any]
+    snap: Snapshot
+    seen: set[str]
+    offset: int
+    listed: int = 0
+    differences: int = 0
+    queued: int = 0
+
+
 async def run_reconciliation(
     settings: Settings,
     cipher: TokenCipher,
@@ -395,90 +411,27 @@ async def run_reconciliation(
     """Run (or resume) the user's requested reconciliation. None when there is nothing to run,
     another process holds it, or it had to stop (the log says why)."""
     async with await AConn.connect(settings.database_url, autocommit=True) as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                queries.CLAIM_RECONCILIATION,
-                {
-                    "user_id": user_id,
-                    "owner": owner,
-                    "lease_seconds": LEASE_SECONDS,
-                },
-            )
-            run = await cur.fetchone()
-            if run is None:
-                return None
-            try:
-                conn_row = await _connection(cur, user_id)
-                if conn_row["audience_id"] != run["audience_id"]:
-                    raise ReconcileError("the audience changed while Sync Now was running")
-            except ReconcileError as exc:
-                await _finish(conn, user_id, owner, str(exc), 0)
-                log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
-                return None
-            audience_id: str = run["audience_id"]
-            snap = await _load_snapshot(cur, user_id, audience_id)
-            seen = {
-                r["email_hash"]
-                for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
-            }
-        offset = start = int(run["next_offset"])
-        listed = differences = queued = 0
+        run = await _claim_run(conn, user_id, owner)
+        if run is None:
+            return None
+        start = run.offset
         log.info(
-            "reconcile_started", user_id=str(user_id), audience_id=audience_id, resumed_at=start
+            "reconcile_started", user_id=str(user_id), audience_id=run.audience_id, resumed_at=start
         )
-        client = _client(settings, cipher, conn_row, http)
+        client = _client(settings, cipher, run.connection, http)
         try:
-            while True:
-                page = await client.list_members(
-                    audience_id, count=page_size, offset=offset, fields=_FIELDS
-                )
-                members = {m.id.lower(): m for m in page.members}
-                diffs = [d for m in page.members for d in compare_member(m, snap)]
-                fixes = fixes_for(
-                    diffs, snap, user_id=user_id, audience_id=audience_id, members=members
-                )
-                offset += len(page.members)
-                async with conn.transaction():
-                    await _write_fixes(conn, fixes, user_id, audience_id)
-                    await conn.execute(
-                        queries.RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": list(members)}
-                    )
-                    cur2 = await conn.execute(
-                        queries.ADVANCE_RECONCILIATION,
-                        {
-                            "user_id": user_id,
-                            "owner": owner,
-                            "next_offset": offset,
-                            "queued": fixes.queued,
-                            "lease_seconds": LEASE_SECONDS,
-                        },
-                    )
-                    if not cur2.rowcount:
-                        # Lost the lease, or the run was cancelled: roll this page back.
-                        raise ReconcileError("the run was taken over or cancelled")
-                seen.update(members)
-                listed += len(page.members)
-                differences += len(diffs)
-                queued += fixes.queued
-                if not page.members or offset >= page.total_items:
-                    break
-            diffs = missing_members(snap, seen)
-            fixes = fixes_for(diffs, snap, user_id=user_id, audience_id=audience_id)
-            async with conn.transaction():
-                await _write_fixes(conn, fixes, user_id, audience_id)
-                await _finish(conn, user_id, owner, None, fixes.queued)
-                await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
-                await conn.execute(
-                    queries.MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
-                )
-            differences += len(diffs)
-            queued += fixes.queued
+            async for page in client.iter_pages(
+                run.audience_id, offset=run.offset, page_size=page_size, fields=_FIELDS
+            ):
+                await _fix_page(conn, run, page.members)
+            await _fix_missing_and_finish(conn, run)
         except ReconcileError as exc:
             log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
             return None
-        except (ConnectionLevelError, NotFoundError, RequestError) as exc:
+        except MailchimpError as exc:
+            if disposition(exc) in ("throttled", "transient"):
+                raise  # leave the run for a later takeover
             # Retrying cannot help (token revoked, audience gone): end the run and say why.
-            # Transient errors propagate instead and leave the run for a later takeover.
             await _finish(conn, user_id, owner, str(exc)[:500], 0)
             log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
             return None
@@ -487,13 +440,88 @@ async def run_reconciliation(
     log.info(
         "reconcile_finished",
         user_id=str(user_id),
-        audience_id=audience_id,
-        listed=listed,
-        differences=differences,
-        queued=queued,
+        audience_id=run.audience_id,
+        listed=run.listed,
+        differences=run.differences,
+        queued=run.queued,
         resumed_at=start,
     )
-    return RunResult(user_id, listed, queued, differences, start)
+    return RunResult(user_id, run.listed, run.queued, run.differences, start)
+
+
+async def _claim_run(conn: AConn, user_id: UUID, owner: str) -> _Run | None:
+    """Lease the user's requested run and read what it compares against; None when there is
+    none to run, or it cannot go on (then it is finished with the reason)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            queries.CLAIM_RECONCILIATION,
+            {"user_id": user_id, "owner": owner, "lease_seconds": LEASE_SECONDS},
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        try:
+            conn_row = await _connection(cur, user_id)
+            if conn_row["audience_id"] != row["audience_id"]:
+                raise ReconcileError("the audience changed while Sync Now was running")
+        except ReconcileError as exc:
+            await _finish(conn, user_id, owner, str(exc), 0)
+            log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
+            return None
+        audience_id: str = row["audience_id"]
+        snap = await _load_snapshot(cur, user_id, audience_id)
+        seen = {
+            r["email_hash"]
+            for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
+        }
+    return _Run(user_id, owner, audience_id, conn_row, snap, seen, int(row["next_offset"]))
+
+
+async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
+    """Compare one page, and commit its fixes, the hashes seen and the next offset together."""
+    members = {m.id.lower(): m for m in page}
+    diffs = [d for m in page for d in compare_member(m, run.snap)]
+    fixes = fixes_for(
+        diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id, members=members
+    )
+    next_offset = run.offset + len(page)
+    async with conn.transaction():
+        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
+        await conn.execute(
+            queries.RECORD_RECONCILE_SEEN, {"user_id": run.user_id, "hashes": list(members)}
+        )
+        advanced = await conn.execute(
+            queries.ADVANCE_RECONCILIATION,
+            {
+                "user_id": run.user_id,
+                "owner": run.owner,
+                "next_offset": next_offset,
+                "queued": fixes.queued,
+                "lease_seconds": LEASE_SECONDS,
+            },
+        )
+        if not advanced.rowcount:
+            # Lost the lease, or the run was cancelled: roll this page back.
+            raise ReconcileError("the run was taken over or cancelled")
+    run.offset = next_offset
+    run.seen.update(members)
+    run.listed += len(page)
+    run.differences += len(diffs)
+    run.queued += fixes.queued
+
+
+async def _fix_missing_and_finish(conn: AConn, run: _Run) -> None:
+    """After the last page: queue the members the listing never showed, and end the run."""
+    diffs = missing_members(run.snap, run.seen)
+    fixes = fixes_for(diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id)
+    params = {"user_id": run.user_id, "audience_id": run.audience_id}
+    async with conn.transaction():
+        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
+        await _finish(conn, run.user_id, run.owner, None, fixes.queued)
+        await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": run.user_id})
+        await conn.execute(queries.MARK_FULL_SYNCED, params)
+    run.differences += len(diffs)
+    run.queued += fixes.queued
 
 
 async def stale_runs(database_url: str) -> list[UUID]:
@@ -522,16 +550,10 @@ async def audit(
     diffs: list[Difference] = []
     seen: set[str] = set()
     async with _client(settings, cipher, conn_row, http) as client:
-        offset = 0
-        while True:
-            page = await client.list_members(
-                conn_row["audience_id"], count=page_size, offset=offset, fields=_FIELDS
-            )
-            for member in page.members:
-                seen.add(member.id.lower())
-                diffs.extend(compare_member(member, snap))
-            offset += len(page.members)
-            if not page.members or offset >= page.total_items:
-                break
+        async for member in client.iter_members(
+            conn_row["audience_id"], page_size=page_size, fields=_FIELDS
+        ):
+            seen.add(member.id.lower())
+            diffs.extend(compare_member(member, snap))
     diffs.extend(missing_members(snap, seen))
     return diffs

@@ -419,18 +419,40 @@ class MailchimpClient:
         )
         return MembersPage.model_validate(data)
 
-    async def iter_members(
-        self, list_id: str, *, page_size: int = 1000, status: str | None = None
-    ) -> AsyncIterator[Member]:
-        """Every member, paging with count/offset until total_items is reached."""
-        offset = 0
+    async def iter_pages(
+        self,
+        list_id: str,
+        *,
+        offset: int = 0,
+        page_size: int = 1000,
+        status: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> AsyncIterator[MembersPage]:
+        """Every page of members from `offset` on, paging with count/offset until total_items
+        is reached (the last page may be empty)."""
         while True:
-            page = await self.list_members(list_id, count=page_size, offset=offset, status=status)
-            for member in page.members:
-                yield member
+            page = await self.list_members(
+                list_id, count=page_size, offset=offset, status=status, fields=fields
+            )
+            yield page
             offset += len(page.members)
             if not page.members or offset >= page.total_items:
                 return
+
+    async def iter_members(
+        self,
+        list_id: str,
+        *,
+        page_size: int = 1000,
+        status: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> AsyncIterator[Member]:
+        """Every member, page by page (see `iter_pages`)."""
+        async for page in self.iter_pages(
+            list_id, page_size=page_size, status=status, fields=fields
+        ):
+            for member in page.members:
+                yield member
 
 
 @dataclass(frozen=True)
