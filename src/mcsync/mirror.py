@@ -292,8 +292,34 @@ def plan_member_ops(
     by_id = {c.id: c for c in sharing}
     by_id.update({c.id: c for c in changed})
     desired = desired_members(by_id.values(), recency)
+    dependents = _dependents(plan, changed, deleted, links, maybe_links or {})
+    renames = _renames(changed, links, plan.links, desired, ledger)
+    for email_hash in sorted(dependents):
+        if email_hash in renames.values():
+            continue  # planned with its rename target
+        contact_ids = set(dependents[email_hash])
+        target = desired.get(email_hash)
+        old_hash = renames.get(email_hash)
+        if target is None:
+            member = _archive_plan(email_hash, ledger.get(email_hash), contact_ids)
+        elif old_hash is None:
+            member = _upsert_plan(target, ledger.get(email_hash), contact_ids, double_optin)
+        else:
+            contact_ids |= dependents.get(old_hash, set())
+            member = _rename_plan(target, old_hash, ledger[old_hash], contact_ids, double_optin)
+        plan.members.append(member)
+    return plan
 
-    # Which members are affected, and which changed contacts depend on each.
+
+def _dependents(
+    plan: Plan,
+    changed: Sequence[Contact],
+    deleted: Sequence[UUID],
+    links: Mapping[UUID, str],
+    maybe_links: Mapping[UUID, Sequence[str]],
+) -> dict[str, set[UUID]]:
+    """Which members are affected, and which changed contacts depend on each. Notes in `plan`
+    where each changed contact is to be linked, and the addresses that cannot be synced."""
     dependents: dict[str, set[UUID]] = {}
     for contact in changed:
         email = normalize_email(contact.email)
@@ -313,15 +339,25 @@ def plan_member_ops(
         old = links.get(contact_id)
         if old is not None:
             dependents.setdefault(old, set()).add(contact_id)
-        for maybe in (maybe_links or {}).get(contact_id, ()):
+        for maybe in maybe_links.get(contact_id, ()):
             dependents.setdefault(maybe, set()).add(contact_id)
+    return dependents
 
-    # Email changes: a contact whose old member is left with no contact, moving to an address
-    # mcsync does not know yet, renames that member instead of creating a duplicate.
-    renames: dict[str, str] = {}  # new hash -> old hash
+
+def _renames(
+    changed: Sequence[Contact],
+    links: Mapping[UUID, str],
+    new_links: Mapping[UUID, str | None],
+    desired: Mapping[str, DesiredMember],
+    ledger: Mapping[str, LedgerMember],
+) -> dict[str, str]:
+    """Email changes, new hash -> old hash: a contact whose old member is left with no contact,
+    moving to an address mcsync does not know yet, renames that member instead of creating a
+    duplicate."""
+    renames: dict[str, str] = {}
     for contact in changed:
         old = links.get(contact.id)
-        new = plan.links.get(contact.id)
+        new = new_links.get(contact.id)
         if old is None or new is None or old == new:
             continue
         old_ledger = ledger.get(old)
@@ -335,59 +371,65 @@ def plan_member_ops(
             and (new_ledger is None or new_ledger.pending_rename_from == old)
         ):
             renames[new] = old
+    return renames
 
-    for email_hash in sorted(dependents):
-        if email_hash in renames.values():
-            continue  # planned with its rename target
-        target = desired.get(email_hash)
-        entry = ledger.get(email_hash)
-        contact_ids = set(dependents[email_hash])
-        if target is None:
-            ops: list[Op] = []
-            if entry is not None and not entry.archived:
-                ops.append(ArchiveMember(email_hash))
-            plan.members.append(
-                MemberPlan(email_hash, tuple(ops), None, tuple(sorted(contact_ids, key=str)))
-            )
-            continue
-        old_hash = renames.get(email_hash)
-        if old_hash is None:
-            ops = _upsert_ops(
-                target,
-                entry,
-                entry.tags if entry else (),
-                double_optin,
-                entry.maybe_tags if entry else (),
-            )
-            plan.members.append(
-                MemberPlan(email_hash, tuple(ops), target, tuple(sorted(contact_ids, key=str)))
-            )
-            continue
-        old_entry = ledger[old_hash]
-        contact_ids |= dependents.get(old_hash, set())
-        fresh = _upsert_ops(target, None, (), double_optin)
-        active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
-        after_rename: list[Op] = []
-        if active or inactive:
-            after_rename.append(UpdateTags(email_hash, active, inactive))
-        rename = RenameMember(
-            old_hash=old_hash,
-            email_hash=email_hash,
-            email=target.email,
-            merge_fields=target.merge_fields,
-            on_conflict=(*fresh, ArchiveMember(old_hash)),
-            on_missing=tuple(fresh),
-        )
-        plan.members.append(
-            MemberPlan(
-                email_hash,
-                (rename, *after_rename),
-                target,
-                tuple(sorted(contact_ids, key=str)),
-                renamed_from=old_hash,
-            )
-        )
-    return plan
+
+def _sorted_ids(contact_ids: set[UUID]) -> tuple[UUID, ...]:
+    return tuple(sorted(contact_ids, key=str))
+
+
+def _archive_plan(
+    email_hash: str, entry: LedgerMember | None, contact_ids: set[UUID]
+) -> MemberPlan:
+    """No contact wants the member any more: archive it if mcsync owns it and it is live."""
+    ops: list[Op] = []
+    if entry is not None and not entry.archived:
+        ops.append(ArchiveMember(email_hash))
+    return MemberPlan(email_hash, tuple(ops), None, _sorted_ids(contact_ids))
+
+
+def _upsert_plan(
+    target: DesiredMember, entry: LedgerMember | None, contact_ids: set[UUID], double_optin: bool
+) -> MemberPlan:
+    ops = _upsert_ops(
+        target,
+        entry,
+        entry.tags if entry else (),
+        double_optin,
+        entry.maybe_tags if entry else (),
+    )
+    return MemberPlan(target.email_hash, tuple(ops), target, _sorted_ids(contact_ids))
+
+
+def _rename_plan(
+    target: DesiredMember,
+    old_hash: str,
+    old_entry: LedgerMember,
+    contact_ids: set[UUID],
+    double_optin: bool,
+) -> MemberPlan:
+    """Rename the old member to the target's address, then settle its tags; if the address is
+    taken, or the old member is gone, create the target fresh instead."""
+    fresh = _upsert_ops(target, None, (), double_optin)
+    active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
+    after_rename: list[Op] = []
+    if active or inactive:
+        after_rename.append(UpdateTags(target.email_hash, active, inactive))
+    rename = RenameMember(
+        old_hash=old_hash,
+        email_hash=target.email_hash,
+        email=target.email,
+        merge_fields=target.merge_fields,
+        on_conflict=(*fresh, ArchiveMember(old_hash)),
+        on_missing=tuple(fresh),
+    )
+    return MemberPlan(
+        target.email_hash,
+        (rename, *after_rename),
+        target,
+        _sorted_ids(contact_ids),
+        renamed_from=old_hash,
+    )
 
 
 def write_ahead_ledger(
