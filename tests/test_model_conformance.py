@@ -35,13 +35,8 @@ def _random_contact(rng: random.Random, contact_id: uuid.UUID) -> Contact:
 
 
 def _columns(c: Contact) -> dict[str, Any]:
-    return {
-        "first_name": c.first_name,
-        "last_name": c.last_name,
-        "email": c.email,
-        "phone": c.phone,
-        "tags": list(c.tags),
-    }
+    """The contact's synced columns, as MemoryDatabase reads them back."""
+    return {k: v for k, v in MemoryDatabase._contact_row(c).items() if k != "id"}
 
 
 class Script:

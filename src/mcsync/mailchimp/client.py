@@ -220,8 +220,26 @@ class MailchimpClient:
                 request_id=response.headers.get("X-Request-Id"),
             ) from None
 
-    def _member_path(self, list_id: str, email_hash: str) -> str:
-        return f"/lists/{_seg(list_id)}/members/{_seg(email_hash)}"
+    async def _member_request(
+        self,
+        op: str,
+        method: str,
+        list_id: str,
+        email_hash: str,
+        *,
+        json: Any = None,
+        suffix: str = "",
+    ) -> Any:
+        """A request on one member (`/lists/{list}/members/{hash}` + `suffix`)."""
+        return await self._request(
+            op,
+            method,
+            f"/lists/{_seg(list_id)}/members/{_seg(email_hash)}{suffix}",
+            json=json,
+            want_json=method in ("GET", "PUT", "PATCH"),
+            list_id=list_id,
+            member=email_hash,
+        )
 
     # -- account ---------------------------------------------------------------------------
 
@@ -256,14 +274,9 @@ class MailchimpClient:
 
     async def get_member(self, list_id: str, email_or_hash: str) -> Member | None:
         """The member, or None on 404 (never added, or permanently deleted)."""
-        email_hash = _as_hash(email_or_hash)
         try:
-            data = await self._request(
-                "get_member",
-                "GET",
-                self._member_path(list_id, email_hash),
-                list_id=list_id,
-                member=email_hash,
+            data = await self._member_request(
+                "get_member", "GET", list_id, _as_hash(email_or_hash)
             )
         except NotFoundError:
             return None
@@ -287,31 +300,18 @@ class MailchimpClient:
         }
         if status is not None:
             body["status"] = status
-        data = await self._request(
-            "upsert_member",
-            "PUT",
-            self._member_path(list_id, email_hash),
-            json=body,
-            list_id=list_id,
-            member=email_hash,
-        )
+        data = await self._member_request("upsert_member", "PUT", list_id, email_hash, json=body)
         return Member.model_validate(data)
 
     async def change_member_email(
         self, list_id: str, old_hash: str, new_email: str, *, merge_fields: dict[str, Any]
     ) -> Member:
         """PATCH the OLD hash with the new address (a PUT on the new hash would duplicate)."""
-        old_hash = _as_hash(old_hash)
         body: dict[str, Any] = {"email_address": new_email.strip()}
         if merge_fields:
             body["merge_fields"] = merge_fields
-        data = await self._request(
-            "change_member_email",
-            "PATCH",
-            self._member_path(list_id, old_hash),
-            json=body,
-            list_id=list_id,
-            member=old_hash,
+        data = await self._member_request(
+            "change_member_email", "PATCH", list_id, _as_hash(old_hash), json=body
         )
         return Member.model_validate(data)
 
@@ -327,31 +327,21 @@ class MailchimpClient:
         """POST .../tags with explicit active/inactive tags; no call when both are empty."""
         if not active and not inactive:
             return
-        email_hash = _as_hash(email_hash)
         tags = [{"name": n, "status": "active"} for n in active] + [
             {"name": n, "status": "inactive"} for n in inactive
         ]
-        await self._request(
+        await self._member_request(
             "update_member_tags",
             "POST",
-            self._member_path(list_id, email_hash) + "/tags",
+            list_id,
+            _as_hash(email_hash),
             json={"tags": tags, "is_syncing": is_syncing},
-            want_json=False,
-            list_id=list_id,
-            member=email_hash,
+            suffix="/tags",
         )
 
     async def archive_member(self, list_id: str, email_hash: str) -> None:
         """DELETE = archive (reversible). Raises NotFoundError when the member is missing."""
-        email_hash = _as_hash(email_hash)
-        await self._request(
-            "archive_member",
-            "DELETE",
-            self._member_path(list_id, email_hash),
-            want_json=False,
-            list_id=list_id,
-            member=email_hash,
-        )
+        await self._member_request("archive_member", "DELETE", list_id, _as_hash(email_hash))
 
     async def batch_subscribe(
         self,

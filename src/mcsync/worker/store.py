@@ -92,18 +92,18 @@ class WorkerStore:
         self.owner = owner
         self.lease_seconds = lease_seconds
 
-    async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
+    async def _lease(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Run a claiming statement in this worker's name; the rows it leased."""
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                queries.CLAIM_ACCOUNTS,
-                {
-                    "owner": self.owner,
-                    "lease_seconds": self.lease_seconds,
-                    "limit": limit,
-                    "busy": list(busy),
-                },
+                statement, {"owner": self.owner, "lease_seconds": self.lease_seconds, **params}
             )
-            rows = await cur.fetchall()
+            return await cur.fetchall()
+
+    async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
+        """Lease up to `limit` accounts with due work (or a due probe), leaving out `busy`
+        (this worker serves them already)."""
+        rows = await self._lease(queries.CLAIM_ACCOUNTS, limit=limit, busy=list(busy))
         return [Account.from_row(r) for r in rows]
 
     async def renew_account(self, user_id: UUID) -> bool:
@@ -117,37 +117,23 @@ class WorkerStore:
             return bool(row and row[0])
 
     async def mark_archiving(self, account: Account, email_hash: str, status: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                queries.MARK_ARCHIVING,
-                {
-                    "user_id": account.user_id,
-                    "audience_id": account.audience_id,
-                    "email_hash": email_hash,
-                    "status": status,
-                },
-            )
+        """Note the status a member had just before mcsync archives it (see archive_status)."""
+        params = {"user_id": account.user_id, "audience_id": account.audience_id}
+        await self._run(
+            (queries.MARK_ARCHIVING, {**params, "email_hash": email_hash, "status": status})
+        )
 
     async def release_account(self, user_id: UUID) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner})
+        """Give the account's lease back (its rows' leases simply expire or were released)."""
+        await self._run((queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner}))
 
     async def claim_due_events(
         self, user_id: UUID, limit: int, *, exclude: Iterable[int] = ()
     ) -> list[Event]:
         """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                queries.CLAIM_DUE_EVENTS,
-                {
-                    "owner": self.owner,
-                    "lease_seconds": self.lease_seconds,
-                    "user_id": user_id,
-                    "limit": limit,
-                    "exclude": list(exclude),
-                },
-            )
-            rows = await cur.fetchall()
+        rows = await self._lease(
+            queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
+        )
         return [Event(**r) for r in rows]
 
     async def expand_bulk(self, user_id: UUID, chunk: int) -> int:
@@ -164,6 +150,8 @@ class WorkerStore:
         return expanded
 
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
+        """Everything the planner needs for these claimed rows: the contacts as they are now,
+        every contact sharing one of their addresses (now or before), links and ledger."""
         ids = [e.contact_id for e in events]
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
