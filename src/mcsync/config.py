@@ -5,10 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mcsync.mailchimp.client import api_base_url
-
 DEFAULT_API_URL = "https://{dc}.api.mailchimp.com/3.0"
 DEFAULT_LOGIN_URL = "https://login.mailchimp.com"
+
+
+def api_base_url(api_url: str, dc: str) -> str:
+    """An account's API base URL: the configured URL with the account's data center as {dc}.
+
+    The one place it is built (the worker, Sync Now, verify and the web all get it here)."""
+    return api_url.replace("{dc}", dc).rstrip("/")
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,7 @@ caller's context (e.g. ``user_id``); never the token, never a body or an email a
 optional observer sees the same (op, outcome, seconds), for metrics.
 
 :class:`ClientFactory` is the one place a client is made from settings (worker, Sync Now,
-verify, web), and :func:`api_base_url` the one place an account's API URL is built.
+verify, web); it builds an account's URL with :func:`mcsync.config.api_base_url`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import structlog
 
+from mcsync.config import Settings, api_base_url
 from mcsync.emails import subscriber_hash
 from mcsync.mailchimp.errors import (
     MailchimpError,
@@ -40,9 +41,6 @@ from mcsync.mailchimp.models import (
     MembersPage,
 )
 
-if TYPE_CHECKING:
-    from mcsync.config import Settings
-
 log = structlog.get_logger("mcsync.mailchimp")
 
 # Sees every call: (op, outcome, seconds). The worker feeds its metrics with it.
@@ -52,11 +50,6 @@ MAX_PAGE = 1000
 MAX_BATCH = 500
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
-
-
-def api_base_url(api_url: str, dc: str) -> str:
-    """An account's API base URL: the configured URL with the account's data center as {dc}."""
-    return api_url.replace("{dc}", dc).rstrip("/")
 
 
 def log_call(
