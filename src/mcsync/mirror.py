@@ -63,6 +63,8 @@ class LedgerMember:
 
 @dataclass(frozen=True)
 class DesiredMember:
+    """What one member should be: the mirror of every contact with its address."""
+
     email_hash: str
     email: str
     merge_fields: dict[str, str]
@@ -105,6 +107,8 @@ class RenameMember:
 
 @dataclass(frozen=True)
 class UpdateTags:
+    """Make tags active or inactive on a member (only tags mcsync set become inactive)."""
+
     email_hash: str
     active: tuple[str, ...]
     inactive: tuple[str, ...]
@@ -112,6 +116,8 @@ class UpdateTags:
 
 @dataclass(frozen=True)
 class ArchiveMember:
+    """Archive (never delete) a member mcsync owns and no contact wants any more."""
+
     email_hash: str
 
 
@@ -131,6 +137,8 @@ class MemberPlan:
 
 @dataclass(frozen=True)
 class Rejection:
+    """A contact the planner will not sync (e.g. an address that cannot be one)."""
+
     contact_id: UUID
     email: str | None
     reason: str
@@ -139,6 +147,8 @@ class Rejection:
 
 @dataclass
 class Plan:
+    """The planner's answer for one batch of changed contacts."""
+
     members: list[MemberPlan] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     # Where each changed contact should be linked once its members are done (None: unlinked).
@@ -163,6 +173,7 @@ def _truncate(value: str | None) -> str:
 
 
 def merge_fields_of(contact: Contact) -> dict[str, str]:
+    """FNAME, LNAME and PHONE of a contact, trimmed and cut to Mailchimp's limit."""
     return {
         "FNAME": _truncate(contact.first_name),
         "LNAME": _truncate(contact.last_name),
@@ -171,6 +182,7 @@ def merge_fields_of(contact: Contact) -> dict[str, str]:
 
 
 def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
+    """A fingerprint of what was sent: the ledger compares it to know when to send again."""
     canonical = json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -189,6 +201,7 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
 
 
 def status_if_new(double_optin: bool) -> str:
+    """A new member's status: pending (confirmation email) under double opt-in."""
     return "pending" if double_optin else "subscribed"
 
 

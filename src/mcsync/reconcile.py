@@ -190,6 +190,7 @@ def missing_members(snap: Snapshot, seen: set[str]) -> list[Difference]:
 
 
 def placeholder_id(user_id: UUID, audience_id: str, email_hash: str) -> UUID:
+    """The contact id an orphaned member is adopted under (stable, so a resumed run reuses it)."""
     return uuid.uuid5(_PLACEHOLDER_NS, f"{user_id}:{audience_id}:{email_hash}")
 
 
@@ -216,6 +217,7 @@ def fixes_for(
     audience_id: str,
     members: Mapping[str, Member] | None = None,
 ) -> Fixes:
+    """The queue rows and ledger corrections that make the worker repair `diffs`."""
     fixes = Fixes()
     members = members or {}
     for d in diffs:
@@ -369,6 +371,8 @@ def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> Non
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a finished run did (`resumed_at`: the offset it started from)."""
+
     user_id: UUID
     listed: int
     queued: int

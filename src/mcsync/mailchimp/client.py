@@ -237,13 +237,16 @@ class MailchimpClient:
     # -- account ---------------------------------------------------------------------------
 
     async def ping(self) -> None:
+        """GET /ping: the token works."""
         await self._request("ping", "GET", "/ping", want_json=False)
 
     async def get_account(self) -> dict[str, Any]:
+        """GET /: the account's details."""
         data = await self._request("get_account", "GET", "/")
         return data if isinstance(data, dict) else {}
 
     async def list_audiences(self) -> list[Audience]:
+        """Every audience of the account (all pages)."""
         out: list[Audience] = []
         offset = 0
         while True:
@@ -258,6 +261,7 @@ class MailchimpClient:
                 return out
 
     async def get_audience(self, list_id: str) -> Audience:
+        """One audience; NotFoundError when it is gone (the health probe's cheap call)."""
         data = await self._request(
             "get_audience", "GET", f"/lists/{_seg(list_id)}", list_id=list_id
         )
@@ -380,6 +384,7 @@ class MailchimpClient:
         status: str | None = None,
         fields: Sequence[str] | None = None,
     ) -> MembersPage:
+        """One page of members (at most 1000), with only `fields` (and the ids) when given."""
         if not 0 <= count <= MAX_PAGE:
             raise ValueError(f"count must be between 0 and {MAX_PAGE}")
         params: dict[str, Any] = {"count": count, "offset": offset}

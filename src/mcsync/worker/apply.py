@@ -49,6 +49,8 @@ R = TypeVar("R")
 
 @dataclass
 class MemberOutcome:
+    """What became of one member plan, and the ledger as far as Mailchimp confirmed it."""
+
     plan: MemberPlan
     status: Status = "done"
     error: MailchimpError | None = None
@@ -114,6 +116,9 @@ class Deferred(Exception):
 
 
 class MemberApplier:
+    """Runs the planned operations of one account's members, each member's in order, every
+    call through the account's gate; reads the ledger as it was before the pass."""
+
     def __init__(
         self,
         client: MailchimpClient,
@@ -146,6 +151,7 @@ class MemberApplier:
     # --- one member ---------------------------------------------------------------------
 
     async def apply(self, plan: MemberPlan) -> MemberOutcome:
+        """Run one member's plan; never raises a Mailchimp error (the outcome says it)."""
         return await self.run_ops(MemberOutcome(plan), plan.ops)
 
     async def run_ops(self, outcome: MemberOutcome, ops: Sequence[Op]) -> MemberOutcome:
@@ -159,6 +165,7 @@ class MemberApplier:
         return outcome
 
     def current(self, outcome: MemberOutcome, email_hash: str) -> LedgerMember | None:
+        """The member's ledger entry as this pass knows it so far."""
         if email_hash in outcome.ledger:
             return outcome.ledger[email_hash]
         return self.written_ahead.get(email_hash) or self.ledger.get(email_hash)
@@ -186,6 +193,7 @@ class MemberApplier:
         tags: Sequence[str],
         maybe_tags: Sequence[str] = (),
     ) -> None:
+        """Note in `outcome` what Mailchimp confirmed the member is."""
         confirmed = {t.casefold() for t in tags}
         previous = self.current(outcome, email_hash)
         outcome.ledger[email_hash] = LedgerMember(

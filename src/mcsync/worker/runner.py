@@ -33,6 +33,7 @@ MAX_ACCOUNTS_AT_ONCE = 16
 
 
 def default_worker_id() -> str:
+    """host:pid:random, so two workers never share a lease owner."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
 
 
@@ -137,6 +138,7 @@ class Worker:
             await asyncio.wait(pending, timeout=5)
 
     def stop(self) -> None:
+        """Claim nothing more; `run` returns once in-flight passes finish (or time out)."""
         self.stopping.set()
 
 
@@ -178,6 +180,7 @@ class WorkerService:
         )
 
     async def run(self, *, once: bool = False, drain_seconds: float = 20.0) -> None:
+        """Open the parts, run the worker on them (see `Worker.run`), close them."""
         s = self.settings
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
         async with (

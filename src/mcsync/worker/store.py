@@ -24,6 +24,8 @@ from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 
 @dataclass(frozen=True)
 class Account:
+    """A leased Mailchimp connection, as the worker serves it."""
+
     user_id: UUID
     audience_id: str
     api_endpoint: str
@@ -42,6 +44,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Event:
+    """A leased queue row: one contact changed (op, the address it had, its version)."""
+
     id: int
     contact_id: UUID
     op: str
