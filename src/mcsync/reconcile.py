@@ -554,10 +554,10 @@ async def audit(
     diffs: list[Difference] = []
     seen: set[str] = set()
     async with _client(settings, cipher, conn_row, http) as client:
-        async for member in client.iter_members(
-            conn_row["audience_id"], page_size=page_size, fields=_FIELDS
-        ):
-            seen.add(member.id.lower())
-            diffs.extend(compare_member(member, snap))
+        pages = client.iter_pages(conn_row["audience_id"], page_size=page_size, fields=_FIELDS)
+        async for page in pages:
+            for member in page.members:
+                seen.add(member.id.lower())
+                diffs.extend(compare_member(member, snap))
     diffs.extend(missing_members(snap, seen))
     return diffs

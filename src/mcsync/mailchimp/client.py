@@ -428,17 +428,10 @@ class MailchimpClient:
                 return
 
     async def iter_members(
-        self,
-        list_id: str,
-        *,
-        page_size: int = 1000,
-        status: str | None = None,
-        fields: Sequence[str] | None = None,
+        self, list_id: str, *, page_size: int = 1000, status: str | None = None
     ) -> AsyncIterator[Member]:
         """Every member, page by page (see `iter_pages`)."""
-        async for page in self.iter_pages(
-            list_id, page_size=page_size, status=status, fields=fields
-        ):
+        async for page in self.iter_pages(list_id, page_size=page_size, status=status):
             for member in page.members:
                 yield member
 

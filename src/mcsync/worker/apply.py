@@ -244,14 +244,7 @@ class MemberApplier:
             outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
         previous = self.current(outcome, op.email_hash)
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        self.record_member(
-            outcome,
-            op.email_hash,
-            member,
-            desired_hash,
-            previous.tags if previous else (),
-            previous.maybe_tags if previous else (),
-        )
+        self.record_member(outcome, op.email_hash, member, desired_hash, *_tags_of(previous))
 
     async def _tags(self, op: UpdateTags, outcome: MemberOutcome) -> None:
         await self.gate.call(
@@ -344,14 +337,7 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    self.record_member(
-                        outcome,
-                        op.email_hash,
-                        renamed,
-                        None,
-                        old.tags if old else (),
-                        old.maybe_tags if old else (),
-                    )
+                    self.record_member(outcome, op.email_hash, renamed, None, *_tags_of(old))
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
@@ -389,6 +375,11 @@ class MemberApplier:
             tags=(),
             maybe_tags=tuple(clean_tags(sending)),
         )
+
+
+def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An entry's confirmed and in-doubt tags (none without an entry)."""
+    return (entry.tags, entry.maybe_tags) if entry is not None else ((), ())
 
 
 # --- batch subscribe -----------------------------------------------------------------------
@@ -503,8 +494,7 @@ def _record_batched_member(
     if member.status == "archived":
         # Batch subscribe changes nothing on an archived member (no status was sent): the
         # tags in the request were not added, whatever the written-ahead entry feared.
-        before = applier.ledger.get(upsert.email_hash)
-        tags, maybe = (before.tags, before.maybe_tags) if before else ((), ())
+        tags, maybe = _tags_of(applier.ledger.get(upsert.email_hash))
     else:
         tags = (*(previous.tags if previous else ()), *(tag_op.active if tag_op else ()))
         maybe = previous.maybe_tags if previous else ()
