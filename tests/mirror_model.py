@@ -7,9 +7,11 @@ Model-based tests of the mirror (tests/test_mirror.py) drive random contact hist
   subscriber unsubscribing, a marketer archiving or tagging by hand, members arriving from
   elsewhere) go through the emulator's admin routes on the same transport. 5xx/429/504 faults
   are the emulator's own seeded faults (`POST /_emulator/faults`).
-- The worker: the real `AccountWorker.serve` (claims, concurrent passes, `plan_for`,
-  `write_ahead_ledger` + maybe links, `MemberApplier`/`apply_plans`/`AccountGate`,
-  `collect_outcomes`, health, throttling, probes) and the real `WorkerStore` on top of...
+- The worker: the real `Worker.serve_due` and `AccountWorker.serve` (claims, concurrent
+  passes, `plan_for`, `write_ahead_ledger` + maybe links, `MemberApplier`/`apply_plans`/
+  `AccountGate`, `collect_outcomes`, `ConnectionHealth`: throttling, pauses, probes), built
+  from the same parts as in production (`ClientFactory`, `Backoff`, `AccountSettings`), and
+  the real `WorkerStore` on top of...
 - the database: `MemoryDatabase`, which executes the statements of `mcsync.queries` that the
   worker sends (each handler documents the SQL it models) and the contacts triggers of
   sql/002. It is the only hand-written model here. A statement it does not model raises
