@@ -1250,7 +1250,7 @@ NOT_MODELLED = {
     "TRIM_BULK_ROW",
     "DROP_EMPTY_BULK_ROW",
 }
-WORKER_SOURCES = ["store.py", "account.py", "apply.py", "runner.py"]
+WORKER_SOURCES = ["store.py", "account.py", "health.py", "outcomes.py", "apply.py", "runner.py"]
 
 
 def test_the_database_model_covers_every_statement_of_the_worker() -> None:

@@ -22,7 +22,7 @@ from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
-from mcsync.worker.runner import Worker
+from mcsync.worker.runner import WorkerService
 
 if TYPE_CHECKING:
     from mcsync.emulator.testing import EmulatorHandle
@@ -222,7 +222,7 @@ class _BackgroundWorker:
     """The worker on its own event loop in a daemon thread, so the demo can talk meanwhile."""
 
     def __init__(self, settings: Settings) -> None:
-        self.worker = Worker(settings)
+        self.worker = WorkerService(settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_until_complete, args=(self.worker.run(),), daemon=True
