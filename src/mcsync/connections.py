@@ -17,8 +17,6 @@ from mcsync import queries
 from mcsync.crypto import BOUND_PREFIX, TokenCipher, is_bound
 from mcsync.mailchimp.endpoints import checked_dc
 
-PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."
-
 
 @dataclass(frozen=True)
 class Connection:

@@ -31,5 +31,7 @@ def checked_dc(dc: str) -> str:
 
 
 def api_base(template: str, dc: str) -> str:
-    """The API base for `dc`: `template` (MAILCHIMP_API_URL) with `{dc}` filled in."""
+    """The API base for `dc`: `template` (MAILCHIMP_API_URL) with `{dc}` filled in.
+
+    The one place an account's URL is built (`ClientFactory`, `Settings.api_base`)."""
     return template.replace("{dc}", checked_dc(dc)).rstrip("/")

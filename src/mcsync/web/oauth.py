@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mcsync import queries
 from mcsync.connections import connect_user, get_connection
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.client import ClientFactory
 from mcsync.mailchimp.endpoints import InvalidDataCenter, checked_dc
 from mcsync.mailchimp.errors import MailchimpError, OAuthError
 from mcsync.mailchimp.models import Audience
@@ -298,8 +298,9 @@ async def _exchange(ctx: WebContext, state: OAuthState, code: str) -> tuple[str,
 async def _audiences(ctx: WebContext, user: UUID, dc: str, token: str) -> list[Audience]:
     """The account's audiences; none if Mailchimp can't list them now (the token is good, and
     the picker can list them later)."""
-    s = ctx.settings
-    client = MailchimpClient(s.api_base(dc), token, http=ctx.http, timeout=s.mcsync_http_timeout)
+    client = ClientFactory.from_settings(ctx.settings, ctx.http).client(
+        dc, token, log_context={"user_id": str(user)}
+    )
     try:
         return await client.list_audiences()
     except MailchimpError as exc:
