@@ -1,25 +1,18 @@
--- mcsync 002: triggers on the app's `contacts` table. They are statement-level with transition
--- tables, so a 100,000-row import writes its queue rows in one INSERT ... SELECT and sends one
--- NOTIFY. They fire only for users with a connection and only when a synced column changes.
-
-DO $$
-BEGIN
-    IF to_regclass('contacts') IS NULL THEN
-        RAISE EXCEPTION 'mcsync: the app''s "contacts" table was not found in search_path %',
-            current_setting('search_path')
-            USING HINT = 'Create the contacts table (id uuid, user_id uuid, first_name, last_name, '
-                         'email, phone text, tags text[]) before running mcsync migrate.';
-    END IF;
-END $$;
+-- mcsync 002: the functions behind the triggers on the app's contacts table. They are
+-- statement-level with transition tables, so a 100,000-row import writes its queue rows in one
+-- INSERT ... SELECT and sends one NOTIFY.
+--
+-- Since the source mapping (docs/mapping.md), the triggers, the index on the app's table and the
+-- functions' final bodies are generated from the mapping by `mcsync migrate` (mcsync.source), in
+-- the same transaction as the migrations: this file no longer names the app's table, so an app
+-- whose contacts live elsewhere installs it too. The bodies below are those of the first
+-- release, kept so 004 finds the functions it moves; the generator replaces them.
 
 -- How mcsync compares addresses: ASCII whitespace trimmed, lowercased (the same rule as
 -- mcsync.mirror.normalize_email). A function, so the index and the queries agree exactly.
 CREATE FUNCTION mcsync_email_key(email text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT lower(btrim(email, E' \t\n\r\f\x0B')) $$;
-
--- Lets the worker find every contact that shares an address, without scanning the user.
-CREATE INDEX IF NOT EXISTS contacts_mcsync_email_idx ON contacts (user_id, mcsync_email_key(email));
 
 -- SECURITY DEFINER with the search_path frozen at install time: the app's own role needs no
 -- grant on mcsync's tables, and a caller cannot redirect the function to other tables.
@@ -102,15 +95,3 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-
-CREATE TRIGGER mcsync_contacts_inserted
-    AFTER INSERT ON contacts REFERENCING NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_inserted();
-
-CREATE TRIGGER mcsync_contacts_updated
-    AFTER UPDATE ON contacts REFERENCING OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_updated();
-
-CREATE TRIGGER mcsync_contacts_deleted
-    AFTER DELETE ON contacts REFERENCING OLD TABLE AS mcsync_old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync_enqueue_deleted();

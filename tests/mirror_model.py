@@ -44,7 +44,7 @@ import copy
 import json
 import random
 import re
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -95,6 +95,31 @@ STATEMENT_NAMES: dict[str, str] = {
     if name.isupper() and isinstance(value, str) and name != "CHANNEL"
 }
 
+
+
+def person(
+    contact_id: UUID,
+    email: str | None,
+    first: str | None = None,
+    last: str | None = None,
+    phone: str | None = None,
+    tags: Sequence[str] = (),
+) -> Contact:
+    """A contact of the default mapping's table (first_name, last_name, phone as FNAME, LNAME,
+    PHONE), the way `contact_from_row` reads it."""
+    fields = (("FNAME", first), ("LNAME", last), ("PHONE", phone))
+    return Contact(contact_id, email, fields, tuple(tags))
+
+
+def contact_columns(c: Contact) -> dict[str, Any]:
+    """The default mapping's columns of `contacts` for a contact made by `person`."""
+    return {
+        "email": c.email,
+        "first_name": c.field("FNAME"),
+        "last_name": c.field("LNAME"),
+        "phone": c.field("PHONE"),
+        "tags": list(c.tags),
+    }
 
 class WorkerCrash(Exception):
     """The worker process died (or lost its database) after its calls, before recording."""
@@ -340,12 +365,11 @@ class MemoryDatabase:
 
     @staticmethod
     def _contact_row(c: Contact) -> dict[str, Any]:
+        """A row of `mcsync.source_contacts` (the view the default mapping generates)."""
         return {
             "id": c.id,
             "email": c.email,
-            "first_name": c.first_name,
-            "last_name": c.last_name,
-            "phone": c.phone,
+            "merge_fields": dict(c.merge_fields),
             "tags": list(c.tags),
         }
 

@@ -108,9 +108,9 @@ def _attempts(url: str) -> list[sql.Composable]:
         url,
         "SELECT c.relname, (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid"
         "  AND a.attnum = 1) FROM pg_class c"
-        " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+        " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1",
     )
-    assert len(tables) == 10
+    assert len(tables) == 12  # 11 tables and the source mapping's view
     out: list[sql.Composable] = []
     for schema in ("mcsync", "public"):
         for table, column in tables:
@@ -262,9 +262,12 @@ def test_an_authenticated_users_own_changes_are_mirrored(supabase_url: str, emul
         assert app.execute(hijack, (their_contact,)).rowcount == 0
         assert app.execute("SELECT count(*) FROM contacts").fetchone() == (2,)
 
-    # The worker's login sees every user's contacts (grants.sql's read policy), nothing more.
+    # The worker's login sees every user's contacts through mcsync's view of them (the synced
+    # columns, generated from the source mapping), and nothing of the app's table itself.
     with psycopg.connect(login_url(supabase_url, WORKER_LOGIN), autocommit=True) as worker:
-        assert worker.execute("SELECT count(*) FROM contacts").fetchone() == (3,)
+        assert worker.execute("SELECT count(*) FROM mcsync.source_contacts").fetchone() == (3,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            worker.execute("SELECT count(*) FROM contacts")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             worker.execute("DELETE FROM contacts")
     sync.drain()

@@ -3,7 +3,11 @@
 An embedded PostgreSQL, the Mailchimp emulator, the migrations, a coach with sample contacts and
 the worker. It shows the app's contacts beside the audience, then keeps running so you can edit
 contacts with psql and watch them sync (Ctrl-C to stop). `--once` runs the script, checks the
-mirror and exits 0 when Mailchimp matches the contacts."""
+mirror and exits 0 when Mailchimp matches the contacts.
+
+The demo plays both sides. As the app, it creates the example `contacts` table and writes to
+it by its column names (the built-in source mapping describes that table); as mcsync, it reads
+contacts only through the mapping's view, like the worker and Sync Now (docs/mapping.md)."""
 
 from __future__ import annotations
 
@@ -15,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from cryptography.fernet import Fernet
+from psycopg.rows import dict_row
 
+from mcsync import queries
 from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
+from mcsync.rows import contact_from_row
+from mcsync.source import DEFAULT_MAPPING
 from mcsync.worker.runner import WorkerService
 
 if TYPE_CHECKING:
@@ -71,18 +79,24 @@ SAMPLE_CONTACTS: list[dict[str, Any]] = [
 ]
 
 
+def _contacts(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[Contact]:
+    """The coach's contacts as mcsync reads them (through the source mapping's view)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(queries.USER_CONTACTS, {"user_id": user_id})
+        found = [contact_from_row(r) for r in cur.fetchall()]
+    return sorted(found, key=lambda c: (c.field("FNAME") or "", str(c.id)))
+
+
 def _print_side_by_side(
     conn: psycopg.Connection[Any], user_id: uuid.UUID, members: list[dict[str, Any]]
 ) -> None:
-    rows = conn.execute(
-        "SELECT first_name, last_name, email, phone, tags FROM contacts WHERE user_id = %s"
-        " ORDER BY first_name",
-        (user_id,),
-    ).fetchall()
+    contacts = _contacts(conn, user_id)
     by_email = {m["email_address"].lower(): m for m in members}
     print(f"\n{'APP CONTACT':<34}{'EMAIL':<30}| {'MAILCHIMP MEMBER':<30}{'STATUS':<12}TAGS")
     print("-" * 120)
-    for first, last, email, _phone, _tags in rows:
+    for contact in contacts:
+        email = contact.email
+        name = f"{contact.field('FNAME') or ''} {contact.field('LNAME') or ''}"
         key = (email or "").strip().lower()
         m = by_email.pop(key, None)
         right = (
@@ -93,7 +107,7 @@ def _print_side_by_side(
             if m
             else "(not synced)"
         )
-        print(f"{(first or '') + ' ' + (last or ''):<34}{(email or '-')[:29]:<30}| {right}")
+        print(f"{name:<34}{(email or '-')[:29]:<30}| {right}")
     for m in by_email.values():
         print(f"{'(no contact)':<34}{'':<30}| {m['email_address']:<30}{m['status']:<12}")
     print()
@@ -102,15 +116,7 @@ def _print_side_by_side(
 def _mirror_matches(
     conn: psycopg.Connection[Any], user_id: uuid.UUID, members: list[dict[str, Any]]
 ) -> list[str]:
-    contacts = [
-        Contact(
-            id=r[0], email=r[1], first_name=r[2], last_name=r[3], phone=r[4], tags=tuple(r[5] or ())
-        )
-        for r in conn.execute(
-            "SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id = %s",
-            (user_id,),
-        )
-    ]
+    contacts = _contacts(conn, user_id)
     wanted = desired_members(contacts)
     have = {m["id"]: m for m in members if m["status"] != "archived"}
     problems = []
@@ -166,9 +172,10 @@ def run_demo(*, once: bool = False) -> int:
 
 
 def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
-    """The app's example contacts table, then mcsync's migrations."""
+    """The app's example contacts table, then mcsync's migrations with the built-in mapping
+    (the example table is the schema it describes)."""
     conn.execute((SQL_DIR / "example_contacts.sql").read_text().encode())
-    applied = apply_migrations(url)
+    applied = apply_migrations(url, mapping=DEFAULT_MAPPING)
     print(f"  migrations applied: {', '.join(applied) or 'none'}")
 
 

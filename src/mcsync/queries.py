@@ -3,8 +3,9 @@
 Parameters are psycopg named placeholders. Array parameters are passed as Python lists.
 mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema); the
 statements are written for the default schema and rendered once, at import, for the schema
-this process is configured with (MCSYNC_SCHEMA). The app's `contacts` is found the way sql/002
-found it when the triggers were installed: through the database's default search_path."""
+this process is configured with (MCSYNC_SCHEMA). The app's contacts are read only through the
+view `mcsync.source_contacts`, which `mcsync migrate` generates from the source mapping
+(mcsync.source): no statement here names the app's table or columns."""
 
 from __future__ import annotations
 
@@ -65,9 +66,13 @@ UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %(token)s, upda
  WHERE user_id = %(user_id)s
 """
 
+CONNECTED_USERS = (
+    "SELECT user_id FROM mcsync.mailchimp_connections WHERE audience_id IS NOT NULL ORDER BY 1"
+)
+
 QUEUE_ALL_CONTACTS = """
 INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op)
-SELECT user_id, id, 'resync' FROM contacts WHERE user_id = %(user_id)s
+SELECT user_id, id, 'resync' FROM mcsync.source_contacts WHERE user_id = %(user_id)s
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
@@ -82,7 +87,8 @@ SELECT l.user_id, l.contact_id, 'delete', m.email
   LEFT JOIN mcsync.mailchimp_members m
          ON m.user_id = l.user_id AND m.audience_id = l.audience_id AND m.email_hash = l.email_hash
  WHERE l.user_id = %(user_id)s
-   AND NOT EXISTS (SELECT 1 FROM contacts ct WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
+   AND NOT EXISTS (SELECT 1 FROM mcsync.source_contacts ct
+                    WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
@@ -179,13 +185,13 @@ RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 # --- reading what the planner needs ------------------------------------------------------------
 
 CONTACTS_BY_ID = """
-SELECT id, email, first_name, last_name, phone, tags
-  FROM contacts WHERE user_id = %(user_id)s AND id = ANY(%(ids)s::uuid[])
+SELECT id, email, merge_fields, tags
+  FROM mcsync.source_contacts WHERE user_id = %(user_id)s AND id = ANY(%(ids)s::uuid[])
 """
 
 CONTACTS_BY_EMAIL = """
-SELECT id, email, first_name, last_name, phone, tags
-  FROM contacts
+SELECT id, email, merge_fields, tags
+  FROM mcsync.source_contacts
  WHERE user_id = %(user_id)s AND mcsync.mcsync_email_key(email) = ANY(%(emails)s::text[])
 """
 
@@ -484,7 +490,7 @@ UPDATE mcsync.mailchimp_connections SET last_full_sync_at = now(), updated_at = 
 """
 
 USER_CONTACTS = """
-SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id = %(user_id)s
+SELECT id, email, merge_fields, tags FROM mcsync.source_contacts WHERE user_id = %(user_id)s
 """
 
 AUDIENCE_LEDGER = """

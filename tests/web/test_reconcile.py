@@ -28,6 +28,7 @@ from mcsync.reconcile import (
     stale_runs,
 )
 from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+from tests.mirror_model import person
 from tests.web.conftest import web_settings
 
 
@@ -281,7 +282,7 @@ def _member(
 
 
 def test_status_is_never_drift_and_tag_case_does_not_matter() -> None:
-    c = Contact(uuid.uuid4(), "Zoe@clientmail.io", "Zoe", tags=("VIP",))
+    c = person(uuid.uuid4(), "Zoe@clientmail.io", "Zoe", tags=("VIP",))
     snap = _snapshot([c])
     assert (
         compare_member(_member("zoe@clientmail.io", "unsubscribed", ("vip",), FNAME="Zoe"), snap)
@@ -294,7 +295,7 @@ def test_status_is_never_drift_and_tag_case_does_not_matter() -> None:
 
 
 def test_refused_contacts_and_partly_accepted_fields_are_not_drift() -> None:
-    c = Contact(uuid.uuid4(), "yan@clientmail.io", "Yan", phone="not a phone")
+    c = person(uuid.uuid4(), "yan@clientmail.io", "Yan", phone="not a phone")
     snap = _snapshot([c])
     snap.ignored_fields[c.id] = {"PHONE"}
     assert compare_member(_member("yan@clientmail.io", FNAME="Yan"), snap) == []
