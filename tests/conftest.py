@@ -148,8 +148,16 @@ def emulator() -> Iterator[object]:
 
 
 @pytest.fixture
-def sync(db_url: str, emulator: object) -> object:
-    """The end-to-end harness: real Postgres + triggers, the emulator, the real worker."""
+def sync(request: pytest.FixtureRequest, emulator: object) -> Iterator[object]:
+    """The end-to-end harness: real Postgres + triggers, the emulator, the real worker. On the
+    example `contacts` table, or on another app schema of tests/app_schemas.py when a test is
+    parametrised with one: `@pytest.mark.parametrize("sync", ALL_SCHEMAS, indirect=True)`."""
+    from tests.app_schemas import CONTACTS
     from tests.harness import SyncHarness
 
-    return SyncHarness(db_url, emulator)
+    app = getattr(request, "param", CONTACTS)
+    if app is CONTACTS:
+        yield SyncHarness(request.getfixturevalue("db_url"), emulator)
+        return
+    with app_database(request.getfixturevalue("app_templates"), app) as url:
+        yield SyncHarness(url, emulator, app=app)

@@ -7,24 +7,17 @@ extra merge field; mcsync is installed on each by its mapping (mcsync.toml) alon
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from mcsync.mirror import subscriber_hash
-from tests.app_schemas import ALL_SCHEMAS, AppSchema
-from tests.conftest import AppTemplates, app_database
+from tests.app_schemas import ALL_SCHEMAS
 from tests.harness import SyncHarness, wait_until
 
-
-@pytest.fixture(params=ALL_SCHEMAS, ids=lambda app: app.name)
-def sync(
-    request: pytest.FixtureRequest, app_templates: AppTemplates, emulator: object
-) -> Iterator[SyncHarness]:
-    app: AppSchema = request.param
-    with app_database(app_templates, app) as url:
-        yield SyncHarness(url, emulator, app=app)
+pytestmark = pytest.mark.parametrize(
+    "sync", ALL_SCHEMAS, indirect=True, ids=[app.name for app in ALL_SCHEMAS]
+)
 
 
 def test_1_created_contact_becomes_a_subscribed_member_with_fields_and_tags(
