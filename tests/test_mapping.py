@@ -86,6 +86,7 @@ def test_a_config_file_from_mcsync_config(tmp_path: Any, monkeypatch: pytest.Mon
         ),
         ("[source.tags]\ntable = 'public.t'", r"source\.tags\.(key|column)"),
         ("[source]\nfilter = 'true; DROP TABLE contacts'", r"source\.filter: .*one SQL boolean"),
+        ("[source]\nfilter = 'true $$ || $$'", r"source\.filter: .*no '\$\$'"),
         ("[sauce]\ntable = 'public.people'", r"unknown section.*sauce"),
         ("[source\ntable = 1", r"not valid TOML"),
     ],

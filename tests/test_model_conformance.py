@@ -1,9 +1,10 @@
-"""The in-memory database of tests/mirror_model.py agrees with the real triggers of sql/002.
+"""The in-memory database of tests/mirror_model.py agrees with the real triggers (those `mcsync
+migrate` generates from the built-in source mapping, mcsync.source).
 
 The model-based tests trust `MemoryDatabase` to queue what Postgres queues when the app writes
 `contacts`. Here the same scripts of inserts, updates (synced columns or not) and deletes run
 against the model and against the real triggers on a real Postgres, and the queues must be the
-same: a change to sql/002 that the model does not follow fails here."""
+same: a change to the generated triggers that the model does not follow fails here."""
 
 from __future__ import annotations
 
