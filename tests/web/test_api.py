@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +12,7 @@ from fastapi.testclient import TestClient
 from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
-from mcsync.web.auth import Signer, make_user_token
+from mcsync.web.auth import Signer
 from mcsync.web.oauth import COOKIE, SECURE_COOKIE
 from tests.harness import wait_until
 from tests.web.conftest import (
@@ -23,6 +21,7 @@ from tests.web.conftest import (
     CLIENT_SECRET,
     JWT_SECRET,
     WebHarness,
+    query_params,
     web_settings,
 )
 
@@ -112,7 +111,7 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
     user = uuid.uuid4()
     account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
     callback = web.consent(user, account["account_id"])
-    code = callback.split("code=")[1].split("&")[0]
+    code = query_params(callback)["code"]
 
     forged = Signer("another-secret-" * 3).make_state(user)
     expired = Signer(JWT_SECRET).make_state(user, ttl=-120)
@@ -144,7 +143,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert r.status_code == 303
     location = r.headers["location"]
     assert location.startswith(web.settings.mailchimp_login_url.rstrip("/") + "/oauth2/authorize?")
-    assert parse_qs(urlsplit(location).query)["state"] == [started["state"]]
+    assert query_params(location)["state"] == started["state"]
     cookie = r.headers["set-cookie"]
     attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
     assert cookie.startswith(f"{COOKIE}=") and f"{COOKIE}=;" not in cookie
@@ -192,28 +191,14 @@ def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness
     with TestClient(
         create_app(settings, sweep_interval=60), base_url="https://mcsync.example.test"
     ) as client:
-        token = make_user_token(JWT_SECRET, user)
-        started = client.post(
-            "/api/oauth/start",
-            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
-        ).json()
+        secure = WebHarness(web.sync, client, settings)
+        started = secure.start(user)
         assert started["begin_url"] == "https://mcsync.example.test/oauth/begin"
-        r = client.post(
-            started["begin_url"],
-            data={"state": started["state"]},
-            headers={"Origin": APP_ORIGIN},
-            follow_redirects=False,
-        )
+        r = secure.begin(started)
         assert r.status_code == 303
         _assert_host_prefixed(r.headers["set-cookie"])
         assert set(client.cookies.keys()) == {SECURE_COOKIE}
-        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
-        answer = httpx.post(
-            r.headers["location"].split("?")[0],
-            data={**query, "account": account["account_id"], "decision": "allow"},
-            follow_redirects=False,
-        )
-        callback = answer.headers["location"]
+        callback = secure.approve(r.headers["location"], account["account_id"])
         assert callback.startswith(redirect)
         # The same value under the plain name (as a sibling subdomain could plant): refused.
         planted = client.cookies[SECURE_COOKIE]
@@ -221,23 +206,8 @@ def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness
         page = client.get(callback, headers={"Cookie": f"{COOKIE}={planted}"})
         assert page.status_code == 400 and "wasn't opened from the app" in page.text
         # A fresh flow with the cookie as the browser keeps it: connected, and the cookie cleared.
-        started = client.post(
-            "/api/oauth/start",
-            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
-        ).json()
-        r = client.post(
-            started["begin_url"],
-            data={"state": started["state"]},
-            headers={"Origin": APP_ORIGIN},
-            follow_redirects=False,
-        )
-        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
-        answer = httpx.post(
-            r.headers["location"].split("?")[0],
-            data={**query, "account": account["account_id"], "decision": "allow"},
-            follow_redirects=False,
-        )
-        page = client.get(answer.headers["location"])
+        r = secure.begin(secure.start(user))
+        page = client.get(secure.approve(r.headers["location"], account["account_id"]))
         assert page.status_code == 200 and "Connected to" in page.text
         cleared = page.headers["set-cookie"]
         assert cleared.startswith(f"{SECURE_COOKIE}=") and "Max-Age=0" in cleared
@@ -324,7 +294,7 @@ def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
     user = uuid.uuid4()
     account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
     callback = web.consent(user, account["account_id"])
-    state = callback.split("state=")[1].split("&")[0]
+    state = query_params(callback)["state"]
     r = web.client.get("/oauth/callback", params={"code": "not-a-real-code", "state": state})
     assert r.status_code == 502
     assert "nothing was saved" in r.text
