@@ -35,6 +35,12 @@ ROUTES = [
 ]
 
 
+def _coach_account(web: WebHarness) -> str:
+    """A Mailchimp account with one audience (l1, "Clients"); its id."""
+    account_id: str = web.account("Coach", [{"id": "l1", "name": "Clients"}])["account_id"]
+    return account_id
+
+
 def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
     now = int(time.time())
     sub = str(user)
@@ -66,8 +72,8 @@ def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
 
 def test_every_route_refuses_a_missing_expired_or_forged_jwt(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    web.connect(user, account["account_id"])
+    coach = _coach_account(web)
+    web.connect(user, coach)
     for label, headers in _bad_tokens(user).items():
         for method, path in ROUTES:
             r = web.client.request(method, path, headers=headers, json={"audience_id": "l1"})
@@ -109,8 +115,7 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    callback = web.consent(user, account["account_id"])
+    callback = web.consent(user, _coach_account(web))
     code = query_params(callback)["code"]
 
     forged = Signer("another-secret-" * 3).make_state(user)
@@ -133,7 +138,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     started = web.start(user)
     # Start hands out where the popup goes first and the state it carries, not Mailchimp's URL.
     assert started["begin_url"] == "http://testserver/oauth/begin"
@@ -154,7 +159,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert "secure" not in attrs  # plain http here; see the https case below
 
     # The normal flow: this client's cookie jar follows begin -> consent -> callback.
-    callback = web.approve(location, account["account_id"])
+    callback = web.approve(location, coach)
     page = web.client.get(callback)
     assert page.status_code == 200 and "Connected to" in page.text
     assert web.status(user)["connected"] is True
@@ -292,13 +297,13 @@ def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    callback = web.consent(user, account["account_id"])
+    coach = _coach_account(web)
+    callback = web.consent(user, coach)
     state = query_params(callback)["state"]
     r = web.client.get("/oauth/callback", params={"code": "not-a-real-code", "state": state})
     assert r.status_code == 502
     assert "nothing was saved" in r.text
-    denied = web.consent(user, account["account_id"], allow=False)
+    denied = web.consent(user, coach, allow=False)
     r = web.client.get(denied)
     assert r.status_code == 400 and "not granted" in r.text
     assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
@@ -360,9 +365,9 @@ def test_one_user_cannot_read_or_change_another_users_connection(web: WebHarness
 
 def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     web.add_contact(user, "cy@clientmail.io", first_name="Cy")
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     web.sync.drain()
     web.add_contact(user, "di@clientmail.io", first_name="Di")  # pending, never sent
     assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))
@@ -375,7 +380,7 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
     assert set(web.members("l1")) == {"cy@clientmail.io"}  # Mailchimp untouched
 
     # Reconnecting starts with a full reconciliation: every contact is queued again.
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     assert (
         len(web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
     )
@@ -385,10 +390,10 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
 
 def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     h = web.headers(user)
     assert web.client.post("/api/sync-now", headers=h).status_code == 409  # not connected
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
 
     first = web.client.post("/api/sync-now", headers=h)
     assert first.status_code == 202
@@ -407,7 +412,7 @@ def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) 
     assert web.status(user)["sync_now"]["available_in"] > 3500
     # A disconnect and reconnect does not reset the clock.
     web.client.delete("/api/connection", headers=h)
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     assert web.client.post("/api/sync-now", headers=h).status_code == 429
 
 
