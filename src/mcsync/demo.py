@@ -206,8 +206,8 @@ def connect_emulator_account(
     audience: dict[str, str],
 ) -> int:
     """Create a Mailchimp account (dc us1) with one `audience` ({"id", "name"}) in the emulator
-    and connect `user_id` to it, as the OAuth popup would; the demo's and benchmarks' setup.
-    Returns how many contacts were queued for the first full sync."""
+    and connect `user_id` to it, as the OAuth popup would (the demo's setup; benchmarks and other
+    local runs can share it). Returns how many contacts were queued for the first full sync."""
     account = emu.admin.create_account(dc="us1", account_name=account_name, audiences=[audience])
     return connect_user(
         conn,
