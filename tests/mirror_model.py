@@ -13,13 +13,14 @@ Model-based tests of the mirror (tests/test_mirror.py) drive random contact hist
   from the same parts as in production (`ClientFactory`, `Backoff`, `AccountSettings`), and
   the real `WorkerStore` on top of...
 - the database: `MemoryDatabase`, which executes the statements of `mcsync.queries` that the
-  worker sends (each handler documents the SQL it models) and the contacts triggers of
-  sql/002. It is the only hand-written model here. A statement it does not model raises
-  `NotImplementedError`, and tests/test_mirror.py fingerprints the SQL of every statement it
-  models, so a change in the worker's SQL fails loudly instead of silently diverging. Its
-  triggers are checked against the real ones: tests/test_model_conformance.py runs the same
-  scripts of contact changes against the model and against sql/002 on a real Postgres, and
-  compares the queues.
+  worker sends (each handler documents the SQL it models) and the contacts triggers (those
+  `mcsync migrate` generates from the built-in source mapping, mcsync.source). It is the only
+  hand-written model here. A statement it does not model raises `NotImplementedError`, and
+  tests/test_mirror.py fingerprints the SQL of every statement it models, so a change in the
+  worker's SQL fails loudly instead of silently diverging. Its triggers are checked against
+  the real ones: tests/test_model_conformance.py runs the same scripts of contact changes
+  against the model and against the generated triggers on a real Postgres, and compares the
+  queues.
 
 Lost answers (a call that takes effect in Mailchimp whose answer never arrives): the emulator's
 `timeout` fault holds a request and answers 504 *without* applying it, so it cannot produce
