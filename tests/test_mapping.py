@@ -346,3 +346,28 @@ PHONE = { column = "phone", type = "phone" }
     [(stored,)] = _rows(db_url, "SELECT mapping->>'filter' FROM mcsync.source_mapping")
     assert stored == "stage IS DISTINCT FROM 'lost'"
     assert CONTACTS.mapping == DEFAULT_MAPPING
+
+
+def test_mcsync_migrate_reads_the_file_named_by_mcsync_config(
+    empty_db_url: str, tmp_path: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(PEOPLE.encode())
+    config = tmp_path / "mcsync.toml"
+    env = {**os.environ, "DATABASE_URL": empty_db_url, "MCSYNC_CONFIG": str(config)}
+    command = [sys.executable, "-m", "mcsync.cli", "migrate"]
+
+    config.write_text(PEOPLE_OK.replace('"given_name"', '"first_name"'))
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 1
+    assert "source.merge_fields.FNAME: column public.people.first_name does not exist" in run.stderr
+    assert _rows(empty_db_url, "SELECT to_regnamespace('mcsync')") == [(None,)]
+
+    config.write_text(PEOPLE_OK)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert [t[1] for t in _triggers(empty_db_url)] == ["people"] * 3
