@@ -102,7 +102,7 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> ScenarioResult:
-    sizes = (1_000, 10_000) if ctx.quick else (100_000, 1_000_000)
+    sizes = (500, 3_000) if ctx.quick else (100_000, 1_000_000)
     cap = 20.0 if ctx.quick else 480.0
     result = ScenarioResult(NAME, TITLE, {"backlogs": list(sizes), "time_cap_s": cap})
     idle = _idle_rss(ctx)

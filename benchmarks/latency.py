@@ -129,7 +129,7 @@ def run(ctx: Context) -> ScenarioResult:
         )
     )
     result.metrics += cpu_metrics(
-        cpu_s, len(live_lat), what="edit", note="includes the driver's queue polling (postgres)"
+        cpu_s, len(live_lat), what="edit", note="postgres: the driver polling the queue too"
     )
     result.series = {"notify": [round(x, 2) for x in live_lat],
                      "polling": [round(x, 2) for x in poll_lat]}

@@ -171,7 +171,7 @@ def _target(quiet_p99: float) -> float:
 
 def run(ctx: Context) -> ScenarioResult:
     n_import = 2_000 if ctx.quick else 50_000
-    quiet_s = 3.0 if ctx.quick else 15.0
+    quiet_s = 2.0 if ctx.quick else 15.0
     cap_s = 30.0 if ctx.quick else 300.0
     worker_counts = (1,) if ctx.quick else (1, 2)
     result = ScenarioResult(
