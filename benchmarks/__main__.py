@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         help="import sizes of the scale curve, e.g. 10000,100000 (default 10k,100k,1M; "
         "or MCSYNC_BENCH_SCALE_SIZES)",
     )
+    parser.add_argument(
+        "--scale-cap-s", type=float, help="time cap per scale-curve import (default 3600)"
+    )
     args = parser.parse_args(argv)
 
     names = args.only or list(SCENARIOS)
     # SIGTERM (e.g. CI cancelling) unwinds like Ctrl-C, so workers and Postgres are stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.monotonic()
-    ctx = Context.make(
-        args.quick, profile=args.profile, options={"scale_sizes": args.scale_sizes}
-    )
+    options = {"scale_sizes": args.scale_sizes, "scale_cap_s": args.scale_cap_s}
+    ctx = Context.make(args.quick, profile=args.profile, options=options)
     results: list[ScenarioResult] = []
     try:
         machine = machine_info(ctx.dbs.admin_url)
