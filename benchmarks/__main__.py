@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-cap-s", type=float, help="time cap per scale-curve import (default 3600)"
     )
+    parser.add_argument(
+        "--label", help="appended to the results' file names (<date>[-quick]-LABEL.md ...)"
+    )
     args = parser.parse_args(argv)
 
     names = args.only or list(SCENARIOS)
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = dt.date.today().isoformat() + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",

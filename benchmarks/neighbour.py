@@ -230,5 +230,8 @@ def run(ctx: Context) -> ScenarioResult:
                 f"{label}: CPU per imported contact during the import (edits included): "
                 + ", ".join(f"{k} {v:.3f} ms" for k, v in r["cpu_ms"].items())
             )
-        result.series[f"{workers}w"] = {"quiet": quiet, "during": during}
+        result.series[f"{workers}w"] = {
+            "quiet": [round(x, 2) for x in quiet],
+            "during": [round(x, 2) for x in during],
+        }
     return result
