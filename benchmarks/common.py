@@ -23,9 +23,10 @@ import psycopg
 from cryptography.fernet import Fernet
 
 from benchmarks.cpu import CpuMeter, ms_per_contact, postmaster_pid
-from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
+from mcsync.demo import connect_emulator_account
 from mcsync.embedded import EmbeddedPostgres, database_url, start_embedded_postgres
+from mcsync.emulator.testing import EmulatorHandle
 from mcsync.migrate import SQL_DIR, apply_migrations
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -296,20 +297,10 @@ def insert_contacts(url: str, user_id: uuid.UUID, n: int, prefix: str = "c") -> 
 
 
 @dataclass
-class BenchEmulator:
-    """The emulator running as its own process (`benchmarks._emulator`)."""
+class BenchEmulator(EmulatorHandle):
+    """The emulator running as its own process (`benchmarks._emulator`), with its pid."""
 
-    url: str
-    admin: Any  # mcsync.emulator.admin_client.EmulatorAdmin
     pid: int
-
-    @property
-    def api_url(self) -> str:
-        return self.url + "/3.0"  # the API ignores the dc; the token identifies the account
-
-    @property
-    def login_url(self) -> str:
-        return self.url
 
 
 @contextmanager
@@ -348,24 +339,18 @@ class BenchAccount:
     audience_id: str
 
 
-def add_account(url: str, emu: Any, label: str) -> BenchAccount:
+def add_account(url: str, emu: BenchEmulator, label: str) -> BenchAccount:
     """A Mailchimp account with one audience in the emulator, connected for a new user."""
     audience_id = f"aud{uuid.uuid4().hex[:8]}"
-    account = emu.admin.create_account(
-        dc="us1", account_name=f"Bench {label}", audiences=[{"id": audience_id, "name": label}]
-    )
     user_id = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
-        connect_user(
+        connect_emulator_account(
             conn,
             TokenCipher([ENCRYPTION_KEY]),
+            emu,
             user_id=user_id,
-            access_token=account["access_token"],
-            dc="us1",
-            api_endpoint=emu.url,
             account_name=f"Bench {label}",
-            audience_id=audience_id,
-            audience_name=label,
+            audience={"id": audience_id, "name": label},
         )
     return BenchAccount(user_id, audience_id)
 
