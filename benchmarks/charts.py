@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT = 640, 360
-LEFT, RIGHT, TOP, BOTTOM = 64, 160, 36, 48
+WIDTH, HEIGHT = 760, 360
+LEFT, RIGHT, TOP, BOTTOM = 64, 250, 36, 48
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
@@ -30,6 +30,10 @@ def _fmt(v: float) -> str:
     if v >= 1000:
         return f"{v / 1000:g}k" if v < 1_000_000 else f"{v / 1_000_000:g}M"
     return f"{v:g}"
+
+
+def _ms(v: float) -> str:
+    return f"{v / 1000:g} s" if v >= 1000 else f"{v:g} ms"
 
 
 class _Plot:
@@ -147,14 +151,15 @@ def latency_svg(curves: dict[str, Sequence[float]], targets: Sequence[float] = (
     """Cumulative distribution of latencies (ms, log x), one line per named sample."""
     curves = {k: sorted(v) for k, v in curves.items() if v}
     plot = _Plot(
-        "Commit -> applied latency (cumulative)", "latency, ms (log)", "fraction of edits"
+        "Commit -> applied latency (cumulative)", "latency (log)", "fraction of edits"
     )
     values = [x for vs in curves.values() for x in vs] or [1.0]
     lo = max(0.5, min([*values, *targets]) / 1.5)
     hi = max([*values, *targets]) * 1.5
     decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-    marks = [m * 10**d for d in decades for m in (1, 2, 5)]
-    xticks = [(_log_frac(v, lo, hi), _fmt(v)) for v in marks if lo <= v <= hi]
+    steps = (1,) if len(decades) > 4 else (1, 2, 5)  # keep the tick labels apart
+    marks = [m * 10**d for d in decades for m in steps]
+    xticks = [(_log_frac(v, lo, hi), _ms(v)) for v in marks if lo <= v <= hi]
     plot.axes(xticks, [(i / 4, f"{i / 4:g}") for i in range(5)])
     for colour, (name, vs) in zip(COLOURS, curves.items(), strict=False):
         n = len(vs)
