@@ -144,18 +144,21 @@ UPDATE mailchimp_connections SET lease_owner = NULL, lease_until = NULL
 
 # The account lease makes this worker the account's only server, so rows it locked itself in
 # a pass that died (a lost database connection) are taken back at once, not after the lease.
+# `= ANY(ARRAY(...))`, not `IN (...)`: with IN the planner hash-joins the subquery against a
+# sequential scan of the whole queue (dead rows included), a cost that grows with the import;
+# an array of ids is fetched through the primary key, 500 lookups whatever the queue holds.
 CLAIM_DUE_EVENTS = """
 UPDATE mailchimp_sync_queue q
    SET locked_by = %(owner)s,
        locked_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE q.id IN (
+ WHERE q.id = ANY(ARRAY(
        SELECT id FROM mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
           AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
           AND NOT (id = ANY(%(exclude)s::bigint[]))
         ORDER BY next_retry_at, id
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
 RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 """
 
@@ -310,10 +313,16 @@ UPDATE mailchimp_sync_queue
 
 # --- connection health -------------------------------------------------------------------------
 
+# At most once a second per account (or when failures need clearing): an import's concurrent
+# passes would otherwise each rewrite the account's one row, queueing behind each other's
+# fence (HOLDS_ACCOUNT) and leaving a dead row version per pass. A row that does not match
+# is not locked, so a skipped update never waits.
 MARK_SYNCED = """
 UPDATE mailchimp_connections
    SET last_sync_at = now(), consecutive_failures = 0, updated_at = now()
  WHERE user_id = %(user_id)s
+   AND (consecutive_failures <> 0 OR last_sync_at IS NULL
+        OR last_sync_at < now() - interval '1 second')
 """
 
 COUNT_THROTTLED = """
