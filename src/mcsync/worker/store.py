@@ -141,17 +141,12 @@ class WorkerStore:
         return [Event(**r) for r in rows]
 
     async def expand_bulk(self, user_id: UUID, chunk: int) -> int:
-        """Turn up to `chunk` ids of the account's oldest import into queue rows."""
+        """Turn the account's oldest import slice (at most `chunk` ids) into queue rows; an
+        import larger than that is first split into slices of `chunk`, once."""
+        params = {"user_id": user_id, "chunk": chunk}
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(queries.OLDEST_BULK_ROW, {"user_id": user_id})
-            row = await cur.fetchone()
-            if row is None:
-                return 0
-            params = {"id": row[0], "chunk": chunk}
-            expanded = (await conn.execute(queries.EXPAND_BULK_ROW, params)).rowcount
-            await conn.execute(queries.TRIM_BULK_ROW, params)
-            await conn.execute(queries.DROP_EMPTY_BULK_ROW, params)
-        return expanded
+            await conn.execute(queries.SPLIT_OLDEST_BULK_ROW, params)
+            return (await conn.execute(queries.EXPAND_OLDEST_BULK_ROW, params)).rowcount
 
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
         """Everything the planner needs for these claimed rows: the contacts as they are now,
