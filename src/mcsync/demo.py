@@ -175,37 +175,51 @@ def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
 def _connect_sample_coach(
     conn: psycopg.Connection[Any], emu: EmulatorHandle, key: str, user_id: uuid.UUID
 ) -> None:
-    """A Mailchimp account with one outside member, the coach's contacts, and the connection."""
-    account = emu.admin.create_account(
-        dc="us1", account_name=DEMO_ACCOUNT_NAME, audiences=[DEMO_AUDIENCE]
-    )
-    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    """The coach's contacts, a Mailchimp account with one outside member, and the connection."""
     for c in SAMPLE_CONTACTS:
         conn.execute(
             "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags, notes)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                user_id,
-                c["first_name"],
-                c["last_name"],
-                c["email"],
-                c["phone"],
-                c["tags"],
-                c["notes"],
-            ),
+            " VALUES (%(user_id)s, %(first_name)s, %(last_name)s, %(email)s, %(phone)s,"
+            " %(tags)s, %(notes)s)",
+            {**c, "user_id": user_id},
         )
-    queued = connect_user(
+    queued = connect_emulator_account(
         conn,
         TokenCipher([key]),
+        emu,
+        user_id=user_id,
+        account_name=DEMO_ACCOUNT_NAME,
+        audience=DEMO_AUDIENCE,
+    )
+    # Added before the worker starts, so the first sync finds them already there.
+    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
+
+
+def connect_emulator_account(
+    conn: psycopg.Connection[Any],
+    cipher: TokenCipher,
+    emu: EmulatorHandle,
+    *,
+    user_id: uuid.UUID,
+    account_name: str,
+    audience: dict[str, str],
+) -> int:
+    """Create a Mailchimp account (dc us1) with one `audience` ({"id", "name"}) in the emulator
+    and connect `user_id` to it, as the OAuth popup would (the demo's setup; benchmarks and other
+    local runs can share it). Returns how many contacts were queued for the first full sync."""
+    account = emu.admin.create_account(dc="us1", account_name=account_name, audiences=[audience])
+    return connect_user(
+        conn,
+        cipher,
         user_id=user_id,
         access_token=account["access_token"],
         dc="us1",
         api_endpoint=emu.url,
-        account_name=DEMO_ACCOUNT_NAME,
-        audience_id=DEMO_AUDIENCE["id"],
-        audience_name=DEMO_AUDIENCE["name"],
+        account_name=account_name,
+        audience_id=audience["id"],
+        audience_name=audience["name"],
     )
-    print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
 
 
 def _demo_settings(database_url: str, key: str, emu: EmulatorHandle) -> Settings:

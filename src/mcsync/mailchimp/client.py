@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -68,6 +68,15 @@ BATCH_ANSWER_FIELDS = ",".join(
         "error_count",
     ]
 )
+
+
+class MemberQuery(TypedDict, total=False):
+    """Which members a listing returns: by `status`, with only `fields` (Mailchimp's names)."""
+
+    status: str | None
+    fields: Sequence[str] | None
+
+
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
 
@@ -395,18 +404,13 @@ class MailchimpClient:
         return result
 
     async def list_members(
-        self,
-        list_id: str,
-        *,
-        count: int = 1000,
-        offset: int = 0,
-        status: str | None = None,
-        fields: Sequence[str] | None = None,
+        self, list_id: str, *, count: int = 1000, offset: int = 0, **query: Unpack[MemberQuery]
     ) -> MembersPage:
         """One page of members (at most 1000), with only `fields` (and the ids) when given."""
         if not 0 <= count <= MAX_PAGE:
             raise ValueError(f"count must be between 0 and {MAX_PAGE}")
         params: dict[str, Any] = {"count": count, "offset": offset}
+        status, fields = query.get("status"), query.get("fields")
         if status is not None:
             params["status"] = status
         if fields:
@@ -427,20 +431,12 @@ class MailchimpClient:
         return MembersPage.model_validate(data)
 
     async def iter_pages(
-        self,
-        list_id: str,
-        *,
-        offset: int = 0,
-        page_size: int = 1000,
-        status: str | None = None,
-        fields: Sequence[str] | None = None,
+        self, list_id: str, *, offset: int = 0, page_size: int = 1000, **query: Unpack[MemberQuery]
     ) -> AsyncIterator[MembersPage]:
         """Every page of members from `offset` on, paging with count/offset until total_items
         is reached (the last page may be empty)."""
         while True:
-            page = await self.list_members(
-                list_id, count=page_size, offset=offset, status=status, fields=fields
-            )
+            page = await self.list_members(list_id, count=page_size, offset=offset, **query)
             yield page
             offset += len(page.members)
             if not page.members or offset >= page.total_items:
