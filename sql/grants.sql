@@ -35,7 +35,9 @@ GRANT SELECT ON mcsync.source_contacts TO mcsync_worker, mcsync_web;
 -- It never creates or removes a connection.
 GRANT SELECT, UPDATE ON mcsync.mailchimp_connections TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_queue TO mcsync_worker;
-GRANT SELECT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_worker;
+-- (It splits an import larger than one expansion into slices, INSERT: see SPLIT_OLDEST_BULK_ROW;
+-- UPDATE only for the row lock of FOR UPDATE SKIP LOCKED.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_members TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_contact_links TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_worker;

@@ -572,6 +572,15 @@ class MemoryDatabase:
         return 1
 
     def sql_MARK_SYNCED(self, p: dict[str, Any]) -> int:
+        """At most once a second, unless failures need clearing (the row is never locked by
+        another pass here, so SKIP LOCKED never skips)."""
+        c = self.connection
+        if (
+            c.consecutive_failures == 0
+            and c.last_sync_at is not None
+            and c.last_sync_at >= self.now - timedelta(seconds=1)
+        ):
+            return 0
         self.connection.last_sync_at = self.now
         self.connection.consecutive_failures = 0
         return 1

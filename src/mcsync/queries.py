@@ -122,29 +122,43 @@ RETURNING c.*,
 
 # The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
 # rows, so no other worker starts on them while this one is still working.
-# Expanding an import: the oldest bulk row of the account gives up to %(chunk)s ids as queue
-# rows, in one transaction with TRIM_BULK_ROW (see WorkerStore.expand_bulk).
-OLDEST_BULK_ROW = """
-SELECT id, enqueued_at FROM mcsync.mailchimp_sync_bulk
- WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+# Expanding an import, a slice at a time (see WorkerStore.expand_bulk). The trigger writes one
+# row per import, whatever its size; before its first slice, an import larger than %(chunk)s
+# ids is split once into rows of %(chunk)s, so each expansion then reads and deletes one small
+# row. (Trimming the slice off the front of one big array rewrote the whole array every time:
+# for 1,000,000 contacts, 200 rewrites of up to 16 MB.)
+SPLIT_OLDEST_BULK_ROW = """
+WITH big AS (
+    DELETE FROM mcsync.mailchimp_sync_bulk
+     WHERE id = (SELECT id FROM mcsync.mailchimp_sync_bulk
+                  WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+       AND cardinality(contact_ids) > %(chunk)s
+    RETURNING user_id, contact_ids, enqueued_at
+)
+INSERT INTO mcsync.mailchimp_sync_bulk (user_id, contact_ids, enqueued_at)
+SELECT big.user_id, array_agg(u.id ORDER BY u.n), big.enqueued_at
+  FROM big, unnest(big.contact_ids) WITH ORDINALITY AS u(id, n)
+ GROUP BY big.user_id, big.enqueued_at, (u.n - 1) / %(chunk)s
+ ORDER BY (u.n - 1) / %(chunk)s
 """
 
-EXPAND_BULK_ROW = """
+# The oldest (small) row of the account's imports becomes queue rows, and is gone.
+EXPAND_OLDEST_BULK_ROW = """
+WITH taken AS (
+    DELETE FROM mcsync.mailchimp_sync_bulk
+     WHERE id = (SELECT id FROM mcsync.mailchimp_sync_bulk
+                  WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING user_id, contact_ids, enqueued_at
+)
 INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, enqueued_at, changed_at)
-SELECT b.user_id, unnest(b.contact_ids[1:%(chunk)s]), 'upsert', b.enqueued_at, b.enqueued_at
-  FROM mcsync.mailchimp_sync_bulk b WHERE b.id = %(id)s
+SELECT t.user_id, u.id, 'upsert', t.enqueued_at, t.enqueued_at
+  FROM taken t, unnest(t.contact_ids) AS u(id)
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = greatest(q.changed_at, excluded.changed_at)
 """
 
-TRIM_BULK_ROW = """
-UPDATE mcsync.mailchimp_sync_bulk SET contact_ids = contact_ids[%(chunk)s + 1:] WHERE id = %(id)s
-"""
-
-DROP_EMPTY_BULK_ROW = """
-DELETE FROM mcsync.mailchimp_sync_bulk WHERE id = %(id)s AND cardinality(contact_ids) = 0
-"""
-
+# The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
+# rows, so no other worker starts on them while this one is still working.
 RENEW_ACCOUNT_LEASE = """
 WITH account AS (
     UPDATE mcsync.mailchimp_connections
@@ -167,18 +181,21 @@ UPDATE mcsync.mailchimp_connections SET lease_owner = NULL, lease_until = NULL
 
 # The account lease makes this worker the account's only server, so rows it locked itself in
 # a pass that died (a lost database connection) are taken back at once, not after the lease.
+# `= ANY(ARRAY(...))`, not `IN (...)`: with IN the planner hash-joins the subquery against a
+# sequential scan of the whole queue (dead rows included), a cost that grows with the import;
+# an array of ids is fetched through the primary key, 500 lookups whatever the queue holds.
 CLAIM_DUE_EVENTS = """
 UPDATE mcsync.mailchimp_sync_queue q
    SET locked_by = %(owner)s,
        locked_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE q.id IN (
+ WHERE q.id = ANY(ARRAY(
        SELECT id FROM mcsync.mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
           AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
           AND NOT (id = ANY(%(exclude)s::bigint[]))
         ORDER BY next_retry_at, id
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
 RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 """
 
@@ -334,10 +351,19 @@ UPDATE mcsync.mailchimp_sync_queue
 
 # --- connection health -------------------------------------------------------------------------
 
+# At most once a second per account, and never waiting: an import's concurrent passes would
+# otherwise each rewrite the account's one row, queueing behind each other's fence
+# (HOLDS_ACCOUNT ... FOR SHARE) and leaving a dead row version per pass. A row another pass is
+# recording under is skipped (that pass, or the next, marks it).
 MARK_SYNCED = """
 UPDATE mcsync.mailchimp_connections
    SET last_sync_at = now(), consecutive_failures = 0, updated_at = now()
- WHERE user_id = %(user_id)s
+ WHERE user_id = (
+       SELECT user_id FROM mcsync.mailchimp_connections
+        WHERE user_id = %(user_id)s
+          AND (consecutive_failures <> 0 OR last_sync_at IS NULL
+               OR last_sync_at < now() - interval '1 second')
+          FOR UPDATE SKIP LOCKED)
 """
 
 COUNT_THROTTLED = """

@@ -52,6 +52,22 @@ CallObserver = Callable[[str, str, float], None]
 
 MAX_PAGE = 1000
 MAX_BATCH = 500
+# What mcsync reads of a batch subscribe's answer (BatchResult: each member's id, address and
+# status; the errors; the totals). Asking for only these keeps a 500-member answer ~20x smaller
+# to send and to parse; a server that ignored `fields` would still answer in the same shape.
+BATCH_ANSWER_FIELDS = ",".join(
+    [
+        *(
+            f"{part}.{f}"
+            for part in ("new_members", "updated_members")
+            for f in ("id", "email_address", "status")
+        ),
+        "errors",
+        "total_created",
+        "total_updated",
+        "error_count",
+    ]
+)
 
 
 class MemberQuery(TypedDict, total=False):
@@ -377,6 +393,7 @@ class MailchimpClient:
             "batch_subscribe",
             "POST",
             f"/lists/{_seg(list_id)}",
+            params={"fields": BATCH_ANSWER_FIELDS},
             json={"members": payload, "update_existing": update_existing},
             list_id=list_id,
             members=len(payload),
