@@ -16,30 +16,18 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.common import (
-    Context,
-    Metric,
-    ScenarioResult,
-    WorkerProcess,
-    add_account,
-    cpu_meter,
-    cpu_metrics,
-    emulator,
-    insert_contacts,
-    log,
-    queue_count,
-)
+from benchmarks import common
 
 NAME = "backlog"
 TITLE = "Backlog: worker memory and drain rate, one account, emulator latency 0"
 
 
-def _idle_rss(ctx: Context) -> float:
+def _idle_rss(ctx: common.Context) -> float:
     url = ctx.dbs.create("backlog_idle")
     try:
-        with emulator() as emu:
-            add_account(url, emu, "idle")
-            with WorkerProcess(url, emu, ctx.workdir, label="backlog-idle") as worker:
+        with common.emulator() as emu:
+            common.add_account(url, emu, "idle")
+            with common.WorkerProcess(url, emu, ctx.workdir, label="backlog-idle") as worker:
                 worker.wait_started()
                 time.sleep(3)
                 worker.stop()
@@ -48,23 +36,23 @@ def _idle_rss(ctx: Context) -> float:
         ctx.dbs.drop(url)
 
 
-def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
+def _drain(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
     url = ctx.dbs.create("backlog")
     try:
-        with emulator() as emu:
-            account = add_account(url, emu, f"backlog-{n}")
-            log(f"backlog: queueing {n:,} events through the triggers")
+        with common.emulator() as emu:
+            account = common.add_account(url, emu, f"backlog-{n}")
+            common.log(f"backlog: queueing {n:,} events through the triggers")
             t0 = time.perf_counter()
-            insert_contacts(url, account.user_id, n)
+            common.insert_contacts(url, account.user_id, n)
             enqueue_s = time.perf_counter() - t0
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE contacts, mcsync.mailchimp_sync_queue")
-                pending = queue_count(conn)
+                pending = common.queue_count(conn)
                 profile = ctx.workdir / f"backlog-{n}.prof" if ctx.profile else None
-                with WorkerProcess(
+                with common.WorkerProcess(
                     url, emu, ctx.workdir, label=f"backlog-{n}", profile=profile
                 ) as worker:
-                    meter = cpu_meter(ctx, emu, [worker])
+                    meter = common.cpu_meter(ctx, emu, [worker])
                     cpu_before = meter.snapshot()
                     started = time.monotonic()
                     left = pending
@@ -72,14 +60,16 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
                     while time.monotonic() - started < cap_s:
                         time.sleep(0.1 if ctx.quick else 0.5)
                         worker.check_alive()
-                        left = queue_count(conn)
+                        left = common.queue_count(conn)
                         if left == 0:
                             break
                         if time.monotonic() - last_report > 30:
                             last_report = time.monotonic()
                             rate = (pending - left) / (last_report - started)
-                            log(f"backlog: {left:,} left, {rate:,.0f}/s, "
-                                f"RSS peak {worker.peak_rss_kb / 1024:.0f} MB")
+                            common.log(
+                                f"backlog: {left:,} left, {rate:,.0f}/s, "
+                                f"RSS peak {worker.peak_rss_kb / 1024:.0f} MB"
+                            )
                     elapsed = time.monotonic() - started
                     cpu_s = meter.snapshot().since(cpu_before)
                     worker.stop()
@@ -101,10 +91,10 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
     }
 
 
-def run(ctx: Context) -> ScenarioResult:
+def run(ctx: common.Context) -> common.ScenarioResult:
     sizes = (500, 3_000) if ctx.quick else (100_000, 1_000_000)
     cap = 20.0 if ctx.quick else 480.0
-    result = ScenarioResult(NAME, TITLE, {"backlogs": list(sizes), "time_cap_s": cap})
+    result = common.ScenarioResult(NAME, TITLE, {"backlogs": list(sizes), "time_cap_s": cap})
     idle = _idle_rss(ctx)
     runs = [_drain(ctx, n, cap) for n in sizes]
     small, large = runs
@@ -115,7 +105,7 @@ def run(ctx: Context) -> ScenarioResult:
             else f"stopped at the {cap:.0f} s cap after {r['drained']:,} events"
         )
         result.metrics.append(
-            Metric(
+            common.Metric(
                 f"peak RSS, {r['n']:,} pending",
                 round(r["peak_rss_mb"], 1),
                 "MB",
@@ -126,7 +116,7 @@ def run(ctx: Context) -> ScenarioResult:
             )
         )
     result.metrics.append(
-        Metric(
+        common.Metric(
             f"peak RSS growth {sizes[0]:,} -> {sizes[1]:,}",
             round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
             "x",
@@ -136,7 +126,7 @@ def run(ctx: Context) -> ScenarioResult:
     )
     for r in runs:
         result.metrics.append(
-            Metric(
+            common.Metric(
                 f"drain rate, {r['n']:,} pending",
                 round(r["rate"]),
                 "events/s",
@@ -145,7 +135,7 @@ def run(ctx: Context) -> ScenarioResult:
         )
     for r in runs:
         if r["drained"]:
-            result.metrics += cpu_metrics(
+            result.metrics += common.cpu_metrics(
                 r["cpu_s"], r["drained"], label=f"{r['n']:,} pending", note="worker start included"
             )
     if large["rate"] and small["rate"]:

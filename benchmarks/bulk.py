@@ -16,25 +16,7 @@ import os
 import time
 from typing import Any
 
-from benchmarks.common import (
-    MODELLED_LIMIT,
-    PER_CALL_MS,
-    PER_MEMBER_MS,
-    Context,
-    Metric,
-    ScenarioResult,
-    WorkerProcess,
-    add_account,
-    cpu_ceiling,
-    cpu_meter,
-    cpu_metrics,
-    emulator,
-    insert_contacts,
-    log,
-    members_by_email,
-    mirror_problems,
-    wait_for_empty_queue,
-)
+from benchmarks import common
 from benchmarks.timeline import read_timeline
 
 NAME = "bulk"
@@ -42,29 +24,29 @@ TITLE = "Bulk import (one INSERT ... SELECT), emulator 100 ms/call + 1 ms/member
 
 
 def _import(
-    ctx: Context, n: int, label: str, env: dict[str, str], timeout: float
+    ctx: common.Context, n: int, label: str, env: dict[str, str], timeout: float
 ) -> dict[str, Any]:
     url = ctx.dbs.create(f"bulk_{label}")
     profile = ctx.workdir / f"bulk-{label}.prof" if ctx.profile else None
     try:
-        with emulator(PER_CALL_MS, PER_MEMBER_MS) as emu:
-            account = add_account(url, emu, f"bulk-{label}")
-            with WorkerProcess(
+        with common.emulator(common.PER_CALL_MS, common.PER_MEMBER_MS) as emu:
+            account = common.add_account(url, emu, f"bulk-{label}")
+            with common.WorkerProcess(
                 url, emu, ctx.workdir, env=env, label=f"bulk-{label}", profile=profile
             ) as worker:
                 worker.wait_started()
-                meter = cpu_meter(ctx, emu, [worker])
-                log(f"bulk[{label}]: importing {n:,} contacts")
-                started = insert_contacts(url, account.user_id, n)
+                meter = common.cpu_meter(ctx, emu, [worker])
+                common.log(f"bulk[{label}]: importing {n:,} contacts")
+                started = common.insert_contacts(url, account.user_id, n)
                 committed = meter.snapshot()
-                seen_empty = wait_for_empty_queue(
+                seen_empty = common.wait_for_empty_queue(
                     url, timeout=timeout, interval=0.25, on_tick=worker.check_alive
                 )
                 cpu_s = meter.snapshot().since(committed)
                 peak_mb = worker.peak_rss_kb / 1024
             timeline = read_timeline(worker.log_path)
-            members = members_by_email(emu, account.audience_id)
-            problems = mirror_problems(url, account, members)
+            members = common.members_by_email(emu, account.audience_id)
+            problems = common.mirror_problems(url, account, members)
             finished = max((m["last_changed_at"] for m in members.values()), default=seen_empty)
             calls = sum(1 for r in emu.admin.requests() if r["path"].startswith("/3.0/"))
     finally:
@@ -84,24 +66,22 @@ def _import(
     }
 
 
-def run(ctx: Context) -> ScenarioResult:
+def run(ctx: common.Context) -> common.ScenarioResult:
     n = 1_000 if ctx.quick else 100_000
     n_base = 100 if ctx.quick else 2_000
-    result = ScenarioResult(
+    result = common.ScenarioResult(
         NAME, TITLE, {"contacts": n, "baseline_contacts": n_base, "tuned_contacts": n}
     )
     t0 = time.monotonic()
     main = _import(ctx, n, "default", {}, timeout=1800)
-    base = _import(
-        ctx, n_base, "nobatch", {"MCSYNC_BATCH_THRESHOLD": str(10**9)}, timeout=1800
-    )
+    base = _import(ctx, n_base, "nobatch", {"MCSYNC_BATCH_THRESHOLD": str(10**9)}, timeout=1800)
     tuned = _import(ctx, n, "claim5000", {"MCSYNC_CLAIM_SIZE": "5000"}, timeout=1800)
-    log(f"bulk: done in {time.monotonic() - t0:.0f} s")
+    common.log(f"bulk: done in {time.monotonic() - t0:.0f} s")
 
     base_100k = base["seconds"] * (100_000 / n_base)
-    limit_s = n / MODELLED_LIMIT
+    limit_s = n / common.MODELLED_LIMIT
     result.metrics += [
-        Metric(
+        common.Metric(
             f"time to mirror {n:,} contacts",
             round(main["seconds"], 2),
             "s",
@@ -109,45 +89,46 @@ def run(ctx: Context) -> ScenarioResult:
             baseline_label=f"batching off, {n_base:,} contacts, extrapolated",
             note=f"modelled limit {limit_s:.1f} s",
         ),
-        Metric(
+        common.Metric(
             "throughput",
             round(main["rate"]),
             "members/s",
             baseline=round(base["rate"], 1),
             baseline_label=f"batching off, {n_base:,} contacts",
-            note=f"modelled limit {MODELLED_LIMIT:,.0f}/s",
+            note=f"modelled limit {common.MODELLED_LIMIT:,.0f}/s",
         ),
-        Metric(
+        common.Metric(
             "fraction of the modelled limit",
-            round(main["rate"] / MODELLED_LIMIT, 3),
+            round(main["rate"] / common.MODELLED_LIMIT, 3),
             "x",
-            baseline=round(base["rate"] / MODELLED_LIMIT, 4),
+            baseline=round(base["rate"] / common.MODELLED_LIMIT, 4),
             baseline_label="batching off",
             target=(">=", 0.9),
         ),
-        Metric(
+        common.Metric(
             "same, MCSYNC_CLAIM_SIZE=5000 (setting only)",
-            round(tuned["rate"] / MODELLED_LIMIT, 3),
+            round(tuned["rate"] / common.MODELLED_LIMIT, 3),
             "x",
             note=f"{tuned['seconds']:.1f} s, {tuned['rate']:,.0f} members/s",
         ),
-        Metric("worker peak RSS during import", round(main["peak_rss_mb"], 1), "MB"),
+        common.Metric("worker peak RSS during import", round(main["peak_rss_mb"], 1), "MB"),
     ]
-    result.metrics += cpu_metrics(main["cpu_s"], n, note="default worker")
+    result.metrics += common.cpu_metrics(main["cpu_s"], n, note="default worker")
     cores = os.cpu_count() or 1
-    ceiling, arithmetic = cpu_ceiling(main["cpu_s"], n, cores)
+    ceiling, arithmetic = common.cpu_ceiling(main["cpu_s"], n, cores)
     result.metrics.append(
-        Metric(
+        common.Metric(
             "CPU ceiling on this machine, fraction of the modelled limit",
-            round(ceiling / MODELLED_LIMIT, 3),
+            round(ceiling / common.MODELLED_LIMIT, 3),
             "x",
             note=f"{ceiling:,.0f} contacts/s at the measured CPU per contact",
         )
     )
     result.notes.append(
-        f"what the CPU allows: {arithmetic}; the modelled limit {MODELLED_LIMIT:,.0f}/s needs "
-        f"the sum under {cores / MODELLED_LIMIT * 1000:.3f} ms/contact on {cores} cores "
-        f"(and the worker and the emulator each under {1000 / MODELLED_LIMIT:.3f})."
+        f"what the CPU allows: {arithmetic}; "
+        f"the modelled limit {common.MODELLED_LIMIT:,.0f}/s needs "
+        f"the sum under {cores / common.MODELLED_LIMIT * 1000:.3f} ms/contact on {cores} cores "
+        f"(and the worker and the emulator each under {1000 / common.MODELLED_LIMIT:.3f})."
     )
     result.notes.append(
         f"default worker: {main['calls']} API calls in {main['passes']} account passes "

@@ -16,21 +16,7 @@ import uuid
 
 import psycopg
 
-from benchmarks.common import (
-    Context,
-    Metric,
-    ScenarioResult,
-    WorkerProcess,
-    add_account,
-    cpu_meter,
-    cpu_metrics,
-    emulator,
-    insert_contacts,
-    log,
-    members_by_email,
-    percentile,
-    wait_for_empty_queue,
-)
+from benchmarks import common
 
 NAME = "latency"
 TITLE = "Live latency (commit -> applied in Mailchimp), emulator latency 0"
@@ -44,25 +30,25 @@ def _contacts(url: str, user_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-def run(ctx: Context) -> ScenarioResult:
+def run(ctx: common.Context) -> common.ScenarioResult:
     n_live = 50 if ctx.quick else 1000
     n_poll = 6 if ctx.quick else 60
-    result = ScenarioResult(NAME, TITLE, {"edits_notify": n_live, "edits_polling": n_poll})
+    result = common.ScenarioResult(NAME, TITLE, {"edits_notify": n_live, "edits_polling": n_poll})
     url = ctx.dbs.create("latency")
     try:
-        with emulator() as emu:
-            account = add_account(url, emu, "latency")
-            insert_contacts(url, account.user_id, n_live + n_poll)
+        with common.emulator() as emu:
+            account = common.add_account(url, emu, "latency")
+            common.insert_contacts(url, account.user_id, n_live + n_poll)
             contacts = _contacts(url, account.user_id)
             live, polled = contacts[:n_live], contacts[n_live:]
 
             # --- with NOTIFY (the default worker) -------------------------------------------
             commits: dict[str, tuple[float, str]] = {}
-            with WorkerProcess(url, emu, ctx.workdir, label="latency-listen") as worker:
+            with common.WorkerProcess(url, emu, ctx.workdir, label="latency-listen") as worker:
                 worker.wait_started()
-                wait_for_empty_queue(url, timeout=120)  # the initial full sync
-                log(f"latency: {n_live} edits, one at a time, NOTIFY on")
-                meter = cpu_meter(ctx, emu, [worker])
+                common.wait_for_empty_queue(url, timeout=120)  # the initial full sync
+                common.log(f"latency: {n_live} edits, one at a time, NOTIFY on")
+                meter = common.cpu_meter(ctx, emu, [worker])
                 cpu_before = meter.snapshot()
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("SELECT 1")
@@ -88,12 +74,12 @@ def run(ctx: Context) -> ScenarioResult:
 
             # --- baseline: polling only -----------------------------------------------------
             commits = {}
-            with WorkerProcess(
+            with common.WorkerProcess(
                 url, emu, ctx.workdir, listen=False, label="latency-poll"
             ) as worker:
                 worker.wait_started()
                 time.sleep(0.5)
-                log(f"latency: {n_poll} edits at random intervals, NOTIFY off (poll 2 s)")
+                common.log(f"latency: {n_poll} edits at random intervals, NOTIFY off (poll 2 s)")
                 rng = random.Random(6)
                 with psycopg.connect(url, autocommit=True) as conn:
                     for i, (cid, email) in enumerate(polled):
@@ -103,24 +89,24 @@ def run(ctx: Context) -> ScenarioResult:
                             "UPDATE contacts SET first_name = %s WHERE id = %s", (value, cid)
                         )
                         commits[email] = (time.time(), value)
-                wait_for_empty_queue(url, timeout=60)
+                common.wait_for_empty_queue(url, timeout=60)
             poll_lat = _latencies(emu, account.audience_id, commits)
     finally:
         ctx.dbs.drop(url)
 
     for q, target in ((50, 10.0), (95, None), (99, 50.0)):
         result.metrics.append(
-            Metric(
+            common.Metric(
                 name=f"p{q} commit -> applied",
-                value=round(percentile(live_lat, q), 1),
+                value=round(common.percentile(live_lat, q), 1),
                 unit="ms",
-                baseline=round(percentile(poll_lat, q), 1),
+                baseline=round(common.percentile(poll_lat, q), 1),
                 baseline_label="polling only (NOTIFY off, 2 s poll)",
                 target=("<=", target) if target is not None else None,
             )
         )
     result.metrics.append(
-        Metric(
+        common.Metric(
             name="max commit -> applied",
             value=round(max(live_lat), 1),
             unit="ms",
@@ -128,11 +114,13 @@ def run(ctx: Context) -> ScenarioResult:
             baseline_label="polling only (NOTIFY off, 2 s poll)",
         )
     )
-    result.metrics += cpu_metrics(
+    result.metrics += common.cpu_metrics(
         cpu_s, len(live_lat), what="edit", note="postgres: the driver polling the queue too"
     )
-    result.series = {"notify": [round(x, 2) for x in live_lat],
-                     "polling": [round(x, 2) for x in poll_lat]}
+    result.series = {
+        "notify": [round(x, 2) for x in live_lat],
+        "polling": [round(x, 2) for x in poll_lat],
+    }
     result.notes.append(
         f"{len(live_lat)} edits with NOTIFY (closed loop), {len(poll_lat)} edits polling only "
         "(open loop, random spacing); each edit is one UPDATE of first_name on its own contact."
@@ -141,7 +129,7 @@ def run(ctx: Context) -> ScenarioResult:
 
 
 def _latencies(emu: object, audience_id: str, commits: dict[str, tuple[float, str]]) -> list[float]:
-    members = members_by_email(emu, audience_id)
+    members = common.members_by_email(emu, audience_id)
     out = []
     for email, (committed, value) in commits.items():
         m = members[email]

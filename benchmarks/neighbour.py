@@ -23,21 +23,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.common import (
-    Context,
-    Metric,
-    ScenarioResult,
-    WorkerProcess,
-    add_account,
-    cpu_meter,
-    emulator,
-    insert_contacts,
-    log,
-    members_by_email,
-    mirror_problems,
-    percentile,
-    wait_for_empty_queue,
-)
+from benchmarks import common
 from benchmarks.cpu import ms_per_contact
 
 # The importer's pending work only (the others' edits keep the whole queue busy).
@@ -64,28 +50,28 @@ def _contacts(url: str, user_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
 
 
 def _one_run(
-    ctx: Context, n_import: int, workers: int, quiet_s: float, cap_s: float
+    ctx: common.Context, n_import: int, workers: int, quiet_s: float, cap_s: float
 ) -> dict[str, Any]:
     url = ctx.dbs.create(f"neighbour_{workers}w")
     edits_per_user = math.ceil(EDITS_PER_S * (quiet_s + cap_s) / (USERS - 1)) + 1
     try:
-        with emulator(PER_CALL_MS, PER_MEMBER_MS) as emu, ExitStack() as stack:
-            accounts = [add_account(url, emu, f"neighbour-{i}") for i in range(USERS)]
+        with common.emulator(PER_CALL_MS, PER_MEMBER_MS) as emu, ExitStack() as stack:
+            accounts = [common.add_account(url, emu, f"neighbour-{i}") for i in range(USERS)]
             importer, others = accounts[0], accounts[1:]
             for i, account in enumerate(others):
-                insert_contacts(url, account.user_id, edits_per_user, prefix=f"u{i}-")
+                common.insert_contacts(url, account.user_id, edits_per_user, prefix=f"u{i}-")
             procs = [
                 stack.enter_context(
-                    WorkerProcess(url, emu, ctx.workdir, label=f"neighbour-{workers}w-{k}")
+                    common.WorkerProcess(url, emu, ctx.workdir, label=f"neighbour-{workers}w-{k}")
                 )
                 for k in range(workers)
             ]
             for w in procs:
                 w.wait_started()
-            wait_for_empty_queue(url, timeout=300)  # the others' initial sync
+            common.wait_for_empty_queue(url, timeout=300)  # the others' initial sync
             queues = [_contacts(url, a.user_id) for a in others]
             audiences = {a.audience_id for a in others}
-            meter = cpu_meter(ctx, emu, procs)
+            meter = common.cpu_meter(ctx, emu, procs)
 
             commits: dict[str, tuple[float, str, str, str]] = {}  # email -> (t, value, phase, aud)
             import_started: list[float] = []
@@ -93,9 +79,11 @@ def _one_run(
 
             def do_import() -> None:
                 import_started.append(time.time())
-                insert_contacts(url, importer.user_id, n_import, prefix="imp")
+                common.insert_contacts(url, importer.user_id, n_import, prefix="imp")
 
-            log(f"neighbour[{workers}w]: quiet phase {quiet_s:.0f} s, {EDITS_PER_S:.0f} edits/s")
+            common.log(
+                f"neighbour[{workers}w]: quiet phase {quiet_s:.0f} s, {EDITS_PER_S:.0f} edits/s"
+            )
             with psycopg.connect(url, autocommit=True) as conn:
                 phase_start = time.monotonic()
                 i = 0
@@ -106,22 +94,22 @@ def _one_run(
                 while True:
                     now = time.monotonic()
                     if importer_thread is None and now - phase_start >= quiet_s:
-                        log(f"neighbour[{workers}w]: user 0 imports {n_import:,} contacts")
+                        common.log(f"neighbour[{workers}w]: user 0 imports {n_import:,} contacts")
                         cpu_before = meter.snapshot()
                         importer_thread = threading.Thread(target=do_import, daemon=True)
                         importer_thread.start()
                     if importer_thread is not None and not importer_thread.is_alive():
                         if now - last_check >= 0.25:
                             last_check = now
-                            row = conn.execute(
-                                PENDING_FOR_USER, {"u": importer.user_id}
-                            ).fetchone()
+                            row = conn.execute(PENDING_FOR_USER, {"u": importer.user_id}).fetchone()
                             if row and row[0] == 0:
                                 import_done.append(time.time())
                                 cpu_after = meter.snapshot()
                                 break
                     if now - phase_start > quiet_s + cap_s:
-                        log(f"neighbour[{workers}w]: import not drained within {cap_s:.0f} s")
+                        common.log(
+                            f"neighbour[{workers}w]: import not drained within {cap_s:.0f} s"
+                        )
                         break
                     if now < next_at:
                         time.sleep(min(next_at - now, 0.05))
@@ -141,15 +129,17 @@ def _one_run(
                 importer_thread.join()
             for w in procs:
                 w.check_alive()
-            wait_for_empty_queue(url, timeout=max(300.0, cap_s))
+            common.wait_for_empty_queue(url, timeout=max(300.0, cap_s))
             if cpu_after is None:
                 cpu_after = meter.snapshot()
             applied: dict[str, float] = {}
             for aud in audiences:
-                for email, m in members_by_email(emu, aud).items():
+                for email, m in common.members_by_email(emu, aud).items():
                     if email in commits and m["merge_fields"].get("FNAME") == commits[email][1]:
                         applied[email] = m["last_changed_at"]
-            problems = mirror_problems(url, importer, members_by_email(emu, importer.audience_id))
+            problems = common.mirror_problems(
+                url, importer, common.members_by_email(emu, importer.audience_id)
+            )
     finally:
         ctx.dbs.drop(url)
 
@@ -176,12 +166,12 @@ def _target(quiet_p99: float) -> float:
     return max(2 * quiet_p99, quiet_p99 + 200.0)
 
 
-def run(ctx: Context) -> ScenarioResult:
+def run(ctx: common.Context) -> common.ScenarioResult:
     n_import = 2_000 if ctx.quick else 50_000
     quiet_s = 2.0 if ctx.quick else 15.0
     cap_s = 30.0 if ctx.quick else 300.0
     worker_counts = (1,) if ctx.quick else (1, 2)
-    result = ScenarioResult(
+    result = common.ScenarioResult(
         NAME,
         TITLE,
         {
@@ -199,25 +189,25 @@ def run(ctx: Context) -> ScenarioResult:
         if not quiet or not during:
             result.notes.append(f"{label}: too few edits measured ({len(quiet)}, {len(during)})")
             continue
-        q50, q99 = percentile(quiet, 50), percentile(quiet, 99)
+        q50, q99 = common.percentile(quiet, 50), common.percentile(quiet, 99)
         result.metrics += [
-            Metric(
+            common.Metric(
                 f"others' edit p50 during the import, {label}",
-                round(percentile(during, 50), 1),
+                round(common.percentile(during, 50), 1),
                 "ms",
                 baseline=round(q50, 1),
                 baseline_label="quiet p50, same run",
             ),
-            Metric(
+            common.Metric(
                 f"others' edit p99 during the import, {label}",
-                round(percentile(during, 99), 1),
+                round(common.percentile(during, 99), 1),
                 "ms",
                 baseline=round(q99, 1),
                 baseline_label="quiet p99, same run",
                 target=("<=", round(_target(q99), 1)),
                 note="target = max(2 x quiet p99, quiet p99 + 200 ms)",
             ),
-            Metric(
+            common.Metric(
                 f"import of {n_import:,} drained in, {label}",
                 round(r["drained_s"], 1) if r["drained_s"] is not None else None,
                 "s",

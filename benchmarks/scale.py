@@ -25,23 +25,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.common import (
-    PROCESSES,
-    Context,
-    Metric,
-    ScenarioResult,
-    WorkerProcess,
-    add_account,
-    cpu_meter,
-    cpu_metrics,
-    emulator,
-    insert_contacts,
-    log,
-    members_by_email,
-    mirror_problems,
-    queue_count,
-    wait_for_empty_queue,
-)
+from benchmarks import common
 from benchmarks.cpu import ms_per_contact
 
 NAME = "scale"
@@ -53,39 +37,41 @@ RSS_TARGET_MB = 150.0
 FLATNESS_TARGET = 1.3
 
 
-def sizes(ctx: Context) -> tuple[int, ...]:
+def sizes(ctx: common.Context) -> tuple[int, ...]:
     raw = ctx.options.get("scale_sizes") or os.environ.get("MCSYNC_BENCH_SCALE_SIZES")
     if raw:
         return tuple(sorted(int(x.replace("_", "")) for x in str(raw).split(",") if x.strip()))
     return QUICK_SIZES if ctx.quick else FULL_SIZES
 
 
-def cap_seconds(ctx: Context) -> float:
+def cap_seconds(ctx: common.Context) -> float:
     raw = ctx.options.get("scale_cap_s") or os.environ.get("MCSYNC_BENCH_SCALE_CAP_S")
     return float(raw) if raw else (60.0 if ctx.quick else 3600.0)
 
 
 def pending_count(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        return queue_count(conn)
+        return common.queue_count(conn)
 
 
-def _import(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
+def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
     url = ctx.dbs.create(f"scale_{n}")
     try:
-        with emulator() as emu:
-            account = add_account(url, emu, f"scale-{n}")
-            with WorkerProcess(url, emu, ctx.workdir, label=f"scale-{n}") as worker:
+        with common.emulator() as emu:
+            account = common.add_account(url, emu, f"scale-{n}")
+            with common.WorkerProcess(url, emu, ctx.workdir, label=f"scale-{n}") as worker:
                 worker.wait_started()
-                meter = cpu_meter(ctx, emu, [worker])
+                meter = common.cpu_meter(ctx, emu, [worker])
                 before = meter.snapshot()
-                log(f"scale: importing {n:,} contacts")
-                started = insert_contacts(url, account.user_id, n)
+                common.log(f"scale: importing {n:,} contacts")
+                started = common.insert_contacts(url, account.user_id, n)
                 committed = meter.snapshot()
                 drained = n
                 try:
-                    finished = wait_for_empty_queue(
-                        url, timeout=cap_s, interval=0.1 if n < 50_000 else 1.0,
+                    finished = common.wait_for_empty_queue(
+                        url,
+                        timeout=cap_s,
+                        interval=0.1 if n < 50_000 else 1.0,
                         on_tick=worker.check_alive,
                     )
                 except TimeoutError:
@@ -95,13 +81,15 @@ def _import(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
                 peak_mb = worker.peak_rss_kb / 1024
             problems: int | None = None
             if drained == n:
-                log(f"scale: {n:,} drained in {finished - started:.1f} s; checking the mirror")
-                members = members_by_email(emu, account.audience_id)
-                problems = mirror_problems(url, account, members)
+                common.log(
+                    f"scale: {n:,} drained in {finished - started:.1f} s; checking the mirror"
+                )
+                members = common.members_by_email(emu, account.audience_id)
+                problems = common.mirror_problems(url, account, members)
                 finished = max((m["last_changed_at"] for m in members.values()), default=finished)
                 del members
             else:
-                log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
+                common.log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
     finally:
         ctx.dbs.drop(url)
     cpu_s = done.since(committed)
@@ -119,9 +107,9 @@ def _import(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
     }
 
 
-def run(ctx: Context) -> ScenarioResult:
+def run(ctx: common.Context) -> common.ScenarioResult:
     ns = sizes(ctx)
-    result = ScenarioResult(NAME, TITLE, {"imports": list(ns)})
+    result = common.ScenarioResult(NAME, TITLE, {"imports": list(ns)})
     cap_s = cap_seconds(ctx)
     result.sizes["time_cap_s"] = cap_s
     runs = [_import(ctx, n, cap_s) for n in ns]
@@ -129,29 +117,31 @@ def run(ctx: Context) -> ScenarioResult:
     for r in runs:
         n = r["n"]
         partial = (
-            "" if r["drained"] == n
+            ""
+            if r["drained"] == n
             else f"stopped at the {cap_s:.0f} s cap: figures over the {r['drained']:,} drained"
         )
         if partial:
             result.notes.append(f"import of {n:,}: {partial}.")
-        result.metrics += cpu_metrics(
+        result.metrics += common.cpu_metrics(
             r["cpu_s"], max(r["drained"], 1), label=f"import of {n:,}", note=partial
         )
         result.metrics += [
-            Metric(
+            common.Metric(
                 f"contacts/s, import of {n:,}",
                 round(r["rate"]),
                 "contacts/s",
                 note=f"{r['seconds']:.1f} s from commit to the last member applied"
-                if not partial else partial,
+                if not partial
+                else partial,
             ),
-            Metric(
+            common.Metric(
                 f"worker peak RSS, import of {n:,}",
                 round(r["peak_rss_mb"], 1),
                 "MB",
                 target=("<=", RSS_TARGET_MB) if n == last["n"] else None,
             ),
-            Metric(
+            common.Metric(
                 f"contacts not mirrored, import of {n:,}",
                 r["problems"],
                 "",
@@ -159,10 +149,10 @@ def run(ctx: Context) -> ScenarioResult:
                 note="" if r["problems"] is not None else "not checked: not drained",
             ),
         ]
-    for proc in PROCESSES:
+    for proc in common.PROCESSES:
         base = first["cpu_ms"][proc]
         result.metrics.append(
-            Metric(
+            common.Metric(
                 f"{proc} CPU per contact, {last['n']:,} / {first['n']:,}",
                 round(last["cpu_ms"][proc] / base, 3) if base else None,
                 "x",
@@ -174,7 +164,7 @@ def run(ctx: Context) -> ScenarioResult:
             )
         )
     result.metrics.append(
-        Metric(
+        common.Metric(
             f"contacts/s, {last['n']:,} / {first['n']:,}",
             round(last["rate"] / first["rate"], 3) if first["rate"] else None,
             "x",
@@ -192,7 +182,9 @@ def run(ctx: Context) -> ScenarioResult:
     )
     result.series = {
         "sizes": [r["n"] for r in runs],
-        "cpu_ms_per_contact": {p: [round(r["cpu_ms"][p], 5) for r in runs] for p in PROCESSES},
+        "cpu_ms_per_contact": {
+            p: [round(r["cpu_ms"][p], 5) for r in runs] for p in common.PROCESSES
+        },
         "contacts_per_s": [round(r["rate"], 1) for r in runs],
         "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in runs],
     }
