@@ -23,8 +23,7 @@ TITLE = "Backlog: worker memory and drain rate, one account, emulator latency 0"
 
 
 def _idle_rss(ctx: common.Context) -> float:
-    url = ctx.dbs.create("backlog_idle")
-    try:
+    with ctx.dbs.scratch("backlog_idle") as url:
         with common.emulator() as emu:
             common.add_account(url, emu, "idle")
             with common.WorkerProcess(url, emu, ctx.workdir, label="backlog-idle") as worker:
@@ -32,13 +31,10 @@ def _idle_rss(ctx: common.Context) -> float:
                 time.sleep(3)
                 worker.stop()
                 return worker.peak_rss_kb / 1024
-    finally:
-        ctx.dbs.drop(url)
 
 
 def _drain(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
-    url = ctx.dbs.create("backlog")
-    try:
+    with ctx.dbs.scratch("backlog") as url:
         with common.emulator() as emu:
             account = common.add_account(url, emu, f"backlog-{n}")
             common.log(f"backlog: queueing {n:,} events through the triggers")
@@ -74,8 +70,6 @@ def _drain(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
                     cpu_s = meter.snapshot().since(cpu_before)
                     worker.stop()
             early = [kb / 1024 for t, kb in worker.samples if t - started < 10]
-    finally:
-        ctx.dbs.drop(url)
     drained = pending - left
     return {
         "n": n,

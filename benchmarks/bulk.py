@@ -26,9 +26,8 @@ TITLE = "Bulk import (one INSERT ... SELECT), emulator 100 ms/call + 1 ms/member
 def _import(
     ctx: common.Context, n: int, label: str, env: dict[str, str], timeout: float
 ) -> dict[str, Any]:
-    url = ctx.dbs.create(f"bulk_{label}")
     profile = ctx.workdir / f"bulk-{label}.prof" if ctx.profile else None
-    try:
+    with ctx.dbs.scratch(f"bulk_{label}") as url:
         with common.emulator(common.PER_CALL_MS, common.PER_MEMBER_MS) as emu:
             account = common.add_account(url, emu, f"bulk-{label}")
             with common.WorkerProcess(
@@ -49,8 +48,6 @@ def _import(
             problems = common.mirror_problems(url, account, members)
             finished = max((m["last_changed_at"] for m in members.values()), default=seen_empty)
             calls = sum(1 for r in emu.admin.requests() if r["path"].startswith("/3.0/"))
-    finally:
-        ctx.dbs.drop(url)
     seconds = finished - started
     return {
         "n": n,

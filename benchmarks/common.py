@@ -237,6 +237,15 @@ class Databases:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    @contextmanager
+    def scratch(self, hint: str) -> Iterator[str]:
+        """A fresh migrated database for one scenario step, dropped when the step ends."""
+        url = self.create(hint)
+        try:
+            yield url
+        finally:
+            self.drop(url)
+
     def close(self) -> None:
         self.pg.stop()
 
@@ -291,6 +300,15 @@ def insert_contacts(url: str, user_id: uuid.UUID, n: int, prefix: str = "c") -> 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(INSERT_CONTACTS, {"user_id": user_id, "n": n, "prefix": prefix})
         return time.time()
+
+
+def contacts_of(url: str, user_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+    """A user's contacts as (id, lower-cased email), ordered by email."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, lower(email) FROM contacts WHERE user_id = %s ORDER BY email", (user_id,)
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
 
 
 # --- the emulator and accounts -------------------------------------------------------------

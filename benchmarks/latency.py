@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 
 import psycopg
 
@@ -22,24 +21,15 @@ NAME = "latency"
 TITLE = "Live latency (commit -> applied in Mailchimp), emulator latency 0"
 
 
-def _contacts(url: str, user_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT id, lower(email) FROM contacts WHERE user_id = %s ORDER BY email", (user_id,)
-        ).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
 def run(ctx: common.Context) -> common.ScenarioResult:
     n_live = 50 if ctx.quick else 1000
     n_poll = 6 if ctx.quick else 60
     result = common.ScenarioResult(NAME, TITLE, {"edits_notify": n_live, "edits_polling": n_poll})
-    url = ctx.dbs.create("latency")
-    try:
+    with ctx.dbs.scratch("latency") as url:
         with common.emulator() as emu:
             account = common.add_account(url, emu, "latency")
             common.insert_contacts(url, account.user_id, n_live + n_poll)
-            contacts = _contacts(url, account.user_id)
+            contacts = common.contacts_of(url, account.user_id)
             live, polled = contacts[:n_live], contacts[n_live:]
 
             # --- with NOTIFY (the default worker) -------------------------------------------
@@ -91,8 +81,6 @@ def run(ctx: common.Context) -> common.ScenarioResult:
                         commits[email] = (time.time(), value)
                 common.wait_for_empty_queue(url, timeout=60)
             poll_lat = _latencies(emu, account.audience_id, commits)
-    finally:
-        ctx.dbs.drop(url)
 
     for q, target in ((50, 10.0), (95, None), (99, 50.0)):
         result.metrics.append(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 from typing import Any
 
@@ -41,20 +40,11 @@ PER_MEMBER_MS = 1.0
 EDITS_PER_S = 20.0  # all other users together
 
 
-def _contacts(url: str, user_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT id, lower(email) FROM contacts WHERE user_id = %s ORDER BY email", (user_id,)
-        ).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
 def _one_run(
     ctx: common.Context, n_import: int, workers: int, quiet_s: float, cap_s: float
 ) -> dict[str, Any]:
-    url = ctx.dbs.create(f"neighbour_{workers}w")
     edits_per_user = math.ceil(EDITS_PER_S * (quiet_s + cap_s) / (USERS - 1)) + 1
-    try:
+    with ctx.dbs.scratch(f"neighbour_{workers}w") as url:
         with common.emulator(PER_CALL_MS, PER_MEMBER_MS) as emu, ExitStack() as stack:
             accounts = [common.add_account(url, emu, f"neighbour-{i}") for i in range(USERS)]
             importer, others = accounts[0], accounts[1:]
@@ -69,7 +59,7 @@ def _one_run(
             for w in procs:
                 w.wait_started()
             common.wait_for_empty_queue(url, timeout=300)  # the others' initial sync
-            queues = [_contacts(url, a.user_id) for a in others]
+            queues = [common.contacts_of(url, a.user_id) for a in others]
             audiences = {a.audience_id for a in others}
             meter = common.cpu_meter(ctx, emu, procs)
 
@@ -140,8 +130,6 @@ def _one_run(
             problems = common.mirror_problems(
                 url, importer, common.members_by_email(emu, importer.audience_id)
             )
-    finally:
-        ctx.dbs.drop(url)
 
     lat: dict[str, list[float]] = {"quiet": [], "during": []}
     missing = 0
@@ -164,6 +152,20 @@ def _one_run(
 
 def _target(quiet_p99: float) -> float:
     return max(2 * quiet_p99, quiet_p99 + 200.0)
+
+
+def _edit_percentile(
+    label: str, p: int, quiet: list[float], during: list[float], **extra: Any
+) -> common.Metric:
+    """The others' edit latency percentile p during the import, against the quiet phase's."""
+    return common.Metric(
+        f"others' edit p{p} during the import, {label}",
+        round(common.percentile(during, p), 1),
+        "ms",
+        baseline=round(common.percentile(quiet, p), 1),
+        baseline_label=f"quiet p{p}, same run",
+        **extra,
+    )
 
 
 def run(ctx: common.Context) -> common.ScenarioResult:
@@ -189,21 +191,14 @@ def run(ctx: common.Context) -> common.ScenarioResult:
         if not quiet or not during:
             result.notes.append(f"{label}: too few edits measured ({len(quiet)}, {len(during)})")
             continue
-        q50, q99 = common.percentile(quiet, 50), common.percentile(quiet, 99)
+        q99 = common.percentile(quiet, 99)
         result.metrics += [
-            common.Metric(
-                f"others' edit p50 during the import, {label}",
-                round(common.percentile(during, 50), 1),
-                "ms",
-                baseline=round(q50, 1),
-                baseline_label="quiet p50, same run",
-            ),
-            common.Metric(
-                f"others' edit p99 during the import, {label}",
-                round(common.percentile(during, 99), 1),
-                "ms",
-                baseline=round(q99, 1),
-                baseline_label="quiet p99, same run",
+            _edit_percentile(label, 50, quiet, during),
+            _edit_percentile(
+                label,
+                99,
+                quiet,
+                during,
                 target=("<=", round(_target(q99), 1)),
                 note="target = max(2 x quiet p99, quiet p99 + 200 ms)",
             ),

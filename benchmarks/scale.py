@@ -55,8 +55,7 @@ def pending_count(url: str) -> int:
 
 
 def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
-    url = ctx.dbs.create(f"scale_{n}")
-    try:
+    with ctx.dbs.scratch(f"scale_{n}") as url:
         with common.emulator() as emu:
             account = common.add_account(url, emu, f"scale-{n}")
             with common.WorkerProcess(url, emu, ctx.workdir, label=f"scale-{n}") as worker:
@@ -90,8 +89,6 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
                 del members
             else:
                 common.log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
-    finally:
-        ctx.dbs.drop(url)
     cpu_s = done.since(committed)
     seconds = finished - started
     return {
