@@ -277,12 +277,19 @@ def check_against_catalog(conn: psycopg.Connection[Any], mapping: SourceMapping)
             " (create it, or name the contacts table in the mapping: docs/mapping.md)"
         )
 
-    def need(key: str, column: str, categories: tuple[str, ...], said: str) -> _Column | None:
-        found = columns.get(column) if columns is not None else None
+    def need(
+        key: str,
+        column: str,
+        categories: tuple[str, ...],
+        said: str,
+        table: str = mapping.table,
+        table_columns: dict[str, _Column] = columns,
+    ) -> _Column | None:
+        found = table_columns.get(column)
         if found is None:
-            errors.append(f"{key}: column {mapping.table}.{column} does not exist")
+            errors.append(f"{key}: column {table}.{column} does not exist")
         elif found.category not in categories and found.type not in categories:
-            errors.append(f"{key}: column {mapping.table}.{column} is {found.type}; need {said}")
+            errors.append(f"{key}: column {table}.{column} is {found.type}; need {said}")
         return found
 
     need("source.id", mapping.id, ("uuid",), "uuid")
@@ -308,27 +315,9 @@ def check_against_catalog(conn: psycopg.Connection[Any], mapping: SourceMapping)
         if join is None:
             errors.append(f"source.tags.table: table {mapping.tags.table} does not exist")
         else:
-            key, name = join.get(mapping.tags.key), join.get(mapping.tags.name)
-            if key is None:
-                errors.append(
-                    f"source.tags.key: column {mapping.tags.table}.{mapping.tags.key} "
-                    "does not exist"
-                )
-            elif key.type != "uuid":
-                errors.append(
-                    f"source.tags.key: column {mapping.tags.table}.{mapping.tags.key} is "
-                    f"{key.type}; need uuid (the contact's id)"
-                )
-            if name is None:
-                errors.append(
-                    f"source.tags.name: column {mapping.tags.table}.{mapping.tags.name} "
-                    "does not exist"
-                )
-            elif name.category != "S":
-                errors.append(
-                    f"source.tags.name: column {mapping.tags.table}.{mapping.tags.name} is "
-                    f"{name.type}; need a text column"
-                )
+            key_said = "uuid (the contact's id)"
+            key = need("source.tags.key", tags.key, ("uuid",), key_said, tags.table, join)
+            need("source.tags.name", tags.name, ("S",), "a text column", tags.table, join)
             if key is not None and not _leads_an_index(conn, tags.table, tags.key):
                 warnings.append(_index_warning("source.tags.key", tags.table, tags.key))
     if mapping.filter is not None and not errors:
@@ -433,6 +422,27 @@ def _rows(mapping: SourceMapping, transition: str) -> str:
 _HEAD = "RETURNS trigger\nLANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
 
 
+# Per event: the past-tense suffix of its trigger's name, and the transition tables it has.
+_EVENTS = {
+    "INSERT": ("inserted", "NEW TABLE AS mcsync_new_rows"),
+    "UPDATE": ("updated", "OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows"),
+    "DELETE": ("deleted", "OLD TABLE AS mcsync_old_rows"),
+}
+
+
+def _statement_triggers(table: str, prefix: str, functions: dict[str, str]) -> str:
+    """One statement-level AFTER trigger per event (`functions`: event -> trigger function)."""
+    out = ""
+    for event, function in functions.items():
+        suffix, transitions = _EVENTS[event]
+        out += f"""
+CREATE TRIGGER {prefix}_{suffix}
+    AFTER {event} ON {table} REFERENCING {transitions}
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+    return out
+
+
 def triggers_sql(mapping: SourceMapping) -> str:
     """The trigger functions and the statement-level triggers, from the mapping.
 
@@ -525,19 +535,16 @@ BEGIN
     {notify}
     RETURN NULL;
 END $$;
-
-CREATE TRIGGER mcsync_contacts_inserted
-    AFTER INSERT ON {table} REFERENCING NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_inserted();
-
-CREATE TRIGGER mcsync_contacts_updated
-    AFTER UPDATE ON {table} REFERENCING OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_updated();
-
-CREATE TRIGGER mcsync_contacts_deleted
-    AFTER DELETE ON {table} REFERENCING OLD TABLE AS mcsync_old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_deleted();
 """
+    out += _statement_triggers(
+        table,
+        "mcsync_contacts",
+        {
+            "INSERT": "mcsync.mcsync_enqueue_inserted",
+            "UPDATE": "mcsync.mcsync_enqueue_updated",
+            "DELETE": "mcsync.mcsync_enqueue_deleted",
+        },
+    )
     if isinstance(mapping.tags, TagsTable):
         out += _tag_table_triggers(mapping, mapping.tags)
     return out
@@ -573,19 +580,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-
-CREATE TRIGGER mcsync_contact_tags_inserted
-    AFTER INSERT ON {table} REFERENCING NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_tags_changed();
-
-CREATE TRIGGER mcsync_contact_tags_updated
-    AFTER UPDATE ON {table} REFERENCING OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_tags_changed();
-
-CREATE TRIGGER mcsync_contact_tags_deleted
-    AFTER DELETE ON {table} REFERENCING OLD TABLE AS mcsync_old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mcsync.mcsync_enqueue_tags_changed();
-"""
+""" + _statement_triggers(
+        table, "mcsync_contact_tags", dict.fromkeys(_EVENTS, "mcsync.mcsync_enqueue_tags_changed")
+    )
 
 
 def email_index_sql(mapping: SourceMapping) -> str:
