@@ -21,7 +21,6 @@ class AppSchema:
 
     name: str
     ddl: str
-    toml: str | None  # None: no config file, the built-in default mapping
     table: str
     id_column: str = "id"
     # logical name (LOGICAL, and any extra merge field's column) -> the app's column
@@ -31,12 +30,54 @@ class AppSchema:
     tags_column: str = "tags"
     # a delete is `UPDATE ... SET <column> = now()` (a soft delete) instead of a DELETE
     soft_delete_column: str | None = None
-    # merge fields the app adds to Mailchimp's defaults: (tag, type)
+    # merge fields the app adds to Mailchimp's defaults: (tag, type), from `column(tag.lower())`
     extra_merge_fields: tuple[tuple[str, str], ...] = ()
+    # no config file: the built-in default mapping
+    default_mapping: bool = False
+
+    @property
+    def toml(self) -> str | None:
+        """The app's mcsync.toml, written from the facts above (so the two cannot disagree)."""
+        if self.default_mapping:
+            return None
+        source = {
+            "table": self.table,
+            "id": self.id_column,
+            "tenant": self.column("user_id"),
+            "email": self.column("email"),
+        }
+        if self.soft_delete_column:
+            source["filter"] = f"{self.soft_delete_column} IS NULL"
+        # Naming merge fields replaces Mailchimp's defaults, so they are named with the extras.
+        merge_fields = [
+            f'FNAME = "{self.column("first_name")}"',
+            f'LNAME = "{self.column("last_name")}"',
+            f'PHONE = {{ column = "{self.column("phone")}", type = "phone" }}',
+            *(
+                f'{tag} = {{ column = "{self.column(tag.lower())}", type = "{kind}" }}'
+                for tag, kind in self.extra_merge_fields
+            ),
+        ]
+        if self.tags_table is None:
+            tags = {"column": self.tags_column}
+        else:
+            tags = dict(zip(("table", "key", "name"), self.tags_table, strict=True))
+        return "\n".join(
+            [
+                "[source]",
+                *(f'{k} = "{v}"' for k, v in source.items()),
+                "\n[source.merge_fields]",
+                *merge_fields,
+                "\n[source.tags]",
+                *(f'{k} = "{v}"' for k, v in tags.items()),
+                "",
+            ]
+        )
 
     @property
     def mapping(self) -> SourceMapping:
-        return parse_mapping(self.toml) if self.toml else SourceMapping()
+        toml = self.toml
+        return parse_mapping(toml) if toml else SourceMapping()
 
     def column(self, logical: str) -> str:
         if logical == "tags":
@@ -56,8 +97,8 @@ class AppSchema:
 CONTACTS = AppSchema(
     name="contacts",
     ddl=(SQL_DIR / "example_contacts.sql").read_text(),
-    toml=None,
     table="contacts",
+    default_mapping=True,
 )
 
 # (a) Renamed columns in another schema, and soft deletes: a row with deleted_at set is not a
@@ -80,22 +121,6 @@ CREATE TABLE crm.people (
     deleted_at    timestamptz
 );
 CREATE INDEX people_account_id_idx ON crm.people (account_id);
-""",
-    toml="""
-[source]
-table = "crm.people"
-id = "person_id"
-tenant = "account_id"
-email = "email_address"
-filter = "deleted_at IS NULL"
-
-[source.merge_fields]
-FNAME = "given_name"
-LNAME = "family_name"
-PHONE = { column = "mobile", type = "phone" }
-
-[source.tags]
-column = "labels"
 """,
     table="crm.people",
     id_column="person_id",
@@ -132,22 +157,6 @@ CREATE TABLE public.client_tags (
     tag       text NOT NULL,
     PRIMARY KEY (client_id, tag)
 );
-""",
-    toml="""
-[source]
-table = "public.clients"
-tenant = "coach_id"
-
-[source.merge_fields]
-FNAME = "first_name"
-LNAME = "last_name"
-PHONE = { column = "phone", type = "phone" }
-BIRTHDAY = { column = "birthday", type = "birthday" }
-
-[source.tags]
-table = "public.client_tags"
-key = "client_id"
-name = "tag"
 """,
     table="public.clients",
     columns={"user_id": "coach_id"},
