@@ -147,8 +147,8 @@ def test_401_connection_level_and_404_not_found_and_other_4xx_request() -> None:
             problem(
                 400, "Invalid Resource", "a@b.co has signed up to a lot of lists very recently"
             ),
-            "invalid",
-            None,
+            "signup_limited",
+            "email_address",
         ),
     ],
 )
