@@ -1,6 +1,6 @@
 """Field-level checks Mailchimp applies: email addresses and merge fields.
 
-Rules marked UNVERIFIED in shared/mailchimp-api.md are implemented on the strict side; the
+Rules whose real behaviour is unverified are implemented on the strict side; the
 choices are listed in the README's "Emulator" section.
 """
 
