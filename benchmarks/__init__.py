@@ -1,1 +1,1 @@
-"""mcsync benchmarks: `python -m benchmarks [--quick] [--only NAME]` (README: "Performance")."""
+"""mcsync benchmarks: `python -m benchmarks [--quick] [--only NAME]` (docs/performance.md)."""

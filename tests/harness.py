@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
-from mcsync.worker.runner import Worker, run_worker
+from mcsync.worker.runner import WorkerService, run_worker
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
@@ -123,9 +123,9 @@ class SyncHarness:
         asyncio.run(run_worker(self.settings, once=True, listen=False))
 
     @contextmanager
-    def live_worker(self, **kwargs: Any) -> Iterator[Worker]:
+    def live_worker(self, **kwargs: Any) -> Iterator[WorkerService]:
         """A long-running worker (LISTEN + poll) in a background thread."""
-        worker_box: list[Worker] = []
+        worker_box: list[WorkerService] = []
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -133,7 +133,7 @@ class SyncHarness:
             asyncio.set_event_loop(loop)
 
             async def main() -> None:
-                worker = Worker(self.settings, **kwargs)
+                worker = WorkerService(self.settings, **kwargs)
                 worker_box.append(worker)
                 ready.set()
                 await worker.run()

@@ -7,14 +7,19 @@ Model-based tests of the mirror (tests/test_mirror.py) drive random contact hist
   subscriber unsubscribing, a marketer archiving or tagging by hand, members arriving from
   elsewhere) go through the emulator's admin routes on the same transport. 5xx/429/504 faults
   are the emulator's own seeded faults (`POST /_emulator/faults`).
-- The worker: the real `AccountWorker.serve` (claims, concurrent passes, `plan_for`,
-  `write_ahead_ledger` + maybe links, `MemberApplier`/`apply_plans`/`AccountGate`,
-  `collect_outcomes`, health, throttling, probes) and the real `WorkerStore` on top of...
+- The worker: the real `Worker.serve_due` and `AccountWorker.serve` (claims, concurrent
+  passes, `plan_for`, `write_ahead_ledger` + maybe links, `MemberApplier`/`apply_plans`/
+  `AccountGate`, `collect_outcomes`, `ConnectionHealth`: throttling, pauses, probes), built
+  from the same parts as in production (`ClientFactory`, `Backoff`, `AccountSettings`), and
+  the real `WorkerStore` on top of...
 - the database: `MemoryDatabase`, which executes the statements of `mcsync.queries` that the
   worker sends (each handler documents the SQL it models) and the contacts triggers of
   sql/002. It is the only hand-written model here. A statement it does not model raises
   `NotImplementedError`, and tests/test_mirror.py fingerprints the SQL of every statement it
-  models, so a change in the worker's SQL fails loudly instead of silently diverging.
+  models, so a change in the worker's SQL fails loudly instead of silently diverging. Its
+  triggers are checked against the real ones: tests/test_model_conformance.py runs the same
+  scripts of contact changes against the model and against sql/002 on a real Postgres, and
+  compares the queues.
 
 Lost answers (a call that takes effect in Mailchimp whose answer never arrives): the emulator's
 `timeout` fault holds a request and answers 504 *without* applying it, so it cannot produce
@@ -56,6 +61,7 @@ from mcsync.emulator.app import create_app
 from mcsync.emulator.runtime import Emulator
 from mcsync.emulator.state import Audience as EmulatedAudience
 from mcsync.emulator.state import Member as EmulatedMember
+from mcsync.mailchimp.client import ClientFactory
 from mcsync.mirror import (
     ASCII_SPACES,
     Contact,
@@ -65,6 +71,8 @@ from mcsync.mirror import (
     subscriber_hash,
 )
 from mcsync.worker.account import AccountSettings, AccountWorker, plan_for
+from mcsync.worker.backoff import Backoff
+from mcsync.worker.runner import Worker
 from mcsync.worker.store import Account, Event, WorkerStore
 
 COMPLIANCE = ("unsubscribed", "cleaned")
@@ -928,13 +936,12 @@ class World:
             )
         )
         self.settings = AccountSettings(
-            api_url_template=BASE_URL + "/3.0",
             max_in_flight=max_in_flight,
             batch_threshold=batch_threshold,
             claim_size=claim_size,
             max_passes=max_passes,
-            http_timeout=30.0,
         )
+        self.clients = ClientFactory(BASE_URL + "/3.0", http=self.http)
         self.generation = 0
         self._start_worker()
         self.last_change: dict[UUID, datetime] = {}
@@ -948,7 +955,8 @@ class World:
         self.session = DatabaseSession(self.db)
         pool = cast(AsyncConnectionPool, FakePool(self.session))
         self.store = WorkerStore(pool, f"worker-{self.generation}", LEASE_SECONDS)
-        self.worker = AccountWorker(self.store, CIPHER, self.http, self.settings)
+        accounts = AccountWorker(self.store, CIPHER, self.clients, self.settings, backoff=Backoff())
+        self.worker = Worker(self.store, accounts)
 
     def __enter__(self) -> World:
         return self
@@ -1140,33 +1148,24 @@ class World:
     # --- the worker --------------------------------------------------------------------------
 
     def account(self) -> Account:
-        c = self.db.connection
-        assert c.audience_id is not None
-        return Account(
-            user_id=c.user_id,
-            audience_id=c.audience_id,
-            api_endpoint=c.api_endpoint,
-            dc=c.dc,
-            access_token_encrypted=c.access_token_encrypted,
-            double_optin=c.double_optin,
-            sync_status=c.sync_status,
-            consecutive_failures=c.consecutive_failures,
-        )
+        assert self.db.connection.audience_id is not None
+        return Account.from_row(asdict(self.db.connection))
 
     async def _serve_once(self) -> bool:
-        """As Worker._claim_and_start for this one account: claim it, serve it. True when the
-        pass changed anything but leases."""
-        try:
-            claimed = await self.store.claim_accounts(1, [])
-            if not claimed:
-                return False
-            before = self.db.work_writes
-            self.passes += 1
-            await self.worker.serve(claimed[0])
-            return self.db.work_writes != before
-        except WorkerCrash:
+        """The real Worker.serve_due (claim the account if anything is due, serve it), awaited
+        to the end. True when the pass changed anything but leases."""
+        before = self.db.work_writes
+        if not await self.worker.serve_due():
+            return False
+        self.passes += 1
+        served = await asyncio.gather(*self.worker.busy.values(), return_exceptions=True)
+        if any(isinstance(e, WorkerCrash) for e in served):
             self._start_worker()
             return True
+        for e in served:
+            if isinstance(e, BaseException):
+                raise e
+        return self.db.work_writes != before
 
     def one_pass(self) -> None:
         """Serve the account once, if anything is due now (faults stay as they are)."""

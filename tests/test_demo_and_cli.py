@@ -99,3 +99,71 @@ def test_migrate_command_reports_a_missing_contacts_table(empty_db_url: str) -> 
 def test_sql_files_are_plain_ordered_migrations(repo_root: Path) -> None:
     names = sorted(p.name for p in (repo_root / "sql").glob("[0-9][0-9][0-9]_*.sql"))
     assert names[:2] == ["001_mcsync_tables.sql", "002_contacts_triggers.sql"]
+
+
+def test_version_and_help_are_written_for_operators() -> None:
+    from importlib.metadata import version
+
+    run = subprocess.run([*MCSYNC, "--version"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == f"mcsync {version('mcsync')}"
+
+    run = subprocess.run([*MCSYNC, "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    assert "mirrors your app's Postgres contacts into Mailchimp" in run.stdout
+    commands = ["migrate", "rotate-keys", "worker", "status", "connect", "disconnect", "web",
+                "sync-now", "verify", "demo", "emulator"]
+    for command in commands:
+        assert f"    {command} " in run.stdout, command
+        sub = subprocess.run([*MCSYNC, command, "--help"], capture_output=True, text=True,
+                             timeout=60)
+        assert sub.returncode == 0 and "usage: mcsync " + command in sub.stdout
+    # Setting flags name the environment variable they override.
+    run = subprocess.run([*MCSYNC, "worker", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert "(env MCSYNC_METRICS_PORT" in " ".join(run.stdout.split())
+
+
+def test_an_invalid_setting_flag_is_refused_with_its_variable_named() -> None:
+    env = {**os.environ, "DATABASE_URL": "postgresql:///unused", "MCSYNC_ENCRYPTION_KEYS": ""}
+    run = subprocess.run([*MCSYNC, "worker", "--max-in-flight", "11"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert run.returncode != 0
+    assert "MCSYNC_MAX_IN_FLIGHT" in run.stderr and "less than or equal to 10" in run.stderr
+
+
+# Runs the real CLI in a fresh interpreter where `import pgserver` fails, as on a production
+# install without the `demo` extra.
+_WITHOUT_PGSERVER = """
+import sys
+sys.modules["pgserver"] = None  # makes `import pgserver` raise ImportError
+from mcsync.cli import main
+sys.exit(main(["demo", "--once"]))
+"""
+
+
+def test_demo_without_pgserver_says_how_to_install_it() -> None:
+    run = subprocess.run([sys.executable, "-c", _WITHOUT_PGSERVER], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "pip install 'mcsync[demo]'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# Production code paths must not load the embedded PostgreSQL (pgserver is only in extras).
+_PRODUCTION_IMPORTS = """
+import sys
+import mcsync.cli, mcsync.worker.runner, mcsync.web.app, mcsync.reconcile, mcsync.migrate
+import mcsync.connections, mcsync.status, mcsync.worker.metrics
+from mcsync.cli import build_parser
+build_parser()
+loaded = sorted(m for m in sys.modules if m == "pgserver" or m == "mcsync.embedded"
+                or m == "mcsync.demo")
+print(",".join(loaded))
+"""
+
+
+def test_production_code_paths_do_not_import_the_embedded_postgres() -> None:
+    run = subprocess.run([sys.executable, "-c", _PRODUCTION_IMPORTS], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == ""

@@ -1,6 +1,6 @@
-"""The planner (`mcsync.mirror`): one test per rule of "The mirror, defined", then properties:
-order independence of `desired_members`, and model-based tests that drive random contact
-histories through the real worker (plan_for, write-ahead, MemberApplier/apply_plans,
+"""The planner (`mcsync.mirror`): one test per rule of "The mirror, defined" (docs/design.md),
+then properties: order independence of `desired_members`, and model-based tests that drive
+random contact histories through the real worker (plan_for, write-ahead, MemberApplier/apply_plans,
 collect_outcomes, WorkerStore) against the real Mailchimp emulator, with only the database
 modelled in memory (tests/mirror_model.py), checking the mirror invariants after every drain,
 also under injected faults (5xx, lost answers, dying workers).
@@ -778,7 +778,7 @@ class WorkerShape:
 
 # The batch path is exercised where no member is archived by hand: with hand archives it still
 # finds a tag-ownership gap (a marketer's tag on a member archived by hand, touched through
-# batch subscribe), left open and noted in the README.
+# batch subscribe), left open and noted in docs/design.md.
 batch_strategy = st.sampled_from([1, 2, 1000])
 worker_strategy = st.builds(
     WorkerShape,
@@ -843,7 +843,7 @@ class Want:
 
 
 def true_desired(world: World) -> dict[str, Want]:
-    """The mirror as design.md defines it, from the contacts and when each last changed."""
+    """The mirror as docs/design.md defines it, from the contacts and when each last changed."""
     groups: dict[str, list[Contact]] = {}
     for c in world.contacts.values():
         if c.email is not None and normalize_email(c.email) is not None:
@@ -1078,7 +1078,7 @@ def test_model_mirror_invariants_under_faults(
     shape=worker_strategy,
     double_optin=st.booleans(),
     # Lost answers on DELETE and PATCH are covered by their own regression tests below; at
-    # random they still find an ownership gap with members archived by hand (in the README).
+    # random they still find an ownership gap with members archived by hand (docs/design.md).
     faults=faults_strategy.map(
         lambda f: replace(f, lost=max(f.lost, 0.05), crashes=0.0, spare=("DELETE", "PATCH"))
     ),
@@ -1250,7 +1250,7 @@ NOT_MODELLED = {
     "TRIM_BULK_ROW",
     "DROP_EMPTY_BULK_ROW",
 }
-WORKER_SOURCES = ["store.py", "account.py", "apply.py", "runner.py"]
+WORKER_SOURCES = ["store.py", "account.py", "health.py", "outcomes.py", "apply.py", "runner.py"]
 
 
 def test_the_database_model_covers_every_statement_of_the_worker() -> None:

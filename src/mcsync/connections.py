@@ -16,8 +16,6 @@ from psycopg.rows import dict_row
 from mcsync import queries
 from mcsync.crypto import TokenCipher
 
-PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."
-
 
 @dataclass(frozen=True)
 class Connection:

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from cryptography.fernet import Fernet
@@ -22,7 +22,10 @@ from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
-from mcsync.worker.runner import Worker
+from mcsync.worker.runner import WorkerService
+
+if TYPE_CHECKING:
+    from mcsync.emulator.testing import EmulatorHandle
 
 SAMPLE_CONTACTS: list[dict[str, Any]] = [
     {
@@ -129,7 +132,13 @@ def _mirror_matches(
     return problems
 
 
+DEMO_AUDIENCE = {"id": "demo1234", "name": "Sunrise Newsletter"}
+DEMO_ACCOUNT_NAME = "Sunrise Coaching"
+WALK_IN = "walkin@coachmail.io"  # a member who signed up elsewhere: mcsync must leave them alone
+
+
 def run_demo(*, once: bool = False) -> int:
+    """Run the demo; with `once`, exit 0 when the audience mirrors the contacts, else 1."""
     from mcsync.emulator.testing import running_emulator
 
     print("mcsync demo: starting an embedded PostgreSQL and the Mailchimp emulator...")
@@ -140,114 +149,148 @@ def run_demo(*, once: bool = False) -> int:
             running_emulator(port=0 if once else 8765) as emu,
             psycopg.connect(pg.url, autocommit=True) as conn,
         ):
-            conn.execute((SQL_DIR / "example_contacts.sql").read_text().encode())
-            applied = apply_migrations(pg.url)
-            print(f"  migrations applied: {', '.join(applied) or 'none'}")
-            account = emu.admin.create_account(
-                dc="us1",
-                account_name="Sunrise Coaching",
-                audiences=[{"id": "demo1234", "name": "Sunrise Newsletter"}],
-            )
+            _prepare_database(conn, pg.url)
             user_id = uuid.uuid4()
-            # A member who signed up elsewhere: mcsync must leave them alone.
-            emu.admin.add_member(
-                "demo1234", "walkin@coachmail.io", status="subscribed", tags=["website-signup"]
-            )
-            for c in SAMPLE_CONTACTS:
-                conn.execute(
-                    "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags,"
-                    " notes) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        user_id,
-                        c["first_name"],
-                        c["last_name"],
-                        c["email"],
-                        c["phone"],
-                        c["tags"],
-                        c["notes"],
-                    ),
-                )
-            queued = connect_user(
-                conn,
-                TokenCipher([key]),
-                user_id=user_id,
-                access_token=account["access_token"],
-                dc="us1",
-                api_endpoint=emu.url,
-                account_name="Sunrise Coaching",
-                audience_id="demo1234",
-                audience_name="Sunrise Newsletter",
-            )
-            print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
-
-            settings = Settings(
-                database_url=pg.url,
-                mcsync_encryption_keys=key,
-                mailchimp_api_url=emu.api_url,
-                mailchimp_login_url=emu.login_url,
-                mcsync_poll_interval=1.0,
-            )
-            worker = Worker(settings)
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_until_complete, args=(worker.run(),), daemon=True
-            )
-            thread.start()
-
-            def wait_for_sync() -> None:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    if not conn.execute("SELECT 1 FROM mailchimp_sync_queue LIMIT 1").fetchone():
-                        return
-                    time.sleep(0.1)
-
-            wait_for_sync()
-            # Edit, tag, rename and delete, as a coach would in the app.
-            conn.execute(
-                "UPDATE contacts SET tags = array_append(tags, 'workshop') WHERE first_name = 'Ana'"
-            )
-            conn.execute(
-                "UPDATE contacts SET email = 'chloe.dubois@coachmail.io' WHERE first_name = 'Chloé'"
-            )
-            conn.execute(
-                "UPDATE contacts SET notes = 'unsynced column: no API call'"
-                " WHERE first_name = 'Ben'"
-            )
-            time.sleep(0.3)
-            wait_for_sync()
-            members = emu.admin.members("demo1234")
-            _print_side_by_side(conn, user_id, members)
-            rejected = conn.execute(
-                "SELECT email, severity, reason FROM mailchimp_rejected_contacts"
-            ).fetchall()
-            for email, severity, reason in rejected:
-                print(f"  {severity}: {email!r}: {reason}")
-            problems = _mirror_matches(conn, user_id, members)
-            problems = [p for p in problems if "walkin@" not in p]
-            print(
-                "  mirror check: "
-                + (
-                    "OK, the audience matches the contacts"
-                    if not problems
-                    else "DIFFERS: " + "; ".join(problems)
-                )
-            )
+            _connect_sample_coach(conn, emu, key, user_id)
+            worker = _BackgroundWorker(_demo_settings(pg.url, key, emu))
+            _wait_for_sync(conn)
+            _edit_like_a_coach(conn)
+            problems = _show_the_mirror(conn, emu, user_id)
             if once:
-                loop.call_soon_threadsafe(worker.stop)
-                thread.join(20)
+                worker.stop()
                 return 0 if not problems else 1
-            print(
-                f"\nKeep editing: psql '{pg.url}'\n  e.g. UPDATE contacts SET first_name = 'Anna'"
-                " WHERE first_name = 'Ana';\n"
-                f"Emulator: {emu.url} (GET {emu.url}/_emulator/state)\nCtrl-C to stop."
-            )
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                print("\nstopping...")
-                loop.call_soon_threadsafe(worker.stop)
-                thread.join(20)
+            _keep_running(pg.url, emu, worker)
             return 0
     finally:
         pg.stop()
+
+
+def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
+    """The app's example contacts table, then mcsync's migrations."""
+    conn.execute((SQL_DIR / "example_contacts.sql").read_text().encode())
+    applied = apply_migrations(url)
+    print(f"  migrations applied: {', '.join(applied) or 'none'}")
+
+
+def _connect_sample_coach(
+    conn: psycopg.Connection[Any], emu: EmulatorHandle, key: str, user_id: uuid.UUID
+) -> None:
+    """A Mailchimp account with one outside member, the coach's contacts, and the connection."""
+    account = emu.admin.create_account(
+        dc="us1", account_name=DEMO_ACCOUNT_NAME, audiences=[DEMO_AUDIENCE]
+    )
+    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    for c in SAMPLE_CONTACTS:
+        conn.execute(
+            "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags, notes)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                user_id,
+                c["first_name"],
+                c["last_name"],
+                c["email"],
+                c["phone"],
+                c["tags"],
+                c["notes"],
+            ),
+        )
+    queued = connect_user(
+        conn,
+        TokenCipher([key]),
+        user_id=user_id,
+        access_token=account["access_token"],
+        dc="us1",
+        api_endpoint=emu.url,
+        account_name=DEMO_ACCOUNT_NAME,
+        audience_id=DEMO_AUDIENCE["id"],
+        audience_name=DEMO_AUDIENCE["name"],
+    )
+    print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
+
+
+def _demo_settings(database_url: str, key: str, emu: EmulatorHandle) -> Settings:
+    return Settings(
+        database_url=database_url,
+        mcsync_encryption_keys=key,
+        mailchimp_api_url=emu.api_url,
+        mailchimp_login_url=emu.login_url,
+        mcsync_poll_interval=1.0,
+    )
+
+
+class _BackgroundWorker:
+    """The worker on its own event loop in a daemon thread, so the demo can talk meanwhile."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.worker = WorkerService(settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.worker.run(),), daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.worker.stop)
+        self.thread.join(20)
+
+
+def _wait_for_sync(conn: psycopg.Connection[Any], timeout: float = 30) -> None:
+    """Until the queue is empty (or `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not conn.execute("SELECT 1 FROM mailchimp_sync_queue LIMIT 1").fetchone():
+            return
+        time.sleep(0.1)
+
+
+def _edit_like_a_coach(conn: psycopg.Connection[Any]) -> None:
+    """Tag, rename, and edit a column mcsync does not sync; then wait for the worker."""
+    conn.execute(
+        "UPDATE contacts SET tags = array_append(tags, 'workshop') WHERE first_name = 'Ana'"
+    )
+    conn.execute(
+        "UPDATE contacts SET email = 'chloe.dubois@coachmail.io' WHERE first_name = 'Chloé'"
+    )
+    conn.execute(
+        "UPDATE contacts SET notes = 'unsynced column: no API call' WHERE first_name = 'Ben'"
+    )
+    time.sleep(0.3)
+    _wait_for_sync(conn)
+
+
+def _show_the_mirror(
+    conn: psycopg.Connection[Any], emu: EmulatorHandle, user_id: uuid.UUID
+) -> list[str]:
+    """Print contacts beside members, the rejections and the mirror check; return its problems."""
+    members = emu.admin.members(DEMO_AUDIENCE["id"])
+    _print_side_by_side(conn, user_id, members)
+    rejected = conn.execute(
+        "SELECT email, severity, reason FROM mailchimp_rejected_contacts"
+    ).fetchall()
+    for email, severity, reason in rejected:
+        print(f"  {severity}: {email!r}: {reason}")
+    problems = [p for p in _mirror_matches(conn, user_id, members) if WALK_IN not in p]
+    print(
+        "  mirror check: "
+        + (
+            "OK, the audience matches the contacts"
+            if not problems
+            else "DIFFERS: " + "; ".join(problems)
+        )
+    )
+    return problems
+
+
+def _keep_running(database_url: str, emu: EmulatorHandle, worker: _BackgroundWorker) -> None:
+    """Keep syncing while the user edits contacts with psql, until Ctrl-C."""
+    print(
+        f"\nKeep editing: psql '{database_url}'\n  e.g. UPDATE contacts SET first_name = 'Anna'"
+        " WHERE first_name = 'Ana';\n"
+        f"Emulator: {emu.url} (GET {emu.url}/_emulator/state)\nCtrl-C to stop."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        worker.stop()

@@ -1,4 +1,7 @@
-"""An embedded PostgreSQL (the `pgserver` package) for the demo, tests and benchmarks."""
+"""An embedded PostgreSQL (the `pgserver` package) for the demo, tests and benchmarks.
+
+`pgserver` is not a dependency of a production install: it comes with the `demo` and `test`
+extras (`pip install 'mcsync[demo]'`), and is imported only when a server is started."""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+class EmbeddedPostgresUnavailable(RuntimeError):
+    """The `pgserver` package is not installed."""
 
 
 @dataclass
@@ -27,7 +34,14 @@ def start_embedded_postgres(data_dir: Path | None = None) -> EmbeddedPostgres:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import logging
 
-    import pgserver  # imported lazily: only the embedded paths need it
+    try:
+        import pgserver  # imported lazily: only the embedded paths need it
+    except ImportError as exc:
+        raise EmbeddedPostgresUnavailable(
+            "the embedded PostgreSQL needs the pgserver package, which production installs"
+            " leave out; install it with: pip install 'mcsync[demo]' (from a checkout:"
+            " pip install -e '.[demo]', or just run `make demo`)"
+        ) from exc
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call
 

@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import cached_property
 from uuid import UUID
+
+from mcsync.emails import ASCII_SPACES, normalize_email, subscriber_hash
 
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
 ACTIVE_STATUSES = ("subscribed", "pending")
-# Trimmed around an address (sql/002's mcsync_email_key trims the same set); any other
-# whitespace makes the address invalid.
-ASCII_SPACES = " \t\n\r\f\v"
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Deliberately simple: Mailchimp is the judge of deliverability ("looks fake"); this only keeps
-# strings that cannot be an address from costing an API call.
-_EMAIL = re.compile(r"^[^\s@]+@[^\s@]+\.[^\s@.]{2,}$")
 
 
 # --- facts ---------------------------------------------------------------------------------
@@ -68,6 +63,8 @@ class LedgerMember:
 
 @dataclass(frozen=True)
 class DesiredMember:
+    """What one member should be: the mirror of every contact with its address."""
+
     email_hash: str
     email: str
     merge_fields: dict[str, str]
@@ -110,6 +107,8 @@ class RenameMember:
 
 @dataclass(frozen=True)
 class UpdateTags:
+    """Make tags active or inactive on a member (only tags mcsync set become inactive)."""
+
     email_hash: str
     active: tuple[str, ...]
     inactive: tuple[str, ...]
@@ -117,6 +116,8 @@ class UpdateTags:
 
 @dataclass(frozen=True)
 class ArchiveMember:
+    """Archive (never delete) a member mcsync owns and no contact wants any more."""
+
     email_hash: str
 
 
@@ -136,6 +137,8 @@ class MemberPlan:
 
 @dataclass(frozen=True)
 class Rejection:
+    """A contact the planner will not sync (e.g. an address that cannot be one)."""
+
     contact_id: UUID
     email: str | None
     reason: str
@@ -144,6 +147,8 @@ class Rejection:
 
 @dataclass
 class Plan:
+    """The planner's answer for one batch of changed contacts."""
+
     members: list[MemberPlan] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     # Where each changed contact should be linked once its members are done (None: unlinked).
@@ -159,24 +164,6 @@ class Plan:
 # --- normalisation -------------------------------------------------------------------------
 
 
-# Both are pure and called several times per contact in a pass (planning, facts, outcomes):
-# memoised, they stop being a visible cost of a 100,000-contact import.
-@lru_cache(maxsize=1 << 13)
-def normalize_email(raw: str | None) -> str | None:
-    """The address as sent (trimmed), or None when missing or not an address."""
-    if raw is None:
-        return None
-    email = raw.strip(ASCII_SPACES)
-    if not email or not _EMAIL.match(email) or len(email) > 254:
-        return None
-    return email
-
-
-@lru_cache(maxsize=1 << 13)
-def subscriber_hash(email: str) -> str:
-    return hashlib.md5(email.strip(ASCII_SPACES).lower().encode()).hexdigest()
-
-
 def _truncate(value: str | None) -> str:
     text = (value or "").strip()
     encoded = text.encode()
@@ -186,6 +173,7 @@ def _truncate(value: str | None) -> str:
 
 
 def merge_fields_of(contact: Contact) -> dict[str, str]:
+    """FNAME, LNAME and PHONE of a contact, trimmed and cut to Mailchimp's limit."""
     return {
         "FNAME": _truncate(contact.first_name),
         "LNAME": _truncate(contact.last_name),
@@ -194,6 +182,7 @@ def merge_fields_of(contact: Contact) -> dict[str, str]:
 
 
 def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
+    """A fingerprint of what was sent: the ledger compares it to know when to send again."""
     canonical = json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -212,6 +201,7 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
 
 
 def status_if_new(double_optin: bool) -> str:
+    """A new member's status: pending (confirmation email) under double opt-in."""
     return "pending" if double_optin else "subscribed"
 
 
@@ -315,8 +305,34 @@ def plan_member_ops(
     by_id = {c.id: c for c in sharing}
     by_id.update({c.id: c for c in changed})
     desired = desired_members(by_id.values(), recency)
+    dependents = _dependents(plan, changed, deleted, links, maybe_links or {})
+    renames = _renames(changed, links, plan.links, desired, ledger)
+    for email_hash in sorted(dependents):
+        if email_hash in renames.values():
+            continue  # planned with its rename target
+        contact_ids = set(dependents[email_hash])
+        target = desired.get(email_hash)
+        old_hash = renames.get(email_hash)
+        if target is None:
+            member = _archive_plan(email_hash, ledger.get(email_hash), contact_ids)
+        elif old_hash is None:
+            member = _upsert_plan(target, ledger.get(email_hash), contact_ids, double_optin)
+        else:
+            contact_ids |= dependents.get(old_hash, set())
+            member = _rename_plan(target, old_hash, ledger[old_hash], contact_ids, double_optin)
+        plan.members.append(member)
+    return plan
 
-    # Which members are affected, and which changed contacts depend on each.
+
+def _dependents(
+    plan: Plan,
+    changed: Sequence[Contact],
+    deleted: Sequence[UUID],
+    links: Mapping[UUID, str],
+    maybe_links: Mapping[UUID, Sequence[str]],
+) -> dict[str, set[UUID]]:
+    """Which members are affected, and which changed contacts depend on each. Notes in `plan`
+    where each changed contact is to be linked, and the addresses that cannot be synced."""
     dependents: dict[str, set[UUID]] = {}
     for contact in changed:
         email = normalize_email(contact.email)
@@ -336,15 +352,25 @@ def plan_member_ops(
         old = links.get(contact_id)
         if old is not None:
             dependents.setdefault(old, set()).add(contact_id)
-        for maybe in (maybe_links or {}).get(contact_id, ()):
+        for maybe in maybe_links.get(contact_id, ()):
             dependents.setdefault(maybe, set()).add(contact_id)
+    return dependents
 
-    # Email changes: a contact whose old member is left with no contact, moving to an address
-    # mcsync does not know yet, renames that member instead of creating a duplicate.
-    renames: dict[str, str] = {}  # new hash -> old hash
+
+def _renames(
+    changed: Sequence[Contact],
+    links: Mapping[UUID, str],
+    new_links: Mapping[UUID, str | None],
+    desired: Mapping[str, DesiredMember],
+    ledger: Mapping[str, LedgerMember],
+) -> dict[str, str]:
+    """Email changes, new hash -> old hash: a contact whose old member is left with no contact,
+    moving to an address mcsync does not know yet, renames that member instead of creating a
+    duplicate."""
+    renames: dict[str, str] = {}
     for contact in changed:
         old = links.get(contact.id)
-        new = plan.links.get(contact.id)
+        new = new_links.get(contact.id)
         if old is None or new is None or old == new:
             continue
         old_ledger = ledger.get(old)
@@ -358,59 +384,65 @@ def plan_member_ops(
             and (new_ledger is None or new_ledger.pending_rename_from == old)
         ):
             renames[new] = old
+    return renames
 
-    for email_hash in sorted(dependents):
-        if email_hash in renames.values():
-            continue  # planned with its rename target
-        target = desired.get(email_hash)
-        entry = ledger.get(email_hash)
-        contact_ids = set(dependents[email_hash])
-        if target is None:
-            ops: list[Op] = []
-            if entry is not None and not entry.archived:
-                ops.append(ArchiveMember(email_hash))
-            plan.members.append(
-                MemberPlan(email_hash, tuple(ops), None, tuple(sorted(contact_ids, key=str)))
-            )
-            continue
-        old_hash = renames.get(email_hash)
-        if old_hash is None:
-            ops = _upsert_ops(
-                target,
-                entry,
-                entry.tags if entry else (),
-                double_optin,
-                entry.maybe_tags if entry else (),
-            )
-            plan.members.append(
-                MemberPlan(email_hash, tuple(ops), target, tuple(sorted(contact_ids, key=str)))
-            )
-            continue
-        old_entry = ledger[old_hash]
-        contact_ids |= dependents.get(old_hash, set())
-        fresh = _upsert_ops(target, None, (), double_optin)
-        active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
-        after_rename: list[Op] = []
-        if active or inactive:
-            after_rename.append(UpdateTags(email_hash, active, inactive))
-        rename = RenameMember(
-            old_hash=old_hash,
-            email_hash=email_hash,
-            email=target.email,
-            merge_fields=target.merge_fields,
-            on_conflict=(*fresh, ArchiveMember(old_hash)),
-            on_missing=tuple(fresh),
-        )
-        plan.members.append(
-            MemberPlan(
-                email_hash,
-                (rename, *after_rename),
-                target,
-                tuple(sorted(contact_ids, key=str)),
-                renamed_from=old_hash,
-            )
-        )
-    return plan
+
+def _sorted_ids(contact_ids: set[UUID]) -> tuple[UUID, ...]:
+    return tuple(sorted(contact_ids, key=str))
+
+
+def _archive_plan(
+    email_hash: str, entry: LedgerMember | None, contact_ids: set[UUID]
+) -> MemberPlan:
+    """No contact wants the member any more: archive it if mcsync owns it and it is live."""
+    ops: list[Op] = []
+    if entry is not None and not entry.archived:
+        ops.append(ArchiveMember(email_hash))
+    return MemberPlan(email_hash, tuple(ops), None, _sorted_ids(contact_ids))
+
+
+def _upsert_plan(
+    target: DesiredMember, entry: LedgerMember | None, contact_ids: set[UUID], double_optin: bool
+) -> MemberPlan:
+    ops = _upsert_ops(
+        target,
+        entry,
+        entry.tags if entry else (),
+        double_optin,
+        entry.maybe_tags if entry else (),
+    )
+    return MemberPlan(target.email_hash, tuple(ops), target, _sorted_ids(contact_ids))
+
+
+def _rename_plan(
+    target: DesiredMember,
+    old_hash: str,
+    old_entry: LedgerMember,
+    contact_ids: set[UUID],
+    double_optin: bool,
+) -> MemberPlan:
+    """Rename the old member to the target's address, then settle its tags; if the address is
+    taken, or the old member is gone, create the target fresh instead."""
+    fresh = _upsert_ops(target, None, (), double_optin)
+    active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
+    after_rename: list[Op] = []
+    if active or inactive:
+        after_rename.append(UpdateTags(target.email_hash, active, inactive))
+    rename = RenameMember(
+        old_hash=old_hash,
+        email_hash=target.email_hash,
+        email=target.email,
+        merge_fields=target.merge_fields,
+        on_conflict=(*fresh, ArchiveMember(old_hash)),
+        on_missing=tuple(fresh),
+    )
+    return MemberPlan(
+        target.email_hash,
+        (rename, *after_rename),
+        target,
+        _sorted_ids(contact_ids),
+        renamed_from=old_hash,
+    )
 
 
 def write_ahead_ledger(

@@ -468,7 +468,9 @@ SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id
 """
 
 AUDIENCE_LEDGER = """
-SELECT email_hash, email, fields_hash, tags, status, archived FROM mailchimp_members
+SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
+       pending_rename_from
+  FROM mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
 """
 

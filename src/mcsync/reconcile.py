@@ -41,10 +41,11 @@ from mcsync import queries
 from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import MailchimpClient
-from mcsync.mailchimp.errors import ConnectionLevelError, NotFoundError, RequestError
+from mcsync.mailchimp.client import ClientFactory, MailchimpClient
+from mcsync.mailchimp.errors import MailchimpError, disposition
 from mcsync.mailchimp.models import Member
-from mcsync.mirror import Contact, DesiredMember, LedgerMember, desired_members
+from mcsync.mirror import DesiredMember, LedgerMember, desired_members
+from mcsync.rows import contact_from_row, ledger_from_row
 
 log = get_logger("mcsync.reconcile")
 
@@ -189,6 +190,7 @@ def missing_members(snap: Snapshot, seen: set[str]) -> list[Difference]:
 
 
 def placeholder_id(user_id: UUID, audience_id: str, email_hash: str) -> UUID:
+    """The contact id an orphaned member is adopted under (stable, so a resumed run reuses it)."""
     return uuid.uuid5(_PLACEHOLDER_NS, f"{user_id}:{audience_id}:{email_hash}")
 
 
@@ -215,6 +217,7 @@ def fixes_for(
     audience_id: str,
     members: Mapping[str, Member] | None = None,
 ) -> Fixes:
+    """The queue rows and ledger corrections that make the worker repair `diffs`."""
     fixes = Fixes()
     members = members or {}
     for d in diffs:
@@ -261,12 +264,7 @@ async def _rows(cur: Cursor, statement: str, params: Mapping[str, Any]) -> list[
 
 async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:
     params = {"user_id": user_id, "audience_id": audience_id}
-    contacts = [
-        Contact(
-            r["id"], r["email"], r["first_name"], r["last_name"], r["phone"], tuple(r["tags"] or ())
-        )
-        for r in await _rows(cur, queries.USER_CONTACTS, params)
-    ]
+    contacts = [contact_from_row(r) for r in await _rows(cur, queries.USER_CONTACTS, params)]
     links: dict[str, list[UUID]] = {}
     # Recency as the worker sees it: when each contact was last synced, or changed since.
     recency: dict[UUID, datetime] = {}
@@ -276,14 +274,7 @@ async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapsh
     for r in await _rows(cur, queries.PENDING_CHANGES, params):
         recency[r["contact_id"]] = r["changed_at"]
     ledger = {
-        r["email_hash"]: LedgerMember(
-            r["email_hash"],
-            r["email"],
-            r["fields_hash"],
-            tuple(r["tags"] or ()),
-            r["status"],
-            r["archived"],
-        )
+        r["email_hash"]: ledger_from_row(r)
         for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)
     }
     snap = Snapshot(desired_members(contacts, recency), ledger, links, {c.id for c in contacts})
@@ -313,8 +304,8 @@ def _client(
     http: httpx.AsyncClient | None,
 ) -> MailchimpClient:
     token = cipher.decrypt(conn_row["access_token_encrypted"])
-    return MailchimpClient(
-        settings.api_base(conn_row["dc"]), token, http=http, timeout=settings.mcsync_http_timeout
+    return ClientFactory.from_settings(settings, http).client(
+        conn_row["dc"], token, log_context={"user_id": str(conn_row["user_id"])}
     )
 
 
@@ -380,6 +371,8 @@ def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> Non
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a finished run did (`resumed_at`: the offset it started from)."""
+
     user_id: UUID
     listed: int
     queued: int
@@ -394,6 +387,22 @@ async def _finish(conn: AConn, user_id: UUID, owner: str, error: str | None, que
     )
 
 
+@dataclass
+class _Run:
+    """A claimed run: what it compares against, and how far it got."""
+
+    user_id: UUID
+    owner: str
+    audience_id: str
+    connection: dict[str, Any]
+    snap: Snapshot
+    seen: set[str]
+    offset: int
+    listed: int = 0
+    differences: int = 0
+    queued: int = 0
+
+
 async def run_reconciliation(
     settings: Settings,
     cipher: TokenCipher,
@@ -406,90 +415,27 @@ async def run_reconciliation(
     """Run (or resume) the user's requested reconciliation. None when there is nothing to run,
     another process holds it, or it had to stop (the log says why)."""
     async with await AConn.connect(settings.database_url, autocommit=True) as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                queries.CLAIM_RECONCILIATION,
-                {
-                    "user_id": user_id,
-                    "owner": owner,
-                    "lease_seconds": LEASE_SECONDS,
-                },
-            )
-            run = await cur.fetchone()
-            if run is None:
-                return None
-            try:
-                conn_row = await _connection(cur, user_id)
-                if conn_row["audience_id"] != run["audience_id"]:
-                    raise ReconcileError("the audience changed while Sync Now was running")
-            except ReconcileError as exc:
-                await _finish(conn, user_id, owner, str(exc), 0)
-                log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
-                return None
-            audience_id: str = run["audience_id"]
-            snap = await _load_snapshot(cur, user_id, audience_id)
-            seen = {
-                r["email_hash"]
-                for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
-            }
-        offset = start = int(run["next_offset"])
-        listed = differences = queued = 0
+        run = await _claim_run(conn, user_id, owner)
+        if run is None:
+            return None
+        start = run.offset
         log.info(
-            "reconcile_started", user_id=str(user_id), audience_id=audience_id, resumed_at=start
+            "reconcile_started", user_id=str(user_id), audience_id=run.audience_id, resumed_at=start
         )
-        client = _client(settings, cipher, conn_row, http)
+        client = _client(settings, cipher, run.connection, http)
         try:
-            while True:
-                page = await client.list_members(
-                    audience_id, count=page_size, offset=offset, fields=_FIELDS
-                )
-                members = {m.id.lower(): m for m in page.members}
-                diffs = [d for m in page.members for d in compare_member(m, snap)]
-                fixes = fixes_for(
-                    diffs, snap, user_id=user_id, audience_id=audience_id, members=members
-                )
-                offset += len(page.members)
-                async with conn.transaction():
-                    await _write_fixes(conn, fixes, user_id, audience_id)
-                    await conn.execute(
-                        queries.RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": list(members)}
-                    )
-                    cur2 = await conn.execute(
-                        queries.ADVANCE_RECONCILIATION,
-                        {
-                            "user_id": user_id,
-                            "owner": owner,
-                            "next_offset": offset,
-                            "queued": fixes.queued,
-                            "lease_seconds": LEASE_SECONDS,
-                        },
-                    )
-                    if not cur2.rowcount:
-                        # Lost the lease, or the run was cancelled: roll this page back.
-                        raise ReconcileError("the run was taken over or cancelled")
-                seen.update(members)
-                listed += len(page.members)
-                differences += len(diffs)
-                queued += fixes.queued
-                if not page.members or offset >= page.total_items:
-                    break
-            diffs = missing_members(snap, seen)
-            fixes = fixes_for(diffs, snap, user_id=user_id, audience_id=audience_id)
-            async with conn.transaction():
-                await _write_fixes(conn, fixes, user_id, audience_id)
-                await _finish(conn, user_id, owner, None, fixes.queued)
-                await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
-                await conn.execute(
-                    queries.MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
-                )
-            differences += len(diffs)
-            queued += fixes.queued
+            async for page in client.iter_pages(
+                run.audience_id, offset=run.offset, page_size=page_size, fields=_FIELDS
+            ):
+                await _fix_page(conn, run, page.members)
+            await _fix_missing_and_finish(conn, run)
         except ReconcileError as exc:
             log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
             return None
-        except (ConnectionLevelError, NotFoundError, RequestError) as exc:
+        except MailchimpError as exc:
+            if disposition(exc) in ("throttled", "transient"):
+                raise  # leave the run for a later takeover
             # Retrying cannot help (token revoked, audience gone): end the run and say why.
-            # Transient errors propagate instead and leave the run for a later takeover.
             await _finish(conn, user_id, owner, str(exc)[:500], 0)
             log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
             return None
@@ -498,13 +444,88 @@ async def run_reconciliation(
     log.info(
         "reconcile_finished",
         user_id=str(user_id),
-        audience_id=audience_id,
-        listed=listed,
-        differences=differences,
-        queued=queued,
+        audience_id=run.audience_id,
+        listed=run.listed,
+        differences=run.differences,
+        queued=run.queued,
         resumed_at=start,
     )
-    return RunResult(user_id, listed, queued, differences, start)
+    return RunResult(user_id, run.listed, run.queued, run.differences, start)
+
+
+async def _claim_run(conn: AConn, user_id: UUID, owner: str) -> _Run | None:
+    """Lease the user's requested run and read what it compares against; None when there is
+    none to run, or it cannot go on (then it is finished with the reason)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            queries.CLAIM_RECONCILIATION,
+            {"user_id": user_id, "owner": owner, "lease_seconds": LEASE_SECONDS},
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        try:
+            conn_row = await _connection(cur, user_id)
+            if conn_row["audience_id"] != row["audience_id"]:
+                raise ReconcileError("the audience changed while Sync Now was running")
+        except ReconcileError as exc:
+            await _finish(conn, user_id, owner, str(exc), 0)
+            log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
+            return None
+        audience_id: str = row["audience_id"]
+        snap = await _load_snapshot(cur, user_id, audience_id)
+        seen = {
+            r["email_hash"]
+            for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
+        }
+    return _Run(user_id, owner, audience_id, conn_row, snap, seen, int(row["next_offset"]))
+
+
+async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
+    """Compare one page, and commit its fixes, the hashes seen and the next offset together."""
+    members = {m.id.lower(): m for m in page}
+    diffs = [d for m in page for d in compare_member(m, run.snap)]
+    fixes = fixes_for(
+        diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id, members=members
+    )
+    next_offset = run.offset + len(page)
+    async with conn.transaction():
+        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
+        await conn.execute(
+            queries.RECORD_RECONCILE_SEEN, {"user_id": run.user_id, "hashes": list(members)}
+        )
+        advanced = await conn.execute(
+            queries.ADVANCE_RECONCILIATION,
+            {
+                "user_id": run.user_id,
+                "owner": run.owner,
+                "next_offset": next_offset,
+                "queued": fixes.queued,
+                "lease_seconds": LEASE_SECONDS,
+            },
+        )
+        if not advanced.rowcount:
+            # Lost the lease, or the run was cancelled: roll this page back.
+            raise ReconcileError("the run was taken over or cancelled")
+    run.offset = next_offset
+    run.seen.update(members)
+    run.listed += len(page)
+    run.differences += len(diffs)
+    run.queued += fixes.queued
+
+
+async def _fix_missing_and_finish(conn: AConn, run: _Run) -> None:
+    """After the last page: queue the members the listing never showed, and end the run."""
+    diffs = missing_members(run.snap, run.seen)
+    fixes = fixes_for(diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id)
+    params = {"user_id": run.user_id, "audience_id": run.audience_id}
+    async with conn.transaction():
+        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
+        await _finish(conn, run.user_id, run.owner, None, fixes.queued)
+        await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": run.user_id})
+        await conn.execute(queries.MARK_FULL_SYNCED, params)
+    run.differences += len(diffs)
+    run.queued += fixes.queued
 
 
 async def stale_runs(database_url: str) -> list[UUID]:
@@ -533,16 +554,10 @@ async def audit(
     diffs: list[Difference] = []
     seen: set[str] = set()
     async with _client(settings, cipher, conn_row, http) as client:
-        offset = 0
-        while True:
-            page = await client.list_members(
-                conn_row["audience_id"], count=page_size, offset=offset, fields=_FIELDS
-            )
+        pages = client.iter_pages(conn_row["audience_id"], page_size=page_size, fields=_FIELDS)
+        async for page in pages:
             for member in page.members:
                 seen.add(member.id.lower())
                 diffs.extend(compare_member(member, snap))
-            offset += len(page.members)
-            if not page.members or offset >= page.total_items:
-                break
     diffs.extend(missing_members(snap, seen))
     return diffs

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from mcsync.connections import PAUSED_NOTICE
 from mcsync.embedded import database_url
 from mcsync.migrate import apply_migrations
+from mcsync.worker.health import PAUSED_NOTICE
 from tests.conftest import CONTACTS_DDL
 from tests.harness import ENCRYPTION_KEY, SyncHarness
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from mcsync.mirror import Contact, desired_members, normalize_email, subscriber_hash
+from mcsync.mirror import desired_members, normalize_email, subscriber_hash
+from mcsync.rows import contact_from_row
 from tests.failures.conftest import connection, settle
 from tests.harness import SyncHarness
 
@@ -193,17 +194,7 @@ def test_hostile_catalogue_each_row_synced_or_rejected_with_a_reason(
     }
     for r in rejected.values():
         assert r["reason"], r
-    contacts = [
-        Contact(
-            id=r["id"],
-            email=r["email"],
-            first_name=r["first_name"],
-            last_name=r["last_name"],
-            phone=r["phone"],
-            tags=tuple(r["tags"] or ()),
-        )
-        for r in fast.execute("SELECT * FROM contacts")
-    ]
+    contacts = [contact_from_row(r) for r in fast.execute("SELECT * FROM contacts")]
     members = fast.members(user)
     desired = desired_members([c for c in contacts if c.id not in rejected])
     for cid, row in ids.items():

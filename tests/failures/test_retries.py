@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from mcsync.worker.backoff import CAP_SECONDS, MAX_ATTEMPTS, backoff_delay, throttle_delay
+from mcsync.worker.backoff import (
+    CAP_SECONDS,
+    MAX_ATTEMPTS,
+    Backoff,
+    backoff_delay,
+    throttle_delay,
+)
 from tests.failures.conftest import NOTICE, SCALE, connection, settle
 from tests.harness import SyncHarness, wait_until
 
@@ -35,6 +41,15 @@ def test_throttle_delay_honours_retry_after_capped_else_a_short_pause() -> None:
     assert all(1 <= throttle_delay(None) <= 3 for _ in range(50))
     assert throttle_delay(7, scale=0.01) == pytest.approx(0.07)
     assert MAX_ATTEMPTS == 5
+
+
+def test_the_injected_backoff_scales_every_delay_it_decides() -> None:
+    fast = Backoff(scale=0.01)
+    assert all(0.009 <= fast.retry(1) <= 0.011 for _ in range(50))
+    assert fast.retry(40) == pytest.approx(CAP_SECONDS * 0.01, rel=0.1)
+    assert fast.throttled(7) == pytest.approx(0.07)
+    assert all(0.01 <= fast.throttled(None) <= 0.03 for _ in range(50))
+    assert Backoff().throttled(7) == 7
 
 
 # --- retries on the event row ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mcsync.cli import build_parser
 from tests.failures.conftest import NOTICE, settle
@@ -60,11 +61,14 @@ def _scrape(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
 
-def _value(text: str, prefix: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{prefix} not in metrics")
+def _value(text: str, name: str, **labels: str) -> float:
+    """The sample `name` with exactly these labels, parsed from the scraped text (label order
+    is not part of the format)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} not in metrics")
 
 
 def test_metrics_endpoint_exposes_connection_figures_api_latency_and_outcomes(
@@ -83,21 +87,41 @@ def test_metrics_endpoint_exposes_connection_figures_api_latency_and_outcomes(
         fast.add_contact(user, "m2@coachmail.io")
         wait_until(lambda: fast.queue() == [], timeout=5)
         text = _scrape(port)
+        openmetrics = httpx.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Accept": "application/openmetrics-text"},
+            timeout=5,
+        )
         assert httpx.get(f"http://127.0.0.1:{port}/nope", timeout=5).status_code == 404
 
     assert "# TYPE mcsync_api_request_duration_seconds histogram" in text
-    assert _value(text, f'mcsync_connection_state{{user_id="{uid}",state="active"}}') == 1
-    assert _value(text, f'mcsync_connection_state{{user_id="{uid}",state="paused"}}') == 0
-    assert _value(text, f'mcsync_connection_notice{{user_id="{uid}"}}') == 0
-    assert _value(text, f'mcsync_pending_events{{user_id="{uid}"}}') == 0
-    assert _value(text, f'mcsync_rejected_contacts{{user_id="{uid}",severity="error"}}') == 1
-    assert _value(text, f'mcsync_last_sync_timestamp_seconds{{user_id="{uid}"}}') > 0
-    assert _value(text, 'mcsync_api_requests_total{op="upsert_member",outcome="ok"}') >= 2
-    assert _value(text, 'mcsync_api_requests_total{op="upsert_member",outcome="transient"}') == 1
-    assert _value(text, 'mcsync_api_request_duration_seconds_count{op="upsert_member"}') >= 3
-    assert _value(text, 'mcsync_events_total{outcome="retried"}') == 1
-    assert _value(text, 'mcsync_events_total{outcome="rejected"}') == 1
-    assert _value(text, 'mcsync_events_total{outcome="completed"}') >= 2
+    assert _value(text, "mcsync_connection_state", user_id=uid, state="active") == 1
+    assert _value(text, "mcsync_connection_state", user_id=uid, state="paused") == 0
+    assert _value(text, "mcsync_connection_notice", user_id=uid) == 0
+    assert _value(text, "mcsync_pending_events", user_id=uid) == 0
+    assert _value(text, "mcsync_rejected_contacts", user_id=uid, severity="error") == 1
+    assert _value(text, "mcsync_last_sync_timestamp_seconds", user_id=uid) > 0
+    assert _value(text, "mcsync_api_requests_total", op="upsert_member", outcome="ok") >= 2
+    assert _value(text, "mcsync_api_requests_total", op="upsert_member", outcome="transient") == 1
+    assert _value(text, "mcsync_api_request_duration_seconds_count", op="upsert_member") >= 3
+    assert _value(text, "mcsync_events_total", outcome="retried") == 1
+    assert _value(text, "mcsync_events_total", outcome="rejected") == 1
+    assert _value(text, "mcsync_events_total", outcome="completed") >= 2
+    assert _value(text, "mcsync_throttled_total", user_id=uid) == 0
+    assert _value(text, "mcsync_consecutive_failures", user_id=uid) == 0
+    assert _value(text, "mcsync_worker_start_time_seconds") > 0
+    # The names the operator's guide documents, all present.
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert names >= {
+        "mcsync_connection_state", "mcsync_connection_notice", "mcsync_pending_events",
+        "mcsync_oldest_pending_seconds", "mcsync_rejected_contacts", "mcsync_consecutive_failures",
+        "mcsync_throttled_total", "mcsync_last_sync_timestamp_seconds", "mcsync_last_error_info",
+        "mcsync_api_requests_total", "mcsync_api_request_duration_seconds_bucket",
+        "mcsync_events_total", "mcsync_worker_start_time_seconds",
+    }
+    # OpenMetrics for scrapers that ask for it.
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
 
 
 def _try_scrape(port: int) -> Any:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import structlog
 
+from mcsync.config import Settings, api_base_url
 from mcsync.emulator.testing import EmulatorHandle
 from mcsync.mailchimp import (
     BatchMember,
@@ -33,6 +34,7 @@ from mcsync.mailchimp import (
     make_http_client,
     subscriber_hash,
 )
+from mcsync.mailchimp.client import ClientFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -549,7 +551,7 @@ async def test_shared_pool_serves_two_accounts(emu: EmulatorHandle) -> None:
             await b.get_audience(MAIN)
 
 
-async def test_one_debug_line_per_call_without_secrets(emu: EmulatorHandle) -> None:
+async def test_one_log_line_per_call_without_secrets(emu: EmulatorHandle) -> None:
     async with client_for(emu) as mc:
         with structlog.testing.capture_logs() as logs:
             await mc.upsert_member(
@@ -564,9 +566,41 @@ async def test_one_debug_line_per_call_without_secrets(emu: EmulatorHandle) -> N
         ("upsert_member", 400, "ContactLevelError"),
     ]
     for e in logs:
-        assert e["log_level"] == "debug" and isinstance(e["duration_ms"], float)
+        # The one line per call (the applier no longer logs its own): info, as operators see it.
+        assert e["log_level"] == "info" and isinstance(e["duration_ms"], float)
         text = repr(e)
         assert TOKEN not in text and "private@acme.io" not in text
+
+
+def test_an_accounts_url_is_built_in_one_place() -> None:
+    template = "https://{dc}.api.mailchimp.com/3.0/"
+    assert api_base_url(template, "us7") == "https://us7.api.mailchimp.com/3.0"
+    assert Settings(mailchimp_api_url=template).api_base("us7") == api_base_url(template, "us7")
+    assert ClientFactory(template).client("us7", TOKEN).base_url == api_base_url(template, "us7")
+
+
+async def test_the_factory_client_reports_each_call_to_its_observer_and_log(
+    emu: EmulatorHandle,
+) -> None:
+    seen: list[tuple[str, str, float]] = []
+    factory = ClientFactory(emu.api_url + "/", timeout=5)
+    client = factory.client(
+        "us1", TOKEN, observer=lambda *call: seen.append(call), log_context={"user_id": "u1"}
+    )
+    async with client as mc:
+        with structlog.testing.capture_logs() as logs:
+            assert (await mc.get_audience(MAIN)).id == MAIN
+            with pytest.raises(NotFoundError):
+                await mc.get_audience("nope")
+    assert [(op, outcome) for op, outcome, _ in seen] == [
+        ("get_audience", "ok"),
+        ("get_audience", "NotFoundError"),
+    ]
+    assert all(seconds > 0 for _, _, seconds in seen)
+    assert [(e["op"], e["outcome"], e["user_id"]) for e in logs] == [
+        ("get_audience", "ok", "u1"),
+        ("get_audience", "NotFoundError", "u1"),
+    ]
 
 
 # -- OAuth ------------------------------------------------------------------------------------

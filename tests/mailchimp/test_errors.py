@@ -18,6 +18,7 @@ from mcsync.mailchimp import (
     classify_batch_error,
     error_from_response,
 )
+from mcsync.mailchimp.errors import call_outcome, disposition
 
 PROBLEM = "application/problem+json; charset=utf-8"
 
@@ -243,3 +244,35 @@ def test_schema_complaints_are_our_bug_not_the_contacts() -> None:
     doc = problem(400, "Invalid Resource", "x", [{"field": "tags.name", "message": "Too long"}])
     err = error_from_response(resp(400, doc))
     assert isinstance(err, ContactLevelError) and err.kind == "invalid"
+
+
+# -- what each error means: decided once ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "expected", "label"),
+    [
+        (resp(429, problem(429, "Too Many Requests")), "throttled", "throttled"),
+        (resp(503, b"", {"Content-Type": "text/html"}), "transient", "transient"),
+        (resp(403, b""), "transient", "transient"),  # a bare 403: the edge, not the token
+        (resp(401, problem(401, "API Key Invalid")), "connection", "connection_error"),
+        (resp(403, problem(403, "User Disabled")), "connection", "connection_error"),
+        (
+            resp(400, problem(400, "Forgotten Email Not Subscribed", "permanently deleted")),
+            "rejected",
+            "ContactLevelError",
+        ),
+        (resp(404, problem(404, "Resource Not Found")), "rejected", "NotFoundError"),
+        (resp(405, problem(405, "Method Not Allowed")), "rejected", "RequestError"),
+    ],
+)
+def test_each_error_has_one_disposition_and_one_label(
+    response: httpx.Response, expected: str, label: str
+) -> None:
+    error = error_from_response(response)
+    assert disposition(error) == expected
+    assert call_outcome(error) == label
+
+
+def test_a_call_without_error_is_ok() -> None:
+    assert call_outcome(None) == "ok"

@@ -1,4 +1,4 @@
-"""The admin API under /_emulator: our own stable JSON contract (README: "Emulator").
+"""The admin API under /_emulator: our own stable JSON contract (docs/emulator.md, "Admin API").
 
 Tests, the demo and benchmarks use it to set up accounts, look at state, inject faults, and act
 as a marketer on Mailchimp's side.

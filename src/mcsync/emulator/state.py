@@ -200,7 +200,7 @@ class Store:
 
 
 def new_audience(spec: dict[str, Any]) -> Audience:
-    """Build an audience from the admin API's spec (see the README's "Emulator" section)."""
+    """Build an audience from the admin API's spec (docs/emulator.md, "Admin API")."""
     required = {str(t) for t in spec.get("required_fields") or []}
     fields: dict[str, MergeField] = {}
     defs = spec.get("merge_fields")

@@ -1,7 +1,7 @@
 """Field-level checks Mailchimp applies: email addresses and merge fields.
 
-Rules whose real behaviour is unverified are implemented on the strict side; the
-choices are listed in the README's "Emulator" section.
+Where Mailchimp's behaviour is unverified, the strict side is implemented; the choices are listed
+in docs/emulator.md ("Choices where Mailchimp's behaviour is unverified").
 """
 
 from __future__ import annotations

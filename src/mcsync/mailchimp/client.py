@@ -2,15 +2,21 @@
 
 One ``httpx.AsyncClient`` (pooled, explicit timeouts), no retries (the worker owns retries and
 backoff), typed results, and every failure raised as a :mod:`mcsync.mailchimp.errors` class.
-Each call logs one debug line: ``op``, ``status``, ``outcome``, ``duration_ms``; never the token,
-never a body or an email address.
+
+Every call is logged here and only here: one ``mailchimp_call`` line with ``op``, ``status``,
+``outcome`` (see :func:`~mcsync.mailchimp.errors.call_outcome`), ``duration_ms`` and the
+caller's context (e.g. ``user_id``); never the token, never a body or an email address. An
+optional observer sees the same (op, outcome, seconds), for metrics.
+
+:class:`ClientFactory` is the one place a client is made from settings (worker, Sync Now,
+verify, web); it builds an account's URL with :func:`mcsync.config.api_base_url`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -18,10 +24,13 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from mcsync.config import Settings, api_base_url
+from mcsync.emails import subscriber_hash
 from mcsync.mailchimp.errors import (
     MailchimpError,
     NotFoundError,
     TransientError,
+    call_outcome,
     error_from_response,
 )
 from mcsync.mailchimp.models import (
@@ -34,15 +43,30 @@ from mcsync.mailchimp.models import (
 
 log = structlog.get_logger("mcsync.mailchimp")
 
+# Sees every call: (op, outcome, seconds). The worker feeds its metrics with it.
+CallObserver = Callable[[str, str, float], None]
+
 MAX_PAGE = 1000
 MAX_BATCH = 500
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
 
 
-def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id: md5 hex of the trimmed, lowercased address."""
-    return hashlib.md5(email.strip().lower().encode("utf-8"), usedforsecurity=False).hexdigest()
+def log_call(
+    op: str, method: str, *, status: int | None, outcome: str, started: float, **keys: Any
+) -> float:
+    """Log one finished Mailchimp call (API or login server); returns its duration in seconds."""
+    elapsed = time.perf_counter() - started
+    log.info(
+        "mailchimp_call",
+        op=op,
+        method=method,
+        status=status,
+        outcome=outcome,
+        duration_ms=round(elapsed * 1000, 1),
+        **keys,
+    )
+    return elapsed
 
 
 def make_timeout(timeout: float) -> httpx.Timeout:
@@ -82,7 +106,11 @@ class MailchimpClient:
         *,
         http: httpx.AsyncClient | None = None,
         timeout: float = 30.0,
+        observer: CallObserver | None = None,
+        log_context: Mapping[str, str] | None = None,
     ) -> None:
+        self._observer = observer
+        self._log_context = dict(log_context or {})
         self._base = base_url.rstrip("/")
         self._token = token
         self._timeout = make_timeout(timeout)
@@ -121,15 +149,17 @@ class MailchimpClient:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        want_json: bool = True,
         **log_keys: Any,
-    ) -> httpx.Response:
+    ) -> Any:
+        """Send one request; the decoded JSON body (None when `want_json` is False)."""
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
         }
         started = time.perf_counter()
         status: int | None = None
-        outcome = "ok"
+        failure: MailchimpError | None = None
         request_id: str | None = None
         try:
             try:
@@ -149,21 +179,26 @@ class MailchimpClient:
             request_id = response.headers.get("X-Request-Id")
             if status >= 400:
                 raise error_from_response(response)
-            return response
+            return self._json(response) if want_json else None
         except MailchimpError as exc:
-            outcome = type(exc).__name__
+            failure = exc
             raise
         finally:
-            log.debug(
-                "mailchimp_call",
-                op=op,
-                method=method,
+            if "member" in log_keys:  # a prefix tells members apart in a log; no more needed
+                log_keys["member"] = str(log_keys["member"])[:12]
+            outcome = call_outcome(failure)
+            elapsed = log_call(
+                op,
+                method,
                 status=status,
                 outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                started=started,
                 request_id=request_id,
+                **self._log_context,
                 **log_keys,
             )
+            if self._observer is not None:
+                self._observer(op, outcome, elapsed)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -178,26 +213,46 @@ class MailchimpClient:
                 request_id=response.headers.get("X-Request-Id"),
             ) from None
 
-    def _member_path(self, list_id: str, email_hash: str) -> str:
-        return f"/lists/{_seg(list_id)}/members/{_seg(email_hash)}"
+    async def _member_request(
+        self,
+        op: str,
+        method: str,
+        list_id: str,
+        email_hash: str,
+        *,
+        json: Any = None,
+        suffix: str = "",
+    ) -> Any:
+        """A request on one member (`/lists/{list}/members/{hash}` + `suffix`)."""
+        return await self._request(
+            op,
+            method,
+            f"/lists/{_seg(list_id)}/members/{_seg(email_hash)}{suffix}",
+            json=json,
+            want_json=method in ("GET", "PUT", "PATCH"),
+            list_id=list_id,
+            member=email_hash,
+        )
 
     # -- account ---------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._request("ping", "GET", "/ping")
+        """GET /ping: the token works."""
+        await self._request("ping", "GET", "/ping", want_json=False)
 
     async def get_account(self) -> dict[str, Any]:
-        data = self._json(await self._request("get_account", "GET", "/"))
+        """GET /: the account's details."""
+        data = await self._request("get_account", "GET", "/")
         return data if isinstance(data, dict) else {}
 
     async def list_audiences(self) -> list[Audience]:
+        """Every audience of the account (all pages)."""
         out: list[Audience] = []
         offset = 0
         while True:
-            response = await self._request(
+            data = await self._request(
                 "list_audiences", "GET", "/lists", params={"count": MAX_PAGE, "offset": offset}
             )
-            data = self._json(response)
             lists = data.get("lists") or []
             out.extend(Audience.model_validate(item) for item in lists)
             offset += len(lists)
@@ -206,27 +261,23 @@ class MailchimpClient:
                 return out
 
     async def get_audience(self, list_id: str) -> Audience:
-        response = await self._request(
+        """One audience; NotFoundError when it is gone (the health probe's cheap call)."""
+        data = await self._request(
             "get_audience", "GET", f"/lists/{_seg(list_id)}", list_id=list_id
         )
-        return Audience.model_validate(self._json(response))
+        return Audience.model_validate(data)
 
     # -- members ---------------------------------------------------------------------------
 
     async def get_member(self, list_id: str, email_or_hash: str) -> Member | None:
         """The member, or None on 404 (never added, or permanently deleted)."""
-        email_hash = _as_hash(email_or_hash)
         try:
-            response = await self._request(
-                "get_member",
-                "GET",
-                self._member_path(list_id, email_hash),
-                list_id=list_id,
-                member=email_hash,
+            data = await self._member_request(
+                "get_member", "GET", list_id, _as_hash(email_or_hash)
             )
         except NotFoundError:
             return None
-        return Member.model_validate(self._json(response))
+        return Member.model_validate(data)
 
     async def upsert_member(
         self,
@@ -246,33 +297,20 @@ class MailchimpClient:
         }
         if status is not None:
             body["status"] = status
-        response = await self._request(
-            "upsert_member",
-            "PUT",
-            self._member_path(list_id, email_hash),
-            json=body,
-            list_id=list_id,
-            member=email_hash,
-        )
-        return Member.model_validate(self._json(response))
+        data = await self._member_request("upsert_member", "PUT", list_id, email_hash, json=body)
+        return Member.model_validate(data)
 
     async def change_member_email(
         self, list_id: str, old_hash: str, new_email: str, *, merge_fields: dict[str, Any]
     ) -> Member:
         """PATCH the OLD hash with the new address (a PUT on the new hash would duplicate)."""
-        old_hash = _as_hash(old_hash)
         body: dict[str, Any] = {"email_address": new_email.strip()}
         if merge_fields:
             body["merge_fields"] = merge_fields
-        response = await self._request(
-            "change_member_email",
-            "PATCH",
-            self._member_path(list_id, old_hash),
-            json=body,
-            list_id=list_id,
-            member=old_hash,
+        data = await self._member_request(
+            "change_member_email", "PATCH", list_id, _as_hash(old_hash), json=body
         )
-        return Member.model_validate(self._json(response))
+        return Member.model_validate(data)
 
     async def update_member_tags(
         self,
@@ -286,29 +324,21 @@ class MailchimpClient:
         """POST .../tags with explicit active/inactive tags; no call when both are empty."""
         if not active and not inactive:
             return
-        email_hash = _as_hash(email_hash)
         tags = [{"name": n, "status": "active"} for n in active] + [
             {"name": n, "status": "inactive"} for n in inactive
         ]
-        await self._request(
+        await self._member_request(
             "update_member_tags",
             "POST",
-            self._member_path(list_id, email_hash) + "/tags",
+            list_id,
+            _as_hash(email_hash),
             json={"tags": tags, "is_syncing": is_syncing},
-            list_id=list_id,
-            member=email_hash,
+            suffix="/tags",
         )
 
     async def archive_member(self, list_id: str, email_hash: str) -> None:
         """DELETE = archive (reversible). Raises NotFoundError when the member is missing."""
-        email_hash = _as_hash(email_hash)
-        await self._request(
-            "archive_member",
-            "DELETE",
-            self._member_path(list_id, email_hash),
-            list_id=list_id,
-            member=email_hash,
-        )
+        await self._member_request("archive_member", "DELETE", list_id, _as_hash(email_hash))
 
     async def batch_subscribe(
         self,
@@ -332,7 +362,7 @@ class MailchimpClient:
             if m.tags:
                 item["tags"] = list(m.tags)
             payload.append(item)
-        response = await self._request(
+        data = await self._request(
             "batch_subscribe",
             "POST",
             f"/lists/{_seg(list_id)}",
@@ -340,7 +370,6 @@ class MailchimpClient:
             list_id=list_id,
             members=len(payload),
         )
-        data = self._json(response)
         result = BatchResult.model_validate(data)
         if "error_count" not in data:
             result.error_count = len(result.errors)
@@ -355,6 +384,7 @@ class MailchimpClient:
         status: str | None = None,
         fields: Sequence[str] | None = None,
     ) -> MembersPage:
+        """One page of members (at most 1000), with only `fields` (and the ids) when given."""
         if not 0 <= count <= MAX_PAGE:
             raise ValueError(f"count must be between 0 and {MAX_PAGE}")
         params: dict[str, Any] = {"count": count, "offset": offset}
@@ -367,7 +397,7 @@ class MailchimpClient:
                 if name not in wanted:
                     wanted.append(name)
             params["fields"] = ",".join(wanted)
-        response = await self._request(
+        data = await self._request(
             "list_members",
             "GET",
             f"/lists/{_seg(list_id)}/members",
@@ -375,17 +405,71 @@ class MailchimpClient:
             list_id=list_id,
             offset=offset,
         )
-        return MembersPage.model_validate(self._json(response))
+        return MembersPage.model_validate(data)
+
+    async def iter_pages(
+        self,
+        list_id: str,
+        *,
+        offset: int = 0,
+        page_size: int = 1000,
+        status: str | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> AsyncIterator[MembersPage]:
+        """Every page of members from `offset` on, paging with count/offset until total_items
+        is reached (the last page may be empty)."""
+        while True:
+            page = await self.list_members(
+                list_id, count=page_size, offset=offset, status=status, fields=fields
+            )
+            yield page
+            offset += len(page.members)
+            if not page.members or offset >= page.total_items:
+                return
 
     async def iter_members(
         self, list_id: str, *, page_size: int = 1000, status: str | None = None
     ) -> AsyncIterator[Member]:
-        """Every member, paging with count/offset until total_items is reached."""
-        offset = 0
-        while True:
-            page = await self.list_members(list_id, count=page_size, offset=offset, status=status)
+        """Every member, page by page (see `iter_pages`)."""
+        async for page in self.iter_pages(list_id, page_size=page_size, status=status):
             for member in page.members:
                 yield member
-            offset += len(page.members)
-            if not page.members or offset >= page.total_items:
-                return
+
+
+@dataclass(frozen=True)
+class ClientFactory:
+    """Makes the client of one Mailchimp account: the one place a client is built.
+
+    `api_url` is the configured API base (``{dc}`` is filled per account); share `http` to pool
+    connections across accounts."""
+
+    api_url: str
+    timeout: float = 30.0
+    http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient | None = None
+    ) -> ClientFactory:
+        return cls(settings.mailchimp_api_url, settings.mcsync_http_timeout, http)
+
+    def base_url(self, dc: str) -> str:
+        return api_base_url(self.api_url, dc)
+
+    def client(
+        self,
+        dc: str,
+        token: str,
+        *,
+        observer: CallObserver | None = None,
+        log_context: Mapping[str, str] | None = None,
+    ) -> MailchimpClient:
+        """A client for the account in data center `dc`, calling with `token`."""
+        return MailchimpClient(
+            self.base_url(dc),
+            token,
+            http=self.http,
+            timeout=self.timeout,
+            observer=observer,
+            log_context=log_context,
+        )

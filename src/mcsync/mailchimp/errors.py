@@ -13,13 +13,16 @@ then on the problem+json ``title``/``detail``/``errors``:
   ``cannot_archive``, the 405 Mailchimp answers to archiving a pending, cleaned or archived
   member (grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/export/
   exportRecord.js): that member stays as it is.
+* :class:`NotFoundError` - 404.
+* :class:`RequestError` - any other 4xx: our own bug, permanent (a whole-batch 400 naming
+  ``members.item:<n>`` fields too; :func:`failed_batch_items` says which members).
 
 Nothing is required of the body: ``type`` is missing on some real answers (Member Exists,
 Forgotten Email Not Subscribed, Member In Compliance State), ``errors`` on most, and 429/403
 may have no body at all.
-* :class:`NotFoundError` - 404.
-* :class:`RequestError` - any other 4xx: our own bug, permanent (a whole-batch 400 naming
-  ``members.item:<n>`` fields too; :func:`failed_batch_items` says which members).
+
+What each class means for the sync is decided once, by :func:`disposition`; the worker's
+calls, its batch subscribe and its health probe all act on that answer.
 """
 
 from __future__ import annotations
@@ -140,6 +143,40 @@ class RequestError(MailchimpError):
 
 class OAuthError(MailchimpError):
     """The OAuth dance failed (bad code, bad client, unreachable login server...)."""
+
+
+Disposition = Literal["throttled", "transient", "connection", "rejected"]
+
+
+def disposition(error: MailchimpError) -> Disposition:
+    """What a failed call means for the sync; every caller acts on this one answer.
+
+    * ``"throttled"``: Mailchimp asks us to slow down (429, "too many" 5xx/403). Hold back the
+      whole account for a while; nobody's attempts are counted.
+    * ``"transient"``: any other try-again-later (5xx, timeouts, network, a bodiless 403).
+      Retry the contact later; the failure counts toward pausing the connection.
+    * ``"connection"``: the token is revoked or the account unusable (401, a 403 with a body).
+      Stop the connection until the user reconnects.
+    * ``"rejected"``: Mailchimp will answer the same way again (a contact-level 400, a 404, a
+      4xx we did not foresee). Record it against the contact; never block the queue on it.
+    """
+    if isinstance(error, TransientError):
+        return "throttled" if error.throttled else "transient"
+    if isinstance(error, ConnectionLevelError):
+        return "connection"
+    return "rejected"
+
+
+def call_outcome(error: MailchimpError | None) -> str:
+    """The ``outcome`` of one call, as logs and metrics label it."""
+    if error is None:
+        return "ok"
+    kind = disposition(error)
+    if kind == "connection":
+        return "connection_error"
+    if kind == "rejected":
+        return type(error).__name__
+    return kind
 
 
 def normalise_field(field: str | None) -> str | None:

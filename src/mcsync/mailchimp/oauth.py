@@ -13,16 +13,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import structlog
 from pydantic import ValidationError
 
-from mcsync.mailchimp.client import make_http_client
+from mcsync.mailchimp.client import log_call, make_http_client
 from mcsync.mailchimp.errors import OAuthError
 from mcsync.mailchimp.models import OAuthMetadata
 
 __all__ = ["OAuthError", "authorize_url", "exchange_code", "fetch_metadata"]
-
-log = structlog.get_logger("mcsync.mailchimp")
 
 
 def authorize_url(login_url: str, *, client_id: str, redirect_uri: str, state: str) -> str:
@@ -89,14 +86,7 @@ async def _send(
             raise OAuthError(_describe_failure(response), status=response.status_code)
         return response
     finally:
-        log.debug(
-            "mailchimp_call",
-            op=op,
-            method=method,
-            status=status,
-            outcome=outcome,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        log_call(op, method, status=status, outcome=outcome, started=started)
 
 
 async def exchange_code(

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from mcsync.config import Settings
 from mcsync.connections import Connection
 from mcsync.crypto import TokenCipher
-from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.reconcile import SYNC_NOW_INTERVAL
 from mcsync.web.auth import AuthError, Signer
 
@@ -54,11 +54,10 @@ class WebContext:
         return [o.strip().rstrip("/") for o in raw.split(",") if o.strip()]
 
     def client_for(self, connection: Connection) -> MailchimpClient:
-        return MailchimpClient(
-            self.settings.api_base(connection.dc),
+        return ClientFactory.from_settings(self.settings, self.http).client(
+            connection.dc,
             connection.access_token(self.cipher),
-            http=self.http,
-            timeout=self.settings.mcsync_http_timeout,
+            log_context={"user_id": str(connection.user_id)},
         )
 
 

@@ -1,75 +1,86 @@
-"""One pass over one Mailchimp account: claim its due contacts, plan, apply, record, repeat.
+"""Serving one Mailchimp account: claim its due contacts, plan, apply, record, repeat.
 
-Also decides the account's health: failures count toward a pause, throttling does not, a
-revoked token stops everything until the user reconnects, and a paused account is probed."""
+This module schedules the passes (several at once per account, sharing one in-flight cap) and
+keeps the account's lease alive; what a pass's outcomes mean for the queue is
+`mcsync.worker.outcomes`, and what they mean for the connection is `mcsync.worker.health`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
-from uuid import UUID
 
-import httpx
-
-from mcsync import queries
-from mcsync.connections import PAUSED_NOTICE
+from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import MailchimpClient
-from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError, TransientError
-from mcsync.mirror import LedgerMember, Plan, plan_member_ops, write_ahead_ledger
-from mcsync.worker.apply import AccountGate, MemberApplier, MemberOutcome, apply_plans
-from mcsync.worker.backoff import MAX_ATTEMPTS, backoff_delay, throttle_delay
+from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
+from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
+from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
+from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
+from mcsync.worker.health import ConnectionHealth
 from mcsync.worker.inflight import MembersInFlight
 from mcsync.worker.metrics import Metrics
-from mcsync.worker.store import Account, Event, Facts, Outcomes, WorkerStore
+from mcsync.worker.outcomes import collect_outcomes
+from mcsync.worker.store import Account, Event, Facts, WorkerStore
 
 log = get_logger("mcsync.worker")
-
-# Worst first: a row's fate is the worst fate of the members it touches.
-_SEVERITY = ["done", "rejected", "transient", "throttled", "deferred", "connection"]
 
 
 @dataclass(frozen=True)
 class AccountSettings:
-    api_url_template: str
-    max_in_flight: int
-    batch_threshold: int
-    claim_size: int
-    max_passes: int
-    http_timeout: float
-    backoff_scale: float = 1.0
+    """How hard one account is worked (see `Settings` for what each means)."""
+
+    max_in_flight: int = 8
+    batch_threshold: int = 20
+    claim_size: int = 500
+    max_passes: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccountSettings:
+        return cls(
+            max_in_flight=settings.mcsync_max_in_flight,
+            batch_threshold=settings.mcsync_batch_threshold,
+            claim_size=settings.mcsync_claim_size,
+            max_passes=settings.mcsync_max_passes,
+        )
 
 
 class AccountWorker:
+    """Serves one leased account at a time (the worker runs one `serve` per account)."""
+
     def __init__(
         self,
         store: WorkerStore,
         cipher: TokenCipher,
-        http: httpx.AsyncClient,
+        clients: ClientFactory,
         settings: AccountSettings,
+        *,
+        backoff: Backoff | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cipher = cipher
-        self.http = http
+        self.clients = clients
         self.settings = settings
+        self.backoff = backoff or Backoff()
         self.metrics = metrics or Metrics()
+        self.health = ConnectionHealth(store, self.backoff, self.metrics)
 
-    def _client(self, account: Account) -> MailchimpClient:
-        base = self.settings.api_url_template.replace("{dc}", account.dc).rstrip("/")
-        token = self.cipher.decrypt(account.access_token_encrypted)
-        return MailchimpClient(base, token, http=self.http, timeout=self.settings.http_timeout)
+    def _client(self, account: Account, observer: CallObserver | None = None) -> MailchimpClient:
+        return self.clients.client(
+            account.dc,
+            self.cipher.decrypt(account.access_token_encrypted),
+            observer=observer or self.metrics.observe_call,
+            log_context={"user_id": str(account.user_id)},
+        )
 
     async def serve(self, account: Account) -> None:
         """Work the account until nothing is due, it is throttled, or it stops being usable."""
         try:
             if account.sync_status == "paused":
-                await self._probe(account)
+                await self.health.probe(account, self._client(account, self.health.observe_probe))
                 return
             await self._run_passes(account)
         finally:
@@ -122,25 +133,9 @@ class AccountWorker:
                 elif not task.result():
                     stop = True
         if gate.throttled is not None:
-            await self._hold_back(account, gate.throttled)
+            await self.health.hold_back(account, gate.throttled)
         if failure is not None:
             raise failure
-
-    async def _hold_back(self, account: Account, throttled: TransientError) -> None:
-        """Throttled: hold back the whole account (not only the rows that hit the wall), once
-        per episode, without spending anyone's attempts."""
-        delay = throttle_delay(throttled.retry_after, scale=self.settings.backoff_scale)
-        uid = {"user_id": account.user_id}
-        await self.store.execute(queries.COUNT_THROTTLED, uid)
-        await self.store.execute(
-            queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.store.owner}
-        )
-        log.info(
-            "account_throttled",
-            user_id=str(account.user_id),
-            outcome="throttled",
-            defer_s=round(delay, 2),
-        )
 
     async def _heartbeat(self, account: Account, gate: AccountGate) -> None:
         """Renew the account's and its rows' leases while passes run; if another worker has
@@ -154,51 +149,6 @@ class AccountWorker:
                     return
             except Exception as exc:  # a blip; the next beat tries again well within the lease
                 log.warning("lease_renew_failed", user_id=str(account.user_id), error=repr(exc))
-
-    async def _probe(self, account: Account) -> None:
-        """One cheap call while paused: on success resume, else probe again later."""
-        client = self._client(account)
-        scale = self.settings.backoff_scale
-        started = time.perf_counter()
-        try:
-            await client.get_audience(account.audience_id)
-        except ConnectionLevelError as exc:
-            self.metrics.observe_call("probe", "connection_error", time.perf_counter() - started)
-            await self.store.execute(
-                queries.MARK_CONNECTION_ERROR,
-                {"user_id": account.user_id, "notice": PAUSED_NOTICE, "error": str(exc)[:500]},
-            )
-            log.warning("connection_error", user_id=str(account.user_id), outcome="error")
-            return
-        except MailchimpError as exc:
-            throttled = exc if isinstance(exc, TransientError) and exc.throttled else None
-            self.metrics.observe_call(
-                "probe", "throttled" if throttled else "failed", time.perf_counter() - started
-            )
-            if throttled is not None:  # busy, not down: ask again soon, and don't count it
-                probe_in = throttle_delay(throttled.retry_after, scale=scale)
-                await self.store.execute(queries.COUNT_THROTTLED, {"user_id": account.user_id})
-            else:
-                probe_in = backoff_delay(account.consecutive_failures + 1, scale=scale)
-                await self.store.execute(
-                    queries.RECORD_FAILURE, {"user_id": account.user_id, "error": str(exc)[:500]}
-                )
-            await self.store.execute(
-                queries.RESCHEDULE_PROBE,
-                {"user_id": account.user_id, "probe_in": probe_in, "error": str(exc)[:500]},
-            )
-            log.info(
-                "probe",
-                user_id=str(account.user_id),
-                outcome="still_down",
-                next_probe_s=round(probe_in, 1),
-            )
-            return
-        self.metrics.observe_call("probe", "ok", time.perf_counter() - started)
-        await self.store.execute(queries.RESUME_CONNECTION, {"user_id": account.user_id})
-        await self.store.execute(queries.MAKE_USER_EVENTS_DUE, {"user_id": account.user_id})
-        await self.store.execute(queries.NOTIFY, {})
-        log.info("sync_resumed", user_id=str(account.user_id), outcome="active")
 
     async def _process(
         self, account: Account, events: list[Event], gate: AccountGate, members: MembersInFlight
@@ -238,20 +188,17 @@ class AccountWorker:
             written_ahead=written_ahead,
             before_archive=partial(self.store.mark_archiving, account),
             user_id=str(account.user_id),
-            metrics=self.metrics,
         )
         outcomes = await apply_plans(
             applier, plan.members, batch_threshold=self.settings.batch_threshold
         )
-        out = collect_outcomes(
-            events, facts, plan, outcomes, gate, scale=self.settings.backoff_scale
-        )
+        out = collect_outcomes(events, facts, plan, outcomes, gate, self.backoff)
         retried = await self.store.record(account, out)
         if retried is None:
             gate.lease_lost = True
             log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
             return False
-        await self._update_health(account, out, retried, gate)
+        await self.health.after_pass(account, out, retried, gate)
         rejected = sum(1 for r in out.rejections if r["severity"] == "error")
         self.metrics.count_events("completed", len(out.completed) - rejected)
         self.metrics.count_events("rejected", rejected)
@@ -270,46 +217,13 @@ class AccountWorker:
         )
         return not gate.stopped and not any(a >= MAX_ATTEMPTS for _, a in retried)
 
-    async def _update_health(
-        self, account: Account, out: Outcomes, retried: list[tuple[int, int]], gate: AccountGate
-    ) -> None:
-        uid = {"user_id": account.user_id}
-        if gate.connection_error is not None:
-            await self.store.execute(
-                queries.MARK_CONNECTION_ERROR,
-                {**uid, "notice": PAUSED_NOTICE, "error": str(gate.connection_error)[:500]},
-            )
-            log.warning(
-                "connection_error",
-                user_id=str(account.user_id),
-                outcome="error",
-                error=str(gate.connection_error)[:200],
-            )
-            return
-        if out.retried:
-            last = out.retried[-1][2]
-            await self.store.execute(queries.RECORD_FAILURE, {**uid, "error": last[:500]})
-        if any(attempts >= MAX_ATTEMPTS for _, attempts in retried):
-            await self.store.execute(
-                queries.PAUSE_CONNECTION,
-                {
-                    **uid,
-                    "notice": PAUSED_NOTICE,
-                    "error": out.retried[-1][2][:500],
-                    "probe_in": backoff_delay(1, scale=self.settings.backoff_scale),
-                },
-            )
-            gate.paused = True  # the account's other passes start no further call
-            log.warning("sync_paused", user_id=str(account.user_id), outcome="paused")
-        elif out.completed and not out.retried:
-            await self.store.execute(queries.MARK_SYNCED, uid)
-
 
 def _forget_claim(claimed: set[int], ids: set[int], _: object) -> None:
     claimed.difference_update(ids)
 
 
 def plan_for(facts: Facts, double_optin: bool) -> Plan:
+    """The planner's answer for one pass's facts."""
     return plan_member_ops(
         changed=facts.changed,
         deleted=facts.deleted,
@@ -320,100 +234,3 @@ def plan_for(facts: Facts, double_optin: bool) -> Plan:
         recency=facts.recency,
         double_optin=double_optin,
     )
-
-
-def collect_outcomes(
-    events: list[Event],
-    facts: Facts,
-    plan: Plan,
-    outcomes: list[MemberOutcome],
-    gate: AccountGate,
-    *,
-    scale: float = 1.0,
-) -> Outcomes:
-    """Map member outcomes back onto the queue rows (and the ledger) they came from."""
-    out = Outcomes()
-    # The ledger as confirmed; later outcomes of the same hash win (they ran after).
-    confirmed: dict[str, LedgerMember | None] = {}
-    for o in outcomes:
-        confirmed.update(o.ledger)
-    for email_hash, entry in confirmed.items():
-        if entry is None:
-            out.ledger_deletes.append(email_hash)
-        else:
-            out.ledger_upserts.append(entry)
-
-    by_contact: dict[UUID, list[MemberOutcome]] = defaultdict(list)
-    for o in outcomes:
-        for cid in o.plan.contact_ids:
-            by_contact[cid].append(o)
-    planner_rejections = {r.contact_id: r for r in plan.rejections}
-    emails = {c.id: c.email for c in facts.changed}
-    throttle = gate.throttled
-
-    for event in events:
-        cid = event.contact_id
-        mine = by_contact.get(cid, [])
-        worst = max((o.status for o in mine), key=_SEVERITY.index, default="done")
-        if worst == "connection":
-            out.released.append(event)
-            continue
-        if worst in ("throttled", "deferred"):
-            out.deferred.append(event)
-            continue
-        if worst == "transient":
-            failed = next(o for o in mine if o.status == "transient")
-            delay = backoff_delay(event.attempts + 1, scale=scale)
-            out.retried.append((event, delay, str(failed.error)))
-            continue
-        out.completed.append(event)
-        new_link = plan.links.get(cid)
-        rejected = [o for o in mine if o.status == "rejected" and o.plan.email_hash == new_link]
-        if cid in planner_rejections:
-            r = planner_rejections[cid]
-            out.rejections.append(_rejection(cid, r.email, "error", r.reason, r.field, None))
-        elif rejected:
-            err = rejected[0].error
-            field = getattr(err, "field", None)
-            detail = getattr(err, "detail", None)
-            out.rejections.append(
-                _rejection(cid, emails.get(cid), "error", rejected[0].reason, field, detail)
-            )
-            continue  # keep its link: the member it was synced as is still what Mailchimp has
-        else:
-            warnings = [w for o in mine for w in o.warnings]
-            if warnings:
-                reason, field = warnings[0]
-                out.rejections.append(
-                    _rejection(cid, emails.get(cid), "warning", reason, field, None)
-                )
-            else:
-                out.cleared_rejections.append(cid)
-        if new_link is None:
-            out.unlinks.append(cid)
-        else:
-            out.links.append((cid, new_link, event.changed_at))
-    if out.deferred:
-        out.defer_seconds = throttle_delay(
-            getattr(throttle, "retry_after", None) if throttle is not None else None,
-            scale=scale,
-        )
-    return out
-
-
-def _rejection(
-    contact_id: UUID,
-    email: str | None,
-    severity: str,
-    reason: str,
-    field: str | None,
-    detail: str | None,
-) -> dict[str, object]:
-    return {
-        "contact_id": str(contact_id),
-        "email": email,
-        "severity": severity,
-        "reason": reason[:1000],
-        "field": field,
-        "detail": (detail or "")[:1000] or None,
-    }

@@ -8,21 +8,22 @@ halfway (or a crash) replays only what is still missing."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal, ParamSpec, TypeVar
 
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.errors import (
     ConnectionLevelError,
     ContactLevelError,
+    Disposition,
     MailchimpError,
     NotFoundError,
     TransientError,
+    disposition,
 )
-from mcsync.mailchimp.models import BatchMember, Member, classify_batch_error
+from mcsync.mailchimp.models import BatchMember, BatchResult, Member, classify_batch_error
 from mcsync.mirror import (
     ArchiveMember,
     LedgerMember,
@@ -33,17 +34,23 @@ from mcsync.mirror import (
     UpsertMember,
     clean_tags,
 )
-from mcsync.worker.metrics import Metrics
 
 log = get_logger("mcsync.worker")
 
 BATCH_LIMIT = 500  # Mailchimp's batch subscribe takes at most 500 members a call
 
-Status = Literal["done", "rejected", "transient", "throttled", "connection", "deferred"]
+# What became of a member: done, deferred (not tried: the account stopped), or the disposition
+# of the error that stopped it (mcsync.mailchimp.errors.disposition).
+Status = Literal["done", "deferred"] | Disposition
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
 class MemberOutcome:
+    """What became of one member plan, and the ledger as far as Mailchimp confirmed it."""
+
     plan: MemberPlan
     status: Status = "done"
     error: MailchimpError | None = None
@@ -56,6 +63,10 @@ class MemberOutcome:
         if isinstance(self.error, ContactLevelError):
             return self.error.reason
         return str(self.error) if self.error else ""
+
+    def failed(self, error: MailchimpError) -> None:
+        """The member's calls stopped at `error`: its status is what the error means."""
+        self.status, self.error = disposition(error), error
 
 
 class AccountGate:
@@ -78,12 +89,36 @@ class AccountGate:
             or self.lease_lost
         )
 
+    async def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one Mailchimp call within the account's in-flight cap. A throttle or a lost
+        connection (as `disposition` tells) stops every pass from starting another call;
+        once stopped, raises `Deferred` instead of calling."""
+        if self.stopped:
+            raise Deferred
+        async with self.slots:
+            if self.stopped:
+                raise Deferred
+            try:
+                return await fn(*args, **kwargs)
+            except MailchimpError as exc:
+                kind = disposition(exc)
+                if kind == "throttled" and self.throttled is None:
+                    assert isinstance(exc, TransientError)
+                    self.throttled = exc
+                elif kind == "connection":
+                    assert isinstance(exc, ConnectionLevelError)
+                    self.connection_error = exc
+                raise
 
-class _Deferred(Exception):
+
+class Deferred(Exception):
     """The account was throttled or lost its credentials: don't start another call."""
 
 
 class MemberApplier:
+    """Runs the planned operations of one account's members, each member's in order, every
+    call through the account's gate; reads the ledger as it was before the pass."""
+
     def __init__(
         self,
         client: MailchimpClient,
@@ -94,7 +129,6 @@ class MemberApplier:
         written_ahead: Sequence[LedgerMember] = (),
         before_archive: Callable[[str, str], Awaitable[None]] | None = None,
         user_id: str = "",
-        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.list_id = list_id
@@ -105,68 +139,33 @@ class MemberApplier:
         # Records the status a member had just before mcsync archives it (see archive_status).
         self.before_archive = before_archive
         self.user_id = user_id
-        self.metrics = metrics
 
-    async def _call(self, op: str, email_hash: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.gate.stopped:
-            raise _Deferred
-        async with self.gate.slots:
-            if self.gate.stopped:
-                raise _Deferred
-            started = time.perf_counter()
-            outcome = "ok"
-            try:
-                return await fn(*args, **kwargs)
-            except TransientError as exc:
-                outcome = "throttled" if exc.throttled else "transient"
-                if exc.throttled and self.gate.throttled is None:
-                    self.gate.throttled = exc
-                raise
-            except ConnectionLevelError as exc:
-                outcome = "connection_error"
-                self.gate.connection_error = exc
-                raise
-            except MailchimpError as exc:
-                outcome = type(exc).__name__
-                raise
-            finally:
-                elapsed = time.perf_counter() - started
-                if self.metrics is not None:
-                    self.metrics.observe_call(op, outcome, elapsed)
-                log.info(
-                    "mailchimp_call",
-                    user_id=self.user_id,
-                    op=op,
-                    member=email_hash[:12],
-                    outcome=outcome,
-                    duration_ms=round(elapsed * 1000, 1),
-                )
+    async def get_member(self, email_hash: str) -> Member | None:
+        return await self.gate.call(self.client.get_member, self.list_id, email_hash)
+
+    async def batch_subscribe(self, members: Sequence[BatchMember]) -> BatchResult:
+        return await self.gate.call(
+            self.client.batch_subscribe, self.list_id, members, update_existing=True
+        )
 
     # --- one member ---------------------------------------------------------------------
 
     async def apply(self, plan: MemberPlan) -> MemberOutcome:
+        """Run one member's plan; never raises a Mailchimp error (the outcome says it)."""
         return await self.run_ops(MemberOutcome(plan), plan.ops)
 
     async def run_ops(self, outcome: MemberOutcome, ops: Sequence[Op]) -> MemberOutcome:
         """Run `ops` for `outcome.plan`, continuing from what `outcome` already confirmed."""
         try:
             await self._run(list(ops), outcome.plan, outcome)
-        except _Deferred:
+        except Deferred:
             outcome.status = "deferred"
-        except TransientError as exc:
-            outcome.status = "throttled" if exc.throttled else "transient"
-            outcome.error = exc
-        except ConnectionLevelError as exc:
-            outcome.status = "connection"
-            outcome.error = exc
         except MailchimpError as exc:
-            # Contact-level refusals, and anything else Mailchimp will refuse again the same
-            # way (a 4xx we did not foresee): record it against the contact, never block.
-            outcome.status = "rejected"
-            outcome.error = exc
+            outcome.failed(exc)
         return outcome
 
     def current(self, outcome: MemberOutcome, email_hash: str) -> LedgerMember | None:
+        """The member's ledger entry as this pass knows it so far."""
         if email_hash in outcome.ledger:
             return outcome.ledger[email_hash]
         return self.written_ahead.get(email_hash) or self.ledger.get(email_hash)
@@ -194,6 +193,7 @@ class MemberApplier:
         tags: Sequence[str],
         maybe_tags: Sequence[str] = (),
     ) -> None:
+        """Note in `outcome` what Mailchimp confirmed the member is."""
         confirmed = {t.casefold() for t in tags}
         previous = self.current(outcome, email_hash)
         outcome.ledger[email_hash] = LedgerMember(
@@ -215,16 +215,12 @@ class MemberApplier:
             # A restore sets a status, so first make sure the member really is archived: an
             # archive whose answer was lost may not have happened, and the person may have
             # unsubscribed since. Never raise a live member's status.
-            found = await self._call(
-                "get_member", op.email_hash, self.client.get_member, self.list_id, op.email_hash
-            )
+            found = await self.get_member(op.email_hash)
             if found is None or found.status != "archived":
                 status = None
 
         async def send(merge_fields: dict[str, str]) -> Member:
-            member: Member = await self._call(
-                "upsert_member",
-                op.email_hash,
+            return await self.gate.call(
                 self.client.upsert_member,
                 self.list_id,
                 op.email,
@@ -232,7 +228,6 @@ class MemberApplier:
                 status_if_new=op.status_if_new,
                 status=status,
             )
-            return member
 
         merge_fields = dict(op.merge_fields)
         try:
@@ -241,7 +236,7 @@ class MemberApplier:
             if not (
                 exc.kind == "merge_fields" and exc.field == "PHONE" and merge_fields.get("PHONE")
             ):
-                self._forget_if_refused(outcome, op.email_hash)
+                self.forget_if_refused(outcome, op.email_hash)
                 raise
             # Only the phone was refused: sync the rest and say so, rather than nothing.
             merge_fields.pop("PHONE")
@@ -249,19 +244,10 @@ class MemberApplier:
             outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
         previous = self.current(outcome, op.email_hash)
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        self.record_member(
-            outcome,
-            op.email_hash,
-            member,
-            desired_hash,
-            previous.tags if previous else (),
-            previous.maybe_tags if previous else (),
-        )
+        self.record_member(outcome, op.email_hash, member, desired_hash, *_tags_of(previous))
 
     async def _tags(self, op: UpdateTags, outcome: MemberOutcome) -> None:
-        await self._call(
-            "update_member_tags",
-            op.email_hash,
+        await self.gate.call(
             self.client.update_member_tags,
             self.list_id,
             op.email_hash,
@@ -280,7 +266,7 @@ class MemberApplier:
             maybe_tags=tuple(t for t in current.maybe_tags if t.casefold() not in settled),
         )
 
-    def _forget_if_refused(self, outcome: MemberOutcome, email_hash: str) -> None:
+    def forget_if_refused(self, outcome: MemberOutcome, email_hash: str) -> None:
         """Mailchimp refused to create the member: the write-ahead entry claims nothing real."""
         if self.ledger.get(email_hash) is None and email_hash not in outcome.ledger:
             outcome.ledger[email_hash] = None
@@ -290,9 +276,7 @@ class MemberApplier:
         # Read the status first: DELETE answers 204 with no body, and the status the member had
         # is what a later restore may set again (archived members receive nothing, so cannot
         # unsubscribe meanwhile). It also tells an archive already done (whose answer was lost).
-        member = await self._call(
-            "get_member", op.email_hash, self.client.get_member, self.list_id, op.email_hash
-        )
+        member = await self.get_member(op.email_hash)
         if member is None:
             outcome.ledger[op.email_hash] = None  # gone from Mailchimp: nothing left to own
             return
@@ -306,13 +290,7 @@ class MemberApplier:
             if self.before_archive is not None:
                 await self.before_archive(op.email_hash, status)
             try:
-                await self._call(
-                    "archive_member",
-                    op.email_hash,
-                    self.client.archive_member,
-                    self.list_id,
-                    op.email_hash,
-                )
+                await self.gate.call(self.client.archive_member, self.list_id, op.email_hash)
             except NotFoundError:
                 outcome.ledger[op.email_hash] = None
                 return
@@ -326,9 +304,7 @@ class MemberApplier:
     ) -> tuple[tuple[Op, ...], bool]:
         old = self.current(outcome, op.old_hash)
         try:
-            member = await self._call(
-                "change_member_email",
-                op.old_hash,
+            member = await self.gate.call(
                 self.client.change_member_email,
                 self.list_id,
                 op.old_hash,
@@ -357,24 +333,11 @@ class MemberApplier:
             outcome.ledger[op.old_hash] = None
             ahead = self.current(outcome, op.email_hash)
             if ahead is not None and ahead.pending_rename_from == op.old_hash:
-                renamed = await self._call(
-                    "get_member",
-                    op.email_hash,
-                    self.client.get_member,
-                    self.list_id,
-                    op.email_hash,
-                )
+                renamed = await self.get_member(op.email_hash)
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    self.record_member(
-                        outcome,
-                        op.email_hash,
-                        renamed,
-                        None,
-                        old.tags if old else (),
-                        old.maybe_tags if old else (),
-                    )
+                    self.record_member(outcome, op.email_hash, renamed, None, *_tags_of(old))
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
@@ -414,6 +377,11 @@ class MemberApplier:
         )
 
 
+def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An entry's confirmed and in-doubt tags (none without an entry)."""
+    return (entry.tags, entry.maybe_tags) if entry is not None else ((), ())
+
+
 # --- batch subscribe -----------------------------------------------------------------------
 
 
@@ -425,93 +393,49 @@ def _batchable(plan: MemberPlan) -> bool:
     return all(isinstance(o, UpdateTags) for o in ops[1:]) and len(ops) <= 2
 
 
+def _batch_member(plan: MemberPlan) -> BatchMember:
+    upsert, tag_op = _batch_ops(plan)
+    return BatchMember(
+        email_address=upsert.email,
+        status_if_new=upsert.status_if_new,
+        merge_fields=dict(upsert.merge_fields),
+        tags=list(tag_op.active if tag_op else ()),
+    )
+
+
+def _batch_ops(plan: MemberPlan) -> tuple[UpsertMember, UpdateTags | None]:
+    """A batchable plan's upsert, and its tag changes if any (see `_batchable`)."""
+    upsert = plan.ops[0]
+    tag_op = plan.ops[1] if len(plan.ops) > 1 else None
+    assert isinstance(upsert, UpsertMember)
+    assert tag_op is None or isinstance(tag_op, UpdateTags)
+    return upsert, tag_op
+
+
+def _batch_key(email: str) -> str:
+    return email.strip().lower()
+
+
 async def _apply_batch_chunk(
     applier: MemberApplier, plans: Sequence[MemberPlan]
 ) -> list[MemberOutcome]:
-    members = []
-    for plan in plans:
-        upsert = plan.ops[0]
-        assert isinstance(upsert, UpsertMember)
-        tags = (
-            plan.ops[1].active if len(plan.ops) > 1 and isinstance(plan.ops[1], UpdateTags) else ()
-        )
-        members.append(
-            BatchMember(
-                email_address=upsert.email,
-                status_if_new=upsert.status_if_new,
-                merge_fields=dict(upsert.merge_fields),
-                tags=list(tags),
-            )
-        )
+    """Send up to 500 plain upserts in one batch subscribe, then finish each member singly
+    where the batch could not (a refused phone, no answer, tags to remove)."""
     outcomes = [MemberOutcome(plan) for plan in plans]
     try:
-        result = await applier._call(
-            "batch_subscribe",
-            f"batch:{len(members)}",
-            applier.client.batch_subscribe,
-            applier.list_id,
-            members,
-            update_existing=True,
-        )
-    except _Deferred:
+        result = await applier.batch_subscribe([_batch_member(p) for p in plans])
+    except Deferred:
         for o in outcomes:
             o.status = "deferred"
         return outcomes
-    except TransientError as exc:
+    except MailchimpError as exc:
+        if disposition(exc) == "rejected":
+            # The request as a whole was refused: our own bug, not 500 contacts' data.
+            raise
         for o in outcomes:
-            o.status, o.error = ("throttled" if exc.throttled else "transient"), exc
+            o.failed(exc)
         return outcomes
-    except ConnectionLevelError as exc:
-        for o in outcomes:
-            o.status, o.error = "connection", exc
-        return outcomes
-
-    confirmed: dict[str, Member] = {
-        m.email_address.strip().lower(): m for m in [*result.new_members, *result.updated_members]
-    }
-    errors = {e.email_address.strip().lower(): e for e in result.errors}
-    retry_singly: list[int] = []
-    follow_ups: list[tuple[int, tuple[Op, ...]]] = []
-    for i, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True)):
-        upsert = plan.ops[0]
-        assert isinstance(upsert, UpsertMember)
-        key = upsert.email.strip().lower()
-        if key in errors:
-            err = classify_batch_error(errors[key])
-            if err.kind == "merge_fields" and err.field == "PHONE":
-                retry_singly.append(i)  # the single path knows how to drop just the phone
-            else:
-                outcome.status, outcome.error = "rejected", err
-                if applier.ledger.get(upsert.email_hash) is None:
-                    outcome.ledger[upsert.email_hash] = None
-            continue
-        member = confirmed.get(key)
-        if member is None:
-            # Neither confirmed nor refused: ask again on the single path rather than guess.
-            retry_singly.append(i)
-            continue
-        tag_op = plan.ops[1] if len(plan.ops) > 1 else None
-        assert tag_op is None or isinstance(tag_op, UpdateTags)
-        previous = applier.current(outcome, upsert.email_hash)
-        if member.status == "archived":
-            # Batch subscribe changes nothing on an archived member (no status was sent): the
-            # tags in the request were not added, whatever the written-ahead entry feared.
-            before = applier.ledger.get(upsert.email_hash)
-            tags, maybe = (before.tags, before.maybe_tags) if before else ((), ())
-        else:
-            tags = (*(previous.tags if previous else ()), *(tag_op.active if tag_op else ()))
-            maybe = previous.maybe_tags if previous else ()
-        applier.record_member(
-            outcome,
-            upsert.email_hash,
-            member,
-            plan.desired.fields_hash if plan.desired else None,
-            tags,
-            maybe,
-        )
-        if tag_op is not None and tag_op.inactive:
-            # Batch subscribe can only add tags; removals take the tags endpoint.
-            follow_ups.append((i, (UpdateTags(upsert.email_hash, (), tag_op.inactive),)))
+    singly, follow_ups = _read_batch_result(applier, plans, outcomes, result)
 
     async def single(i: int) -> None:
         outcomes[i] = await applier.apply(plans[i])
@@ -520,9 +444,68 @@ async def _apply_batch_chunk(
         await applier.run_ops(outcomes[i], ops)
 
     await asyncio.gather(
-        *(single(i) for i in retry_singly), *(follow_up(i, ops) for i, ops in follow_ups)
+        *(single(i) for i in singly), *(follow_up(i, ops) for i, ops in follow_ups)
     )
     return outcomes
+
+
+def _read_batch_result(
+    applier: MemberApplier,
+    plans: Sequence[MemberPlan],
+    outcomes: list[MemberOutcome],
+    result: BatchResult,
+) -> tuple[list[int], list[tuple[int, tuple[Op, ...]]]]:
+    """Record what the batch confirmed or refused for each member. Returns the members to
+    retry on the single path, and the follow-up calls of the confirmed ones."""
+    confirmed: dict[str, Member] = {
+        _batch_key(m.email_address): m for m in [*result.new_members, *result.updated_members]
+    }
+    errors = {_batch_key(e.email_address): e for e in result.errors}
+    retry_singly: list[int] = []
+    follow_ups: list[tuple[int, tuple[Op, ...]]] = []
+    for i, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True)):
+        upsert, tag_op = _batch_ops(plan)
+        key = _batch_key(upsert.email)
+        if key in errors:
+            err = classify_batch_error(errors[key])
+            if err.kind == "merge_fields" and err.field == "PHONE":
+                retry_singly.append(i)  # the single path knows how to drop just the phone
+            else:
+                outcome.status, outcome.error = "rejected", err
+                applier.forget_if_refused(outcome, upsert.email_hash)
+            continue
+        member = confirmed.get(key)
+        if member is None:
+            # Neither confirmed nor refused: ask again on the single path rather than guess.
+            retry_singly.append(i)
+            continue
+        _record_batched_member(applier, plan, outcome, member)
+        if tag_op is not None and tag_op.inactive:
+            # Batch subscribe can only add tags; removals take the tags endpoint.
+            follow_ups.append((i, (UpdateTags(upsert.email_hash, (), tag_op.inactive),)))
+    return retry_singly, follow_ups
+
+
+def _record_batched_member(
+    applier: MemberApplier, plan: MemberPlan, outcome: MemberOutcome, member: Member
+) -> None:
+    upsert, tag_op = _batch_ops(plan)
+    previous = applier.current(outcome, upsert.email_hash)
+    if member.status == "archived":
+        # Batch subscribe changes nothing on an archived member (no status was sent): the
+        # tags in the request were not added, whatever the written-ahead entry feared.
+        tags, maybe = _tags_of(applier.ledger.get(upsert.email_hash))
+    else:
+        tags = (*(previous.tags if previous else ()), *(tag_op.active if tag_op else ()))
+        maybe = previous.maybe_tags if previous else ()
+    applier.record_member(
+        outcome,
+        upsert.email_hash,
+        member,
+        plan.desired.fields_hash if plan.desired else None,
+        tags,
+        maybe,
+    )
 
 
 async def apply_plans(

@@ -1,10 +1,12 @@
 """Retry timing: 1 s, 2 s, 4 s... capped at 5 minutes, with a little jitter.
 
-`scale` multiplies every delay (cap included); production runs at 1.0, tests shrink time."""
+`scale` multiplies every delay (cap included); production runs at 1.0, tests shrink time.
+`Backoff` carries the scale, so the parts that decide a delay are handed one object."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 MAX_ATTEMPTS = 5
 CAP_SECONDS = 300.0
@@ -25,3 +27,21 @@ def throttle_delay(retry_after: float | None, *, scale: float = 1.0) -> float:
     if retry_after is not None and retry_after > 0:
         return min(CAP_SECONDS, retry_after) * scale
     return random.uniform(1.0, 3.0) * scale
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The worker's retry timing, injected where a delay is decided (outcomes, health).
+
+    `scale` multiplies every delay, the cap included: production runs at 1.0; tests shrink
+    time with `MCSYNC_BACKOFF_SCALE`."""
+
+    scale: float = 1.0
+
+    def retry(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based), with jitter; see `backoff_delay`."""
+        return backoff_delay(attempt, scale=self.scale)
+
+    def throttled(self, retry_after: float | None) -> float:
+        """How long an account waits after throttling; see `throttle_delay`."""
+        return throttle_delay(retry_after, scale=self.scale)

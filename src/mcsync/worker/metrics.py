@@ -1,19 +1,28 @@
 """Prometheus metrics for the worker: `mcsync worker --metrics-port N` serves GET /metrics.
 
-Per connection, the figures `mcsync status` shows (read from Postgres at scrape time, so every
-worker reports the same truth); per worker process, Mailchimp API latency and outcomes and what
-happened to the queue rows it processed. Plain text exposition format, served by a tiny asyncio
-server: no extra dependency."""
+Built on `prometheus_client`. Per connection, the figures `mcsync status` shows, read from
+Postgres at scrape time by a custom collector (so every worker reports the same truth); per
+worker process, counters and a latency histogram of Mailchimp calls and what happened to the
+queue rows it processed. Each `Metrics` has its own registry, so several workers in one process
+(tests, benchmarks) never share counts."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,149 +33,155 @@ log = get_logger("mcsync.worker")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STATES = ("active", "paused", "error")
-
-
-def _escape(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, object]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if value != int(value) else str(int(value))
+SCRAPE_DB_TIMEOUT = 5.0  # seconds a scrape waits for the connection figures
 
 
 class Metrics:
-    """Counters and latency histograms of one worker process (all in memory)."""
+    """Counters and latency histograms of one worker process, in their own registry."""
 
-    def __init__(self) -> None:
-        self.api_calls: dict[tuple[str, str], int] = defaultdict(int)
-        self.api_buckets: dict[str, list[int]] = {}
-        self.api_sum: dict[str, float] = defaultdict(float)
-        self.api_count: dict[str, int] = defaultdict(int)
-        self.events: dict[str, int] = defaultdict(int)
-        self.started = time.time()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.api_requests = Counter(
+            "mcsync_api_requests",
+            "Mailchimp API calls by operation and outcome",
+            ["op", "outcome"],
+            registry=self.registry,
+        )
+        self.api_duration = Histogram(
+            "mcsync_api_request_duration_seconds",
+            "Mailchimp API call latency",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "mcsync_events",
+            "queue rows this worker processed, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        started = Gauge(
+            "mcsync_worker_start_time_seconds", "when this worker started", registry=self.registry
+        )
+        started.set_to_current_time()
 
     def observe_call(self, op: str, outcome: str, seconds: float) -> None:
-        self.api_calls[(op, outcome)] += 1
-        buckets = self.api_buckets.setdefault(op, [0] * len(LATENCY_BUCKETS))
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-        self.api_sum[op] += seconds
-        self.api_count[op] += 1
+        """Count one Mailchimp call and its latency."""
+        self.api_requests.labels(op=op, outcome=outcome).inc()
+        self.api_duration.labels(op=op).observe(seconds)
 
     def count_events(self, outcome: str, n: int) -> None:
+        """Count `n` queue rows that ended a pass with `outcome`."""
         if n:
-            self.events[outcome] += n
+            self.events.labels(outcome=outcome).inc(n)
 
-    # --- exposition -----------------------------------------------------------------------
 
-    def render(self, connections: Iterable[Mapping[str, Any]] = ()) -> str:
-        lines: list[str] = []
+def connection_families(rows: Iterable[Mapping[str, Any]]) -> list[Metric]:
+    """The per-connection metric families for `mcsync status` rows (`queries.STATUS_ROWS`)."""
+    state = GaugeMetricFamily(
+        "mcsync_connection_state",
+        "1 for the connection's current state",
+        labels=["user_id", "state"],
+    )
+    notice = GaugeMetricFamily(
+        "mcsync_connection_notice", "1 while the user is shown the sync notice", labels=["user_id"]
+    )
+    pending = GaugeMetricFamily(
+        "mcsync_pending_events", "queue rows waiting for the connection", labels=["user_id"]
+    )
+    oldest = GaugeMetricFamily(
+        "mcsync_oldest_pending_seconds",
+        "age of the connection's oldest queue row",
+        labels=["user_id"],
+    )
+    rejected = GaugeMetricFamily(
+        "mcsync_rejected_contacts",
+        "contacts Mailchimp refused (or warned about)",
+        labels=["user_id", "severity"],
+    )
+    failures = GaugeMetricFamily(
+        "mcsync_consecutive_failures", "failed passes since the last success", labels=["user_id"]
+    )
+    throttled = CounterMetricFamily(
+        "mcsync_throttled", "times Mailchimp throttled the connection", labels=["user_id"]
+    )
+    last_sync = GaugeMetricFamily(
+        "mcsync_last_sync_timestamp_seconds", "unix time of the last clean sync", labels=["user_id"]
+    )
+    last_error = InfoMetricFamily(
+        "mcsync_last_error", "the connection's last error (1 when set)", labels=["user_id"]
+    )
+    for r in rows:
+        uid = str(r["user_id"])
+        for s in STATES:
+            state.add_metric([uid, s], 1 if r["sync_status"] == s else 0)
+        notice.add_metric([uid], 1 if r["notice"] else 0)
+        pending.add_metric([uid], r["pending"] or 0)
+        oldest.add_metric([uid], float(r["oldest_pending_seconds"] or 0))
+        rejected.add_metric([uid, "error"], r["rejected"] or 0)
+        rejected.add_metric([uid, "warning"], r["warnings"] or 0)
+        failures.add_metric([uid], r["consecutive_failures"] or 0)
+        throttled.add_metric([uid], r["throttled_count"] or 0)
+        if r["last_sync_at"] is not None:
+            last_sync.add_metric([uid], round(r["last_sync_at"].timestamp(), 3))
+        if r["last_error"]:
+            last_error.add_metric([uid], {"error": str(r["last_error"])[:200]})
+    return [state, notice, pending, oldest, rejected, failures, throttled, last_sync, last_error]
 
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
 
-        def sample(name: str, labels: Mapping[str, object], value: float) -> None:
-            lines.append(f"{name}{_labels(labels)} {_num(value)}")
+class ConnectionCollector(Collector):
+    """Reads the connection figures at scrape time; a database that is away yields none."""
 
-        rows = list(connections)
-        family("mcsync_connection_state", "gauge", "1 for the connection's current state")
-        for r in rows:
-            for state in STATES:
-                sample(
-                    "mcsync_connection_state",
-                    {"user_id": r["user_id"], "state": state},
-                    1 if r["sync_status"] == state else 0,
-                )
-        family("mcsync_connection_notice", "gauge", "1 while the user is shown the sync notice")
-        for r in rows:
-            sample("mcsync_connection_notice", {"user_id": r["user_id"]}, 1 if r["notice"] else 0)
-        family("mcsync_pending_events", "gauge", "queue rows waiting for the connection")
-        for r in rows:
-            sample("mcsync_pending_events", {"user_id": r["user_id"]}, r["pending"] or 0)
-        family("mcsync_oldest_pending_seconds", "gauge", "age of the connection's oldest queue row")
-        for r in rows:
-            age = r["oldest_pending_seconds"]
-            sample("mcsync_oldest_pending_seconds", {"user_id": r["user_id"]}, float(age or 0))
-        family("mcsync_rejected_contacts", "gauge", "contacts Mailchimp refused (or warned about)")
-        for r in rows:
-            sample(
-                "mcsync_rejected_contacts",
-                {"user_id": r["user_id"], "severity": "error"},
-                r["rejected"] or 0,
-            )
-            sample(
-                "mcsync_rejected_contacts",
-                {"user_id": r["user_id"], "severity": "warning"},
-                r["warnings"] or 0,
-            )
-        family("mcsync_consecutive_failures", "gauge", "failed passes since the last success")
-        for r in rows:
-            sample(
-                "mcsync_consecutive_failures",
-                {"user_id": r["user_id"]},
-                r["consecutive_failures"] or 0,
-            )
-        family("mcsync_throttled", "counter", "times Mailchimp throttled the connection")
-        for r in rows:
-            sample("mcsync_throttled_total", {"user_id": r["user_id"]}, r["throttled_count"] or 0)
-        family("mcsync_last_sync_timestamp_seconds", "gauge", "unix time of the last clean sync")
-        for r in rows:
-            if r["last_sync_at"] is not None:
-                sample(
-                    "mcsync_last_sync_timestamp_seconds",
-                    {"user_id": r["user_id"]},
-                    round(r["last_sync_at"].timestamp(), 3),
-                )
-        family("mcsync_last_error_info", "gauge", "the connection's last error (1 when set)")
-        for r in rows:
-            if r["last_error"]:
-                sample(
-                    "mcsync_last_error_info",
-                    {"user_id": r["user_id"], "error": str(r["last_error"])[:200]},
-                    1,
-                )
+    def __init__(self, read_rows: Callable[[], list[dict[str, Any]]]) -> None:
+        self.read_rows = read_rows
 
-        family("mcsync_api_requests", "counter", "Mailchimp API calls by operation and outcome")
-        for (op, outcome), n in sorted(self.api_calls.items()):
-            sample("mcsync_api_requests_total", {"op": op, "outcome": outcome}, n)
-        family("mcsync_api_request_duration_seconds", "histogram", "Mailchimp API call latency")
-        for op in sorted(self.api_buckets):
-            for bound, n in zip(LATENCY_BUCKETS, self.api_buckets[op], strict=True):
-                sample("mcsync_api_request_duration_seconds_bucket", {"op": op, "le": bound}, n)
-            sample(
-                "mcsync_api_request_duration_seconds_bucket",
-                {"op": op, "le": "+Inf"},
-                self.api_count[op],
-            )
-            sample("mcsync_api_request_duration_seconds_sum", {"op": op}, self.api_sum[op])
-            sample("mcsync_api_request_duration_seconds_count", {"op": op}, self.api_count[op])
-        family("mcsync_events", "counter", "queue rows this worker processed, by outcome")
-        for outcome, n in sorted(self.events.items()):
-            sample("mcsync_events_total", {"outcome": outcome}, n)
-        family("mcsync_worker_start_time_seconds", "gauge", "when this worker started")
-        sample("mcsync_worker_start_time_seconds", {}, round(self.started, 3))
-        return "\n".join(lines) + "\n"
+    def describe(self) -> list[Metric]:
+        return []  # nothing to read at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rows = self.read_rows()
+        except Exception as exc:  # the database is away: still report the worker's own figures
+            log.warning("metrics_db_unavailable", outcome="error", error=repr(exc)[:200])
+            rows = []
+        yield from connection_families(rows)
 
 
 async def connection_rows(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(queries.STATUS_ROWS)
-        rows = await cur.fetchall()
-    for row in rows:
-        row["user_id"] = str(row["user_id"])
-    return rows
+        return await cur.fetchall()
+
+
+def _only_metrics_paths(app: Callable[..., Any]) -> Callable[..., Any]:
+    """GET /metrics (or /) goes to prometheus_client's app; anything else is a 404."""
+
+    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") not in (
+            "/metrics",
+            "/",
+        ):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        return app(environ, start_response)
+
+    return dispatch
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr
+        pass
 
 
 class MetricsServer:
-    """GET /metrics on `port` (0: any free port; see `.port` once started)."""
+    """GET /metrics on `port` (0: any free port; see `.port` once started).
+
+    prometheus_client's WSGI app, served from a thread (as its `start_http_server` does); the
+    connection figures are read through the worker's own pool on the worker's event loop."""
 
     def __init__(
         self, metrics: Metrics, pool: AsyncConnectionPool, port: int, host: str = "0.0.0.0"
@@ -175,42 +190,39 @@ class MetricsServer:
         self.pool = pool
         self.host = host
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+        self._collector: ConnectionCollector | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+
+        def read_rows() -> list[dict[str, Any]]:
+            future = asyncio.run_coroutine_threadsafe(connection_rows(self.pool), loop)
+            try:
+                return future.result(SCRAPE_DB_TIMEOUT)
+            finally:
+                future.cancel()
+
+        self._collector = ConnectionCollector(read_rows)
+        self.metrics.registry.register(self._collector)
+        app = _only_metrics_paths(make_wsgi_app(self.metrics.registry))
+        self._server = make_server(
+            self.host, self.port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="mcsync-metrics", daemon=True
+        )
+        self._thread.start()
         log.info("metrics_listening", port=self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await asyncio.to_thread(self._server.shutdown)
+            self._server.server_close()
+            self._server = None
+        if self._collector is not None:
+            self.metrics.registry.unregister(self._collector)
+            self._collector = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            if method != "GET" or path.split("?")[0] not in ("/metrics", "/"):
-                status, body, ctype = "404 Not Found", b"not found\n", "text/plain"
-            else:
-                try:
-                    rows = await connection_rows(self.pool)
-                except Exception as exc:  # the database is away: still report the worker
-                    log.warning("metrics_db_unavailable", outcome="error", error=repr(exc)[:200])
-                    rows = []
-                body = self.metrics.render(rows).encode()
-                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()

@@ -20,7 +20,9 @@ from psycopg_pool import AsyncConnectionPool
 from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
+from mcsync.mailchimp.client import ClientFactory
 from mcsync.worker.account import AccountSettings, AccountWorker
+from mcsync.worker.backoff import Backoff
 from mcsync.worker.listener import Listener
 from mcsync.worker.metrics import Metrics, MetricsServer
 from mcsync.worker.store import WorkerStore
@@ -31,81 +33,59 @@ MAX_ACCOUNTS_AT_ONCE = 16
 
 
 def default_worker_id() -> str:
+    """host:pid:random, so two workers never share a lease owner."""
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None, listen: bool = True):
-        self.settings = settings
-        self.worker_id = worker_id or default_worker_id()
-        self.listen = listen
-        self.cipher = TokenCipher(settings.encryption_keys)
-        self.wake = asyncio.Event()
-        self.stopping = asyncio.Event()
+    """The worker's loop: wake on NOTIFY (`wake`) or the poll timer, lease accounts that have
+    due work, serve each on its own task with `accounts`.
+
+    Its parts are injected: `store` (claims, on any pool), `accounts` (serving one account,
+    with its Mailchimp clients and backoff). `WorkerService` builds them for production."""
+
+    def __init__(
+        self,
+        store: WorkerStore,
+        accounts: AccountWorker,
+        *,
+        poll_interval: float = 2.0,
+        wake: asyncio.Event | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.poll_interval = poll_interval
+        self.wake = wake or asyncio.Event()
+        self.stopping = stopping or asyncio.Event()
         self.busy: dict[UUID, asyncio.Task[None]] = {}
-        self.metrics = Metrics()
-        self.metrics_server: MetricsServer | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.store.owner
 
     async def run(self, *, once: bool = False, drain_seconds: float = 20.0) -> None:
-        s = self.settings
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-        async with (
-            AsyncConnectionPool(
-                s.database_url,
-                min_size=1,
-                max_size=max(4, MAX_ACCOUNTS_AT_ONCE // 2),
-                kwargs={"autocommit": True},
-                # After a Postgres restart, pooled connections are dead: test before lending.
-                check=AsyncConnectionPool.check_connection,
-                open=False,
-            ) as pool,
-            httpx.AsyncClient(limits=limits, timeout=s.mcsync_http_timeout) as http,
-        ):
-            store = WorkerStore(pool, self.worker_id, s.mcsync_lease_seconds)
-            accounts = AccountWorker(
-                store,
-                self.cipher,
-                http,
-                AccountSettings(
-                    api_url_template=s.mailchimp_api_url,
-                    max_in_flight=s.mcsync_max_in_flight,
-                    batch_threshold=s.mcsync_batch_threshold,
-                    claim_size=s.mcsync_claim_size,
-                    max_passes=s.mcsync_max_passes,
-                    http_timeout=s.mcsync_http_timeout,
-                    backoff_scale=s.mcsync_backoff_scale,
-                ),
-                self.metrics,
-            )
-            log.info("worker_started", worker_id=self.worker_id, once=once)
-            if once:
-                await self._drain(store, accounts)
-                return
-            if s.mcsync_metrics_port is not None:
-                self.metrics_server = MetricsServer(self.metrics, pool, s.mcsync_metrics_port)
-                await self.metrics_server.start()
-            listener_task = None
-            if self.listen:
-                listener_task = asyncio.create_task(Listener(s.database_url, self.wake).run())
-            try:
-                await self._loop(store, accounts)
-            finally:
-                if listener_task is not None:
-                    listener_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await listener_task
-                await self._finish_in_flight(drain_seconds)
-                if self.metrics_server is not None:
-                    await self.metrics_server.stop()
-                log.info("worker_stopped", worker_id=self.worker_id)
+        """Serve until `stop()` (then give in-flight passes `drain_seconds`); with `once`,
+        serve every account until none has anything due, then return."""
+        log.info("worker_started", worker_id=self.worker_id, once=once)
+        if once:
+            await self.drain()
+            return
+        try:
+            await self._loop()
+        finally:
+            await self._finish_in_flight(drain_seconds)
+            log.info("worker_stopped", worker_id=self.worker_id)
 
-    async def _claim_and_start(self, store: WorkerStore, accounts: AccountWorker) -> int:
+    async def serve_due(self) -> int:
+        """Lease accounts with due work (as many as there is room for) and start serving
+        each; returns how many were started."""
         free = MAX_ACCOUNTS_AT_ONCE - len(self.busy)
         if free <= 0:
             return 0
-        claimed = await store.claim_accounts(free, self.busy.keys())
+        claimed = await self.store.claim_accounts(free, self.busy.keys())
         for account in claimed:
-            task = asyncio.create_task(accounts.serve(account))
+            task = asyncio.create_task(self.accounts.serve(account))
             self.busy[account.user_id] = task
             task.add_done_callback(functools.partial(self._done, account.user_id))
         return len(claimed)
@@ -121,12 +101,12 @@ class Worker:
             )
         self.wake.set()  # an account finished: there may be more for it, or room for another
 
-    async def _loop(self, store: WorkerStore, accounts: AccountWorker) -> None:
-        poll = self.settings.mcsync_poll_interval
+    async def _loop(self) -> None:
+        poll = self.poll_interval
         while not self.stopping.is_set():
             self.wake.clear()  # before claiming, so a NOTIFY during the claim is not lost
             try:
-                await self._claim_and_start(store, accounts)
+                await self.serve_due()
             except Exception as exc:  # the database is away: keep the loop alive and retry
                 log.warning("claim_failed", outcome="error", error=repr(exc)[:300])
             timeout = poll * random.uniform(0.8, 1.2)
@@ -138,10 +118,10 @@ class Worker:
             for w in waiters:
                 w.cancel()
 
-    async def _drain(self, store: WorkerStore, accounts: AccountWorker) -> None:
+    async def drain(self) -> None:
         """--once: serve every account until no account has anything due."""
         while True:
-            started = await self._claim_and_start(store, accounts)
+            started = await self.serve_due()
             if not started and not self.busy:
                 return
             if self.busy:
@@ -158,15 +138,95 @@ class Worker:
             await asyncio.wait(pending, timeout=5)
 
     def stop(self) -> None:
+        """Claim nothing more; `run` returns once in-flight passes finish (or time out)."""
+        self.stopping.set()
+
+
+class WorkerService:
+    """`mcsync worker`: a `Worker` with its production parts, built from settings (a pooled
+    Postgres, one shared HTTP client, LISTEN/NOTIFY, the metrics endpoint)."""
+
+    def __init__(
+        self, settings: Settings, *, worker_id: str | None = None, listen: bool = True
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.listen = listen
+        self.cipher = TokenCipher(settings.encryption_keys)
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.metrics = Metrics()
+
+    def worker(
+        self, pool: AsyncConnectionPool, http: httpx.AsyncClient
+    ) -> Worker:
+        """The worker on these parts."""
+        s = self.settings
+        store = WorkerStore(pool, self.worker_id, s.mcsync_lease_seconds)
+        accounts = AccountWorker(
+            store,
+            self.cipher,
+            ClientFactory.from_settings(s, http),
+            AccountSettings.from_settings(s),
+            backoff=Backoff(s.mcsync_backoff_scale),
+            metrics=self.metrics,
+        )
+        return Worker(
+            store,
+            accounts,
+            poll_interval=s.mcsync_poll_interval,
+            wake=self.wake,
+            stopping=self.stopping,
+        )
+
+    async def run(self, *, once: bool = False, drain_seconds: float = 20.0) -> None:
+        """Open the parts, run the worker on them (see `Worker.run`), close them."""
+        s = self.settings
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        async with (
+            AsyncConnectionPool(
+                s.database_url,
+                min_size=1,
+                max_size=max(4, MAX_ACCOUNTS_AT_ONCE // 2),
+                kwargs={"autocommit": True},
+                # After a Postgres restart, pooled connections are dead: test before lending.
+                check=AsyncConnectionPool.check_connection,
+                open=False,
+            ) as pool,
+            httpx.AsyncClient(limits=limits, timeout=s.mcsync_http_timeout) as http,
+        ):
+            worker = self.worker(pool, http)
+            if once:
+                await worker.run(once=True)
+                return
+            metrics_server = None
+            if s.mcsync_metrics_port is not None:
+                metrics_server = MetricsServer(self.metrics, pool, s.mcsync_metrics_port)
+                await metrics_server.start()
+            listener = None
+            if self.listen:
+                listener = asyncio.create_task(Listener(s.database_url, self.wake).run())
+            try:
+                await worker.run(drain_seconds=drain_seconds)
+            finally:
+                if listener is not None:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await listener
+                if metrics_server is not None:
+                    await metrics_server.stop()
+
+    def stop(self) -> None:
         self.stopping.set()
 
 
 async def run_worker(
     settings: Settings, *, once: bool = False, worker_id: str | None = None, listen: bool = True
 ) -> None:
-    worker = Worker(settings, worker_id=worker_id, listen=listen)
+    """Run `mcsync worker` until SIGTERM/SIGINT (or, with `once`, until nothing is due)."""
+    service = WorkerService(settings, worker_id=worker_id, listen=listen)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, worker.stop)
-    await worker.run(once=once)
+            loop.add_signal_handler(sig, service.stop)
+    await service.run(once=once)

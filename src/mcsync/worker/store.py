@@ -6,7 +6,7 @@ Postgres and the planner's types. No transaction is ever held across a Mailchimp
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,11 +17,15 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from mcsync import queries
-from mcsync.mirror import Contact, LedgerMember, normalize_email, subscriber_hash
+from mcsync.emails import normalize_email, subscriber_hash
+from mcsync.mirror import Contact, LedgerMember
+from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 
 
 @dataclass(frozen=True)
 class Account:
+    """A leased Mailchimp connection, as the worker serves it."""
+
     user_id: UUID
     audience_id: str
     api_endpoint: str
@@ -32,9 +36,16 @@ class Account:
     consecutive_failures: int
     has_bulk: bool = False  # an import is waiting in mailchimp_sync_bulk
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Account:
+        """A claimed `mailchimp_connections` row (other columns are ignored)."""
+        return cls(**{k: v for k, v in row.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class Event:
+    """A leased queue row: one contact changed (op, the address it had, its version)."""
+
     id: int
     contact_id: UUID
     op: str
@@ -74,51 +85,30 @@ class Outcomes:
     released: list[Event] = field(default_factory=list)
 
 
-def _contact(row: dict[str, Any]) -> Contact:
-    return Contact(
-        id=row["id"],
-        email=row["email"],
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        phone=row["phone"],
-        tags=tuple(row["tags"] or ()),
-    )
-
-
-def _ledger(row: dict[str, Any]) -> LedgerMember:
-    return LedgerMember(
-        email_hash=row["email_hash"],
-        email=row["email"],
-        fields_hash=row["fields_hash"],
-        tags=tuple(row["tags"] or ()),
-        maybe_tags=tuple(row["maybe_tags"] or ()),
-        status=row["status"],
-        archived=row["archived"],
-        archive_status=row["archive_status"],
-        pending_rename_from=row["pending_rename_from"],
-    )
-
-
 class WorkerStore:
+    """Every Postgres read and write of the worker, for one worker process (`owner`).
+
+    Claims are leases of `lease_seconds` in the name of `owner`; `record` writes only while
+    the account is still held."""
+
     def __init__(self, pool: AsyncConnectionPool, owner: str, lease_seconds: float) -> None:
         self.pool = pool
         self.owner = owner
         self.lease_seconds = lease_seconds
 
-    async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
+    async def _lease(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Run a claiming statement in this worker's name; the rows it leased."""
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                queries.CLAIM_ACCOUNTS,
-                {
-                    "owner": self.owner,
-                    "lease_seconds": self.lease_seconds,
-                    "limit": limit,
-                    "busy": list(busy),
-                },
+                statement, {"owner": self.owner, "lease_seconds": self.lease_seconds, **params}
             )
-            rows = await cur.fetchall()
-        fields = Account.__dataclass_fields__
-        return [Account(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+            return await cur.fetchall()
+
+    async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
+        """Lease up to `limit` accounts with due work (or a due probe), leaving out `busy`
+        (this worker serves them already)."""
+        rows = await self._lease(queries.CLAIM_ACCOUNTS, limit=limit, busy=list(busy))
+        return [Account.from_row(r) for r in rows]
 
     async def renew_account(self, user_id: UUID) -> bool:
         """Extend the leases; False when this worker no longer holds the account."""
@@ -131,37 +121,23 @@ class WorkerStore:
             return bool(row and row[0])
 
     async def mark_archiving(self, account: Account, email_hash: str, status: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                queries.MARK_ARCHIVING,
-                {
-                    "user_id": account.user_id,
-                    "audience_id": account.audience_id,
-                    "email_hash": email_hash,
-                    "status": status,
-                },
-            )
+        """Note the status a member had just before mcsync archives it (see archive_status)."""
+        params = {"user_id": account.user_id, "audience_id": account.audience_id}
+        await self._run(
+            (queries.MARK_ARCHIVING, {**params, "email_hash": email_hash, "status": status})
+        )
 
     async def release_account(self, user_id: UUID) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner})
+        """Give the account's lease back (its rows' leases simply expire or were released)."""
+        await self._run((queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner}))
 
     async def claim_due_events(
         self, user_id: UUID, limit: int, *, exclude: Iterable[int] = ()
     ) -> list[Event]:
         """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                queries.CLAIM_DUE_EVENTS,
-                {
-                    "owner": self.owner,
-                    "lease_seconds": self.lease_seconds,
-                    "user_id": user_id,
-                    "limit": limit,
-                    "exclude": list(exclude),
-                },
-            )
-            rows = await cur.fetchall()
+        rows = await self._lease(
+            queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
+        )
         return [Event(**r) for r in rows]
 
     async def expand_bulk(self, user_id: UUID, chunk: int) -> int:
@@ -178,11 +154,13 @@ class WorkerStore:
         return expanded
 
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
+        """Everything the planner needs for these claimed rows: the contacts as they are now,
+        every contact sharing one of their addresses (now or before), links and ledger."""
         ids = [e.contact_id for e in events]
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(queries.CONTACTS_BY_ID, {**params, "ids": ids})
-            changed = [_contact(r) for r in await cur.fetchall()]
+            changed = [contact_from_row(r) for r in await cur.fetchall()]
             present = {c.id for c in changed}
             await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": ids})
             link_rows = await cur.fetchall()
@@ -199,7 +177,7 @@ class WorkerStore:
             emails |= {normalize_email(e.email) for e in events if e.email}
             lowered = sorted({e.lower() for e in emails if e})
             await cur.execute(queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered})
-            sharing = [_contact(r) for r in await cur.fetchall()]
+            sharing = [contact_from_row(r) for r in await cur.fetchall()]
 
             hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
@@ -227,7 +205,7 @@ class WorkerStore:
         if not hashes:
             return {}
         await cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
-        return {r["email_hash"]: _ledger(r) for r in await cur.fetchall()}
+        return {r["email_hash"]: ledger_from_row(r) for r in await cur.fetchall()}
 
     async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
         """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries,
@@ -308,22 +286,54 @@ class WorkerStore:
         if out.ledger_deletes:
             await conn.execute(queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
         if out.ledger_upserts:
-            rows = [
-                {
-                    "email_hash": m.email_hash,
-                    "email": m.email,
-                    "fields_hash": m.fields_hash,
-                    "tags": list(m.tags),
-                    "maybe_tags": list(m.maybe_tags),
-                    "archive_status": m.archive_status,
-                    "pending_rename_from": m.pending_rename_from,
-                    "status": m.status,
-                    "archived": m.archived,
-                }
-                for m in out.ledger_upserts
-            ]
+            rows = [ledger_to_row(m) for m in out.ledger_upserts]
             await conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
 
-    async def execute(self, statement: str, params: dict[str, Any]) -> None:
+    # --- connection health (see mcsync.worker.health) ----------------------------------------
+
+    async def _run(self, *statements: tuple[str, dict[str, Any]]) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(statement, params)
+            for statement, params in statements:
+                await conn.execute(statement, params)
+
+    async def hold_back(self, user_id: UUID, delay: float) -> None:
+        """Count a throttle, and make every row of the account wait `delay` seconds."""
+        uid = {"user_id": user_id}
+        await self._run(
+            (queries.COUNT_THROTTLED, uid),
+            (queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.owner}),
+        )
+
+    async def count_throttled(self, user_id: UUID) -> None:
+        await self._run((queries.COUNT_THROTTLED, {"user_id": user_id}))
+
+    async def record_failure(self, user_id: UUID, error: str) -> None:
+        """One more failure in a row toward pausing the connection."""
+        await self._run((queries.RECORD_FAILURE, {"user_id": user_id, "error": error[:500]}))
+
+    async def pause_connection(
+        self, user_id: UUID, notice: str, error: str, *, probe_in: float
+    ) -> None:
+        params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
+        await self._run((queries.PAUSE_CONNECTION, params))
+
+    async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
+        params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
+        await self._run((queries.RESCHEDULE_PROBE, params))
+
+    async def resume_connection(self, user_id: UUID) -> None:
+        """Active again: every waiting row is due now, and the workers are woken."""
+        uid = {"user_id": user_id}
+        await self._run(
+            (queries.RESUME_CONNECTION, uid),
+            (queries.MAKE_USER_EVENTS_DUE, uid),
+            (queries.NOTIFY, {}),
+        )
+
+    async def mark_connection_error(self, user_id: UUID, notice: str, error: str) -> None:
+        """The token is revoked or the account unusable: stop until the user reconnects."""
+        params = {"user_id": user_id, "notice": notice, "error": error[:500]}
+        await self._run((queries.MARK_CONNECTION_ERROR, params))
+
+    async def mark_synced(self, user_id: UUID) -> None:
+        await self._run((queries.MARK_SYNCED, {"user_id": user_id}))

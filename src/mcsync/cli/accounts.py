@@ -1,0 +1,90 @@
+"""Commands that add or remove a user's Mailchimp connection by hand: `connect`, `disconnect`."""
+
+from __future__ import annotations
+
+import argparse
+from uuid import UUID
+
+import psycopg
+
+from mcsync.cli.options import (
+    DATABASE,
+    add_command,
+    require_cipher,
+    require_database,
+    settings_from,
+)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    """Register a user's Mailchimp connection without the browser, and queue a first full sync.
+
+    For operators and scripts; users normally connect through `mcsync web`'s OAuth popup. The
+    access token is stored encrypted with the newest key of MCSYNC_ENCRYPTION_KEYS."""
+    from mcsync.connections import connect_user
+
+    settings = settings_from(args)
+    cipher = require_cipher(settings)
+    api_endpoint = args.api_endpoint or settings.api_base(args.dc)
+    with psycopg.connect(require_database(settings), autocommit=True) as conn:
+        queued = connect_user(
+            conn,
+            cipher,
+            user_id=args.user_id,
+            access_token=args.access_token,
+            dc=args.dc,
+            api_endpoint=api_endpoint,
+            account_name=args.account_name,
+            audience_id=args.audience_id,
+            audience_name=args.audience_name,
+            double_optin=args.double_optin,
+        )
+    print(f"connected user {args.user_id}; {queued} contacts queued for a first full sync")
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    """Remove a user's Mailchimp credentials and pending changes.
+
+    The Mailchimp audience and the app's contacts are left as they are; reconnecting starts with
+    a full sync."""
+    from mcsync.connections import disconnect_user
+
+    settings = settings_from(args)
+    with psycopg.connect(require_database(settings), autocommit=True) as conn:
+        removed = disconnect_user(conn, args.user_id)
+    print(
+        f"disconnected user {args.user_id}" if removed else f"user {args.user_id} had no connection"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "connect",
+        cmd_connect,
+        help="register a connection without the browser",
+        settings=("database_url", "encryption_keys", "api_url", "login_url"),
+    )
+    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+    p.add_argument("--access-token", required=True, help="the user's Mailchimp OAuth token")
+    p.add_argument("--dc", required=True, help="Mailchimp data center, e.g. us1")
+    p.add_argument("--audience-id", required=True, help="the audience to mirror contacts into")
+    p.add_argument("--audience-name", help="shown in the settings widget")
+    p.add_argument("--account-name", help="shown in the settings widget")
+    p.add_argument("--api-endpoint", help="default: MAILCHIMP_API_URL with the dc filled in")
+    p.add_argument(
+        "--double-optin",
+        action="store_true",
+        help="the audience uses double opt-in: new members start as pending",
+    )
+
+    p = add_command(
+        sub,
+        "disconnect",
+        cmd_disconnect,
+        help="remove a user's credentials and pending events",
+        settings=DATABASE,
+    )
+    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")

@@ -1,0 +1,150 @@
+"""The web side's commands: `web` (OAuth, settings API, widget), `sync-now` and `verify`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+from typing import Any
+from uuid import UUID
+
+from mcsync.cli.options import MAILCHIMP, add_command, database_and_cipher
+from mcsync.crypto import EncryptionKeyError
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the OAuth popup flow, the settings JSON API and the widget (/static/mcsync.js).
+
+    Needs MCSYNC_JWT_SECRET, MCSYNC_APP_ORIGIN and your registered Mailchimp app
+    (MAILCHIMP_CLIENT_ID, MAILCHIMP_CLIENT_SECRET, MAILCHIMP_REDIRECT_URI) besides the database
+    and encryption keys; it says which one is missing."""
+    import uvicorn
+
+    from mcsync.web.app import ConfigError, create_app
+
+    settings, _ = database_and_cipher(args)
+    try:
+        app = create_app(settings)
+    except (ConfigError, EncryptionKeyError) as exc:
+        print(f"mcsync web: {exc}", file=sys.stderr)
+        return 2
+    # No access log: the OAuth callback's query string holds a one-time code.
+    uvicorn.run(
+        app, host=args.host, port=args.port, access_log=False, log_config=None, proxy_headers=True
+    )
+    return 0
+
+
+def cmd_sync_now(args: argparse.Namespace) -> int:
+    """Reconcile one user's audience with their contacts, queueing only what differs.
+
+    The operator's Sync Now: no hourly limit, and an interrupted run is resumed where it stopped
+    instead of restarted. Prints a JSON summary; exit 1 when another process holds the run."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from mcsync import queries
+    from mcsync.reconcile import ReconcileError, request_sync_now, run_reconciliation
+
+    settings, cipher = database_and_cipher(args)
+    user_id: UUID = args.user_id
+    with psycopg.connect(settings.database_url, autocommit=True, row_factory=dict_row) as conn:
+        run = conn.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
+        if run is None or run["finished_at"] is not None:
+            try:
+                request_sync_now(conn, user_id, min_interval=0)
+            except ReconcileError as exc:
+                print(f"mcsync sync-now: {exc}", file=sys.stderr)
+                return 2
+    owner = f"cli-{socket.gethostname()}-{os.getpid()}"
+    result = asyncio.run(run_reconciliation(settings, cipher, user_id, owner=owner))
+    if result is None:
+        print(
+            "mcsync sync-now: the run is held by another process, or had to stop (see the log)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        json.dumps(
+            {
+                "user_id": str(user_id),
+                "listed": result.listed,
+                "differences": result.differences,
+                "queued": result.queued,
+                "resumed_at_offset": result.resumed_at,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Audit one user's audience against their contacts, changing nothing.
+
+    Lists each difference (kind, address, detail). Exit status: 0 in sync, 1 on drift, 2 when it
+    cannot check (no connection, Mailchimp unreachable)."""
+    from mcsync.mailchimp.errors import MailchimpError
+    from mcsync.reconcile import ReconcileError, audit
+
+    settings, cipher = database_and_cipher(args)
+    try:
+        diffs = asyncio.run(audit(settings, cipher, args.user_id))
+    except (ReconcileError, MailchimpError) as exc:
+        print(f"mcsync verify: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        out: dict[str, Any] = {
+            "user_id": str(args.user_id),
+            "in_sync": not diffs,
+            "differences": [d.as_dict() for d in diffs],
+        }
+        print(json.dumps(out, indent=2))
+    elif not diffs:
+        print("in sync: the audience mirrors the contacts")
+    else:
+        print(f"{len(diffs)} difference(s):")
+        for d in diffs:
+            print(f"  {d.kind:<10} {d.email}  {d.detail}")
+    return 1 if diffs else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(
+        sub,
+        "web",
+        cmd_web,
+        help="serve the OAuth routes, the settings API and the widget",
+        settings=(
+            *MAILCHIMP,
+            "login_url",
+            "jwt_secret",
+            "app_origin",
+            "client_id",
+            "client_secret",
+            "redirect_uri",
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
+    p = add_command(
+        sub,
+        "sync-now",
+        cmd_sync_now,
+        help="full reconciliation for one user (queues what differs)",
+        settings=MAILCHIMP,
+    )
+    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+
+    p = add_command(
+        sub,
+        "verify",
+        cmd_verify,
+        help="read-only drift audit; exit 1 on drift",
+        settings=MAILCHIMP,
+    )
+    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")

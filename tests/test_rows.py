@@ -1,0 +1,77 @@
+"""One subscriber hash and one way a row becomes a planner value, for every reader."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import psycopg
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg.rows import dict_row
+
+from mcsync import mirror, queries, reconcile
+from mcsync.emails import normalize_email, subscriber_hash
+from mcsync.emulator.state import subscriber_hash as emulated_hash
+from mcsync.mailchimp import client
+from mcsync.mirror import LedgerMember
+from mcsync.rows import ledger_from_row, ledger_to_row
+from tests.harness import SyncHarness
+
+
+def test_subscriber_hash_is_the_md5_of_the_lowercased_address() -> None:
+    expected = hashlib.md5(b"urist.mcvankab@freddiesjokes.com").hexdigest()
+    assert subscriber_hash("Urist.McVankab@freddiesjokes.com") == expected
+    # Trimmed like every address mcsync reads (sql/002's mcsync_email_key): ASCII spaces only.
+    assert subscriber_hash(" \tUrist.McVankab@freddiesjokes.com\r\n") == expected
+    assert subscriber_hash("\xa0urist.mcvankab@freddiesjokes.com") != expected
+
+
+def test_the_planner_the_store_and_the_client_share_one_subscriber_hash() -> None:
+    assert mirror.subscriber_hash is subscriber_hash
+    assert client.subscriber_hash is subscriber_hash
+    assert mirror.normalize_email is normalize_email
+
+
+_ADDRESS = r"[ \t]{0,2}[A-Za-z0-9._%+-]{1,12}@[A-Za-z0-9-]{1,10}\.[A-Za-z]{2,4}[ \n]{0,2}"
+
+
+@given(st.from_regex(_ADDRESS, fullmatch=True))
+def test_mcsync_names_a_member_as_the_emulated_mailchimp_does(raw: str) -> None:
+    email = normalize_email(raw)
+    assert email is not None
+    # What mcsync sends is the normalised address; Mailchimp hashes what it receives.
+    assert subscriber_hash(raw) == emulated_hash(email) == subscriber_hash(email)
+
+
+def test_the_store_and_the_reconciliation_read_the_same_ledger(sync: SyncHarness) -> None:
+    user = sync.add_user()
+    member = LedgerMember(
+        email_hash=subscriber_hash("ana@example.com"),
+        email="ana@example.com",
+        fields_hash="f" * 32,
+        tags=("vip",),
+        status="subscribed",
+        archived=True,
+        maybe_tags=("maybe",),
+        archive_status="subscribed",
+        pending_rename_from="0" * 32,
+    )
+    params = {"user_id": user.user_id, "audience_id": user.audience_id}
+    with psycopg.connect(sync.db_url, autocommit=True) as conn:
+        conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps([ledger_to_row(member)])})
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": [member.email_hash]})
+            (worker_row,) = cur.fetchall()
+    assert ledger_from_row(worker_row) == member
+
+    async def snapshot() -> reconcile.Snapshot:
+        async with (
+            await psycopg.AsyncConnection.connect(sync.db_url, autocommit=True) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            return await reconcile._load_snapshot(cur, user.user_id, user.audience_id)
+
+    # Every field, maybe_tags included (a positional copy once dropped them).
+    assert asyncio.run(snapshot()).ledger == {member.email_hash: member}
