@@ -56,7 +56,7 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
             insert_contacts(url, account.user_id, n)
             enqueue_s = time.perf_counter() - t0
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("VACUUM ANALYZE contacts, mailchimp_sync_queue")
+                conn.execute("VACUUM ANALYZE contacts, mcsync.mailchimp_sync_queue")
                 pending = queue_count(conn)
                 profile = ctx.workdir / f"backlog-{n}.prof" if ctx.profile else None
                 with WorkerProcess(

@@ -179,9 +179,10 @@ def execute(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-# Pending work: queue rows plus the ids of imports not expanded yet (mailchimp_sync_bulk).
-PENDING = """SELECT (SELECT count(*) FROM mailchimp_sync_queue)
-                  + (SELECT coalesce(sum(cardinality(contact_ids)), 0) FROM mailchimp_sync_bulk)"""
+# Pending work: queue rows plus the ids of imports not expanded yet (mcsync.mailchimp_sync_bulk).
+PENDING = """SELECT (SELECT count(*) FROM mcsync.mailchimp_sync_queue)
+                  + (SELECT coalesce(sum(cardinality(contact_ids)), 0)
+                       FROM mcsync.mailchimp_sync_bulk)"""
 
 
 def queue_empty(conn: psycopg.Connection[Any]) -> bool:

@@ -72,7 +72,7 @@ def run(ctx: Context) -> ScenarioResult:
                         while True:
                             time.sleep(0.003)
                             row = conn.execute(
-                                "SELECT EXISTS (SELECT 1 FROM mailchimp_sync_queue)"
+                                "SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_queue)"
                             ).fetchone()
                             if not (row and row[0]):
                                 break

@@ -40,6 +40,7 @@ DROP TRIGGER mcsync_contacts_updated ON contacts;
 DROP TRIGGER mcsync_contacts_deleted ON contacts;
 """
 VARIANTS = ("with", "no-trig", "bare")
+TRUNCATE_ALL = "TRUNCATE contacts, mcsync.mailchimp_sync_queue, mcsync.mailchimp_sync_bulk"
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -62,7 +63,7 @@ def run(ctx: Context) -> ScenarioResult:
         for rep in range(reps):
             order = VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]
             for v in order:
-                execute(urls[v], "TRUNCATE contacts, mailchimp_sync_queue, mailchimp_sync_bulk")
+                execute(urls[v], TRUNCATE_ALL)
                 execute(urls[v], "CHECKPOINT")
                 started = time.perf_counter()
                 insert_contacts(urls[v], users[v], n)
@@ -133,14 +134,14 @@ def _single_rows(
     try:
         ids: dict[str, list[uuid.UUID]] = {}
         for v, conn in conns.items():
-            conn.execute("TRUNCATE contacts, mailchimp_sync_queue, mailchimp_sync_bulk")
+            conn.execute(TRUNCATE_ALL)
             conn.execute(
                 "INSERT INTO contacts (user_id, email, first_name) SELECT %s,"
                 " 's' || g || '@coachmail.io', 'S' || g FROM generate_series(1, %s) g",
                 (users[v], n),
             )
             # the worker has caught up
-            conn.execute("TRUNCATE mailchimp_sync_queue, mailchimp_sync_bulk")
+            conn.execute("TRUNCATE mcsync.mailchimp_sync_queue, mcsync.mailchimp_sync_bulk")
             conn.execute("VACUUM ANALYZE contacts")
             ids[v] = [r[0] for r in conn.execute("SELECT id FROM contacts ORDER BY id")]
 

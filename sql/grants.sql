@@ -1,15 +1,74 @@
--- Optional: a least-privilege role for the worker. Apply after the migrations, as an owner.
--- The worker only ever reads `contacts`; it writes nothing but mcsync's own tables.
---   then: GRANT mcsync_worker TO <the login the worker uses>;  (or ALTER ROLE ... LOGIN)
+-- mcsync's least-privilege roles: `mcsync_worker` (the sync worker) and `mcsync_web` (`mcsync
+-- web`: OAuth connect, audience choice, disconnect, Sync Now). Each gets exactly what its
+-- statements (src/mcsync/queries.py) use, and nothing of the app's but reading `contacts`.
+-- Apply after `mcsync migrate` (and again after any later migration), as the owner of
+-- mcsync's schema and of `contacts`. Idempotent. `mcsync sql --grants` prints it rendered for
+-- MCSYNC_SCHEMA. Both roles are NOLOGIN: give them to the logins the processes use, e.g.
+--   CREATE ROLE mcsync_worker_login LOGIN PASSWORD '...' IN ROLE mcsync_worker;
+--   CREATE ROLE mcsync_web_login LOGIN PASSWORD '...' IN ROLE mcsync_web;
+-- Everything else (migrate, connect, disconnect, status, rotate-keys from the CLI) runs as the
+-- owner.
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mcsync_worker') THEN
         CREATE ROLE mcsync_worker NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mcsync_web') THEN
+        CREATE ROLE mcsync_web NOLOGIN;
+    END IF;
 END $$;
 
-GRANT SELECT ON contacts TO mcsync_worker;
-GRANT SELECT, INSERT, UPDATE, DELETE ON
-    mailchimp_connections, mailchimp_sync_queue, mailchimp_sync_bulk, mailchimp_members,
-    mailchimp_contact_links, mailchimp_rejected_contacts
-    TO mcsync_worker;
+-- Start from nothing, so a grant from an older grants.sql (which gave the worker every table,
+-- in `public`) does not outlive this one.
+REVOKE ALL ON ALL TABLES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+
+GRANT USAGE ON SCHEMA mcsync TO mcsync_worker, mcsync_web;
+GRANT SELECT ON contacts TO mcsync_worker, mcsync_web;
+-- (mcsync.mcsync_email_key is executable by everyone already: see mcsync.lock_down in sql/004.)
+
+-- The worker: claims and leases accounts, expands imports, plans, records outcomes and health.
+-- It never creates or removes a connection.
+GRANT SELECT, UPDATE ON mcsync.mailchimp_connections TO mcsync_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_queue TO mcsync_worker;
+GRANT SELECT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_members TO mcsync_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_contact_links TO mcsync_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_worker;
+
+-- The web side: stores and removes connections (queueing a full sync), spends OAuth states,
+-- runs Sync Now (which reads the ledger and corrects it, adopts orphans, queues fixes).
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_connections TO mcsync_web;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_queue TO mcsync_web;
+GRANT SELECT, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_web;
+GRANT SELECT, UPDATE, DELETE ON mcsync.mailchimp_members TO mcsync_web;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_contact_links TO mcsync_web;
+GRANT SELECT, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_web;
+GRANT SELECT, INSERT, DELETE ON mcsync.mcsync_oauth_states TO mcsync_web;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mcsync_reconciliations TO mcsync_web;
+GRANT SELECT, INSERT, DELETE ON mcsync.mcsync_reconcile_seen TO mcsync_web;
+
+-- Row level security is on for every mcsync table with no policy for anyone else (sql/004);
+-- these two roles see every row of the tables they were granted.
+DO $$
+DECLARE
+    item record;
+BEGIN
+    FOR item IN
+        SELECT c.oid::regclass AS target FROM pg_class c
+         WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'p')
+    LOOP
+        EXECUTE format('DROP POLICY IF EXISTS mcsync_processes ON %s', item.target);
+        EXECUTE format('CREATE POLICY mcsync_processes ON %s TO mcsync_worker, mcsync_web '
+                       'USING (true) WITH CHECK (true)', item.target);
+    END LOOP;
+END $$;
+
+-- Both processes read every user's contacts. Where the app has row level security on
+-- `contacts` (Supabase: policies by auth.uid()), this read-only policy is how they see all of
+-- them; it grants nothing to any other role. (The alternative, BYPASSRLS on the roles, would
+-- also lift RLS on every other table of the app, and needs a superuser to grant.)
+DROP POLICY IF EXISTS mcsync_read_all ON contacts;
+CREATE POLICY mcsync_read_all ON contacts FOR SELECT TO mcsync_worker, mcsync_web USING (true);

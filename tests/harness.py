@@ -31,12 +31,20 @@ class User:
 
 
 class SyncHarness:
-    def __init__(self, db_url: str, emulator: Any, **overrides: Any) -> None:
+    """`db_url` is the owner's (the app's side and the test's own reads and writes use it); the
+    worker runs as the worker login (sql/grants.sql's mcsync_worker), unless `worker_url` says
+    otherwise."""
+
+    def __init__(
+        self, db_url: str, emulator: Any, *, worker_url: str | None = None, **overrides: Any
+    ) -> None:
+        from tests.conftest import WORKER_LOGIN, login_url
+
         self.db_url = db_url
         self.emulator = emulator
         self.admin = emulator.admin
         values: dict[str, Any] = {
-            "database_url": db_url,
+            "database_url": worker_url or login_url(db_url, WORKER_LOGIN),
             "mcsync_encryption_keys": ENCRYPTION_KEY,
             "mailchimp_api_url": emulator.api_url,
             "mailchimp_login_url": emulator.login_url,
@@ -159,10 +167,10 @@ class SyncHarness:
         return {t["name"] for t in self.members(user)[email.lower()]["tags"]}
 
     def queue(self) -> list[dict[str, Any]]:
-        return self.execute("SELECT * FROM mailchimp_sync_queue ORDER BY id")
+        return self.execute("SELECT * FROM mcsync.mailchimp_sync_queue ORDER BY id")
 
     def rejections(self) -> list[dict[str, Any]]:
-        return self.execute("SELECT * FROM mailchimp_rejected_contacts ORDER BY rejected_at")
+        return self.execute("SELECT * FROM mcsync.mailchimp_rejected_contacts ORDER BY rejected_at")
 
     def api_calls(self, method: str | None = None) -> list[dict[str, Any]]:
         calls = [r for r in self.admin.requests() if r["path"].startswith("/3.0/")]

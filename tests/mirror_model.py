@@ -105,7 +105,7 @@ class WorkerCrash(Exception):
 
 @dataclass
 class QueueRow:
-    """A mailchimp_sync_queue row (one user)."""
+    """A mcsync.mailchimp_sync_queue row (one user)."""
 
     id: int
     contact_id: UUID
@@ -123,7 +123,7 @@ class QueueRow:
 
 @dataclass
 class LinkRow:
-    """A mailchimp_contact_links row."""
+    """A mcsync.mailchimp_contact_links row."""
 
     contact_id: UUID
     audience_id: str
@@ -134,7 +134,7 @@ class LinkRow:
 
 @dataclass
 class ConnectionRow:
-    """The user's mailchimp_connections row (the columns the worker reads or writes)."""
+    """The user's mcsync.mailchimp_connections row (the columns the worker reads or writes)."""
 
     user_id: UUID
     access_token_encrypted: str
@@ -154,7 +154,7 @@ class ConnectionRow:
 
 
 def email_key(email: str | None) -> str | None:
-    """sql/002's mcsync_email_key: lower(btrim(email, E' \\t\\n\\r\\f\\x0B'))."""
+    """sql/002's mcsync.mcsync_email_key: lower(btrim(email, E' \\t\\n\\r\\f\\x0B'))."""
     return None if email is None else email.strip(ASCII_SPACES).lower()
 
 
@@ -182,7 +182,9 @@ class MemoryDatabase:
         self.ledger: dict[str, LedgerMember] = {}
         self.links: dict[UUID, LinkRow] = {}
         self.rejections: dict[UUID, dict[str, Any]] = {}
-        self.bulk: list[tuple[int, list[UUID]]] = []  # mailchimp_sync_bulk; see insert_contact
+        self.bulk: list[
+            tuple[int, list[UUID]]
+        ] = []  # mcsync.mailchimp_sync_bulk; see insert_contact
         self._ids = 0
         self.work_writes = 0  # statements that changed queue, ledger, links or health
         self.crash_rate = 0.0
@@ -211,7 +213,7 @@ class MemoryDatabase:
 
     def insert_contact(self, contact: Contact) -> None:
         """mcsync_enqueue_inserted (one row: below the 1000-row import threshold, so never
-        mailchimp_sync_bulk): queue 'upsert' with email NULL; on conflict the email stays."""
+        mcsync.mailchimp_sync_bulk): queue 'upsert' with email NULL; on conflict the email stays."""
         assert contact.id not in self.contacts
         self.contacts[contact.id] = contact
         self._enqueue(contact.id, "upsert", None, keep_email=True)
@@ -352,7 +354,7 @@ class MemoryDatabase:
         return [self._contact_row(c) for c in self.contacts.values() if c.id in ids]
 
     def sql_CONTACTS_BY_EMAIL(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        """WHERE mcsync_email_key(email) = ANY(emails) (a NULL email matches nothing)."""
+        """WHERE mcsync.mcsync_email_key(email) = ANY(emails) (a NULL email matches nothing)."""
         emails = set(p["emails"])
         return [
             self._contact_row(c) for c in self.contacts.values() if email_key(c.email) in emails
@@ -416,7 +418,7 @@ class MemoryDatabase:
         return len(rows)
 
     def sql_MARK_ARCHIVING(self, p: dict[str, Any]) -> int:
-        """UPDATE mailchimp_members SET archive_status = status (only an existing row)."""
+        """UPDATE mcsync.mailchimp_members SET archive_status = status (only an existing row)."""
         old = self.ledger.get(p["email_hash"])
         if old is None:
             return 0
@@ -928,7 +930,7 @@ class World:
         self.db = MemoryDatabase(
             ConnectionRow(
                 user_id=USER_ID,
-                access_token_encrypted=CIPHER.encrypt(TOKEN),
+                access_token_encrypted=CIPHER.encrypt(TOKEN, USER_ID),
                 dc="us1",
                 api_endpoint=BASE_URL,
                 audience_id=AUDIENCE_ID,

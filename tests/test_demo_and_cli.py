@@ -52,7 +52,7 @@ def test_connect_worker_once_status_and_disconnect_from_the_command_line(
     )
     assert run.returncode == 0, run.stderr
     assert "1 contacts queued" in run.stdout
-    stored = sync.execute("SELECT access_token_encrypted FROM mailchimp_connections")[0]
+    stored = sync.execute("SELECT access_token_encrypted FROM mcsync.mailchimp_connections")[0]
     assert account["access_token"] not in stored["access_token_encrypted"]
 
     run = subprocess.run([*MCSYNC, "worker", "--once"], capture_output=True, text=True,
@@ -74,7 +74,7 @@ def test_connect_worker_once_status_and_disconnect_from_the_command_line(
     run = subprocess.run([*MCSYNC, "disconnect", "--user-id", str(user_id)],
                          capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0
-    assert sync.execute("SELECT * FROM mailchimp_connections") == []
+    assert sync.execute("SELECT * FROM mcsync.mailchimp_connections") == []
     # Mailchimp and the app's contacts are untouched.
     assert "cli@coachmail.io" in {m["email_address"] for m in sync.admin.members("cli00001")}
     assert len(sync.execute("SELECT * FROM contacts")) == 1

@@ -35,7 +35,8 @@ def test_nothing_cites_documents_outside_the_repository(repo_root: Path) -> None
 def test_readme_and_docs_links_resolve(repo_root: Path) -> None:
     pages = [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]
     assert {p.name for p in pages} >= {
-        "README.md", "operators.md", "web.md", "emulator.md", "design.md", "performance.md"
+        "README.md", "install.md", "operators.md", "web.md", "emulator.md", "design.md",
+        "performance.md",
     }
     broken = []
     for page in pages:

@@ -1,54 +1,336 @@
+"""The migration runner and mcsync's own schema: fresh installs, the upgrade of an install made
+by 001-003 (tables in `public`), another schema name, and the script for other tools."""
+
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 
-from mcsync.migrate import SQL_DIR, MigrationError, apply_migrations, load_migrations
-from tests.conftest import CONTACTS_DDL
+from mcsync.crypto import TokenCipher
+from mcsync.migrate import (
+    SQL_DIR,
+    MigrationError,
+    apply_migrations,
+    load_migrations,
+    migrate_and_bind_tokens,
+    migrations_script,
+)
+from mcsync.schema import SchemaNameError, render
+from tests.conftest import CONTACTS_DDL, create_process_logins
+from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+
+MCSYNC = [sys.executable, "-m", "mcsync.cli"]
+MCSYNC_TABLES = {
+    "mailchimp_connections",
+    "mailchimp_sync_queue",
+    "mailchimp_sync_bulk",
+    "mailchimp_members",
+    "mailchimp_contact_links",
+    "mailchimp_rejected_contacts",
+    "mcsync_oauth_states",
+    "mcsync_reconciliations",
+    "mcsync_reconcile_seen",
+    "mcsync_schema_migrations",
+}
 
 
-def test_migrate_is_idempotent_and_records_versions(empty_db_url: str) -> None:
-    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+def _rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _relations(url: str, schema: str) -> set[str]:
+    return {
+        r[0]
+        for r in _rows(
+            url,
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+            (schema,),
+        )
+    }
+
+
+def _functions(url: str, schema: str) -> set[str]:
+    return {
+        r[0]
+        for r in _rows(
+            url,
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = %s",
+            (schema,),
+        )
+    }
+
+
+def _with_contacts(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CONTACTS_DDL.encode())
-    first = apply_migrations(empty_db_url)
-    all_files = load_migrations()
-    assert first == [m.name for m in all_files]
-    assert first[:2] == ["001_mcsync_tables.sql", "002_contacts_triggers.sql"]
-    assert apply_migrations(empty_db_url) == []
-    with psycopg.connect(empty_db_url) as conn:
-        rows = conn.execute("SELECT version FROM mcsync_schema_migrations ORDER BY 1").fetchall()
-        triggers = conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'contacts'::regclass"
-            " AND NOT tgisinternal ORDER BY 1"
-        ).fetchall()
-    assert [r[0] for r in rows] == [m.version for m in all_files]
-    assert [t[0] for t in triggers] == [
-        "mcsync_contacts_deleted",
-        "mcsync_contacts_inserted",
-        "mcsync_contacts_updated",
-    ]
+    return url
 
 
-def test_migrate_fails_clearly_without_contacts_and_leaves_nothing_half_done(
+def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
     empty_db_url: str,
 ) -> None:
-    with pytest.raises(MigrationError, match='"contacts" table was not found'):
+    url = _with_contacts(empty_db_url)
+    first = apply_migrations(url)
+    all_files = load_migrations()
+    assert first == [m.name for m in all_files]
+    assert first[:4] == [
+        "001_mcsync_tables.sql",
+        "002_contacts_triggers.sql",
+        "003_web.sql",
+        "004_own_schema.sql",
+    ]
+    assert apply_migrations(url) == []
+    versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
+    assert [r[0] for r in versions] == [m.version for m in all_files]
+    assert _relations(url, "mcsync") == MCSYNC_TABLES
+    assert _relations(url, "public") == {"contacts"}
+    assert not {f for f in _functions(url, "public") if f.startswith("mcsync")}
+    assert {"mcsync_email_key", "mcsync_enqueue_inserted", "lock_down"} <= _functions(url, "mcsync")
+    triggers = _rows(
+        url,
+        "SELECT tgname, tgfoid::regproc::text FROM pg_trigger"
+        " WHERE tgrelid = 'contacts'::regclass AND NOT tgisinternal ORDER BY 1",
+    )
+    assert triggers == [
+        ("mcsync_contacts_deleted", "mcsync.mcsync_enqueue_deleted"),
+        ("mcsync_contacts_inserted", "mcsync.mcsync_enqueue_inserted"),
+        ("mcsync_contacts_updated", "mcsync.mcsync_enqueue_updated"),
+    ]
+    # Frozen search_path without the app's schema: a trigger can't be redirected to other tables.
+    configs = _rows(
+        url,
+        "SELECT proconfig FROM pg_proc WHERE pronamespace = 'mcsync'::regnamespace"
+        " AND proname LIKE 'mcsync_enqueue_%'",
+    )
+    assert [c[0] for c in configs] == [["search_path=pg_catalog, pg_temp"]] * 3
+    # Row level security on every table, and no policy until grants.sql adds mcsync's own.
+    assert (
+        _rows(
+            url,
+            "SELECT relname FROM pg_class WHERE relnamespace = 'mcsync'::regnamespace"
+            " AND relkind = 'r' AND NOT relrowsecurity",
+        )
+        == []
+    )
+
+
+def test_migrate_fails_clearly_without_contacts_and_leaves_nothing_at_all(
+    empty_db_url: str,
+) -> None:
+    with pytest.raises(MigrationError, match=r'"contacts" table was not found.*nothing was'):
         apply_migrations(empty_db_url)
-    with psycopg.connect(empty_db_url) as conn:
-        versions = [r[0] for r in conn.execute("SELECT version FROM mcsync_schema_migrations")]
-    # 001 landed in its own transaction; 002 rolled back whole, so a rerun picks up there.
-    assert versions == ["001"]
+    # All pending migrations run in one transaction: 001 rolled back with 002.
+    assert _rows(empty_db_url, "SELECT to_regclass('mcsync_schema_migrations')") == [(None,)]
+    assert _rows(empty_db_url, "SELECT to_regclass('mailchimp_connections')") == [(None,)]
+    assert _rows(empty_db_url, "SELECT to_regnamespace('mcsync')") == [(None,)]
 
 
 def test_migrate_refuses_an_edited_migration(empty_db_url: str, tmp_path: Path) -> None:
-    with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        conn.execute(CONTACTS_DDL.encode())
+    url = _with_contacts(empty_db_url)
     for f in SQL_DIR.glob("0*.sql"):
         (tmp_path / f.name).write_text(f.read_text())
-    apply_migrations(empty_db_url, tmp_path)
+    apply_migrations(url, tmp_path)
     edited = tmp_path / "001_mcsync_tables.sql"
     edited.write_text(edited.read_text() + "\n-- edited\n")
     with pytest.raises(MigrationError, match="was edited after it was applied"):
-        apply_migrations(empty_db_url, tmp_path)
+        apply_migrations(url, tmp_path)
+
+
+def _old_install(url: str, tmp_path: Path) -> None:
+    """What an install made before 004 looks like: 001-003 applied (tables in `public`)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in SQL_DIR.glob("00[123]_*.sql"):
+        (old / f.name).write_text(f.read_text())
+    assert apply_migrations(url, old) == [
+        "001_mcsync_tables.sql",
+        "002_contacts_triggers.sql",
+        "003_web.sql",
+    ]
+    assert "mailchimp_connections" in _relations(url, "public")
+
+
+def test_an_install_made_by_001_003_upgrades_in_place_and_keeps_syncing(
+    empty_db_url: str, emulator: Any, tmp_path: Path
+) -> None:
+    url = _with_contacts(empty_db_url)
+    _old_install(url, tmp_path)
+    account = emulator.admin.create_account(
+        dc="us1", account_name="Old", audiences=[{"id": "old00001", "name": "Old"}]
+    )
+    user = User(uuid.uuid4(), "old00001", account["access_token"])
+    # The connection as the old code stored it: the bare token, not bound to its user.
+    legacy = Fernet(ENCRYPTION_KEY.encode()).encrypt(user.token.encode()).decode()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO mailchimp_connections (user_id, access_token_encrypted, dc,"
+            " api_endpoint, audience_id) VALUES (%s, %s, 'us1', %s, 'old00001')",
+            (user.user_id, legacy, emulator.url),
+        )
+        for i in range(3):
+            conn.execute(
+                "INSERT INTO contacts (user_id, email, first_name) VALUES (%s, %s, 'Old')",
+                (user.user_id, f"old{i}@clientmail.io"),
+            )
+        conn.execute("UPDATE contacts SET first_name = 'Older' WHERE email = 'old0@clientmail.io'")
+        # A large import written by the old trigger as one bulk row.
+        conn.execute(
+            "INSERT INTO contacts (user_id, email) SELECT %s, 'bulk' || g || '@clientmail.io'"
+            " FROM generate_series(1, 1000) g",
+            (user.user_id,),
+        )
+    pending = _rows(url, "SELECT count(*) FROM mailchimp_sync_queue")[0][0]
+    assert pending == 3 and _rows(url, "SELECT count(*) FROM mailchimp_sync_bulk") == [(1,)]
+
+    # Without keys: the schema move lands, and the operator is told the token needs binding.
+    applied, unbound = migrate_and_bind_tokens(url, None)
+    assert applied == ["004_own_schema.sql"] and unbound == 1
+    assert _relations(url, "public") == {"contacts"}
+    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_queue") == [(3,)]
+    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_bulk") == [(1,)]
+    versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
+    assert [v[0] for v in versions] == ["001", "002", "003", "004"]
+    # With keys: the same command binds it, and then has nothing left to say.
+    assert migrate_and_bind_tokens(url, TokenCipher([ENCRYPTION_KEY])) == ([], 0)
+    [(stored,)] = _rows(url, "SELECT access_token_encrypted FROM mcsync.mailchimp_connections")
+    assert TokenCipher([ENCRYPTION_KEY]).decrypt(stored, user.user_id) == user.token
+
+    create_process_logins(url)
+    sync = SyncHarness(url, emulator)
+    sync.drain()
+    members = sync.members(user)
+    assert len(members) == 1003
+    assert members["old0@clientmail.io"]["merge_fields"]["FNAME"] == "Older"
+    # The recreated triggers go on queueing into the moved tables.
+    sync.update_contact(
+        _rows(url, "SELECT id FROM contacts WHERE email = 'old1@clientmail.io'")[0][0],
+        email="new1@clientmail.io",
+    )
+    sync.add_contact(user, "after@clientmail.io")
+    sync.delete_contact(
+        _rows(url, "SELECT id FROM contacts WHERE email = 'old2@clientmail.io'")[0][0]
+    )
+    sync.drain()
+    members = sync.members(user)
+    assert "after@clientmail.io" in members and "new1@clientmail.io" in members
+    assert "old1@clientmail.io" not in members  # renamed, as an email change does
+    assert members["old2@clientmail.io"]["status"] == "archived"
+    assert sync.queue() == []
+
+
+def test_migrate_from_the_command_line_says_when_tokens_still_need_binding(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    url = _with_contacts(empty_db_url)
+    _old_install(url, tmp_path)
+    legacy = Fernet(ENCRYPTION_KEY.encode()).encrypt(b"token").decode()
+    _rows(
+        url,
+        "INSERT INTO mailchimp_connections (user_id, access_token_encrypted, dc, api_endpoint)"
+        " VALUES (%s, %s, 'us1', 'https://us1.api.mailchimp.com') RETURNING 1",
+        (uuid.uuid4(), legacy),
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MCSYNC_ENCRYPTION_KEYS"}
+    run = subprocess.run(
+        [*MCSYNC, "migrate", "--database-url", url], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 1 and "applied: 004_own_schema.sql" in run.stdout
+    assert "run `mcsync rotate-keys`" in run.stderr
+    run = subprocess.run(
+        [*MCSYNC, "migrate", "--database-url", url, f"--encryption-keys={ENCRYPTION_KEY}"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "up to date" in run.stdout
+
+
+def test_another_schema_name_end_to_end_from_the_command_line(
+    empty_db_url: str, emulator: Any
+) -> None:
+    url = _with_contacts(empty_db_url)
+    account = emulator.admin.create_account(
+        dc="us1", account_name="Own", audiences=[{"id": "own00001", "name": "Own"}]
+    )
+    user_id = uuid.uuid4()
+    env = {
+        **os.environ,
+        "MCSYNC_SCHEMA": "mirror_sync",
+        "DATABASE_URL": url,
+        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "MAILCHIMP_API_URL": emulator.api_url,
+    }
+
+    def mcsync(*args: str) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([*MCSYNC, *args], capture_output=True, text=True, env=env, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run
+
+    mcsync("migrate")
+    assert _relations(url, "mirror_sync") == MCSYNC_TABLES
+    assert _relations(url, "public") == {"contacts"}
+    assert _rows(url, "SELECT to_regnamespace('mcsync')") == [(None,)]
+    _rows(
+        url,
+        "INSERT INTO contacts (user_id, email) VALUES (%s, 'own@clientmail.io') RETURNING 1",
+        (user_id,),
+    )
+    mcsync("connect", "--user-id", str(user_id), "--access-token", account["access_token"],
+           "--dc", "us1", "--audience-id", "own00001")  # fmt: skip
+    mcsync("worker", "--once")
+    members = emulator.admin.members("own00001")
+    assert [m["email_address"] for m in members] == ["own@clientmail.io"]
+    assert _rows(url, "SELECT count(*) FROM mirror_sync.mailchimp_members") == [(1,)]
+    assert "mirror_sync.mailchimp_connections" in mcsync("sql").stdout
+    assert "GRANT USAGE ON SCHEMA mirror_sync" in mcsync("sql", "--grants").stdout
+
+
+def test_the_single_script_for_other_migration_tools_installs_the_same_thing(
+    empty_db_url: str,
+) -> None:
+    url = _with_contacts(empty_db_url)
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute(migrations_script("mcsync").encode())
+    assert _relations(url, "mcsync") == MCSYNC_TABLES - {"mcsync_schema_migrations"}
+    assert _relations(url, "public") == {"contacts"}
+
+
+def test_the_upgrade_script_for_other_tools_moves_an_old_install(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    url = _with_contacts(empty_db_url)
+    _old_install(url, tmp_path)
+    script = migrations_script("mcsync", after="003")
+    assert "===== 004_own_schema.sql" in script and "001_mcsync_tables" not in script
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute(script.encode())
+    assert _relations(url, "public") == {"contacts"}
+    with pytest.raises(MigrationError, match="no migration is numbered after 999"):
+        migrations_script(after="999")
+
+
+def test_render_rewrites_only_mcsyncs_names() -> None:
+    sql = (
+        "CREATE SCHEMA IF NOT EXISTS mcsync; SELECT mcsync.mcsync_email_key(x), "
+        "'mcsync'::regnamespace, pg_notify('mcsync', ''), mcsync_new_rows FROM mcsync.t"
+    )
+    assert render(sql, "mcsync") == sql
+    assert render(sql, "crm_sync") == (
+        "CREATE SCHEMA IF NOT EXISTS crm_sync; SELECT crm_sync.mcsync_email_key(x), "
+        "'crm_sync'::regnamespace, pg_notify('mcsync', ''), mcsync_new_rows FROM crm_sync.t"
+    )
+    for bad in ("public", "Mixed", "x; DROP TABLE contacts", "pg_catalog", ""):
+        with pytest.raises(SchemaNameError):
+            render(sql, bad)

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mcsync.worker
+from mcsync import queries
 from mcsync.mirror import (
     MERGE_TEXT_LIMIT,
     ArchiveMember,
@@ -1243,7 +1244,7 @@ def test_emulator_faults_reach_the_worker_as_retries() -> None:
 
 # Statements the worker may send that the model does not execute, and why.
 NOT_MODELLED = {
-    # Imports of 1000+ rows in one statement go through mailchimp_sync_bulk; the model's app
+    # Imports of 1000+ rows in one statement go through mcsync.mailchimp_sync_bulk; the model's app
     # writes one row per statement, so that table stays empty and these never run.
     "OLDEST_BULK_ROW",
     "EXPAND_BULK_ROW",
@@ -1264,7 +1265,10 @@ def test_the_database_model_covers_every_statement_of_the_worker() -> None:
 
 
 def _fingerprint(statement: str) -> str:
-    return hashlib.sha256(" ".join(statement.split()).encode()).hexdigest()[:12]
+    # Whitespace and the schema qualifier (mcsync's objects moved to their own schema, sql/004)
+    # change nothing the model cares about.
+    unqualified = statement.replace(f"{queries.SCHEMA}.", "")
+    return hashlib.sha256(" ".join(unqualified.split()).encode()).hexdigest()[:12]
 
 
 def test_the_database_model_matches_the_current_sql() -> None:

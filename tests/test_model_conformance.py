@@ -48,7 +48,7 @@ class Script:
         self.model = MemoryDatabase(
             ConnectionRow(
                 user_id=user_id,
-                access_token_encrypted=CIPHER.encrypt("token"),
+                access_token_encrypted=CIPHER.encrypt("token", user_id),
                 dc="us1",
                 api_endpoint="http://mailchimp.test",
                 audience_id="list1",
@@ -91,7 +91,7 @@ class Script:
         }
         with self.conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                "SELECT contact_id, op, email, version, attempts FROM mailchimp_sync_queue"
+                "SELECT contact_id, op, email, version, attempts FROM mcsync.mailchimp_sync_queue"
                 " WHERE user_id = %s",
                 (self.user_id,),
             ).fetchall()

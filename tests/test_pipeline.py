@@ -218,7 +218,7 @@ def test_9b_fake_email_rejected_with_mailchimps_reason_others_sync(sync: SyncHar
     assert set(sync.members(user)) == {"real@coachmail.io"}
     (rejected,) = sync.rejections()
     assert rejected["contact_id"] == fake and "fake" in rejected["reason"]
-    status = sync.execute("SELECT sync_status FROM mailchimp_connections")[0]["sync_status"]
+    status = sync.execute("SELECT sync_status FROM mcsync.mailchimp_connections")[0]["sync_status"]
     assert status == "active"
     # Not retried until the contact changes.
     calls = len(sync.api_calls())
@@ -237,7 +237,7 @@ def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
         (user.user_id,),
     )
     # One statement, one bulk row: the app's import pays for no per-contact outbox rows.
-    (bulk,) = sync.execute("SELECT cardinality(contact_ids) AS n FROM mailchimp_sync_bulk")
+    (bulk,) = sync.execute("SELECT cardinality(contact_ids) AS n FROM mcsync.mailchimp_sync_bulk")
     assert bulk["n"] == 10000 and sync.queue() == []
     sync.drain()
     members = sync.members(user)
@@ -250,7 +250,7 @@ def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
     assert len(batch_calls) == 20
     assert len(sync.api_calls("PUT")) == 0
     assert sync.queue() == []
-    assert sync.execute("SELECT * FROM mailchimp_sync_bulk") == []
+    assert sync.execute("SELECT * FROM mcsync.mailchimp_sync_bulk") == []
 
 
 def test_11_worker_runs_as_a_role_that_can_only_read_contacts(

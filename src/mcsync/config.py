@@ -5,15 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcsync.mailchimp.endpoints import api_base
+
 DEFAULT_API_URL = "https://{dc}.api.mailchimp.com/3.0"
 DEFAULT_LOGIN_URL = "https://login.mailchimp.com"
-
-
-def api_base_url(api_url: str, dc: str) -> str:
-    """An account's API base URL: the configured URL with the account's data center as {dc}.
-
-    The one place it is built (the worker, Sync Now, verify and the web all get it here)."""
-    return api_url.replace("{dc}", dc).rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -53,8 +48,8 @@ class Settings(BaseSettings):
     )
 
     def api_base(self, dc: str) -> str:
-        """The API base URL of an account in data center `dc`."""
-        return api_base_url(self.mailchimp_api_url, dc)
+        """The API base for a connection's dc (checked: see mcsync.mailchimp.endpoints)."""
+        return api_base(self.mailchimp_api_url, dc)
 
     @property
     def encryption_keys(self) -> list[str]:

@@ -14,7 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mcsync import queries
-from mcsync.crypto import TokenCipher
+from mcsync.crypto import BOUND_PREFIX, TokenCipher, is_bound
+from mcsync.mailchimp.endpoints import checked_dc
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Connection:
     access_token_encrypted: str
 
     def access_token(self, cipher: TokenCipher) -> str:
-        return cipher.decrypt(self.access_token_encrypted)
+        return cipher.decrypt(self.access_token_encrypted, self.user_id)
 
 
 def _row_to_connection(row: dict[str, Any]) -> Connection:
@@ -64,14 +65,16 @@ def connect_user(
 ) -> int:
     """Store (or replace) the user's connection; with an audience, queue a full sync.
 
-    Returns how many contacts were queued."""
+    Returns how many contacts were queued. A dc not of Mailchimp's form is refused
+    (InvalidDataCenter) before anything is written."""
+    checked_dc(dc)
     with conn.transaction():
         previous = get_connection(conn, user_id)
         conn.execute(
             queries.UPSERT_CONNECTION,
             {
                 "user_id": user_id,
-                "token": cipher.encrypt(access_token),
+                "token": cipher.encrypt(access_token, user_id),
                 "dc": dc,
                 "api_endpoint": api_endpoint,
                 "account_name": account_name,
@@ -135,11 +138,34 @@ def disconnect_user(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
 
 
 def rotate_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
-    """Re-encrypt every stored token with the newest key."""
+    """Re-encrypt every stored token with the newest key, bound to its row's user (a token
+    still in the old unbound form gets bound here; see mcsync.crypto)."""
     with conn.transaction():
         rows = conn.execute(queries.ALL_ENCRYPTED_TOKENS).fetchall()
         for user_id, token in rows:
             conn.execute(
-                queries.SET_ENCRYPTED_TOKEN, {"user_id": user_id, "token": cipher.rotate(token)}
+                queries.SET_ENCRYPTED_TOKEN,
+                {"user_id": user_id, "token": cipher.rotate(token, user_id)},
             )
     return len(rows)
+
+
+def bind_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
+    """Re-encrypt the tokens still in the old, unbound form, each bound to its row's user.
+    Returns how many were bound."""
+    bound = 0
+    with conn.transaction():
+        for user_id, token in conn.execute(queries.ALL_ENCRYPTED_TOKENS).fetchall():
+            if not is_bound(token):
+                conn.execute(
+                    queries.SET_ENCRYPTED_TOKEN,
+                    {"user_id": user_id, "token": cipher.rotate(token, user_id)},
+                )
+                bound += 1
+    return bound
+
+
+def count_unbound_tokens(conn: psycopg.Connection[Any]) -> int:
+    """How many stored tokens are still in the old form, not bound to their user."""
+    row = conn.execute(queries.COUNT_UNBOUND_TOKENS, {"prefix": BOUND_PREFIX + "%"}).fetchone()
+    return int(row[0]) if row else 0

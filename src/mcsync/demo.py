@@ -238,7 +238,7 @@ def _wait_for_sync(conn: psycopg.Connection[Any], timeout: float = 30) -> None:
     """Until the queue is empty (or `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not conn.execute("SELECT 1 FROM mailchimp_sync_queue LIMIT 1").fetchone():
+        if not conn.execute("SELECT 1 FROM mcsync.mailchimp_sync_queue LIMIT 1").fetchone():
             return
         time.sleep(0.1)
 
@@ -265,7 +265,7 @@ def _show_the_mirror(
     members = emu.admin.members(DEMO_AUDIENCE["id"])
     _print_side_by_side(conn, user_id, members)
     rejected = conn.execute(
-        "SELECT email, severity, reason FROM mailchimp_rejected_contacts"
+        "SELECT email, severity, reason FROM mcsync.mailchimp_rejected_contacts"
     ).fetchall()
     for email, severity, reason in rejected:
         print(f"  {severity}: {email!r}: {reason}")

@@ -1,31 +1,148 @@
-"""structlog as JSON, one event per line, with stable keys and no secrets."""
+"""structlog as JSON, one event per line, with stable keys and no secrets.
+
+Redaction is the last step before rendering, for every event whatever a caller passes: a value
+under a secret-sounding key (any case, at any depth of nested dicts and lists) is replaced, and
+every string (including a rendered traceback, which structlog makes into the `exception` string
+before this step) has credentials cut out of it: `Bearer`/`OAuth`/`Basic` headers in any case,
+`key=value` and `"key": "value"` pairs for secret keys (a URL's `?code=...`, a form body, a JSON
+body), and anything shaped like a JWT or a Fernet token. The standard library's records (httpx,
+uvicorn) go through the same text redaction."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import traceback
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-_SECRET_KEYS = {"token", "access_token", "authorization", "password", "secret", "client_secret"}
-_BEARER = re.compile(r"(Bearer|OAuth|Basic)\s+[A-Za-z0-9._~+/=-]+")
+REDACTED = "[redacted]"
+
+# Keys whose values are credentials: compared lower-cased, with '-' read as '_'.
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "authorization",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "jwt_secret",
+        "code",
+        "jwt",
+        "api_key",
+        "apikey",
+        "cookie",
+        "cookies",
+        "set_cookie",
+        "session",
+        "encryption_keys",
+        "mcsync_encryption_keys",
+        "access_token_encrypted",
+    }
+)
+# A key that merely contains one of these is secret too (`user_token`, `db_password`...).
+_SECRET_PARTS = ("token", "secret", "password", "authorization", "api_key", "apikey", "cookie")
+
+_KEY_ALTERNATION = "|".join(
+    sorted((re.escape(k) for k in SECRET_KEYS | {"client-secret", "set-cookie"}), key=len)[::-1]
+)
+_TEXT_PATTERNS = [
+    # Authorization headers, any case: "Bearer abc", "bearer abc", "OAuth abc", "Basic abc".
+    (re.compile(r"\b(bearer|oauth|basic)(\s+)[A-Za-z0-9._~+/=:-]+", re.I), rf"\1\2{REDACTED}"),
+    # key=value (query strings, form bodies, repr of kwargs) and key: value / "key": "value".
+    (
+        re.compile(
+            rf"""(?<![A-Za-z0-9_])(["']?(?:{_KEY_ALTERNATION})["']?\s*[=:]\s*["']?)[^"'&\s,;}}\]]+""",
+            re.I,
+        ),
+        rf"\1{REDACTED}",
+    ),
+    # A JWT (three base64url parts, the first a JSON header) wherever it appears.
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    # A Fernet token (mcsync's stored ciphertexts): never useful in a log line.
+    (re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}"), REDACTED),
+]
+
+
+def redact_text(text: str) -> str:
+    """`text` with every credential the patterns know cut out."""
+    for pattern, replacement in _TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    name = key.lower().replace("-", "_")
+    return name in SECRET_KEYS or any(part in name for part in _SECRET_PARTS)
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with secrets removed, recursively through mappings, lists, tuples and sets."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_secret_key(k) else redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact_text(f"{type(value).__name__}: {value}")
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace"))
+    return value
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Never let a token reach a log line, whatever a caller passes."""
+    """Never let a credential reach a log line, whatever a caller passes (structlog step)."""
     for key in list(event_dict):
-        if key.lower() in _SECRET_KEYS:
-            event_dict[key] = "[redacted]"
-        elif isinstance(event_dict[key], str):
-            event_dict[key] = _BEARER.sub(r"\1 [redacted]", event_dict[key])
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = redact_value(event_dict[key])
     return event_dict
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """A standard-library record's message, arguments and traceback, redacted in place."""
+    record.msg = redact_text(record.getMessage())
+    record.args = None
+    if record.exc_info:
+        rendered = "".join(traceback.format_exception(*record.exc_info))
+        record.exc_text = redact_text(rendered.rstrip("\n"))
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+
+
+def _install_redacting_record_factory() -> None:
+    """Redact every standard-library record as it is created, so no handler (uvicorn's own,
+    which do not propagate to the root logger, included) ever sees the secret."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "mcsync_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    factory.mcsync_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level)
+    _install_redacting_record_factory()
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
@@ -33,8 +150,9 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            # Tracebacks rendered first, so the redaction below sees them as text.
             structlog.processors.format_exc_info,
+            _redact,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

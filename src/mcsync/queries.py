@@ -1,20 +1,28 @@
 """Every SQL statement mcsync runs, in one place, named for what it does.
 
-Parameters are psycopg named placeholders. Array parameters are passed as Python lists."""
+Parameters are psycopg named placeholders. Array parameters are passed as Python lists.
+mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema); the
+statements are written for the default schema and rendered once, at import, for the schema
+this process is configured with (MCSYNC_SCHEMA). The app's `contacts` is found the way sql/002
+found it when the triggers were installed: through the database's default search_path."""
 
 from __future__ import annotations
+
+from mcsync.schema import configured_schema, render
+
+SCHEMA = configured_schema()
 
 NOTIFY = "SELECT pg_notify('mcsync', '')"
 CHANNEL = "mcsync"
 
 # --- connections -----------------------------------------------------------------------------
 
-GET_CONNECTION = "SELECT * FROM mailchimp_connections WHERE user_id = %(user_id)s"
+GET_CONNECTION = "SELECT * FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s"
 
-ALL_CONNECTIONS = "SELECT * FROM mailchimp_connections ORDER BY connected_at, user_id"
+ALL_CONNECTIONS = "SELECT * FROM mcsync.mailchimp_connections ORDER BY connected_at, user_id"
 
 UPSERT_CONNECTION = """
-INSERT INTO mailchimp_connections AS c
+INSERT INTO mcsync.mailchimp_connections AS c
     (user_id, access_token_encrypted, dc, api_endpoint, account_name,
      audience_id, audience_name, double_optin)
 VALUES (%(user_id)s, %(token)s, %(dc)s, %(api_endpoint)s, %(account_name)s,
@@ -30,28 +38,35 @@ ON CONFLICT (user_id) DO UPDATE SET
 """
 
 SET_AUDIENCE = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET audience_id = %(audience_id)s, audience_name = %(audience_name)s,
        double_optin = %(double_optin)s, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
-DELETE_CONNECTION = "DELETE FROM mailchimp_connections WHERE user_id = %(user_id)s"
+DELETE_CONNECTION = "DELETE FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s"
 DELETE_USER_QUEUE = """
-WITH bulk AS (DELETE FROM mailchimp_sync_bulk WHERE user_id = %(user_id)s)
-DELETE FROM mailchimp_sync_queue WHERE user_id = %(user_id)s
+WITH bulk AS (DELETE FROM mcsync.mailchimp_sync_bulk WHERE user_id = %(user_id)s)
+DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s
 """
-DELETE_USER_REJECTIONS = "DELETE FROM mailchimp_rejected_contacts WHERE user_id = %(user_id)s"
-FORGET_CONTACT_LINKS = "DELETE FROM mailchimp_contact_links WHERE user_id = %(user_id)s"
+DELETE_USER_REJECTIONS = (
+    "DELETE FROM mcsync.mailchimp_rejected_contacts WHERE user_id = %(user_id)s"
+)
+FORGET_CONTACT_LINKS = "DELETE FROM mcsync.mailchimp_contact_links WHERE user_id = %(user_id)s"
 
-ALL_ENCRYPTED_TOKENS = "SELECT user_id, access_token_encrypted FROM mailchimp_connections"
+ALL_ENCRYPTED_TOKENS = "SELECT user_id, access_token_encrypted FROM mcsync.mailchimp_connections"
+# Tokens still stored in the old form, not bound to their user (see mcsync.crypto).
+COUNT_UNBOUND_TOKENS = """
+SELECT count(*) FROM mcsync.mailchimp_connections
+ WHERE access_token_encrypted NOT LIKE %(prefix)s
+"""
 SET_ENCRYPTED_TOKEN = """
-UPDATE mailchimp_connections SET access_token_encrypted = %(token)s, updated_at = now()
+UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %(token)s, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 QUEUE_ALL_CONTACTS = """
-INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op)
+INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op)
 SELECT user_id, id, 'resync' FROM contacts WHERE user_id = %(user_id)s
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
@@ -60,11 +75,11 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 # Contacts mcsync synced into the current audience whose rows are gone (deleted while the
 # connection was away, when no trigger fired for them).
 QUEUE_VANISHED_CONTACTS = """
-INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, email)
 SELECT l.user_id, l.contact_id, 'delete', m.email
-  FROM mailchimp_contact_links l
-  JOIN mailchimp_connections c ON c.user_id = l.user_id AND c.audience_id = l.audience_id
-  LEFT JOIN mailchimp_members m
+  FROM mcsync.mailchimp_contact_links l
+  JOIN mcsync.mailchimp_connections c ON c.user_id = l.user_id AND c.audience_id = l.audience_id
+  LEFT JOIN mcsync.mailchimp_members m
          ON m.user_id = l.user_id AND m.audience_id = l.audience_id AND m.email_hash = l.email_hash
  WHERE l.user_id = %(user_id)s
    AND NOT EXISTS (SELECT 1 FROM contacts ct WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
@@ -77,24 +92,26 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 # Lease accounts that have due work (or, when paused, a due probe) and no live lease. One
 # worker per account at a time keeps the in-flight cap and per-contact order across workers.
 CLAIM_ACCOUNTS = """
-UPDATE mailchimp_connections c
+UPDATE mcsync.mailchimp_connections c
    SET lease_owner = %(owner)s,
        lease_until = now() + make_interval(secs => %(lease_seconds)s)
  WHERE c.user_id IN (
-       SELECT a.user_id FROM mailchimp_connections a
+       SELECT a.user_id FROM mcsync.mailchimp_connections a
         WHERE a.audience_id IS NOT NULL
           AND (a.lease_until IS NULL OR a.lease_until < now() OR a.lease_owner = %(owner)s)
           AND NOT (a.user_id = ANY(%(busy)s::uuid[]))
           AND (   (a.sync_status = 'active' AND (
-                      EXISTS (SELECT 1 FROM mailchimp_sync_queue q
+                      EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_queue q
                                WHERE q.user_id = a.user_id AND q.next_retry_at <= now())
-                      OR EXISTS (SELECT 1 FROM mailchimp_sync_bulk b WHERE b.user_id = a.user_id)))
+                      OR EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_bulk b
+                                  WHERE b.user_id = a.user_id)))
                OR (a.sync_status = 'paused' AND a.next_probe_at <= now()))
         ORDER BY a.last_sync_at NULLS FIRST
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
 RETURNING c.*,
-          EXISTS (SELECT 1 FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS has_bulk
+          EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_bulk b
+                   WHERE b.user_id = c.user_id) AS has_bulk
 """
 
 # The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
@@ -102,34 +119,34 @@ RETURNING c.*,
 # Expanding an import: the oldest bulk row of the account gives up to %(chunk)s ids as queue
 # rows, in one transaction with TRIM_BULK_ROW (see WorkerStore.expand_bulk).
 OLDEST_BULK_ROW = """
-SELECT id, enqueued_at FROM mailchimp_sync_bulk
+SELECT id, enqueued_at FROM mcsync.mailchimp_sync_bulk
  WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 """
 
 EXPAND_BULK_ROW = """
-INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, enqueued_at, changed_at)
+INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, enqueued_at, changed_at)
 SELECT b.user_id, unnest(b.contact_ids[1:%(chunk)s]), 'upsert', b.enqueued_at, b.enqueued_at
-  FROM mailchimp_sync_bulk b WHERE b.id = %(id)s
+  FROM mcsync.mailchimp_sync_bulk b WHERE b.id = %(id)s
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = greatest(q.changed_at, excluded.changed_at)
 """
 
 TRIM_BULK_ROW = """
-UPDATE mailchimp_sync_bulk SET contact_ids = contact_ids[%(chunk)s + 1:] WHERE id = %(id)s
+UPDATE mcsync.mailchimp_sync_bulk SET contact_ids = contact_ids[%(chunk)s + 1:] WHERE id = %(id)s
 """
 
 DROP_EMPTY_BULK_ROW = """
-DELETE FROM mailchimp_sync_bulk WHERE id = %(id)s AND cardinality(contact_ids) = 0
+DELETE FROM mcsync.mailchimp_sync_bulk WHERE id = %(id)s AND cardinality(contact_ids) = 0
 """
 
 RENEW_ACCOUNT_LEASE = """
 WITH account AS (
-    UPDATE mailchimp_connections
+    UPDATE mcsync.mailchimp_connections
        SET lease_until = now() + make_interval(secs => %(lease_seconds)s)
      WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
     RETURNING user_id
 ), renewed AS (
-    UPDATE mailchimp_sync_queue
+    UPDATE mcsync.mailchimp_sync_queue
        SET locked_until = now() + make_interval(secs => %(lease_seconds)s)
      WHERE user_id IN (SELECT user_id FROM account)
        AND locked_by = %(owner)s AND locked_until IS NOT NULL
@@ -138,18 +155,18 @@ SELECT EXISTS (SELECT 1 FROM account) AS holds
 """
 
 RELEASE_ACCOUNT = """
-UPDATE mailchimp_connections SET lease_owner = NULL, lease_until = NULL
+UPDATE mcsync.mailchimp_connections SET lease_owner = NULL, lease_until = NULL
  WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
 """
 
 # The account lease makes this worker the account's only server, so rows it locked itself in
 # a pass that died (a lost database connection) are taken back at once, not after the lease.
 CLAIM_DUE_EVENTS = """
-UPDATE mailchimp_sync_queue q
+UPDATE mcsync.mailchimp_sync_queue q
    SET locked_by = %(owner)s,
        locked_until = now() + make_interval(secs => %(lease_seconds)s)
  WHERE q.id IN (
-       SELECT id FROM mailchimp_sync_queue
+       SELECT id FROM mcsync.mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
           AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
           AND NOT (id = ANY(%(exclude)s::bigint[]))
@@ -169,11 +186,11 @@ SELECT id, email, first_name, last_name, phone, tags
 CONTACTS_BY_EMAIL = """
 SELECT id, email, first_name, last_name, phone, tags
   FROM contacts
- WHERE user_id = %(user_id)s AND mcsync_email_key(email) = ANY(%(emails)s::text[])
+ WHERE user_id = %(user_id)s AND mcsync.mcsync_email_key(email) = ANY(%(emails)s::text[])
 """
 
 LINKS_BY_CONTACT = """
-SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mailchimp_contact_links
+SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND contact_id = ANY(%(ids)s::uuid[])
 """
@@ -181,7 +198,7 @@ SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mailchimp_contact_l
 LEDGER_BY_HASH = """
 SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
        pending_rename_from
-  FROM mailchimp_members
+  FROM mcsync.mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND email_hash = ANY(%(hashes)s::text[])
 """
@@ -189,7 +206,7 @@ SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archi
 # --- recording outcomes ------------------------------------------------------------------------
 
 UPSERT_LEDGER = """
-INSERT INTO mailchimp_members AS m
+INSERT INTO mcsync.mailchimp_members AS m
     (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived,
      archive_status, pending_rename_from)
 SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
@@ -208,7 +225,7 @@ ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
 """
 
 MARK_ARCHIVING = """
-UPDATE mailchimp_members SET archive_status = %(status)s, updated_at = now()
+UPDATE mcsync.mailchimp_members SET archive_status = %(status)s, updated_at = now()
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash = %(email_hash)s
 """
 
@@ -216,19 +233,20 @@ UPDATE mailchimp_members SET archive_status = %(status)s, updated_at = now()
 # its lease, say after a stall, leaves the recording to the new holder; its calls were
 # written ahead, so nothing is lost and the replay is idempotent).
 HOLDS_ACCOUNT = """
-SELECT 1 FROM mailchimp_connections
+SELECT 1 FROM mcsync.mailchimp_connections
  WHERE user_id = %(user_id)s AND lease_owner = %(owner)s
    FOR SHARE
 """
 
 DELETE_LEDGER = """
-DELETE FROM mailchimp_members
+DELETE FROM mcsync.mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
    AND email_hash = ANY(%(hashes)s::text[])
 """
 
 UPSERT_LINKS = """
-INSERT INTO mailchimp_contact_links AS l (user_id, contact_id, audience_id, email_hash, changed_at)
+INSERT INTO mcsync.mailchimp_contact_links AS l
+    (user_id, contact_id, audience_id, email_hash, changed_at)
 SELECT %(user_id)s, u.contact_id, %(audience_id)s, u.email_hash, u.changed_at
   FROM jsonb_to_recordset(%(rows)s::jsonb)
        AS u(contact_id uuid, email_hash text, changed_at timestamptz)
@@ -239,7 +257,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
 
 # Before the calls: the members these contacts may become (see mirror.write_ahead_ledger).
 WRITE_AHEAD_LINKS = """
-INSERT INTO mailchimp_contact_links AS l (user_id, contact_id, audience_id, maybe_hashes)
+INSERT INTO mcsync.mailchimp_contact_links AS l (user_id, contact_id, audience_id, maybe_hashes)
 SELECT %(user_id)s, u.contact_id, %(audience_id)s, ARRAY[u.email_hash]
   FROM unnest(%(ids)s::uuid[], %(hashes)s::text[]) AS u(contact_id, email_hash)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
@@ -248,12 +266,12 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
 """
 
 DELETE_LINKS = """
-DELETE FROM mailchimp_contact_links
+DELETE FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
 """
 
 UPSERT_REJECTIONS = """
-INSERT INTO mailchimp_rejected_contacts AS r
+INSERT INTO mcsync.mailchimp_rejected_contacts AS r
     (user_id, contact_id, email, severity, reason, field, detail)
 SELECT %(user_id)s, u.contact_id, u.email, u.severity, u.reason, u.field, u.detail
   FROM jsonb_to_recordset(%(rows)s::jsonb)
@@ -264,24 +282,24 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
 """
 
 CLEAR_REJECTIONS = """
-DELETE FROM mailchimp_rejected_contacts
+DELETE FROM mcsync.mailchimp_rejected_contacts
  WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
 """
 
 # Done: delete the row only if no newer change arrived while we worked on it.
 COMPLETE_EVENTS = """
-DELETE FROM mailchimp_sync_queue q
+DELETE FROM mcsync.mailchimp_sync_queue q
  USING unnest(%(ids)s::bigint[], %(versions)s::bigint[]) AS d(id, version)
  WHERE q.id = d.id AND q.version = d.version
 """
 
 RELEASE_EVENTS = """
-UPDATE mailchimp_sync_queue SET locked_by = NULL, locked_until = NULL
+UPDATE mcsync.mailchimp_sync_queue SET locked_by = NULL, locked_until = NULL
  WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(owner)s
 """
 
 RETRY_EVENTS = """
-UPDATE mailchimp_sync_queue q
+UPDATE mcsync.mailchimp_sync_queue q
    SET attempts = q.attempts + 1,
        next_retry_at = now() + make_interval(secs => d.delay),
        last_error = d.error, locked_by = NULL, locked_until = NULL
@@ -292,7 +310,7 @@ RETURNING q.id, q.attempts
 
 # Throttling is not a failure: reschedule without spending an attempt.
 DEFER_EVENTS = """
-UPDATE mailchimp_sync_queue
+UPDATE mcsync.mailchimp_sync_queue
    SET next_retry_at = now() + make_interval(secs => %(delay)s),
        locked_by = NULL, locked_until = NULL
  WHERE id = ANY(%(ids)s::bigint[])
@@ -301,7 +319,7 @@ UPDATE mailchimp_sync_queue
 # A 429 (or "too many connections") holds back the whole account, not just the rows that hit
 # it: every row due before the pause ends waits with them. Attempts are not spent.
 DEFER_USER_EVENTS = """
-UPDATE mailchimp_sync_queue
+UPDATE mcsync.mailchimp_sync_queue
    SET next_retry_at = now() + make_interval(secs => %(delay)s)
  WHERE user_id = %(user_id)s
    AND next_retry_at < now() + make_interval(secs => %(delay)s)
@@ -311,51 +329,51 @@ UPDATE mailchimp_sync_queue
 # --- connection health -------------------------------------------------------------------------
 
 MARK_SYNCED = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET last_sync_at = now(), consecutive_failures = 0, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 COUNT_THROTTLED = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET throttled_count = throttled_count + 1, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 RECORD_FAILURE = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET consecutive_failures = consecutive_failures + 1, last_error = %(error)s, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 PAUSE_CONNECTION = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET sync_status = 'paused', notice = %(notice)s, last_error = %(error)s,
        next_probe_at = now() + make_interval(secs => %(probe_in)s), updated_at = now()
  WHERE user_id = %(user_id)s AND sync_status = 'active'
 """
 
 RESCHEDULE_PROBE = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET next_probe_at = now() + make_interval(secs => %(probe_in)s),
        last_error = %(error)s, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 RESUME_CONNECTION = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET sync_status = 'active', notice = NULL, next_probe_at = NULL,
        consecutive_failures = 0, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
 MAKE_USER_EVENTS_DUE = """
-UPDATE mailchimp_sync_queue SET next_retry_at = now(), attempts = 0
+UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = now(), attempts = 0
  WHERE user_id = %(user_id)s
 """
 
 MARK_CONNECTION_ERROR = """
-UPDATE mailchimp_connections
+UPDATE mcsync.mailchimp_connections
    SET sync_status = 'error', notice = %(notice)s, last_error = %(error)s, updated_at = now()
  WHERE user_id = %(user_id)s
 """
@@ -365,16 +383,16 @@ UPDATE mailchimp_connections
 STATUS_ROWS = """
 SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status, c.notice,
        c.last_error, c.last_sync_at, c.consecutive_failures, c.throttled_count,
-       (SELECT count(*) FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id)
+       (SELECT count(*) FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id)
        + (SELECT coalesce(sum(cardinality(b.contact_ids)), 0)
-            FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS pending,
+            FROM mcsync.mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS pending,
        (SELECT extract(epoch FROM now() - min(q.enqueued_at))
-          FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS oldest_pending_seconds,
-       (SELECT count(*) FROM mailchimp_rejected_contacts r
+          FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS oldest_pending_seconds,
+       (SELECT count(*) FROM mcsync.mailchimp_rejected_contacts r
          WHERE r.user_id = c.user_id AND r.severity = 'error') AS rejected,
-       (SELECT count(*) FROM mailchimp_rejected_contacts r
+       (SELECT count(*) FROM mcsync.mailchimp_rejected_contacts r
          WHERE r.user_id = c.user_id AND r.severity = 'warning') AS warnings
-  FROM mailchimp_connections c
+  FROM mcsync.mailchimp_connections c
  ORDER BY c.connected_at, c.user_id
 """
 
@@ -383,20 +401,22 @@ SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
 
 # A spent state: no row inserted means it was spent before (a replay).
 CONSUME_OAUTH_STATE = """
-INSERT INTO mcsync_oauth_states (nonce, user_id, expires_at)
+INSERT INTO mcsync.mcsync_oauth_states (nonce, user_id, expires_at)
 VALUES (%(nonce)s, %(user_id)s, %(expires_at)s)
 ON CONFLICT (nonce) DO NOTHING
 """
 
 # Once a state's expiry has passed, its signature check refuses it anyway: the row is dead.
-PRUNE_OAUTH_STATES = "DELETE FROM mcsync_oauth_states WHERE expires_at < now() - interval '1 hour'"
+PRUNE_OAUTH_STATES = (
+    "DELETE FROM mcsync.mcsync_oauth_states WHERE expires_at < now() - interval '1 hour'"
+)
 
-PENDING_COUNT = "SELECT count(*) FROM mailchimp_sync_queue WHERE user_id = %(user_id)s"
+PENDING_COUNT = "SELECT count(*) FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s"
 
 # Start (or restart) the user's reconciliation unless one was asked for less than
 # `min_interval` seconds ago. Returns no row when refused; the hourly limit lives here.
 START_RECONCILIATION = """
-INSERT INTO mcsync_reconciliations AS r (user_id, audience_id)
+INSERT INTO mcsync.mcsync_reconciliations AS r (user_id, audience_id)
 VALUES (%(user_id)s, %(audience_id)s)
 ON CONFLICT (user_id) DO UPDATE SET
     audience_id = excluded.audience_id, requested_at = now(), next_offset = 0, queued = 0,
@@ -408,16 +428,16 @@ RETURNING r.requested_at
 RECONCILIATION_RETRY_AFTER = """
 SELECT greatest(0, ceil(extract(epoch FROM
        requested_at + make_interval(secs => %(min_interval)s) - now())))::int AS seconds
-  FROM mcsync_reconciliations WHERE user_id = %(user_id)s
+  FROM mcsync.mcsync_reconciliations WHERE user_id = %(user_id)s
 """
 
-GET_RECONCILIATION = "SELECT * FROM mcsync_reconciliations WHERE user_id = %(user_id)s"
+GET_RECONCILIATION = "SELECT * FROM mcsync.mcsync_reconciliations WHERE user_id = %(user_id)s"
 
-CLEAR_RECONCILE_SEEN = "DELETE FROM mcsync_reconcile_seen WHERE user_id = %(user_id)s"
+CLEAR_RECONCILE_SEEN = "DELETE FROM mcsync.mcsync_reconcile_seen WHERE user_id = %(user_id)s"
 
 # Take (or take over, once the holder's lease has run out) an unfinished run.
 CLAIM_RECONCILIATION = """
-UPDATE mcsync_reconciliations
+UPDATE mcsync.mcsync_reconciliations
    SET lease_owner = %(owner)s, lease_until = now() + make_interval(secs => %(lease_seconds)s)
  WHERE user_id = %(user_id)s AND finished_at IS NULL
    AND (lease_until IS NULL OR lease_until < now() OR lease_owner = %(owner)s)
@@ -426,7 +446,7 @@ RETURNING *
 
 # Unfinished runs whose runner is gone (crashed, or never started): the sweeper resumes them.
 STALE_RECONCILIATIONS = """
-SELECT user_id FROM mcsync_reconciliations
+SELECT user_id FROM mcsync.mcsync_reconciliations
  WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < now())
  ORDER BY requested_at
 """
@@ -434,24 +454,24 @@ SELECT user_id FROM mcsync_reconciliations
 # A page is done: progress, counts and lease move together, and only for the lease holder of a
 # run whose audience is still the connection's (a disconnect or an audience change stops it).
 ADVANCE_RECONCILIATION = """
-UPDATE mcsync_reconciliations r
+UPDATE mcsync.mcsync_reconciliations r
    SET next_offset = %(next_offset)s, queued = queued + %(queued)s,
        lease_until = now() + make_interval(secs => %(lease_seconds)s)
  WHERE r.user_id = %(user_id)s AND r.lease_owner = %(owner)s AND r.finished_at IS NULL
-   AND EXISTS (SELECT 1 FROM mailchimp_connections c
+   AND EXISTS (SELECT 1 FROM mcsync.mailchimp_connections c
                 WHERE c.user_id = r.user_id AND c.audience_id = r.audience_id)
 """
 
 RECORD_RECONCILE_SEEN = """
-INSERT INTO mcsync_reconcile_seen (user_id, email_hash)
+INSERT INTO mcsync.mcsync_reconcile_seen (user_id, email_hash)
 SELECT %(user_id)s, h FROM unnest(%(hashes)s::text[]) AS h
 ON CONFLICT DO NOTHING
 """
 
-RECONCILE_SEEN = "SELECT email_hash FROM mcsync_reconcile_seen WHERE user_id = %(user_id)s"
+RECONCILE_SEEN = "SELECT email_hash FROM mcsync.mcsync_reconcile_seen WHERE user_id = %(user_id)s"
 
 FINISH_RECONCILIATION = """
-UPDATE mcsync_reconciliations
+UPDATE mcsync.mcsync_reconciliations
    SET finished_at = now(), lease_owner = NULL, lease_until = NULL, error = %(error)s,
        queued = queued + %(queued)s
  WHERE user_id = %(user_id)s AND finished_at IS NULL
@@ -459,7 +479,7 @@ UPDATE mcsync_reconciliations
 """
 
 MARK_FULL_SYNCED = """
-UPDATE mailchimp_connections SET last_full_sync_at = now(), updated_at = now()
+UPDATE mcsync.mailchimp_connections SET last_full_sync_at = now(), updated_at = now()
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
 """
 
@@ -470,27 +490,28 @@ SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id
 AUDIENCE_LEDGER = """
 SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
        pending_rename_from
-  FROM mailchimp_members
+  FROM mcsync.mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
 """
 
 AUDIENCE_LINKS = """
-SELECT contact_id, email_hash, changed_at FROM mailchimp_contact_links
+SELECT contact_id, email_hash, changed_at FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash IS NOT NULL
 """
 
 PENDING_CHANGES = """
-SELECT contact_id, changed_at FROM mailchimp_sync_queue WHERE user_id = %(user_id)s
+SELECT contact_id, changed_at FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s
 """
 
 USER_REJECTIONS = """
-SELECT contact_id, severity, field FROM mailchimp_rejected_contacts WHERE user_id = %(user_id)s
+SELECT contact_id, severity, field FROM mcsync.mailchimp_rejected_contacts
+ WHERE user_id = %(user_id)s
 """
 
 # Contacts whose member differs: make them due now. A resync is not a change, so the row's
 # changed_at (the planner's "most recently changed" clock) is left alone.
 QUEUE_RESYNC = """
-INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op)
+INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op)
 SELECT %(user_id)s, id, 'resync' FROM unnest(%(ids)s::uuid[]) AS id
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, next_retry_at = now()
@@ -498,7 +519,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 
 # Contacts (or orphan placeholders) whose member must be archived.
 QUEUE_DELETES = """
-INSERT INTO mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, email)
 SELECT %(user_id)s, d.id, 'delete', d.email
   FROM unnest(%(ids)s::uuid[], %(emails)s::text[]) AS d(id, email)
 ON CONFLICT (user_id, contact_id) DO UPDATE
@@ -508,7 +529,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 # An owned member with no contact linked to it any more gets a placeholder contact id linked to
 # it, so the worker's ordinary "contact deleted" path archives it (see reconcile.py).
 ADOPT_ORPHANS = """
-INSERT INTO mailchimp_contact_links (user_id, contact_id, audience_id, email_hash)
+INSERT INTO mcsync.mailchimp_contact_links (user_id, contact_id, audience_id, email_hash)
 SELECT %(user_id)s, o.id, %(audience_id)s, o.email_hash
   FROM unnest(%(ids)s::uuid[], %(hashes)s::text[]) AS o(id, email_hash)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
@@ -518,7 +539,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
 # The planner trusts the ledger; where Mailchimp was found to disagree, make the ledger say
 # what Mailchimp actually has, so the worker sends what is missing.
 CORRECT_LEDGER = """
-UPDATE mailchimp_members m
+UPDATE mcsync.mailchimp_members m
    SET fields_hash = CASE WHEN u.forget_fields THEN NULL ELSE m.fields_hash END,
        tags = coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
        updated_at = now()
@@ -526,3 +547,10 @@ UPDATE mailchimp_members m
  WHERE m.user_id = %(user_id)s AND m.audience_id = %(audience_id)s
    AND m.email_hash = u.email_hash
 """
+
+
+# Every statement above, rendered for this process's schema (a no-op for the default `mcsync`).
+for _name, _statement in list(globals().items()):
+    if _name.isupper() and _name != "SCHEMA" and isinstance(_statement, str):
+        globals()[_name] = render(_statement, SCHEMA)
+del _name, _statement

@@ -303,7 +303,7 @@ def _client(
     conn_row: Mapping[str, Any],
     http: httpx.AsyncClient | None,
 ) -> MailchimpClient:
-    token = cipher.decrypt(conn_row["access_token_encrypted"])
+    token = cipher.decrypt(conn_row["access_token_encrypted"], conn_row["user_id"])
     return ClientFactory.from_settings(settings, http).client(
         conn_row["dc"], token, log_context={"user_id": str(conn_row["user_id"])}
     )

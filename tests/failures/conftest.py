@@ -19,7 +19,7 @@ import pytest
 from mcsync.embedded import database_url
 from mcsync.migrate import apply_migrations
 from mcsync.worker.health import PAUSED_NOTICE
-from tests.conftest import CONTACTS_DDL
+from tests.conftest import CONTACTS_DDL, create_process_logins
 from tests.harness import ENCRYPTION_KEY, SyncHarness
 
 SCALE = 0.01  # every retry/probe/throttle delay shrunk a hundredfold
@@ -46,8 +46,8 @@ def settle(h: SyncHarness, timeout: float = 15.0) -> None:
     while True:
         h.drain()
         pending = h.execute(
-            "SELECT count(*) AS n FROM mailchimp_sync_queue q JOIN mailchimp_connections c "
-            "USING (user_id) WHERE c.sync_status = 'active'"
+            "SELECT count(*) AS n FROM mcsync.mailchimp_sync_queue q"
+            " JOIN mcsync.mailchimp_connections c USING (user_id) WHERE c.sync_status = 'active'"
         )[0]["n"]
         if pending == 0 or time.monotonic() > deadline:
             return
@@ -55,12 +55,14 @@ def settle(h: SyncHarness, timeout: float = 15.0) -> None:
 
 
 def connection(h: SyncHarness) -> dict[str, Any]:
-    (row,) = h.execute("SELECT * FROM mailchimp_connections")
+    (row,) = h.execute("SELECT * FROM mcsync.mailchimp_connections")
     return row
 
 
 def connection_of(h: SyncHarness, user: Any) -> dict[str, Any]:
-    (row,) = h.execute("SELECT * FROM mailchimp_connections WHERE user_id = %s", (user.user_id,))
+    (row,) = h.execute(
+        "SELECT * FROM mcsync.mailchimp_connections WHERE user_id = %s", (user.user_id,)
+    )
     return row
 
 
@@ -142,6 +144,7 @@ class RestartablePostgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(CONTACTS_DDL.encode())
         apply_migrations(self.url)
+        create_process_logins(self.url)
 
     def _pg_ctl(self, *args: str) -> None:
         from pgserver._commands import pg_ctl  # type: ignore[import-untyped]

@@ -12,7 +12,9 @@ from tests.harness import SyncHarness
 
 
 def _rejection(h: SyncHarness, cid: uuid.UUID) -> dict[str, object]:
-    (row,) = h.execute("SELECT * FROM mailchimp_rejected_contacts WHERE contact_id = %s", (cid,))
+    (row,) = h.execute(
+        "SELECT * FROM mcsync.mailchimp_rejected_contacts WHERE contact_id = %s", (cid,)
+    )
     return row
 
 
@@ -43,7 +45,7 @@ def test_contact_level_rejections_are_recorded_with_reason_and_field_and_never_p
     assert f["severity"] == "error" and f["field"] == "email_address"
     assert "permanently deleted" in str(f["reason"])
     assert fast.execute(
-        "SELECT * FROM mailchimp_rejected_contacts WHERE contact_id = %s", (readded,)
+        "SELECT * FROM mcsync.mailchimp_rejected_contacts WHERE contact_id = %s", (readded,)
     ) == []
     unsub_hash = subscriber_hash("unsub@coachmail.io")
     assert not any(  # no write to that member was refused: nothing raised was ever asked
@@ -69,7 +71,9 @@ def test_contact_level_rejections_are_recorded_with_reason_and_field_and_never_p
     settle(fast)
     assert "fixed@coachmail.io" in fast.members(user)
     assert (
-        fast.execute("SELECT 1 FROM mailchimp_rejected_contacts WHERE contact_id = %s", (fake,))
+        fast.execute(
+            "SELECT 1 FROM mcsync.mailchimp_rejected_contacts WHERE contact_id = %s", (fake,)
+        )
         == []
     )
 
@@ -103,7 +107,7 @@ def test_phone_only_rejection_syncs_without_phone_and_warns_also_in_a_batch(
     assert members["ph5@coachmail.io"]["merge_fields"]["PHONE"] == ""
     assert members["ph5@coachmail.io"]["merge_fields"]["FNAME"] == "P5"
     assert members["ph6@coachmail.io"]["merge_fields"]["PHONE"] == "404-555-1006"
-    warnings = fast.execute("SELECT * FROM mailchimp_rejected_contacts")
+    warnings = fast.execute("SELECT * FROM mcsync.mailchimp_rejected_contacts")
     assert len(warnings) == 8
     assert all(w["severity"] == "warning" and w["field"] == "PHONE" for w in warnings)
     assert fast.queue() == []
@@ -190,7 +194,9 @@ def test_hostile_catalogue_each_row_synced_or_rejected_with_a_reason(
 
     rejected = {
         r["contact_id"]: r
-        for r in fast.execute("SELECT * FROM mailchimp_rejected_contacts WHERE severity = 'error'")
+        for r in fast.execute(
+            "SELECT * FROM mcsync.mailchimp_rejected_contacts WHERE severity = 'error'"
+        )
     }
     for r in rejected.values():
         assert r["reason"], r

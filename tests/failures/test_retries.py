@@ -59,7 +59,7 @@ def _row(h: SyncHarness) -> dict[str, object]:
     (row,) = h.execute(
         """SELECT attempts, last_error, locked_by,
                   extract(epoch FROM next_retry_at - now())::float8 AS due_in
-             FROM mailchimp_sync_queue"""
+             FROM mcsync.mailchimp_sync_queue"""
     )
     return row
 
@@ -126,7 +126,7 @@ def test_429_defers_the_whole_account_without_spending_attempts(sync: SyncHarnes
     rows = sync.execute(
         """SELECT attempts, last_error, locked_by,
                   extract(epoch FROM next_retry_at - now())::float8 AS due_in
-             FROM mailchimp_sync_queue"""
+             FROM mcsync.mailchimp_sync_queue"""
     )
     assert len(rows) == 4
     assert all(r["attempts"] == 0 and r["locked_by"] is None for r in rows)
@@ -177,7 +177,7 @@ def test_fifth_failed_attempt_pauses_with_the_notice_and_paused_events_are_left_
     rows = {
         r["email"]: r
         for r in fast.execute(
-            "SELECT c.email, q.attempts, q.locked_by FROM mailchimp_sync_queue q "
+            "SELECT c.email, q.attempts, q.locked_by FROM mcsync.mailchimp_sync_queue q "
             "JOIN contacts c ON c.id = q.contact_id"
         )
     }
@@ -232,7 +232,7 @@ def test_outage_longer_than_five_attempts_pauses_then_recovers_by_itself(
 
 def connection_of_user(h: SyncHarness, user: object) -> dict[str, object]:
     (row,) = h.execute(
-        "SELECT * FROM mailchimp_connections WHERE user_id = %s",
+        "SELECT * FROM mcsync.mailchimp_connections WHERE user_id = %s",
         (user.user_id,),  # type: ignore[attr-defined]
     )
     return row

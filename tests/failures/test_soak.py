@@ -180,9 +180,10 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
 
     def drained() -> bool:
         try:
-            pending = h.execute("SELECT count(*) AS n FROM mailchimp_sync_queue")[0]["n"]
+            pending = h.execute("SELECT count(*) AS n FROM mcsync.mailchimp_sync_queue")[0]["n"]
             states = {
-                r["sync_status"] for r in h.execute("SELECT sync_status FROM mailchimp_connections")
+                r["sync_status"]
+                for r in h.execute("SELECT sync_status FROM mcsync.mailchimp_connections")
             }
         except psycopg.OperationalError:
             return False
@@ -193,11 +194,12 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
     except AssertionError:
         state = h.execute(
             "SELECT c.user_id, c.sync_status, c.last_error, c.next_probe_at, c.lease_owner,"
-            " c.lease_until, (SELECT count(*) FROM mailchimp_sync_queue q"
+            " c.lease_until, (SELECT count(*) FROM mcsync.mailchimp_sync_queue q"
             " WHERE q.user_id = c.user_id) AS pending, (SELECT min(next_retry_at)"
-            " FROM mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS next_due,"
-            " (SELECT count(*) FROM mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS bulk,"
-            " now() FROM mailchimp_connections c"
+            " FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS next_due,"
+            " (SELECT count(*) FROM mcsync.mailchimp_sync_bulk b"
+            " WHERE b.user_id = c.user_id) AS bulk,"
+            " now() FROM mcsync.mailchimp_connections c"
         )
         logs = "\n".join(w.output()[-2000:] for w in workers)
         raise AssertionError(f"not drained: {state}\n{logs}") from None
@@ -215,7 +217,7 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
     rejected_errors = {
         r["contact_id"]
         for r in h.execute(
-            "SELECT contact_id FROM mailchimp_rejected_contacts WHERE severity = 'error'"
+            "SELECT contact_id FROM mcsync.mailchimp_rejected_contacts WHERE severity = 'error'"
         )
     }
     found_marketer_tags: set[str] = set()
@@ -235,7 +237,8 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
         recency = {
             r["contact_id"]: r["changed_at"]
             for r in h.execute(
-                "SELECT contact_id, changed_at FROM mailchimp_contact_links WHERE user_id = %s",
+                "SELECT contact_id, changed_at FROM mcsync.mailchimp_contact_links"
+                " WHERE user_id = %s",
                 (user.user_id,),
             )
         }
@@ -282,7 +285,7 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
         assert {normalize_email(c.email) is not None for c in contacts}  # sanity
     # Tags marketers added in Mailchimp are never removed by mcsync.
     assert found_marketer_tags == marketer_tags
-    assert h.execute("SELECT count(*) AS n FROM mailchimp_sync_queue")[0]["n"] == 0
+    assert h.execute("SELECT count(*) AS n FROM mcsync.mailchimp_sync_queue")[0]["n"] == 0
     print(
         f"soak scale={SCALE} seed={SEED}: {total_ops} ops {dict(driver.ops)}, "
         f"{len(requests)} API calls ({len(failed)} failed), {kills} kills, {restarts} pg restart, "
@@ -303,8 +306,10 @@ def _explain(h: SyncHarness, user: User, emails: set[str]) -> str:
             "WHERE user_id = %s AND lower(btrim(email)) = %s",
             (user.user_id, e),
         )
-        ledger = h.execute("SELECT * FROM mailchimp_members WHERE email_hash = %s", (hsh,))
-        links = h.execute("SELECT * FROM mailchimp_contact_links WHERE email_hash = %s", (hsh,))
+        ledger = h.execute("SELECT * FROM mcsync.mailchimp_members WHERE email_hash = %s", (hsh,))
+        links = h.execute(
+            "SELECT * FROM mcsync.mailchimp_contact_links WHERE email_hash = %s", (hsh,)
+        )
         out.append(f"{e}: member={members}\n  contacts={contacts}\n  ledger={ledger}")
         out.append(f"  links={links}")
         calls = [

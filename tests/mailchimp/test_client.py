@@ -17,7 +17,7 @@ import httpx
 import pytest
 import structlog
 
-from mcsync.config import Settings, api_base_url
+from mcsync.config import Settings
 from mcsync.emulator.testing import EmulatorHandle
 from mcsync.mailchimp import (
     BatchMember,
@@ -35,6 +35,7 @@ from mcsync.mailchimp import (
     subscriber_hash,
 )
 from mcsync.mailchimp.client import ClientFactory
+from mcsync.mailchimp.endpoints import InvalidDataCenter, api_base
 
 pytestmark = pytest.mark.anyio
 
@@ -574,9 +575,15 @@ async def test_one_log_line_per_call_without_secrets(emu: EmulatorHandle) -> Non
 
 def test_an_accounts_url_is_built_in_one_place() -> None:
     template = "https://{dc}.api.mailchimp.com/3.0/"
-    assert api_base_url(template, "us7") == "https://us7.api.mailchimp.com/3.0"
-    assert Settings(mailchimp_api_url=template).api_base("us7") == api_base_url(template, "us7")
-    assert ClientFactory(template).client("us7", TOKEN).base_url == api_base_url(template, "us7")
+    assert api_base(template, "us7") == "https://us7.api.mailchimp.com/3.0"
+    assert Settings(mailchimp_api_url=template).api_base("us7") == api_base(template, "us7")
+    assert ClientFactory(template).client("us7", TOKEN).base_url == api_base(template, "us7")
+    # ...and that place checks the dc: a forged one never becomes a host the token is sent to.
+    for forged in ("attacker.example/x?", "us7.evil.example", ""):
+        with pytest.raises(InvalidDataCenter):
+            ClientFactory(template).client(forged, TOKEN)
+        with pytest.raises(InvalidDataCenter):
+            Settings(mailchimp_api_url=template).api_base(forged)
 
 
 async def test_the_factory_client_reports_each_call_to_its_observer_and_log(

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from mcsync.config import Settings
 from mcsync.web import create_app
 from mcsync.web.auth import make_user_token
+from tests.conftest import WEB_LOGIN, login_url
 from tests.harness import SyncHarness
 
 JWT_SECRET = "test-jwt-secret-" + "s" * 32
@@ -92,7 +93,7 @@ class WebHarness:
 
     def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
         with (
-            psycopg.connect(self.settings.database_url, autocommit=True) as conn,
+            psycopg.connect(self.sync.db_url, autocommit=True) as conn,
             conn.cursor(row_factory=dict_row) as cur,
         ):
             cur.execute(sql, params)
@@ -111,8 +112,10 @@ class WebHarness:
 
 
 def web_settings(sync: SyncHarness, **overrides: Any) -> Settings:
+    """`mcsync web`'s settings, connecting as the web login (sql/grants.sql's mcsync_web)."""
     values = {
         **sync.settings.model_dump(),
+        "database_url": login_url(sync.db_url, WEB_LOGIN),
         "mcsync_jwt_secret": JWT_SECRET,
         "mailchimp_client_id": CLIENT_ID,
         "mailchimp_client_secret": CLIENT_SECRET,

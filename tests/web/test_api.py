@@ -6,16 +6,25 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import jwt
 import pytest
+from fastapi.testclient import TestClient
 
 from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
-from mcsync.web.auth import Signer
-from mcsync.web.oauth import COOKIE
+from mcsync.web.auth import Signer, make_user_token
+from mcsync.web.oauth import COOKIE, SECURE_COOKIE
 from tests.harness import wait_until
-from tests.web.conftest import APP_ORIGIN, JWT_SECRET, WebHarness, web_settings
+from tests.web.conftest import (
+    APP_ORIGIN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    JWT_SECRET,
+    WebHarness,
+    web_settings,
+)
 
 ROUTES = [
     ("GET", "/api/status"),
@@ -86,10 +95,10 @@ def test_oauth_connects_stores_the_token_encrypted_and_auto_selects_the_only_aud
     status = web.status(user)
     assert status["connected"] and status["audience_name"] == "Clients"
     assert status["account_name"] == "Ada's Coaching" and not status["needs_audience"]
-    [row] = web.rows("SELECT * FROM mailchimp_connections WHERE user_id = %s", (user,))
+    [row] = web.rows("SELECT * FROM mcsync.mailchimp_connections WHERE user_id = %s", (user,))
     assert row["dc"] == "us7" and row["audience_id"] == "solo"
     assert account["access_token"] not in row["access_token_encrypted"]
-    assert web.sync.cipher.decrypt(row["access_token_encrypted"]) == account["access_token"]
+    assert web.sync.cipher.decrypt(row["access_token_encrypted"], user) == account["access_token"]
 
     web.sync.drain()
     member = web.members("solo")["ada@clientmail.io"]
@@ -114,7 +123,7 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
         r = web.client.get("/oauth/callback", params={"code": code, "state": state})
         assert r.status_code == 400, state
         assert "expired or was already used" in r.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
 
     assert web.client.get(callback).status_code == 200
     replay = web.client.get(callback)
@@ -156,7 +165,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert "Max-Age=0" in cleared and "Path=/oauth" in cleared
     assert COOKIE not in web.client.cookies
 
-    # Over https the cookie is Secure.
+    # Over https the cookie is __Host- prefixed: Secure, Path=/, no Domain.
     secure = web.client.post(
         "https://testserver/oauth/begin",
         data={"state": web.start(user)["state"]},
@@ -164,7 +173,77 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
         follow_redirects=False,
     )
     assert secure.status_code == 303
-    assert "secure" in secure.headers["set-cookie"].lower()
+    _assert_host_prefixed(secure.headers["set-cookie"])
+
+
+def _assert_host_prefixed(cookie: str) -> None:
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
+    assert cookie.startswith(f"{SECURE_COOKIE}=") and SECURE_COOKIE == f"__Host-{COOKIE}"
+    assert "secure" in attrs and attrs["path"] == "Path=/" and "domain" not in attrs
+    assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=lax"
+
+
+def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness) -> None:
+    redirect = "https://mcsync.example.test/oauth/callback"
+    web.admin.register_oauth_client(CLIENT_ID, CLIENT_SECRET, redirect)
+    settings = web_settings(web.sync, mailchimp_redirect_uri=redirect)
+    account = web.account("Secure", [{"id": "s1", "name": "Secure list"}])
+    user = uuid.uuid4()
+    with TestClient(
+        create_app(settings, sweep_interval=60), base_url="https://mcsync.example.test"
+    ) as client:
+        token = make_user_token(JWT_SECRET, user)
+        started = client.post(
+            "/api/oauth/start",
+            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
+        ).json()
+        assert started["begin_url"] == "https://mcsync.example.test/oauth/begin"
+        r = client.post(
+            started["begin_url"],
+            data={"state": started["state"]},
+            headers={"Origin": APP_ORIGIN},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        _assert_host_prefixed(r.headers["set-cookie"])
+        assert set(client.cookies.keys()) == {SECURE_COOKIE}
+        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        answer = httpx.post(
+            r.headers["location"].split("?")[0],
+            data={**query, "account": account["account_id"], "decision": "allow"},
+            follow_redirects=False,
+        )
+        callback = answer.headers["location"]
+        assert callback.startswith(redirect)
+        # The same value under the plain name (as a sibling subdomain could plant): refused.
+        planted = client.cookies[SECURE_COOKIE]
+        client.cookies.clear()
+        page = client.get(callback, headers={"Cookie": f"{COOKIE}={planted}"})
+        assert page.status_code == 400 and "wasn't opened from the app" in page.text
+        # A fresh flow with the cookie as the browser keeps it: connected, and the cookie cleared.
+        started = client.post(
+            "/api/oauth/start",
+            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
+        ).json()
+        r = client.post(
+            started["begin_url"],
+            data={"state": started["state"]},
+            headers={"Origin": APP_ORIGIN},
+            follow_redirects=False,
+        )
+        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+        answer = httpx.post(
+            r.headers["location"].split("?")[0],
+            data={**query, "account": account["account_id"], "decision": "allow"},
+            follow_redirects=False,
+        )
+        page = client.get(answer.headers["location"])
+        assert page.status_code == 200 and "Connected to" in page.text
+        cleared = page.headers["set-cookie"]
+        assert cleared.startswith(f"{SECURE_COOKIE}=") and "Max-Age=0" in cleared
+        assert SECURE_COOKIE not in client.cookies
+    [row] = web.rows("SELECT dc, api_endpoint FROM mcsync.mailchimp_connections")
+    assert row["dc"] == "us7"
 
 
 def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(
@@ -185,7 +264,7 @@ def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(
     assert "wasn't opened from the app in this browser" in page.text
     assert "nothing was saved" in page.text
     assert f'origin = "{APP_ORIGIN}"' in page.text  # the same calm page, same reporting
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(attacker)["connected"] is False
     # The state is spent: it can't be tried again anywhere.
     again = web.client.get(callback)
@@ -214,7 +293,7 @@ def test_a_mismatched_cookie_is_refused_and_stores_nothing(web: WebHarness) -> N
     web.client.cookies.clear()
     page = web.client.get(callback, headers={"Cookie": f"{COOKIE}=not-the-binding"})
     assert page.status_code == 400 and "wasn't opened from the app" in page.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(attacker)["connected"] is False
     assert web.status(victim)["connected"] is False
 
@@ -236,7 +315,7 @@ def test_begin_answers_only_the_apps_own_page(web: WebHarness) -> None:
         assert "set-cookie" not in r.headers
     # mcsync's own origin (a page served next to it) may begin.
     assert web.begin(started, origin="http://testserver").status_code == 303
-    assert web.rows("SELECT 1 FROM mcsync_oauth_states") == []
+    assert web.rows("SELECT 1 FROM mcsync.mcsync_oauth_states") == []
 
 
 def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
@@ -252,7 +331,7 @@ def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
     denied = web.consent(user, account["account_id"], allow=False)
     r = web.client.get(denied)
     assert r.status_code == 400 and "not granted" in r.text
-    assert web.rows("SELECT 1 FROM mailchimp_connections") == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
     assert web.status(user) == {"connected": False, "sync_status": None, "notice": None}
 
 
@@ -316,18 +395,20 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
     web.connect(user, account["account_id"])
     web.sync.drain()
     web.add_contact(user, "di@clientmail.io", first_name="Di")  # pending, never sent
-    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))
 
     r = web.client.delete("/api/connection", headers=web.headers(user))
     assert r.json() == {"connected": False, "disconnected": True}
-    assert web.rows("SELECT 1 FROM mailchimp_connections WHERE user_id = %s", (user,)) == []
-    assert web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,)) == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections WHERE user_id = %s", (user,)) == []
+    assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,)) == []
     assert len(web.rows("SELECT 1 FROM contacts WHERE user_id = %s", (user,))) == 2
     assert set(web.members("l1")) == {"cy@clientmail.io"}  # Mailchimp untouched
 
     # Reconnecting starts with a full reconciliation: every contact is queued again.
     web.connect(user, account["account_id"])
-    assert len(web.rows("SELECT 1 FROM mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
+    assert (
+        len(web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
+    )
     web.sync.drain()
     assert set(web.members("l1")) == {"cy@clientmail.io", "di@clientmail.io"}
 
@@ -343,7 +424,8 @@ def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) 
     assert first.status_code == 202
     wait_until(
         lambda: web.rows(
-            "SELECT 1 FROM mcsync_reconciliations WHERE user_id = %s AND finished_at IS NOT NULL",
+            "SELECT 1 FROM mcsync.mcsync_reconciliations"
+            " WHERE user_id = %s AND finished_at IS NOT NULL",
             (user,),
         )
     )

@@ -264,7 +264,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             expect(message).to_contain_text("Sync started")
             wait_until(
                 lambda: row(
-                    "SELECT 1 FROM mcsync_reconciliations WHERE user_id = %s "
+                    "SELECT 1 FROM mcsync.mcsync_reconciliations WHERE user_id = %s "
                     "AND finished_at IS NOT NULL AND error IS NULL"
                 ),
                 timeout=30,
@@ -281,7 +281,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             )
             wait_until(
                 lambda: row(
-                    "SELECT 1 FROM mailchimp_connections WHERE user_id = %s "
+                    "SELECT 1 FROM mcsync.mailchimp_connections WHERE user_id = %s "
                     "AND sync_status = 'paused'"
                 ),
                 timeout=60,
@@ -312,7 +312,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             expect(settings.get_by_text("Not connected")).to_be_visible()
             expect(settings.get_by_role("button", name="Connect Mailchimp")).to_be_focused()
             _shot(page, "08-disconnected")
-            assert row("SELECT 1 FROM mailchimp_connections WHERE user_id = %s") == []
+            assert row("SELECT 1 FROM mcsync.mailchimp_connections WHERE user_id = %s") == []
             assert len(admin.members("news")) == 3
 
             # Login CSRF: an attacker begins a flow for their own user and gets a victim's
@@ -340,7 +340,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             _shot(lure, "09-other-browser-refused")
             assert (
                 sync.execute(
-                    "SELECT 1 FROM mailchimp_connections WHERE user_id IN (%s, %s)",
+                    "SELECT 1 FROM mcsync.mailchimp_connections WHERE user_id IN (%s, %s)",
                     (user, attacker),
                 )
                 == []

@@ -28,6 +28,7 @@ from mcsync.reconcile import (
     stale_runs,
 )
 from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+from tests.web.conftest import web_settings
 
 
 def _cli(sync: SyncHarness, *args: str) -> list[str]:
@@ -60,7 +61,7 @@ def _request_sync_now(sync: SyncHarness, user: User) -> None:
 
 def _lose_pending_events(sync: SyncHarness, user: User) -> None:
     """Changes the worker never hears of (a lost event): the drift Sync Now exists for."""
-    sync.execute("DELETE FROM mailchimp_sync_queue WHERE user_id = %s", (user.user_id,))
+    sync.execute("DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user.user_id,))
 
 
 def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
@@ -99,7 +100,7 @@ def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
     sync.update_contact(ids["fay"], tags=[])
     sync.delete_contact(ids["cy"])
     sync.delete_contact(ids["di"])
-    sync.execute("DELETE FROM mailchimp_contact_links WHERE contact_id = %s", (ids["di"],))
+    sync.execute("DELETE FROM mcsync.mailchimp_contact_links WHERE contact_id = %s", (ids["di"],))
     hal = sync.add_contact(user, "hal@clientmail.io", first_name="Hal")
     _lose_pending_events(sync, user)
 
@@ -149,13 +150,14 @@ def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
     # The placeholder link is gone with the member it archived.
     assert (
         sync.execute(
-            "SELECT 1 FROM mailchimp_contact_links l WHERE NOT EXISTS "
+            "SELECT 1 FROM mcsync.mailchimp_contact_links l WHERE NOT EXISTS "
             "(SELECT 1 FROM contacts c WHERE c.id = l.contact_id)"
         )
         == []
     )
     last = sync.execute(
-        "SELECT last_full_sync_at FROM mailchimp_connections WHERE user_id = %s", (user.user_id,)
+        "SELECT last_full_sync_at FROM mcsync.mailchimp_connections WHERE user_id = %s",
+        (user.user_id,),
     )
     assert last[0]["last_full_sync_at"] is not None
 
@@ -183,9 +185,11 @@ def test_an_interrupted_run_resumes_at_the_next_page(
     _request_sync_now(sync, user)
     with pytest.raises(TransientError):
         asyncio.run(
-            run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="first", page_size=2)
+            run_reconciliation(
+                web_settings(sync), sync.cipher, user.user_id, owner="first", page_size=2
+            )
         )
-    [run] = sync.execute("SELECT * FROM mcsync_reconciliations")
+    [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
     assert run["next_offset"] == 2 and run["finished_at"] is None
     assert len(sync.queue()) == 2  # the first page's work is already queued
 
@@ -193,14 +197,18 @@ def test_an_interrupted_run_resumes_at_the_next_page(
     assert (
         asyncio.run(
             run_reconciliation(
-                sync.settings, sync.cipher, user.user_id, owner="second", page_size=2
+                web_settings(sync), sync.cipher, user.user_id, owner="second", page_size=2
             )
         )
         is None
     )
-    sync.execute("UPDATE mcsync_reconciliations SET lease_until = now() - interval '1 second'")
+    sync.execute(
+        "UPDATE mcsync.mcsync_reconciliations SET lease_until = now() - interval '1 second'"
+    )
     result = asyncio.run(
-        run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="second", page_size=2)
+        run_reconciliation(
+            web_settings(sync), sync.cipher, user.user_id, owner="second", page_size=2
+        )
     )
     assert result is not None and result.resumed_at == 2 and result.listed == 3
     assert {r["contact_id"] for r in sync.queue()} == set(ids)
@@ -208,7 +216,7 @@ def test_an_interrupted_run_resumes_at_the_next_page(
     assert {m["merge_fields"]["FNAME"] for m in sync.members(user).values()} == {
         f"Renamed {i}" for i in range(5)
     }
-    assert asyncio.run(audit(sync.settings, sync.cipher, user.user_id)) == []
+    assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []
 
 
 def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
@@ -222,8 +230,33 @@ def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
     )
     assert main(args) == 0
     assert "re-encrypted 1 token" in capsys.readouterr().out
-    [row] = sync.execute("SELECT access_token_encrypted FROM mailchimp_connections")
-    assert TokenCipher([new_key]).decrypt(row["access_token_encrypted"]) == user.token
+    [row] = sync.execute("SELECT access_token_encrypted FROM mcsync.mailchimp_connections")
+    assert TokenCipher([new_key]).decrypt(row["access_token_encrypted"], user.user_id) == user.token
+
+
+def test_rotate_keys_binds_a_token_stored_before_tokens_were_bound(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row written by an older mcsync (a Fernet token of the bare access token) is refused
+    by the worker until `mcsync rotate-keys` binds it to its row's user."""
+    user = sync.add_user()
+    contact = sync.add_contact(user, "old@clientmail.io")
+    legacy = Fernet(ENCRYPTION_KEY.encode()).encrypt(user.token.encode()).decode()
+    sync.execute("UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %s", (legacy,))
+    sync.drain()
+    [row] = sync.execute("SELECT sync_status, last_error FROM mcsync.mailchimp_connections")
+    # Paused (the operator's to fix, not the user's), probing to resume by itself.
+    assert row["sync_status"] == "paused" and "rotate-keys" in row["last_error"]
+    assert sync.api_calls() == [] and sync.members(user) == {}
+    assert len(sync.queue()) == 1
+
+    assert main(_cli(sync, "rotate-keys")) == 0
+    assert "re-encrypted 1 token" in capsys.readouterr().out
+    [row] = sync.execute("SELECT access_token_encrypted FROM mcsync.mailchimp_connections")
+    assert sync.cipher.decrypt(row["access_token_encrypted"], user.user_id) == user.token
+    sync.execute("UPDATE mcsync.mailchimp_connections SET next_probe_at = now()")  # time passes
+    sync.drain()  # the probe succeeds: it carries on by itself
+    assert set(sync.members(user)) == {"old@clientmail.io"} and contact
 
 
 # --- the comparison itself (pure) -----------------------------------------------------------
@@ -274,8 +307,9 @@ def test_a_revoked_token_ends_the_run_instead_of_retrying_forever(sync: SyncHarn
     sync.admin.revoke(user.token)
     _request_sync_now(sync, user)
     assert (
-        asyncio.run(run_reconciliation(sync.settings, sync.cipher, user.user_id, owner="w")) is None
+        asyncio.run(run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="w"))
+        is None
     )
-    [run] = sync.execute("SELECT * FROM mcsync_reconciliations")
+    [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
     assert run["finished_at"] is not None and "401" in run["error"]
     assert asyncio.run(stale_runs(sync.db_url)) == []

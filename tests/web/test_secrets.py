@@ -54,7 +54,8 @@ def test_the_token_never_appears_in_responses_logs_or_the_database(
         bodies.append(response.text + str(dict(response.headers)))
     wait_until(
         lambda: web.rows(
-            "SELECT 1 FROM mcsync_reconciliations WHERE finished_at IS NOT NULL AND user_id = %s",
+            "SELECT 1 FROM mcsync.mcsync_reconciliations"
+            " WHERE finished_at IS NOT NULL AND user_id = %s",
             (user,),
         )
     )
@@ -63,11 +64,14 @@ def test_the_token_never_appears_in_responses_logs_or_the_database(
 
     dump: list[str] = []
     tables = web.rows(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        "SELECT table_schema, table_name FROM information_schema.tables"
+        " WHERE table_schema IN ('public', 'mcsync')"
     )
     for t in tables:
-        dump += [str(r) for r in web.rows(f'SELECT * FROM "{t["table_name"]}"')]
-    assert any("gAAAA" in row for row in dump)  # the encrypted token is there; we did look
+        dump += [
+            str(r) for r in web.rows(f'SELECT * FROM "{t["table_schema"]}"."{t["table_name"]}"')
+        ]
+    assert any("mcsync2:gAAAA" in row for row in dump)  # the encrypted token is there; we did look
 
     logged = log_lines.getvalue()
     assert "oauth_connected" in logged and "reconcile_finished" in logged  # we did log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from uuid import UUID
 
 import psycopg
@@ -25,7 +26,10 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     cipher = require_cipher(settings)
-    api_endpoint = args.api_endpoint or settings.api_base(args.dc)
+    try:
+        api_endpoint = args.api_endpoint or settings.api_base(args.dc)
+    except ValueError as exc:  # a --dc that is no Mailchimp data center
+        sys.exit(f"mcsync connect: {exc}")
     with psycopg.connect(require_database(settings), autocommit=True) as conn:
         queued = connect_user(
             conn,

@@ -1,4 +1,4 @@
-"""Commands that look after mcsync's tables: `migrate` and `rotate-keys`."""
+"""Commands that look after mcsync's tables: `migrate`, `sql` and `rotate-keys`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from mcsync.cli.options import (
-    DATABASE,
     MAILCHIMP,
     add_command,
     database_and_cipher,
+    require_cipher,
     require_database,
     settings_from,
 )
@@ -19,25 +19,62 @@ from mcsync.crypto import EncryptionKeyError
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply mcsync's SQL migrations to the app's database.
 
-    Each file in sql/ runs once, in order, in its own transaction; versions and checksums are
-    recorded in mcsync_schema_migrations. Safe to rerun. It refuses to run over a migration file
-    edited after it was applied, and says so when the app's contacts table is missing."""
-    from mcsync.migrate import MigrationError, apply_migrations
+    Every pending file in sql/ runs once, in order, all in ONE transaction; versions and
+    checksums are recorded in mcsync.mcsync_schema_migrations. mcsync's tables live in their own
+    schema (`mcsync`, or MCSYNC_SCHEMA); the app's schema gets only the triggers. Safe to rerun.
+    It refuses to run over a migration file edited after it was applied, and says so when the
+    app's contacts table is missing.
 
+    With MCSYNC_ENCRYPTION_KEYS (or --encryption-keys), tokens stored by an older mcsync in the
+    unbound form are bound to their user in the same transaction; without keys it exits 1 and
+    says how many are left (run `mcsync rotate-keys`)."""
+    from mcsync.migrate import MigrationError, migrate_and_bind_tokens
+
+    settings = settings_from(args)
+    cipher = require_cipher(settings) if settings.encryption_keys else None
     try:
-        applied = apply_migrations(require_database(settings_from(args)))
-    except MigrationError as exc:
+        applied, unbound = migrate_and_bind_tokens(require_database(settings), cipher)
+    except (MigrationError, EncryptionKeyError) as exc:
         print(f"mcsync migrate: {exc}", file=sys.stderr)
         return 1
     print("applied: " + ", ".join(applied) if applied else "up to date")
+    if unbound:
+        print(
+            f"mcsync migrate: {unbound} stored token(s) are not bound to their user yet and "
+            "will not be used: run `mcsync rotate-keys` (or this command again) with "
+            "MCSYNC_ENCRYPTION_KEYS set",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Print the migrations as one SQL script, for another migration tool (Supabase's, Flyway).
+
+    The script is rendered for MCSYNC_SCHEMA; apply it as ONE migration, as the owner of
+    `contacts`. --after VERSION prints only the migrations numbered after VERSION (an upgrade);
+    --grants prints sql/grants.sql, the roles the worker and the web side log in as. See
+    docs/install.md."""
+    from mcsync.migrate import SQL_DIR, MigrationError, migrations_script
+    from mcsync.schema import configured_schema, render
+
+    if args.grants:
+        print(render((SQL_DIR / "grants.sql").read_text(), configured_schema()))
+        return 0
+    try:
+        print(migrations_script(after=args.after))
+    except MigrationError as exc:
+        print(f"mcsync sql: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
-    """Re-encrypt every stored Mailchimp token with the newest key.
+    """Re-encrypt every stored Mailchimp token with the newest key, bound to its user.
 
-    Put the new key first in MCSYNC_ENCRYPTION_KEYS (keep the old one after it), run this, then
-    drop the old key."""
+    Tokens stored by an older mcsync (unbound) are bound now. Put the new key first in
+    MCSYNC_ENCRYPTION_KEYS (keep the old one after it), run this, then drop the old key."""
     import psycopg
 
     from mcsync.connections import rotate_tokens
@@ -49,13 +86,27 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     except EncryptionKeyError as exc:
         print(f"mcsync rotate-keys: {exc}", file=sys.stderr)
         return 1
-    print(f"re-encrypted {n} token(s) with the newest key")
+    print(f"re-encrypted {n} token(s) with the newest key, each bound to its user")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_command(
-        sub, "migrate", cmd_migrate, help="apply the SQL migrations in sql/", settings=DATABASE
+        sub,
+        "migrate",
+        cmd_migrate,
+        help="apply the SQL migrations in sql/ (one transaction)",
+        settings=("database_url", "encryption_keys"),
+    )
+    p = add_command(
+        sub,
+        "sql",
+        cmd_sql,
+        help="print the migrations as one script for another migration tool (Supabase)",
+    )
+    p.add_argument("--grants", action="store_true", help="print sql/grants.sql instead")
+    p.add_argument(
+        "--after", metavar="VERSION", help="only the migrations numbered after VERSION (e.g. 003)"
     )
     add_command(
         sub,

@@ -9,7 +9,8 @@ caller's context (e.g. ``user_id``); never the token, never a body or an email a
 optional observer sees the same (op, outcome, seconds), for metrics.
 
 :class:`ClientFactory` is the one place a client is made from settings (worker, Sync Now,
-verify, web); it builds an account's URL with :func:`mcsync.config.api_base_url`.
+verify, web); it builds an account's URL with :func:`mcsync.mailchimp.endpoints.api_base`,
+which checks the dc first.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import structlog
 
-from mcsync.config import Settings, api_base_url
 from mcsync.emails import subscriber_hash
+from mcsync.mailchimp.endpoints import api_base
+
+if TYPE_CHECKING:  # the settings import mcsync.mailchimp.endpoints: no cycle at run time
+    from mcsync.config import Settings
 from mcsync.mailchimp.errors import (
     MailchimpError,
     NotFoundError,
@@ -454,7 +458,7 @@ class ClientFactory:
         return cls(settings.mailchimp_api_url, settings.mcsync_http_timeout, http)
 
     def base_url(self, dc: str) -> str:
-        return api_base_url(self.api_url, dc)
+        return api_base(self.api_url, dc)
 
     def client(
         self,

@@ -9,19 +9,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from mcsync.config import Settings
-from mcsync.crypto import TokenCipher
+from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.logging import get_logger
 from mcsync.mailchimp.client import make_http_client
+from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.reconcile import SYNC_NOW_INTERVAL
 from mcsync.web import oauth, routes
 from mcsync.web.auth import Signer
 from mcsync.web.context import WebContext
 from mcsync.web.runs import stop_all, sweep
+
+log = get_logger("mcsync.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -89,6 +94,15 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(oauth.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    async def unusable_connection(_: Request, exc: Exception) -> JSONResponse:
+        # A stored dc that is no data center, or a token that is not this user's: no call
+        # is made with it; the user is asked to connect again.
+        log.warning("connection_unusable", error=str(exc))
+        return JSONResponse({"detail": routes.RECONNECT}, status_code=409)
+
+    app.add_exception_handler(InvalidDataCenter, unusable_connection)
+    app.add_exception_handler(TokenBindingError, unusable_connection)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

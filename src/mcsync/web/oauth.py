@@ -21,8 +21,11 @@ import json
 import math
 import secrets
 import time
+from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
@@ -31,7 +34,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mcsync import queries
 from mcsync.connections import connect_user, get_connection
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.client import ClientFactory
+from mcsync.mailchimp.endpoints import InvalidDataCenter, checked_dc
 from mcsync.mailchimp.errors import MailchimpError, OAuthError
 from mcsync.mailchimp.models import Audience
 from mcsync.mailchimp.oauth import authorize_url, exchange_code, fetch_metadata
@@ -56,6 +60,18 @@ NOT_FROM_APP = (
     "press Connect again in the app."
 )
 COOKIE = "mcsync_oauth"
+# Over https the cookie is `__Host-` prefixed: browsers then only accept it Secure, with Path=/
+# and no Domain, so no sibling subdomain (or a plain-http page on the same host) can plant or
+# overwrite a binding. Plain http (local development) cannot use the prefix.
+SECURE_COOKIE = f"__Host-{COOKIE}"
+RESULT_PAGE = Template(
+    (Path(__file__).resolve().parent / "templates" / "oauth_result.html").read_text()
+)
+
+
+def cookie_name(secure: bool) -> str:
+    """The binding cookie's name: `__Host-mcsync_oauth` over https, `mcsync_oauth` over http."""
+    return SECURE_COOKIE if secure else COOKIE
 
 
 def _configured(ctx: WebContext) -> bool:
@@ -84,18 +100,22 @@ def _cookie_path(ctx: WebContext) -> str:
     return folder or "/"
 
 
+def _served_securely(request: Request, ctx: WebContext) -> bool:
+    return request.url.scheme == "https" or ctx.settings.mailchimp_redirect_uri.startswith("https:")
+
+
 def _set_binding(
     response: Response, request: Request, ctx: WebContext, value: str, age: int
 ) -> None:
-    """HttpOnly, SameSite=Lax (sent on Mailchimp's top-level redirect back), Path = begin and
-    callback's folder, Secure whenever mcsync is reached over https."""
-    redirect = ctx.settings.mailchimp_redirect_uri
-    secure = request.url.scheme == "https" or redirect.startswith("https:")
+    """HttpOnly, SameSite=Lax (sent on Mailchimp's top-level redirect back). Over https:
+    `__Host-` prefixed, Secure, Path=/ (the prefix requires it), no Domain. Over http: Path =
+    begin and callback's folder."""
+    secure = _served_securely(request, ctx)
     response.set_cookie(
-        COOKIE,
+        cookie_name(secure),
         value,
         max_age=age,
-        path=_cookie_path(ctx),
+        path="/" if secure else _cookie_path(ctx),
         secure=secure,
         httponly=True,
         samesite="lax",
@@ -169,25 +189,13 @@ def _page(origin: str, *, ok: bool, message: str, status: int, **extra: Any) -> 
     nonce = secrets.token_urlsafe(16)
     payload = {"source": "mcsync", "type": "oauth-result", "ok": ok, "message": message, **extra}
     # `<` escaped so no value can close the script element early.
-    data = json.dumps(payload).replace("<", "\\u003c")
-    target = json.dumps(origin).replace("<", "\\u003c")
-    body = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Mailchimp</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font:16px/1.5 system-ui,sans-serif;margin:2rem;color:#1f2937}}</style></head>
-<body><main><h1>{"Connected" if ok else "Not connected"}</h1>
-<p role="status">{html.escape(message)}</p>
-<p><button type="button" id="close">Close this window</button></p></main>
-<script nonce="{nonce}">
-(function () {{
-  var data = {data}, origin = {target};
-  if (window.opener && origin) {{
-    try {{ window.opener.postMessage(data, origin); }} catch (e) {{}}
-  }}
-  document.getElementById("close").addEventListener("click", function () {{ window.close(); }});
-  if (data.ok) {{ setTimeout(function () {{ window.close(); }}, 600); }}
-}})();
-</script></body></html>"""
+    body = RESULT_PAGE.substitute(
+        heading="Connected" if ok else "Not connected",
+        message=html.escape(message),
+        nonce=nonce,
+        data=json.dumps(payload).replace("<", "\\u003c"),
+        origin=json.dumps(origin).replace("<", "\\u003c"),
+    )
     return HTMLResponse(
         body,
         status_code=status,
@@ -208,45 +216,67 @@ def _choose(audiences: list[Audience], previous: str | None) -> Audience | None:
     return audiences[0] if len(audiences) == 1 else None
 
 
+class _Refused(Exception):
+    """A callback step said no: `page` is the answer (nothing was stored)."""
+
+    def __init__(self, page: HTMLResponse) -> None:
+        super().__init__("oauth callback refused")
+        self.page = page
+
+
 @router.get("/oauth/callback", response_class=HTMLResponse)
 async def callback(request: Request) -> HTMLResponse:
+    """Mailchimp sends the popup here: check the state and this browser's binding, trade the
+    code for a token, store the connection, and tell the opener."""
     ctx = ctx_of(request)
-    response = await _callback(request, ctx)
-    # The binding is spent with its state, whatever happened: clear it. A cookie that is not
-    # this state's binding is left alone (it may be another flow's; a stray request to the
-    # callback must not be able to break it).
     try:
-        state = ctx.signer.read_state(request.query_params.get("state", ""))
-    except AuthError:
-        return response
-    if ctx.signer.bound(state, request.cookies.get(COOKIE)):
-        _set_binding(response, request, ctx, "", 0)
+        state = await _spent_state(request, ctx)
+        code = _granted_code(request, state)
+        token, dc, account_name = await _exchange(ctx, state, code)
+        audiences = await _audiences(ctx, state.user_id, dc, token)
+        response = await _store(ctx, state, token, dc, account_name, audiences)
+    except _Refused as refused:
+        response = refused.page
+    _clear_binding(response, request, ctx)
     return response
 
 
-async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
-    q = request.query_params
+async def _spent_state(request: Request, ctx: WebContext) -> OAuthState:
+    """The callback's state, if genuine, presented for the first time, and bound to this
+    browser. Spent before the browser check, so a state seen in the wrong browser can't be
+    tried again."""
     try:
-        state = ctx.signer.read_state(q.get("state", ""))
+        state = ctx.signer.read_state(request.query_params.get("state", ""))
     except AuthError as exc:
         log.warning("oauth_state_refused", reason=str(exc))
-        return _page("", ok=False, message=EXPIRED, status=400)
+        raise _Refused(_page("", ok=False, message=EXPIRED, status=400)) from exc
     if not await ctx.db(_spend, state):
         log.warning("oauth_state_replayed", user_id=str(state.user_id))
-        return _page(state.origin, ok=False, message=EXPIRED, status=400)
-    # Spent above either way, so a state seen in the wrong browser can't be tried again.
-    if not ctx.signer.bound(state, request.cookies.get(COOKIE)):
+        raise _Refused(_page(state.origin, ok=False, message=EXPIRED, status=400))
+    name = cookie_name(_served_securely(request, ctx))
+    if not ctx.signer.bound(state, request.cookies.get(name)):
         log.warning(
             "oauth_browser_mismatch",
             user_id=str(state.user_id),
-            cookie="missing" if COOKIE not in request.cookies else "different",
+            binding="missing" if name not in request.cookies else "different",
         )
-        return _page(state.origin, ok=False, message=OTHER_BROWSER, status=400)
-    user = state.user_id
-    if q.get("error") or not q.get("code"):
-        log.info("oauth_denied", user_id=str(user), error=q.get("error", "no code"))
-        return _page(state.origin, ok=False, message=DENIED, status=400)
+        raise _Refused(_page(state.origin, ok=False, message=OTHER_BROWSER, status=400))
+    return state
 
+
+def _granted_code(request: Request, state: OAuthState) -> str:
+    """The authorization code, unless the user said no at Mailchimp."""
+    q = request.query_params
+    code = q.get("code")
+    if q.get("error") or not code:
+        log.info("oauth_denied", user_id=str(state.user_id), error=q.get("error", "no code"))
+        raise _Refused(_page(state.origin, ok=False, message=DENIED, status=400))
+    return code
+
+
+async def _exchange(ctx: WebContext, state: OAuthState, code: str) -> tuple[str, str, str | None]:
+    """The token, the account's data center (checked: it becomes the API host) and name. The
+    metadata's `api_endpoint` is not trusted for anything; the base is built from the dc."""
     s = ctx.settings
     try:
         token = await exchange_code(
@@ -254,26 +284,42 @@ async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
             client_id=s.mailchimp_client_id,
             client_secret=s.mailchimp_client_secret,
             redirect_uri=s.mailchimp_redirect_uri,
-            code=q["code"],
+            code=code,
             http=ctx.http,
         )
         meta = await fetch_metadata(s.mailchimp_login_url, token, http=ctx.http)
-    except OAuthError as exc:
-        log.warning("oauth_failed", user_id=str(user), error=str(exc))
-        return _page(state.origin, ok=False, message=FAILED, status=502)
+        dc = checked_dc(meta.dc)
+    except (OAuthError, InvalidDataCenter) as exc:
+        log.warning("oauth_failed", user_id=str(state.user_id), error=str(exc))
+        raise _Refused(_page(state.origin, ok=False, message=FAILED, status=502)) from exc
+    return token, dc, meta.accountname
 
-    audiences: list[Audience] = []
-    client = MailchimpClient(
-        s.api_base(meta.dc), token, http=ctx.http, timeout=s.mcsync_http_timeout
+
+async def _audiences(ctx: WebContext, user: UUID, dc: str, token: str) -> list[Audience]:
+    """The account's audiences; none if Mailchimp can't list them now (the token is good, and
+    the picker can list them later)."""
+    client = ClientFactory.from_settings(ctx.settings, ctx.http).client(
+        dc, token, log_context={"user_id": str(user)}
     )
     try:
-        audiences = await client.list_audiences()
+        return await client.list_audiences()
     except MailchimpError as exc:
-        # The token is good; the picker can list audiences later.
         log.warning("oauth_audiences_unavailable", user_id=str(user), error=str(exc))
+        return []
     finally:
         await client.aclose()
 
+
+async def _store(
+    ctx: WebContext,
+    state: OAuthState,
+    token: str,
+    dc: str,
+    account_name: str | None,
+    audiences: list[Audience],
+) -> HTMLResponse:
+    """Store the connection (with the audience it keeps or the only one) and say so."""
+    user = state.user_id
     previous = await ctx.db(get_connection, user)
     chosen = _choose(audiences, previous.audience_id if previous else None)
     queued = await ctx.db(
@@ -281,9 +327,9 @@ async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
         ctx.cipher,
         user_id=user,
         access_token=token,
-        dc=meta.dc,
-        api_endpoint=meta.api_endpoint,
-        account_name=meta.accountname,
+        dc=dc,
+        api_endpoint=ctx.settings.api_base(dc),
+        account_name=account_name,
         audience_id=chosen.id if chosen else None,
         audience_name=chosen.name if chosen else None,
         double_optin=chosen.double_optin if chosen else False,
@@ -291,7 +337,7 @@ async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
     log.info(
         "oauth_connected",
         user_id=str(user),
-        dc=meta.dc,
+        dc=dc,
         audience_id=chosen.id if chosen else None,
         audiences=len(audiences),
         queued=queued,
@@ -308,3 +354,15 @@ async def _callback(request: Request, ctx: WebContext) -> HTMLResponse:
         audience_name=chosen.name if chosen else None,
         needs_audience=chosen is None,
     )
+
+
+def _clear_binding(response: Response, request: Request, ctx: WebContext) -> None:
+    """The binding is spent with its state, whatever happened: clear it. A cookie that is not
+    this state's binding is left alone (it may be another flow's; a stray request to the
+    callback must not be able to break it)."""
+    try:
+        state = ctx.signer.read_state(request.query_params.get("state", ""))
+    except AuthError:
+        return
+    if ctx.signer.bound(state, request.cookies.get(cookie_name(_served_securely(request, ctx)))):
+        _set_binding(response, request, ctx, "", 0)

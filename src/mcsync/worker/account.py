@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from functools import partial
 
 from mcsync.config import Settings
-from mcsync.crypto import TokenCipher
+from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
+from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
@@ -71,7 +72,7 @@ class AccountWorker:
     def _client(self, account: Account, observer: CallObserver | None = None) -> MailchimpClient:
         return self.clients.client(
             account.dc,
-            self.cipher.decrypt(account.access_token_encrypted),
+            self.cipher.decrypt(account.access_token_encrypted, account.user_id),
             observer=observer or self.metrics.observe_call,
             log_context={"user_id": str(account.user_id)},
         )
@@ -79,10 +80,13 @@ class AccountWorker:
     async def serve(self, account: Account) -> None:
         """Work the account until nothing is due, it is throttled, or it stops being usable."""
         try:
+            self._client(account)  # unusable (dc, token)? fail here, before claiming a row
             if account.sync_status == "paused":
                 await self.health.probe(account, self._client(account, self.health.observe_probe))
                 return
             await self._run_passes(account)
+        except (InvalidDataCenter, TokenBindingError) as exc:
+            await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)
 

@@ -5,6 +5,8 @@ The state machine, per connection (`mailchimp_connections.sync_status`):
 
     active --5 failed attempts of a row--> paused --probe answers--> active
     active/paused --401, a 403 with a body--> error (until the user reconnects)
+    active/paused --token stored unbound, by an older mcsync--> paused (probing until bound)
+    active/paused --forged dc, a token copied from another user--> error (nothing is sent)
 
 Throttling never counts as a failure: the whole account waits, nobody's attempts are spent.
 What each Mailchimp error means is `mcsync.mailchimp.errors.disposition`; every statement is
@@ -12,8 +14,10 @@ a named one of `mcsync.queries`, run through `WorkerStore`."""
 
 from __future__ import annotations
 
+from mcsync.crypto import TokenBindingError, UnboundTokenError
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
+from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError, TransientError, disposition
 from mcsync.worker.apply import AccountGate
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
@@ -47,6 +51,23 @@ class ConnectionHealth:
             outcome="throttled",
             defer_s=round(delay, 2),
         )
+
+    async def unusable(
+        self, account: Account, exc: InvalidDataCenter | TokenBindingError
+    ) -> None:
+        """No call may be made for this row (found before any row was claimed, nothing sent)."""
+        user_id, error = account.user_id, str(exc)
+        if isinstance(exc, UnboundTokenError):
+            # Stored by an older mcsync: the operator binds it (`mcsync rotate-keys`). Paused
+            # meanwhile, probing as after failures, so it resumes by itself once bound.
+            probe_in = self.backoff.retry(account.consecutive_failures + 1)
+            await self.store.pause_connection(user_id, PAUSED_NOTICE, error, probe_in=probe_in)
+            await self.store.reschedule_probe(user_id, probe_in, error)
+            log.error("token_unbound", user_id=str(user_id), error=error)
+            return
+        # A forged dc, a token copied from another user's row: stop until the user reconnects.
+        await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
+        log.error("connection_unusable", user_id=str(user_id), error=error)
 
     def observe_probe(self, op: str, outcome: str, seconds: float) -> None:
         """The probe's call, as metrics count it (`op` "probe")."""

@@ -1,0 +1,64 @@
+"""Where mcsync's objects live: a schema of its own, `mcsync` unless MCSYNC_SCHEMA says otherwise.
+
+Every statement names mcsync's objects schema-qualified (`mcsync.mailchimp_connections`), never
+through `search_path`: a transaction-mode pooler (Supabase's, PgBouncer's) hands each
+transaction a different server session, so a session's `SET search_path` would not follow.
+
+SQL is written for the default schema and rendered for another by `render`, the one place that
+knows the rule. It rewrites exactly three forms, so SQL that must survive rendering uses them:
+
+- `mcsync.<name>`          a qualified object name;
+- `SCHEMA mcsync`          as in CREATE SCHEMA [IF NOT EXISTS], SET SCHEMA, ON/IN SCHEMA;
+- `'mcsync'::regnamespace` the schema as a value (catalog queries).
+
+The NOTIFY channel `'mcsync'` and names that merely start with `mcsync_` are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+DEFAULT_SCHEMA = "mcsync"
+SCHEMA_ENV = "MCSYNC_SCHEMA"
+
+# A plain lower-case identifier: it is written into SQL unquoted, so nothing else is allowed.
+_VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Schemas that are someone else's: mcsync must never spread its objects into them.
+_NOT_OURS = {"public", "information_schema", "auth", "storage", "extensions", "graphql"}
+
+_QUALIFIED = re.compile(r"\bmcsync\.(?=[A-Za-z_])")
+_SCHEMA_CLAUSE = re.compile(r"\bSCHEMA (IF NOT EXISTS )?mcsync\b")
+_AS_VALUE = re.compile(r"'mcsync'::regnamespace")
+
+
+class SchemaNameError(ValueError):
+    """MCSYNC_SCHEMA is not a name mcsync can use."""
+
+
+def checked_schema(name: str) -> str:
+    """`name` if it is a usable schema name for mcsync, else a SchemaNameError saying why."""
+    if not _VALID_NAME.match(name):
+        raise SchemaNameError(
+            f"{SCHEMA_ENV}={name!r} is not a plain lower-case identifier ([a-z_][a-z0-9_]*)"
+        )
+    if name in _NOT_OURS or name.startswith("pg_"):
+        raise SchemaNameError(
+            f"{SCHEMA_ENV}={name!r} is a schema mcsync does not own; pick a dedicated one"
+        )
+    return name
+
+
+def configured_schema() -> str:
+    """The schema this process uses: MCSYNC_SCHEMA, else `mcsync`."""
+    return checked_schema(os.environ.get(SCHEMA_ENV, "").strip() or DEFAULT_SCHEMA)
+
+
+def render(sql: str, schema: str) -> str:
+    """SQL written for the `mcsync` schema, rewritten for `schema` (see the module docstring)."""
+    checked_schema(schema)
+    if schema == DEFAULT_SCHEMA:
+        return sql
+    sql = _QUALIFIED.sub(f"{schema}.", sql)
+    sql = _SCHEMA_CLAUSE.sub(lambda m: f"SCHEMA {m.group(1) or ''}{schema}", sql)
+    return _AS_VALUE.sub(f"'{schema}'::regnamespace", sql)

@@ -1,0 +1,144 @@
+"""Log redaction, attacked: secrets planted in every place a caller could put one, rendered
+through the real logging setup, and looked for in the output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from mcsync.logging import REDACTED, configure_logging, get_logger
+
+
+@pytest.fixture
+def out() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for handler in handlers:
+        root.removeHandler(handler)
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def _secret() -> str:
+    return "s3cr3t" + secrets.token_hex(12)
+
+
+def _assert_clean(stream: io.StringIO, planted: list[str]) -> str:
+    text = stream.getvalue()
+    assert text, "nothing was logged"
+    for value in planted:
+        assert value not in text, f"{value} leaked: {text}"
+    assert REDACTED in text
+    return text
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "token", "access_token", "refresh_token", "authorization", "Authorization", "password",
+        "secret", "client_secret", "code", "jwt", "api_key", "API_KEY", "apiKey", "cookie",
+        "Cookie", "set-cookie", "user_token", "db_password",
+    ],
+)  # fmt: skip
+def test_a_secret_key_at_the_top_level_any_case(out: io.StringIO, key: str) -> None:
+    value = _secret()
+    get_logger().info("event", **{key: value})
+    line = json.loads(_assert_clean(out, [value]))
+    assert line[key] == REDACTED and line["event"] == "event"
+
+
+def test_secrets_nested_in_dicts_lists_and_tuples(out: io.StringIO) -> None:
+    planted = [_secret() for _ in range(6)]
+    get_logger().info(
+        "nested",
+        request={"headers": {"Authorization": f"Bearer {planted[0]}", "X-Ok": "fine"}},
+        calls=[{"params": {"code": planted[1]}}, ("jwt", {"deep": [{"api_key": planted[2]}]})],
+        body={"form": {"refresh_token": planted[3], "Cookie": planted[4]}},
+        note=[f"sent bearer {planted[5]}"],
+    )
+    line = json.loads(_assert_clean(out, planted))
+    assert line["request"]["headers"]["X-Ok"] == "fine"  # only secrets go
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "Authorization: Bearer {s}",
+        "authorization: bearer {s}",
+        "BEARER {s}",
+        "Authorization: OAuth {s}",
+        "basic {s}",
+        "GET https://app.example/oauth/callback?state=x&code={s}",
+        "POST body: grant_type=authorization_code&client_secret={s}&code=x",
+        '{{"access_token": "{s}", "expires_in": 0}}',
+        "{{'token': '{s}'}}",
+        "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ{s}.c2ln",
+    ],
+)
+def test_secrets_inside_strings(out: io.StringIO, template: str) -> None:
+    value = _secret()
+    get_logger().warning("call_failed", error=template.format(s=value))
+    _assert_clean(out, [value])
+
+
+def test_a_rendered_traceback_is_redacted(out: io.StringIO) -> None:
+    planted = [_secret() for _ in range(3)]
+    try:
+        raise RuntimeError(
+            f"Mailchimp said no to Bearer {planted[0]} (code={planted[1]}) "
+            f'{{"access_token": "{planted[2]}"}}'
+        )
+    except RuntimeError:
+        get_logger().exception("crashed")
+    line = json.loads(_assert_clean(out, planted))
+    assert "Traceback" in line["exception"] and "RuntimeError" in line["exception"]
+
+
+def test_an_exception_object_as_a_value(out: io.StringIO) -> None:
+    value = _secret()
+    get_logger().error("failed", error=ValueError(f"bearer {value}"))
+    _assert_clean(out, [value])
+
+
+def test_standard_library_records_and_their_tracebacks(out: io.StringIO) -> None:
+    planted = [_secret() for _ in range(3)]
+    logging.getLogger("httpx").warning("HTTP Request: GET %s", f"https://x/?code={planted[0]}")
+    try:
+        raise OSError(f"Authorization: Bearer {planted[1]}")
+    except OSError:
+        logging.getLogger("mcsync.stdlib_test").exception("boom with token=%s", planted[2])
+    text = _assert_clean(out, planted)
+    assert "Traceback" in text and "OSError" in text
+
+
+def test_a_handler_that_bypasses_the_root_logger_is_redacted_too(out: io.StringIO) -> None:
+    """uvicorn's own logging config gives `uvicorn` a handler and stops propagation."""
+    own = io.StringIO()
+    logger = logging.getLogger("uvicorn.test_own_handler")
+    handler = logging.StreamHandler(own)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        value = _secret()
+        try:
+            raise ValueError(f"client_secret={value}")
+        except ValueError:
+            logger.exception("failed for Bearer %s", value)
+        assert value not in own.getvalue() and REDACTED in own.getvalue()
+        assert "Traceback" in own.getvalue()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
