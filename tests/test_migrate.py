@@ -84,11 +84,12 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
     first = apply_migrations(url)
     all_files = load_migrations()
     assert first == [m.name for m in all_files]
-    assert first[:4] == [
+    assert first[:5] == [
         "001_mcsync_tables.sql",
         "002_contacts_triggers.sql",
         "003_web.sql",
         "004_own_schema.sql",
+        "005_truncate_trigger.sql",
     ]
     assert apply_migrations(url) == []
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
@@ -105,6 +106,7 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
     assert triggers == [
         ("mcsync_contacts_deleted", "mcsync.mcsync_enqueue_deleted"),
         ("mcsync_contacts_inserted", "mcsync.mcsync_enqueue_inserted"),
+        ("mcsync_contacts_truncated", "mcsync.mcsync_enqueue_truncated"),
         ("mcsync_contacts_updated", "mcsync.mcsync_enqueue_updated"),
     ]
     # Frozen search_path without the app's schema: a trigger can't be redirected to other tables.
@@ -113,7 +115,7 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
         "SELECT proconfig FROM pg_proc WHERE pronamespace = 'mcsync'::regnamespace"
         " AND proname LIKE 'mcsync_enqueue_%'",
     )
-    assert [c[0] for c in configs] == [["search_path=pg_catalog, pg_temp"]] * 3
+    assert [c[0] for c in configs] == [["search_path=pg_catalog, pg_temp"]] * 4
     # Row level security on every table, and no policy until grants.sql adds mcsync's own.
     assert (
         _rows(
@@ -195,12 +197,12 @@ def test_an_install_made_by_001_003_upgrades_in_place_and_keeps_syncing(
 
     # Without keys: the schema move lands, and the operator is told the token needs binding.
     applied, unbound = migrate_and_bind_tokens(url, None)
-    assert applied == ["004_own_schema.sql"] and unbound == 1
+    assert applied == ["004_own_schema.sql", "005_truncate_trigger.sql"] and unbound == 1
     assert _relations(url, "public") == {"contacts"}
     assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_queue") == [(3,)]
     assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_bulk") == [(1,)]
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
-    assert [v[0] for v in versions] == ["001", "002", "003", "004"]
+    assert [v[0] for v in versions] == ["001", "002", "003", "004", "005"]
     # With keys: the same command binds it, and then has nothing left to say.
     assert migrate_and_bind_tokens(url, TokenCipher([ENCRYPTION_KEY])) == ([], 0)
     [(stored,)] = _rows(url, "SELECT access_token_encrypted FROM mcsync.mailchimp_connections")
