@@ -742,6 +742,9 @@ class MailchimpHistory:
     raise_attempts: list[tuple[str, str, str]] = field(default_factory=list)
     raised: list[tuple[str, str, str]] = field(default_factory=list)
     refused: list[tuple[str, str, int, str]] = field(default_factory=list)  # unexpected 4xx
+    # Members Mailchimp refused to archive (405: pending, cleaned or archived): the mirror
+    # leaves them as they are (docs/design.md, "The mirror, defined"). contact_id -> status.
+    unarchivable: dict[str, str] = field(default_factory=dict)
     lost: int = 0  # answers dropped on the wire
     errors: int = 0  # 5xx/429 answers
 
@@ -849,6 +852,11 @@ class MailchimpSide(httpx.AsyncBaseTransport):
             return
         if code >= 400:
             text = response.text
+            if method == "DELETE" and code == 405 and "cannot be removed" in text:
+                before = pre[member["key"]] if member else None
+                if before is not None:
+                    h.unarchivable[before.contact_id] = before.status
+                return
             if code != 404 and "is already in this list" not in text:
                 h.refused.append((method, path, code, text[:300]))
             return

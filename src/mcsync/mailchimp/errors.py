@@ -145,7 +145,7 @@ class OAuthError(MailchimpError):
     """The OAuth dance failed (bad code, bad client, unreachable login server...)."""
 
 
-Disposition = Literal["throttled", "transient", "connection", "rejected"]
+Disposition = Literal["throttled", "transient", "connection", "postponed", "rejected"]
 
 
 def disposition(error: MailchimpError) -> Disposition:
@@ -157,6 +157,9 @@ def disposition(error: MailchimpError) -> Disposition:
       Retry the contact later; the failure counts toward pausing the connection.
     * ``"connection"``: the token is revoked or the account unusable (401, a 403 with a body).
       Stop the connection until the user reconnects.
+    * ``"postponed"``: a temporary refusal about one person (``signup_limited``: "signed up
+      to a lot of lists very recently", ibericode/mailchimp-for-wordpress#771). Try that contact
+      again hours later; never recorded as a rejection, never counted toward pausing.
     * ``"rejected"``: Mailchimp will answer the same way again (a contact-level 400, a 404, a
       4xx we did not foresee). Record it against the contact; never block the queue on it.
     """
@@ -164,6 +167,8 @@ def disposition(error: MailchimpError) -> Disposition:
         return "throttled" if error.throttled else "transient"
     if isinstance(error, ConnectionLevelError):
         return "connection"
+    if isinstance(error, ContactLevelError) and error.kind == "signup_limited":
+        return "postponed"
     return "rejected"
 
 

@@ -197,6 +197,11 @@ class AccountWorker:
             applier, plan.members, batch_threshold=self.settings.batch_threshold
         )
         out = collect_outcomes(events, facts, plan, outcomes, gate, self.backoff)
+        if any(event.attempts + 1 >= MAX_ATTEMPTS for event, _, _ in out.retried):
+            # This pass pauses the connection: from now on the account's other passes start
+            # no call (their rows are released with their attempts), before any await lets
+            # one slip out while the pause is being written.
+            gate.paused = True
         retried = await self.store.record(account, out)
         if retried is None:
             gate.lease_lost = True

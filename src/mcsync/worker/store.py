@@ -82,6 +82,10 @@ class Outcomes:
     retried: list[tuple[Event, float, str]] = field(default_factory=list)
     deferred: list[Event] = field(default_factory=list)
     defer_seconds: float = 0.0
+    # Refused for now about that person (signup_limited): due again in `postpone_seconds`,
+    # attempts unspent, no rejection recorded.
+    postponed: list[Event] = field(default_factory=list)
+    postpone_seconds: float = 0.0
     released: list[Event] = field(default_factory=list)
 
 
@@ -257,6 +261,11 @@ class WorkerStore:
                 await conn.execute(
                     queries.DEFER_EVENTS,
                     {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
+                )
+            if out.postponed:
+                await conn.execute(
+                    queries.DEFER_EVENTS,
+                    {"ids": [e.id for e in out.postponed], "delay": out.postpone_seconds},
                 )
             leftover = [e.id for e in [*out.completed, *out.released]]
             if leftover:
