@@ -328,6 +328,13 @@ UPDATE mcsync.mailchimp_sync_queue
 
 # --- connection health -------------------------------------------------------------------------
 
+# The audience's double opt-in setting, as Mailchimp has it now (changed there since connect).
+SET_DOUBLE_OPTIN = """
+UPDATE mcsync.mailchimp_connections
+   SET double_optin = %(double_optin)s, updated_at = now()
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+"""
+
 MARK_SYNCED = """
 UPDATE mcsync.mailchimp_connections
    SET last_sync_at = now(), consecutive_failures = 0, updated_at = now()

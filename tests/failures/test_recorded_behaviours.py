@@ -149,3 +149,15 @@ def test_truncate_contacts_archives_every_member_mcsync_owns_and_nothing_else(
     assert fast.members(other)["o@coachmail.io"]["status"] == "archived"
     assert fast.queue() == [] and fast.rejections() == []
     assert fast.execute("SELECT * FROM mcsync.mailchimp_contact_links") == []
+
+
+def test_a_double_opt_in_setting_changed_in_mailchimp_is_noticed_without_reconnecting(
+    fast: SyncHarness,
+) -> None:
+    user = fast.add_user(double_optin=True, connect=False)
+    fast.connect(user, double_optin=False)  # stored before the marketer turned it on
+    fast.add_contact(user, "new@coachmail.io")
+    settle(fast)
+    assert fast.members(user)["new@coachmail.io"]["status"] == "pending"
+    (conn,) = fast.execute("SELECT double_optin FROM mcsync.mailchimp_connections")
+    assert conn["double_optin"] is True

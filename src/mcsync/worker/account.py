@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
+from uuid import UUID
 
 from mcsync.config import Settings
 from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
+from mcsync.mailchimp.errors import MailchimpError
 from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
@@ -27,6 +30,10 @@ from mcsync.worker.outcomes import collect_outcomes
 from mcsync.worker.store import Account, Event, Facts, WorkerStore
 
 log = get_logger("mcsync.worker")
+
+# How often each account's audience settings (double opt-in) are read again from Mailchimp, so
+# a change made there is noticed without reconnecting. One GET per account per interval.
+AUDIENCE_RECHECK_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class AccountWorker:
         *,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.cipher = cipher
@@ -68,6 +76,9 @@ class AccountWorker:
         self.backoff = backoff or Backoff()
         self.metrics = metrics or Metrics()
         self.health = ConnectionHealth(store, self.backoff, self.metrics)
+        self.clock = clock
+        # When each account's audience settings were last read (by this worker process).
+        self._audience_read: dict[UUID, float] = {}
 
     def _client(self, account: Account, observer: CallObserver | None = None) -> MailchimpClient:
         return self.clients.client(
@@ -84,11 +95,34 @@ class AccountWorker:
             if account.sync_status == "paused":
                 await self.health.probe(account, self._client(account, self.health.observe_probe))
                 return
+            account = await self._audience_settings(account)
             await self._run_passes(account)
         except (InvalidDataCenter, TokenBindingError) as exc:
             await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)
+
+    async def _audience_settings(self, account: Account) -> Account:
+        """The account with its audience's double opt-in setting as Mailchimp has it now, read
+        at most every AUDIENCE_RECHECK_SECONDS; stored when it changed. The planner is handed
+        the fact, never asks. A failed read changes nothing (the passes will meet the error)."""
+        last = self._audience_read.get(account.user_id)
+        if last is not None and self.clock() - last < AUDIENCE_RECHECK_SECONDS * self.backoff.scale:
+            return account
+        try:
+            audience = await self._client(account).get_audience(account.audience_id)
+        except MailchimpError:
+            return account
+        self._audience_read[account.user_id] = self.clock()
+        if audience.double_optin == account.double_optin:
+            return account
+        await self.store.set_double_optin(account, audience.double_optin)
+        log.info(
+            "audience_settings_changed",
+            user_id=str(account.user_id),
+            double_optin=audience.double_optin,
+        )
+        return replace(account, double_optin=audience.double_optin)
 
     async def _run_passes(self, account: Account) -> None:
         """Keep up to `max_passes` passes of `claim_size` contacts going, all sharing one gate

@@ -344,5 +344,10 @@ class WorkerStore:
         params = {"user_id": user_id, "notice": notice, "error": error[:500]}
         await self._run((queries.MARK_CONNECTION_ERROR, params))
 
+    async def set_double_optin(self, account: Account, double_optin: bool) -> None:
+        """Store the audience's double opt-in setting as Mailchimp now has it."""
+        params = {"user_id": account.user_id, "audience_id": account.audience_id}
+        await self._run((queries.SET_DOUBLE_OPTIN, {**params, "double_optin": double_optin}))
+
     async def mark_synced(self, user_id: UUID) -> None:
         await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
