@@ -373,6 +373,14 @@ class MemoryDatabase:
             if r.contact_id in ids
         ]
 
+    def sql_PENDING_BY_CONTACT(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        ids = set(p["ids"])
+        return [
+            {"contact_id": r.contact_id, "changed_at": r.changed_at}
+            for r in self.queue.values()
+            if r.contact_id in ids
+        ]
+
     def sql_LEDGER_BY_HASH(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {

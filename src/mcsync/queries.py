@@ -195,6 +195,12 @@ SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mcsync.mailchimp_co
    AND contact_id = ANY(%(ids)s::uuid[])
 """
 
+# Pending changes of some contacts: with their links, when each last changed (contact_recency).
+PENDING_BY_CONTACT = """
+SELECT contact_id, changed_at FROM mcsync.mailchimp_sync_queue
+ WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
+"""
+
 LEDGER_BY_HASH = """
 SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
        pending_rename_from

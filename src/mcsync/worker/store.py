@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mcsync import queries
 from mcsync.emails import normalize_email, subscriber_hash
-from mcsync.mirror import Contact, LedgerMember
+from mcsync.mirror import Contact, LedgerMember, contact_recency
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 
 
@@ -187,11 +187,15 @@ class WorkerStore:
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
 
             others = [c.id for c in sharing if c.id not in present]
-            recency: dict[UUID, datetime] = {}
+            synced: list[tuple[UUID, datetime]] = []
+            pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
             if others:
+                # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": others})
-                recency.update({r["contact_id"]: r["changed_at"] for r in await cur.fetchall()})
-        recency.update({e.contact_id: e.changed_at for e in events})
+                synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                await cur.execute(queries.PENDING_BY_CONTACT, {**params, "ids": others})
+                pending += [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+        recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
             deleted=[i for i in ids if i not in present],
