@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from mcsync.mailchimp.client import ClientFactory
 from mcsync.mirror import MemberPlan, UpsertMember, subscriber_hash
+from mcsync.worker.account import AUDIENCE_RECHECK_SECONDS, AccountSettings, AccountWorker
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import CAP_SECONDS, SIGNUP_LIMIT_RETRY_SECONDS
+from mcsync.worker.store import Account, WorkerStore
 from tests.failures.conftest import SCALE, connection, settle
 from tests.harness import SyncHarness
 
@@ -156,8 +159,30 @@ def test_a_double_opt_in_setting_changed_in_mailchimp_is_noticed_without_reconne
 ) -> None:
     user = fast.add_user(double_optin=True, connect=False)
     fast.connect(user, double_optin=False)  # stored before the marketer turned it on
+    (row,) = fast.execute("SELECT * FROM mcsync.mailchimp_connections")
+    now = [0.0]
+
+    async def run() -> tuple[bool, bool]:
+        async with AsyncConnectionPool(
+            fast.db_url, min_size=1, kwargs={"autocommit": True}
+        ) as pool:
+            worker = AccountWorker(
+                WorkerStore(pool, "test", 30.0),
+                fast.cipher,
+                ClientFactory(fast.emulator.api_url),
+                AccountSettings(),
+                clock=lambda: now[0],  # the one injected part: time
+            )
+            account = Account.from_row(row)
+            first = await worker.audience_settings(account)  # just connected: not asked again
+            now[0] += AUDIENCE_RECHECK_SECONDS
+            later = await worker.audience_settings(first)
+        return first.double_optin, later.double_optin
+
+    assert asyncio.run(run()) == (False, True)
+    (conn,) = fast.execute("SELECT double_optin FROM mcsync.mailchimp_connections")
+    assert conn["double_optin"] is True
+    # New members of that audience now start pending.
     fast.add_contact(user, "new@coachmail.io")
     settle(fast)
     assert fast.members(user)["new@coachmail.io"]["status"] == "pending"
-    (conn,) = fast.execute("SELECT double_optin FROM mcsync.mailchimp_connections")
-    assert conn["double_optin"] is True

@@ -95,19 +95,21 @@ class AccountWorker:
             if account.sync_status == "paused":
                 await self.health.probe(account, self._client(account, self.health.observe_probe))
                 return
-            account = await self._audience_settings(account)
+            account = await self.audience_settings(account)
             await self._run_passes(account)
         except (InvalidDataCenter, TokenBindingError) as exc:
             await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)
 
-    async def _audience_settings(self, account: Account) -> Account:
+    async def audience_settings(self, account: Account) -> Account:
         """The account with its audience's double opt-in setting as Mailchimp has it now, read
-        at most every AUDIENCE_RECHECK_SECONDS; stored when it changed. The planner is handed
-        the fact, never asks. A failed read changes nothing (the passes will meet the error)."""
-        last = self._audience_read.get(account.user_id)
-        if last is not None and self.clock() - last < AUDIENCE_RECHECK_SECONDS * self.backoff.scale:
+        again every AUDIENCE_RECHECK_SECONDS while this worker serves it (connecting read it
+        first, so a fresh worker waits one interval too: its first calls are the sync's own);
+        stored when it changed. The planner is handed the fact, never asks. A failed read
+        changes nothing (the passes meet the error themselves)."""
+        last = self._audience_read.setdefault(account.user_id, self.clock())
+        if self.clock() - last < AUDIENCE_RECHECK_SECONDS:
             return account
         try:
             audience = await self._client(account).get_audience(account.audience_id)

@@ -200,13 +200,16 @@ class MemberApplier:
         """Note in `outcome` what Mailchimp confirmed the member is."""
         confirmed = {t.casefold() for t in tags}
         previous = self.current(outcome, email_hash)
+        # Mailchimp may leave fields out of an answer (models default them to ""): the address
+        # then is the one mcsync sent or last knew, and an unknown status is no status.
+        email = member.email_address or (previous.email if previous is not None else "")
         outcome.ledger[email_hash] = LedgerMember(
             email_hash=email_hash,
-            email=member.email_address,
+            email=email,
             fields_hash=fields_hash,
             tags=tuple(clean_tags(tags)),
             maybe_tags=tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in confirmed),
-            status=member.status,
+            status=member.status or None,
             archived=member.status == "archived",
             archive_status=previous.archive_status
             if previous is not None and member.status == "archived"
@@ -381,7 +384,8 @@ class MemberApplier:
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
-        if member.status == "archived" or member.email_address.lower() != op.email.lower():
+        moved = not member.email_address or member.email_address.lower() == op.email.lower()
+        if member.status == "archived" or not moved:
             # The old member is archived (by someone else): Mailchimp changed nothing. Leave
             # it be and create the new address as a member of its own.
             if old is not None:
