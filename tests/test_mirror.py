@@ -1266,6 +1266,9 @@ NOT_MODELLED = {
     "EXPAND_BULK_ROW",
     "TRIM_BULK_ROW",
     "DROP_EMPTY_BULK_ROW",
+    # Runs only when an audience's double opt-in setting changed in Mailchimp, read again an
+    # hour after a worker first served the account; the model's audiences never change it.
+    "SET_DOUBLE_OPTIN",
 }
 WORKER_SOURCES = ["store.py", "account.py", "health.py", "outcomes.py", "apply.py", "runner.py"]
 
@@ -1308,6 +1311,7 @@ SQL_FINGERPRINTS: dict[str, str] = {
     "CONTACTS_BY_ID": "0d23adea304f",
     "COUNT_THROTTLED": "004556964ee5",
     "DEFER_EVENTS": "628cc1bf13b0",
+    "PENDING_BY_CONTACT": "f004dcb58327",
     "DEFER_USER_EVENTS": "ebb1ea7fcb7b",
     "DELETE_LEDGER": "7f4630979f16",
     "DELETE_LINKS": "88b954220cb6",

@@ -322,13 +322,15 @@ class MemberApplier:
         """Mailchimp will not archive this member (405: pending, cleaned, or archived meanwhile).
 
         It is left as it is, for good: mcsync retires its entry (``archived`` with no
-        ``archive_status``, so it is never archived again and never restored to a status), keeps
+        ``archive_status`` nor status, so it is never archived again nor restored), keeps
         its tags (a returning contact still has mcsync's tags settled) and records a warning.
         An unconfirmed pending member receives nothing but its confirmation email; a cleaned one
         receives nothing at all."""
         if current is not None:
+            # No status either: a restore sends `archive_status or status`, and this member may
+            # be archived by hand later; a returning contact must never raise it.
             outcome.ledger[op.email_hash] = replace(
-                current, archived=True, status=status, archive_status=None
+                current, archived=True, status=None, archive_status=None
             )
         left = "archived" if status == "archived" else f"left {status}"
         reason = f"Mailchimp cannot archive this member: {left}. {exc.reason}"
