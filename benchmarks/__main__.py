@@ -20,10 +20,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import backlog, bulk, latency, triggers
+from benchmarks import backlog, bulk, latency, neighbour, scale, triggers
+from benchmarks.charts import write_charts
 from benchmarks.common import Context, Metric, ScenarioResult, log, machine_info
 
-SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (latency, bulk, triggers, backlog)}
+SCENARIOS: dict[str, ModuleType] = {
+    m.NAME: m for m in (latency, bulk, triggers, backlog, scale, neighbour)
+}
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,13 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the bulk and backlog workers under cProfile (keeps .prof files; skews timings)",
     )
+    parser.add_argument(
+        "--scale-sizes",
+        help="import sizes of the scale curve, e.g. 10000,100000 (default 10k,100k,1M; "
+        "or MCSYNC_BENCH_SCALE_SIZES)",
+    )
+    parser.add_argument(
+        "--scale-cap-s", type=float, help="time cap per scale-curve import (default 3600)"
+    )
+    parser.add_argument(
+        "--label", help="appended to the results' file names (<date>[-quick]-LABEL.md ...)"
+    )
     args = parser.parse_args(argv)
 
     names = args.only or list(SCENARIOS)
     # SIGTERM (e.g. CI cancelling) unwinds like Ctrl-C, so workers and Postgres are stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.monotonic()
-    ctx = Context.make(args.quick, profile=args.profile)
+    options = {"scale_sizes": args.scale_sizes, "scale_cap_s": args.scale_cap_s}
+    ctx = Context.make(args.quick, profile=args.profile, options=options)
     results: list[ScenarioResult] = []
     try:
         machine = machine_info(ctx.dbs.admin_url)
@@ -61,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = dt.date.today().isoformat() + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
@@ -70,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = args.results_dir / f"{stem}.json"
     md_path = args.results_dir / f"{stem}.md"
+    charts = {}
+    for suffix, svg in write_charts(report).items():
+        path = args.results_dir / f"{stem}-{suffix}.svg"
+        path.write_text(svg)
+        charts[suffix] = path.name
+    report["charts"] = charts
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path.write_text(render_markdown(report))
     if args.profile:
@@ -124,6 +146,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Reproduce: `make bench` (or `make bench QUICK=1` for the small smoke run).",
         "",
     ]
+    for suffix, name in report.get("charts", {}).items():
+        lines += [f"![{suffix}]({name})", ""]
     for s in report["scenarios"]:
         lines += [f"## {s['title']}", ""]
         if s["error"]:
@@ -139,7 +163,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for m in s["metrics"]:
             target, verdict = _target(m, quick)
             base = (
-                f"{_fmt(m['baseline'], m['unit'])}: {m['baseline_label']}"
+                f"{_fmt(m['baseline'], m.get('baseline_unit') or m['unit'])}: {m['baseline_label']}"
                 if m["baseline"] is not None
                 else ""
             )

@@ -22,6 +22,8 @@ from benchmarks.common import (
     ScenarioResult,
     WorkerProcess,
     add_account,
+    cpu_meter,
+    cpu_metrics,
     emulator,
     insert_contacts,
     log,
@@ -62,6 +64,8 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
                 with WorkerProcess(
                     url, emu, ctx.workdir, label=f"backlog-{n}", profile=profile
                 ) as worker:
+                    meter = cpu_meter(ctx, emu, [worker])
+                    cpu_before = meter.snapshot()
                     started = time.monotonic()
                     left = pending
                     last_report = started
@@ -77,6 +81,7 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
                             log(f"backlog: {left:,} left, {rate:,.0f}/s, "
                                 f"RSS peak {worker.peak_rss_kb / 1024:.0f} MB")
                     elapsed = time.monotonic() - started
+                    cpu_s = meter.snapshot().since(cpu_before)
                     worker.stop()
             early = [kb / 1024 for t, kb in worker.samples if t - started < 10]
     finally:
@@ -92,11 +97,12 @@ def _drain(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
         "peak_rss_mb": worker.peak_rss_kb / 1024,
         "rss_first_10s_mb": max(early, default=0.0),
         "enqueue_s": enqueue_s,
+        "cpu_s": cpu_s,
     }
 
 
 def run(ctx: Context) -> ScenarioResult:
-    sizes = (1_000, 10_000) if ctx.quick else (100_000, 1_000_000)
+    sizes = (500, 3_000) if ctx.quick else (100_000, 1_000_000)
     cap = 20.0 if ctx.quick else 480.0
     result = ScenarioResult(NAME, TITLE, {"backlogs": list(sizes), "time_cap_s": cap})
     idle = _idle_rss(ctx)
@@ -137,6 +143,11 @@ def run(ctx: Context) -> ScenarioResult:
                 note=f"{r['drained']:,} events in {r['seconds']:.1f} s",
             )
         )
+    for r in runs:
+        if r["drained"]:
+            result.metrics += cpu_metrics(
+                r["cpu_s"], r["drained"], label=f"{r['n']:,} pending", note="worker start included"
+            )
     if large["rate"] and small["rate"]:
         result.notes.append(
             f"drain rate at {sizes[1]:,} is {large['rate'] / small['rate']:.2f}x the rate at "

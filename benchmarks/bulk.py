@@ -12,6 +12,7 @@ MCSYNC_CLAIM_SIZE=5000 (a setting, no code change), to show what a wider claim b
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -24,6 +25,9 @@ from benchmarks.common import (
     ScenarioResult,
     WorkerProcess,
     add_account,
+    cpu_ceiling,
+    cpu_meter,
+    cpu_metrics,
     emulator,
     insert_contacts,
     log,
@@ -49,11 +53,14 @@ def _import(
                 url, emu, ctx.workdir, env=env, label=f"bulk-{label}", profile=profile
             ) as worker:
                 worker.wait_started()
+                meter = cpu_meter(ctx, emu, [worker])
                 log(f"bulk[{label}]: importing {n:,} contacts")
                 started = insert_contacts(url, account.user_id, n)
+                committed = meter.snapshot()
                 seen_empty = wait_for_empty_queue(
                     url, timeout=timeout, interval=0.25, on_tick=worker.check_alive
                 )
+                cpu_s = meter.snapshot().since(committed)
                 peak_mb = worker.peak_rss_kb / 1024
             timeline = read_timeline(worker.log_path)
             members = members_by_email(emu, account.audience_id)
@@ -73,6 +80,7 @@ def _import(
         "passes": timeline.passes if timeline else 0,
         "timeline": timeline.describe() if timeline else "no passes logged",
         "profile": str(profile) if profile else None,
+        "cpu_s": cpu_s,
     }
 
 
@@ -125,6 +133,22 @@ def run(ctx: Context) -> ScenarioResult:
         ),
         Metric("worker peak RSS during import", round(main["peak_rss_mb"], 1), "MB"),
     ]
+    result.metrics += cpu_metrics(main["cpu_s"], n, note="default worker")
+    cores = os.cpu_count() or 1
+    ceiling, arithmetic = cpu_ceiling(main["cpu_s"], n, cores)
+    result.metrics.append(
+        Metric(
+            "CPU ceiling on this machine, fraction of the modelled limit",
+            round(ceiling / MODELLED_LIMIT, 3),
+            "x",
+            note=f"{ceiling:,.0f} contacts/s at the measured CPU per contact",
+        )
+    )
+    result.notes.append(
+        f"what the CPU allows: {arithmetic}; the modelled limit {MODELLED_LIMIT:,.0f}/s needs "
+        f"the sum under {cores / MODELLED_LIMIT * 1000:.3f} ms/contact on {cores} cores "
+        f"(and the worker and the emulator each under {1000 / MODELLED_LIMIT:.3f})."
+    )
     result.notes.append(
         f"default worker: {main['calls']} API calls in {main['passes']} account passes "
         f"(claim size 500); batching off: {base['calls']} calls for {n_base:,} contacts, "

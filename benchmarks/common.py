@@ -22,9 +22,11 @@ from typing import Any
 import psycopg
 from cryptography.fernet import Fernet
 
-from mcsync.connections import connect_user
+from benchmarks.cpu import CpuMeter, ms_per_contact, postmaster_pid
 from mcsync.crypto import TokenCipher
+from mcsync.demo import connect_emulator_account
 from mcsync.embedded import EmbeddedPostgres, database_url, start_embedded_postgres
+from mcsync.emulator.testing import EmulatorHandle
 from mcsync.migrate import SQL_DIR, apply_migrations
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -53,6 +55,7 @@ class Metric:
     baseline_label: str = ""
     target: tuple[str, float] | None = None
     note: str = ""
+    baseline_unit: str | None = None  # when the baseline is not in `unit` (e.g. a ratio's base)
 
     @property
     def met(self) -> bool | None:
@@ -77,6 +80,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    series: dict[str, Any] = field(default_factory=dict)  # raw figures for the pictures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,7 @@ class ScenarioResult:
             "notes": self.notes,
             "seconds": round(self.seconds, 1),
             "error": self.error,
+            "series": self.series,
         }
 
 
@@ -103,6 +108,68 @@ def median(values: Sequence[float]) -> float:
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- CPU per contact, per process --------------------------------------------------------
+
+PROCESSES = ("worker", "postgres", "emulator")
+# Issue 11's targets: Postgres and the worker each at most 0.10 ms of CPU per mirrored contact.
+CPU_TARGET_MS = {"worker": 0.10, "postgres": 0.10}
+
+
+def cpu_meter(ctx: Context, emu: BenchEmulator, workers: Sequence[WorkerProcess]) -> CpuMeter:
+    """Meters the worker process(es), every postgres process and the emulator process."""
+    return CpuMeter(
+        {
+            "worker": [w.pid for w in workers],
+            "postgres": ctx.dbs.postmaster_pid,
+            "emulator": emu.pid,
+        }
+    )
+
+
+def cpu_metrics(
+    cpu_s: dict[str, float],
+    contacts: int,
+    what: str = "contact",
+    note: str = "",
+    label: str = "",
+) -> list[Metric]:
+    """One line per process: CPU ms per mirrored contact (or per edit), with its target."""
+    per = ms_per_contact(cpu_s, contacts)
+    out = []
+    for proc in PROCESSES:
+        target = CPU_TARGET_MS.get(proc)
+        out.append(
+            Metric(
+                f"{proc} CPU per {what}" + (f", {label}" if label else ""),
+                round(per[proc], 4),
+                f"ms/{what}",
+                target=("<=", target) if target is not None and what == "contact" else None,
+                note=f"{cpu_s[proc]:.2f} CPU s for {contacts:,}" + (f"; {note}" if note else ""),
+            )
+        )
+    return out
+
+
+def cpu_ceiling(cpu_s: dict[str, float], contacts: int, cores: int) -> tuple[float, str]:
+    """The fastest rate (contacts/s) this machine's CPU allows at the measured cost per
+    contact: all processes share `cores`; the worker and the emulator are one process each,
+    so each also caps at one core."""
+    per_s = {k: v / contacts for k, v in cpu_s.items() if contacts}
+    total = sum(per_s.values())
+    bounds = {f"{cores} cores / sum": cores / total if total else float("inf")}
+    for proc in ("worker", "emulator"):
+        if per_s.get(proc):
+            bounds[f"1 core / {proc}"] = 1 / per_s[proc]
+    limit = min(bounds.values())
+    parts = " + ".join(f"{per_s[k] * 1000:.3f} ({k})" for k in PROCESSES if k in per_s)
+    text = (
+        f"CPU per contact {parts} = {total * 1000:.3f} ms; ceiling = min("
+        + ", ".join(f"{k} = {v:,.0f}/s" for k, v in bounds.items())
+        + f") = {limit:,.0f} contacts/s"
+    )
+    return limit, text
 
 
 # --- the machine ---------------------------------------------------------------------------
@@ -148,6 +215,7 @@ class Databases:
         log("starting embedded PostgreSQL")
         self.pg: EmbeddedPostgres = start_embedded_postgres()
         self.admin_url = self.pg.url
+        self.postmaster_pid = postmaster_pid(self.pg.data_dir)
         self._made: list[str] = []
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
@@ -228,12 +296,41 @@ def insert_contacts(url: str, user_id: uuid.UUID, n: int, prefix: str = "c") -> 
 # --- the emulator and accounts -------------------------------------------------------------
 
 
-@contextmanager
-def emulator(per_call_ms: float = 0.0, per_member_ms: float = 0.0) -> Iterator[Any]:
-    from mcsync.emulator.testing import running_emulator
+@dataclass
+class BenchEmulator(EmulatorHandle):
+    """The emulator running as its own process (`benchmarks._emulator`), with its pid."""
 
-    with running_emulator(per_call_ms=per_call_ms, per_member_ms=per_member_ms) as emu:
-        yield emu
+    pid: int
+
+
+@contextmanager
+def emulator(per_call_ms: float = 0.0, per_member_ms: float = 0.0) -> Iterator[BenchEmulator]:
+    """Start the emulator as a separate process (so its CPU is measured apart), stop on exit."""
+    from mcsync.emulator.admin_client import EmulatorAdmin
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._emulator", str(per_call_ms), str(per_member_ms)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().decode().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"the emulator process did not start (exit {proc.poll()})")
+        admin = EmulatorAdmin(url, timeout=600.0)
+        try:
+            yield BenchEmulator(url, admin, proc.pid)
+        finally:
+            admin.close()
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @dataclass(frozen=True)
@@ -242,24 +339,18 @@ class BenchAccount:
     audience_id: str
 
 
-def add_account(url: str, emu: Any, label: str) -> BenchAccount:
+def add_account(url: str, emu: BenchEmulator, label: str) -> BenchAccount:
     """A Mailchimp account with one audience in the emulator, connected for a new user."""
     audience_id = f"aud{uuid.uuid4().hex[:8]}"
-    account = emu.admin.create_account(
-        dc="us1", account_name=f"Bench {label}", audiences=[{"id": audience_id, "name": label}]
-    )
     user_id = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
-        connect_user(
+        connect_emulator_account(
             conn,
             TokenCipher([ENCRYPTION_KEY]),
+            emu,
             user_id=user_id,
-            access_token=account["access_token"],
-            dc="us1",
-            api_endpoint=emu.url,
             account_name=f"Bench {label}",
-            audience_id=audience_id,
-            audience_name=label,
+            audience={"id": audience_id, "name": label},
         )
     return BenchAccount(user_id, audience_id)
 
@@ -347,6 +438,11 @@ class WorkerProcess:
         self._stop_sampling = threading.Event()
         self._sampler: threading.Thread | None = None
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def start(self) -> WorkerProcess:
         self._log_file = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -422,8 +518,11 @@ class Context:
     quick: bool
     workdir: Path
     profile: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # scenario knobs from the CLI
 
     @classmethod
-    def make(cls, quick: bool, profile: bool = False) -> Context:
+    def make(
+        cls, quick: bool, profile: bool = False, options: dict[str, Any] | None = None
+    ) -> Context:
         workdir = Path(tempfile.mkdtemp(prefix="mcsync-bench-"))
-        return cls(Databases(), quick, workdir, profile)
+        return cls(Databases(), quick, workdir, profile, dict(options or {}))

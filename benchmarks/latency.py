@@ -22,6 +22,8 @@ from benchmarks.common import (
     ScenarioResult,
     WorkerProcess,
     add_account,
+    cpu_meter,
+    cpu_metrics,
     emulator,
     insert_contacts,
     log,
@@ -60,6 +62,8 @@ def run(ctx: Context) -> ScenarioResult:
                 worker.wait_started()
                 wait_for_empty_queue(url, timeout=120)  # the initial full sync
                 log(f"latency: {n_live} edits, one at a time, NOTIFY on")
+                meter = cpu_meter(ctx, emu, [worker])
+                cpu_before = meter.snapshot()
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("SELECT 1")
                     for i, (cid, email) in enumerate(live):
@@ -79,6 +83,7 @@ def run(ctx: Context) -> ScenarioResult:
                             if time.monotonic() > deadline:
                                 worker.check_alive()
                                 raise TimeoutError(f"edit {i} not applied within 30 s")
+                cpu_s = meter.snapshot().since(cpu_before)
             live_lat = _latencies(emu, account.audience_id, commits)
 
             # --- baseline: polling only -----------------------------------------------------
@@ -123,6 +128,11 @@ def run(ctx: Context) -> ScenarioResult:
             baseline_label="polling only (NOTIFY off, 2 s poll)",
         )
     )
+    result.metrics += cpu_metrics(
+        cpu_s, len(live_lat), what="edit", note="postgres: the driver polling the queue too"
+    )
+    result.series = {"notify": [round(x, 2) for x in live_lat],
+                     "polling": [round(x, 2) for x in poll_lat]}
     result.notes.append(
         f"{len(live_lat)} edits with NOTIFY (closed loop), {len(poll_lat)} edits polling only "
         "(open loop, random spacing); each edit is one UPDATE of first_name on its own contact."

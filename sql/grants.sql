@@ -1,8 +1,10 @@
 -- mcsync's least-privilege roles: `mcsync_worker` (the sync worker) and `mcsync_web` (`mcsync
 -- web`: OAuth connect, audience choice, disconnect, Sync Now). Each gets exactly what its
--- statements (src/mcsync/queries.py) use, and nothing of the app's but reading `contacts`.
+-- statements (src/mcsync/queries.py) use, and nothing of the app's: they read contacts only
+-- through the view `mcsync.source_contacts` that `mcsync migrate` generates from the source
+-- mapping (docs/mapping.md), i.e. only the synced columns of the rows inside its filter.
 -- Apply after `mcsync migrate` (and again after any later migration), as the owner of
--- mcsync's schema and of `contacts`. Idempotent. `mcsync sql --grants` prints it rendered for
+-- mcsync's schema and of the app's contacts table. Idempotent. `mcsync sql --grants` prints it rendered for
 -- MCSYNC_SCHEMA. Both roles are NOLOGIN: give them to the logins the processes use, e.g.
 --   CREATE ROLE mcsync_worker_login LOGIN PASSWORD '...' IN ROLE mcsync_worker;
 --   CREATE ROLE mcsync_web_login LOGIN PASSWORD '...' IN ROLE mcsync_web;
@@ -26,14 +28,16 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
 
 GRANT USAGE ON SCHEMA mcsync TO mcsync_worker, mcsync_web;
-GRANT SELECT ON contacts TO mcsync_worker, mcsync_web;
+GRANT SELECT ON mcsync.source_contacts TO mcsync_worker, mcsync_web;
 -- (mcsync.mcsync_email_key is executable by everyone already: see mcsync.lock_down in sql/004.)
 
 -- The worker: claims and leases accounts, expands imports, plans, records outcomes and health.
 -- It never creates or removes a connection.
 GRANT SELECT, UPDATE ON mcsync.mailchimp_connections TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_queue TO mcsync_worker;
-GRANT SELECT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_worker;
+-- (It splits an import larger than one expansion into slices, INSERT: see SPLIT_OLDEST_BULK_ROW;
+-- UPDATE only for the row lock of FOR UPDATE SKIP LOCKED.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_members TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_contact_links TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_worker;
@@ -66,9 +70,21 @@ BEGIN
     END LOOP;
 END $$;
 
--- Both processes read every user's contacts. Where the app has row level security on
--- `contacts` (Supabase: policies by auth.uid()), this read-only policy is how they see all of
--- them; it grants nothing to any other role. (The alternative, BYPASSRLS on the roles, would
--- also lift RLS on every other table of the app, and needs a superuser to grant.)
-DROP POLICY IF EXISTS mcsync_read_all ON contacts;
-CREATE POLICY mcsync_read_all ON contacts FOR SELECT TO mcsync_worker, mcsync_web USING (true);
+-- Both processes read every user's contacts through the view. A view reads its tables with its
+-- owner's rights (the owner of the app's table, who migrated), so row level security on the
+-- app's table (Supabase: policies by auth.uid()) does not hide rows from it, and neither role
+-- needs a grant or a policy on the app's table. An older grants.sql gave them a read-all policy
+-- on `contacts`: dropped wherever it is.
+DO $$
+DECLARE
+    item record;
+BEGIN
+    FOR item IN SELECT polname, polrelid::regclass AS target FROM pg_policy
+                 WHERE polname = 'mcsync_read_all'
+    LOOP
+        EXECUTE format('DROP POLICY %I ON %s', item.polname, item.target);
+    END LOOP;
+    IF to_regclass('public.contacts') IS NOT NULL THEN
+        REVOKE SELECT ON public.contacts FROM mcsync_worker, mcsync_web;
+    END IF;
+END $$;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 
 from mcsync.embedded import database_url
 from mcsync.migrate import SQL_DIR, apply_migrations
+from tests.app_schemas import AppSchema
 from tests.pg import postgres_server
 
 CONTACTS_DDL = (SQL_DIR / "example_contacts.sql").read_text()
@@ -78,6 +80,43 @@ def _drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class AppTemplates:
+    """One migrated template database per app schema (tests/app_schemas.py), made on first use."""
+
+    def __init__(self, admin_url: str, default_template: str) -> None:
+        self.admin_url = admin_url
+        self.made: dict[str, str] = {"contacts": default_template}
+
+    def template(self, app: AppSchema) -> str:
+        if app.name not in self.made:
+            name = f"mcsync_test_template_{app.name}"
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
+            url = database_url(self.admin_url, name)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(app.ddl.encode())
+            apply_migrations(url, mapping=app.mapping)
+            create_process_logins(url)
+            self.made[app.name] = name
+        return self.made[app.name]
+
+
+@pytest.fixture(scope="session")
+def app_templates(pg_admin_url: str, pg_template: str) -> AppTemplates:
+    return AppTemplates(pg_admin_url, pg_template)
+
+
+@contextmanager
+def app_database(templates: AppTemplates, app: AppSchema) -> Iterator[str]:
+    """A fresh database of `app`'s schema with mcsync installed by its mapping."""
+    name = _new_database(templates.admin_url, templates.template(app))
+    try:
+        yield database_url(templates.admin_url, name)
+    finally:
+        _drop_database(templates.admin_url, name)
+
+
 @pytest.fixture
 def db_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
     """A fresh, migrated database with an empty contacts table, dropped after the test."""
@@ -109,8 +148,16 @@ def emulator() -> Iterator[object]:
 
 
 @pytest.fixture
-def sync(db_url: str, emulator: object) -> object:
-    """The end-to-end harness: real Postgres + triggers, the emulator, the real worker."""
+def sync(request: pytest.FixtureRequest, emulator: object) -> Iterator[object]:
+    """The end-to-end harness: real Postgres + triggers, the emulator, the real worker. On the
+    example `contacts` table, or on another app schema of tests/app_schemas.py when a test is
+    parametrised with one: `@pytest.mark.parametrize("sync", ALL_SCHEMAS, indirect=True)`."""
+    from tests.app_schemas import CONTACTS
     from tests.harness import SyncHarness
 
-    return SyncHarness(db_url, emulator)
+    app = getattr(request, "param", CONTACTS)
+    if app is CONTACTS:
+        yield SyncHarness(request.getfixturevalue("db_url"), emulator)
+        return
+    with app_database(request.getfixturevalue("app_templates"), app) as url:
+        yield SyncHarness(url, emulator, app=app)

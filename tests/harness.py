@@ -19,6 +19,7 @@ from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
 from mcsync.worker.runner import WorkerService, run_worker
+from tests.app_schemas import CONTACTS, AppSchema
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
@@ -36,11 +37,18 @@ class SyncHarness:
     otherwise."""
 
     def __init__(
-        self, db_url: str, emulator: Any, *, worker_url: str | None = None, **overrides: Any
+        self,
+        db_url: str,
+        emulator: Any,
+        *,
+        worker_url: str | None = None,
+        app: AppSchema = CONTACTS,
+        **overrides: Any,
     ) -> None:
         from tests.conftest import WORKER_LOGIN, login_url
 
         self.db_url = db_url
+        self.app = app
         self.emulator = emulator
         self.admin = emulator.admin
         values: dict[str, Any] = {
@@ -77,6 +85,9 @@ class SyncHarness:
             audience["required_fields"] = required_fields
         if phone_format:
             audience["phone_format"] = phone_format
+        merge_fields = self.app.audience_merge_fields()
+        if merge_fields:
+            audience["merge_fields"] = merge_fields
         account = self.admin.create_account(
             dc="us1", account_name=f"Coach {self._n}", audiences=[audience]
         )
@@ -110,19 +121,64 @@ class SyncHarness:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
+    # Columns are named as in the example `contacts` table (user_id, email, first_name, ...,
+    # tags); `self.app` translates them to the app's schema, tags to its join table, and a
+    # delete to its soft delete.
+
     def add_contact(self, user: User, email: str | None, **columns: Any) -> uuid.UUID:
+        tags = columns.pop("tags", None)
         values = {"user_id": user.user_id, "email": email, **columns}
-        names = ", ".join(values)
+        if tags is not None and self.app.tags_table is None:
+            values["tags"] = tags
+        names = ", ".join(
+            self.app.column(k) if k != "tags" else self.app.tags_column for k in values
+        )
         marks = ", ".join(f"%({k})s" for k in values)
-        rows = self.execute(f"INSERT INTO contacts ({names}) VALUES ({marks}) RETURNING id", values)
-        return rows[0]["id"]
+        id_column = self.app.id_column
+        rows = self.execute(
+            f"INSERT INTO {self.app.table} ({names}) VALUES ({marks}) RETURNING {id_column} AS id",
+            values,
+        )
+        contact_id: uuid.UUID = rows[0]["id"]
+        if tags and self.app.tags_table is not None:
+            self._write_tags(contact_id, tags, replace=False)
+        return contact_id
 
     def update_contact(self, contact_id: uuid.UUID, **columns: Any) -> None:
-        sets = ", ".join(f"{k} = %({k})s" for k in columns)
-        self.execute(f"UPDATE contacts SET {sets} WHERE id = %(id)s", {**columns, "id": contact_id})
+        tags = columns.pop("tags", None)
+        if tags is not None and self.app.tags_table is None:
+            columns["tags"] = tags
+        if columns:
+            sets = ", ".join(f"{self.app.column(k)} = %({k})s" for k in columns)
+            self.execute(
+                f"UPDATE {self.app.table} SET {sets} WHERE {self.app.id_column} = %(id)s",
+                {**columns, "id": contact_id},
+            )
+        if tags is not None and self.app.tags_table is not None:
+            self._write_tags(contact_id, tags, replace=True)
+
+    def _write_tags(self, contact_id: uuid.UUID, tags: list[str], *, replace: bool) -> None:
+        assert self.app.tags_table is not None
+        table, key, name = self.app.tags_table
+        with psycopg.connect(self.db_url, autocommit=True) as conn, conn.transaction():
+            if replace:
+                conn.execute(f"DELETE FROM {table} WHERE {key} = %s", (contact_id,))
+            for tag in dict.fromkeys(tags):
+                conn.execute(
+                    f"INSERT INTO {table} ({key}, {name}) VALUES (%s, %s)", (contact_id, tag)
+                )
 
     def delete_contact(self, contact_id: uuid.UUID) -> None:
-        self.execute("DELETE FROM contacts WHERE id = %s", (contact_id,))
+        if self.app.soft_delete_column:
+            self.execute(
+                f"UPDATE {self.app.table} SET {self.app.soft_delete_column} = now()"
+                f" WHERE {self.app.id_column} = %s",
+                (contact_id,),
+            )
+        else:
+            self.execute(
+                f"DELETE FROM {self.app.table} WHERE {self.app.id_column} = %s", (contact_id,)
+            )
 
     # --- the worker -----------------------------------------------------------------------
 

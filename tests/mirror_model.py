@@ -13,13 +13,14 @@ Model-based tests of the mirror (tests/test_mirror.py) drive random contact hist
   from the same parts as in production (`ClientFactory`, `Backoff`, `AccountSettings`), and
   the real `WorkerStore` on top of...
 - the database: `MemoryDatabase`, which executes the statements of `mcsync.queries` that the
-  worker sends (each handler documents the SQL it models) and the contacts triggers of
-  sql/002. It is the only hand-written model here. A statement it does not model raises
-  `NotImplementedError`, and tests/test_mirror.py fingerprints the SQL of every statement it
-  models, so a change in the worker's SQL fails loudly instead of silently diverging. Its
-  triggers are checked against the real ones: tests/test_model_conformance.py runs the same
-  scripts of contact changes against the model and against sql/002 on a real Postgres, and
-  compares the queues.
+  worker sends (each handler documents the SQL it models) and the contacts triggers (those
+  `mcsync migrate` generates from the built-in source mapping, mcsync.source). It is the only
+  hand-written model here. A statement it does not model raises `NotImplementedError`, and
+  tests/test_mirror.py fingerprints the SQL of every statement it models, so a change in the
+  worker's SQL fails loudly instead of silently diverging. Its triggers are checked against
+  the real ones: tests/test_model_conformance.py runs the same scripts of contact changes
+  against the model and against the generated triggers on a real Postgres, and compares the
+  queues.
 
 Lost answers (a call that takes effect in Mailchimp whose answer never arrives): the emulator's
 `timeout` fault holds a request and answers 504 *without* applying it, so it cannot produce
@@ -44,7 +45,7 @@ import copy
 import json
 import random
 import re
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -95,6 +96,31 @@ STATEMENT_NAMES: dict[str, str] = {
     if name.isupper() and isinstance(value, str) and name != "CHANNEL"
 }
 
+
+
+def person(
+    contact_id: UUID,
+    email: str | None,
+    first: str | None = None,
+    last: str | None = None,
+    phone: str | None = None,
+    tags: Sequence[str] = (),
+) -> Contact:
+    """A contact of the default mapping's table (first_name, last_name, phone as FNAME, LNAME,
+    PHONE), the way `contact_from_row` reads it."""
+    fields = (("FNAME", first), ("LNAME", last), ("PHONE", phone))
+    return Contact(contact_id, email, fields, tuple(tags))
+
+
+def contact_columns(c: Contact) -> dict[str, Any]:
+    """The default mapping's columns of `contacts` for a contact made by `person`."""
+    return {
+        "email": c.email,
+        "first_name": c.field("FNAME"),
+        "last_name": c.field("LNAME"),
+        "phone": c.field("PHONE"),
+        "tags": list(c.tags),
+    }
 
 class WorkerCrash(Exception):
     """The worker process died (or lost its database) after its calls, before recording."""
@@ -340,12 +366,11 @@ class MemoryDatabase:
 
     @staticmethod
     def _contact_row(c: Contact) -> dict[str, Any]:
+        """A row of `mcsync.source_contacts` (the view the default mapping generates)."""
         return {
             "id": c.id,
             "email": c.email,
-            "first_name": c.first_name,
-            "last_name": c.last_name,
-            "phone": c.phone,
+            "merge_fields": dict(c.merge_fields),
             "tags": list(c.tags),
         }
 
@@ -555,6 +580,15 @@ class MemoryDatabase:
         return 1
 
     def sql_MARK_SYNCED(self, p: dict[str, Any]) -> int:
+        """At most once a second, unless failures need clearing (the row is never locked by
+        another pass here, so SKIP LOCKED never skips)."""
+        c = self.connection
+        if (
+            c.consecutive_failures == 0
+            and c.last_sync_at is not None
+            and c.last_sync_at >= self.now - timedelta(seconds=1)
+        ):
+            return 0
         self.connection.last_sync_at = self.now
         self.connection.consecutive_failures = 0
         return 1

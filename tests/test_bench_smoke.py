@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCENARIOS = {"latency", "bulk", "triggers", "backlog"}
+SCENARIOS = {"latency", "bulk", "triggers", "backlog", "scale", "neighbour"}
 
 
 @pytest.mark.timeout(600)

@@ -29,6 +29,7 @@ from tests.harness import ENCRYPTION_KEY, SyncHarness, User
 
 MCSYNC = [sys.executable, "-m", "mcsync.cli"]
 MCSYNC_TABLES = {
+    "source_mapping",
     "mailchimp_connections",
     "mailchimp_sync_queue",
     "mailchimp_sync_bulk",
@@ -89,7 +90,7 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
         "002_contacts_triggers.sql",
         "003_web.sql",
         "004_own_schema.sql",
-        "005_truncate_trigger.sql",
+        "005_source_mapping.sql",
     ]
     assert apply_migrations(url) == []
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
@@ -150,11 +151,15 @@ def test_migrate_refuses_an_edited_migration(empty_db_url: str, tmp_path: Path) 
 
 
 def _old_install(url: str, tmp_path: Path) -> None:
-    """What an install made before 004 looks like: 001-003 applied (tables in `public`)."""
+    """What an install made before 004 looks like: 001-003 applied (tables in `public`), with
+    002 as first released (it installed the triggers on `contacts` itself, before the source
+    mapping generated them; the runner accepts that text's checksum)."""
     old = tmp_path / "old"
     old.mkdir()
-    for f in SQL_DIR.glob("00[123]_*.sql"):
+    for f in SQL_DIR.glob("00[13]_*.sql"):
         (old / f.name).write_text(f.read_text())
+    first_002 = Path(__file__).parent / "fixtures" / "002_contacts_triggers.v1.sql"
+    (old / "002_contacts_triggers.sql").write_text(first_002.read_text())
     assert apply_migrations(url, old) == [
         "001_mcsync_tables.sql",
         "002_contacts_triggers.sql",
@@ -197,12 +202,13 @@ def test_an_install_made_by_001_003_upgrades_in_place_and_keeps_syncing(
 
     # Without keys: the schema move lands, and the operator is told the token needs binding.
     applied, unbound = migrate_and_bind_tokens(url, None)
-    assert applied == ["004_own_schema.sql", "005_truncate_trigger.sql"] and unbound == 1
+    later = [m for m in load_migrations() if m.version >= "004"]
+    assert applied == [m.name for m in later] and unbound == 1
     assert _relations(url, "public") == {"contacts"}
     assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_queue") == [(3,)]
     assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_bulk") == [(1,)]
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
-    assert [v[0] for v in versions] == ["001", "002", "003", "004", "005"]
+    assert [v[0] for v in versions] == ["001", "002", "003"] + [m.version for m in later]
     # With keys: the same command binds it, and then has nothing left to say.
     assert migrate_and_bind_tokens(url, TokenCipher([ENCRYPTION_KEY])) == ([], 0)
     [(stored,)] = _rows(url, "SELECT access_token_encrypted FROM mcsync.mailchimp_connections")

@@ -1,9 +1,10 @@
-"""The in-memory database of tests/mirror_model.py agrees with the real triggers of sql/002.
+"""The in-memory database of tests/mirror_model.py agrees with the real triggers (those `mcsync
+migrate` generates from the built-in source mapping, mcsync.source).
 
 The model-based tests trust `MemoryDatabase` to queue what Postgres queues when the app writes
 `contacts`. Here the same scripts of inserts, updates (synced columns or not) and deletes run
 against the model and against the real triggers on a real Postgres, and the queues must be the
-same: a change to sql/002 that the model does not follow fails here."""
+same: a change to the generated triggers that the model does not follow fails here."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from psycopg.rows import dict_row
 
 from mcsync.mirror import Contact
 from tests.harness import SyncHarness
-from tests.mirror_model import CIPHER, ConnectionRow, MemoryDatabase
+from tests.mirror_model import CIPHER, ConnectionRow, MemoryDatabase, contact_columns, person
 
 EMAILS = ["ana@example.com", " Ana@Example.com", "ben@example.com", None, "not an address", ""]
 NAMES = ["Ana", "Ben", None, ""]
@@ -24,19 +25,19 @@ TAGS: list[tuple[str, ...]] = [(), ("vip",), ("vip", "coach"), ("Coach",)]
 
 
 def _random_contact(rng: random.Random, contact_id: uuid.UUID) -> Contact:
-    return Contact(
-        id=contact_id,
-        email=rng.choice(EMAILS),
-        first_name=rng.choice(NAMES),
-        last_name=rng.choice(NAMES),
+    return person(
+        contact_id,
+        rng.choice(EMAILS),
+        first=rng.choice(NAMES),
+        last=rng.choice(NAMES),
         phone=rng.choice(["+1 555 0100", None]),
         tags=rng.choice(TAGS),
     )
 
 
 def _columns(c: Contact) -> dict[str, Any]:
-    """The contact's synced columns, as MemoryDatabase reads them back."""
-    return {k: v for k, v in MemoryDatabase._contact_row(c).items() if k != "id"}
+    """The contact's synced columns of the default mapping's `contacts`."""
+    return contact_columns(c)
 
 
 class Script:

@@ -102,49 +102,47 @@ def _catalog(url: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
+_TABLE_STATEMENTS = (
+    "SELECT * FROM {t}",
+    "SELECT count(*) FROM {t}",
+    "INSERT INTO {t} DEFAULT VALUES",
+    "UPDATE {t} SET {c} = {c}",
+    "DELETE FROM {t}",
+    "TRUNCATE {t}",
+)
+_SEQUENCE_STATEMENTS = ("SELECT nextval({s})", "SELECT setval({s}, 1)")
+
+
 def _attempts(url: str) -> list[sql.Composable]:
     """Every way to touch an mcsync object, by its qualified name and by its old `public` one."""
     tables = _catalog(
         url,
         "SELECT c.relname, (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid"
         "  AND a.attnum = 1) FROM pg_class c"
-        " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind = 'r' ORDER BY 1",
+        " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1",
     )
-    assert len(tables) == 10
-    out: list[sql.Composable] = []
-    for schema in ("mcsync", "public"):
-        for table, column in tables:
-            name = sql.Identifier(schema, table)
-            col = sql.Identifier(column)
-            out += [
-                sql.SQL("SELECT * FROM {}").format(name),
-                sql.SQL("SELECT count(*) FROM {}").format(name),
-                sql.SQL("INSERT INTO {} DEFAULT VALUES").format(name),
-                sql.SQL("UPDATE {} SET {} = {}").format(name, col, col),
-                sql.SQL("DELETE FROM {}").format(name),
-                sql.SQL("TRUNCATE {}").format(name),
-            ]
+    assert len(tables) == 12  # 11 tables and the source mapping's view
     sequences = _catalog(
         url,
         "SELECT relname FROM pg_class WHERE relnamespace = 'mcsync'::regnamespace"
         " AND relkind = 'S'",
     )
     assert len(sequences) == 2  # the queue's and the bulk table's identity
-    for (seq,) in sequences:
-        for schema in ("mcsync", "public"):
-            qualified = sql.Literal(f"{schema}.{seq}")
-            out += [
-                sql.SQL("SELECT nextval({})").format(qualified),
-                sql.SQL("SELECT setval({}, 1)").format(qualified),
-            ]
     routines = _catalog(
         url,
         "SELECT p.proname, p.prokind, p.pronargs FROM pg_proc p"
         " WHERE p.pronamespace = 'mcsync'::regnamespace ORDER BY 1",
     )
     assert {r[0] for r in routines} >= {"mcsync_email_key", "mcsync_enqueue_deleted", "lock_down"}
-    for name, kind, nargs in routines:
-        for schema in ("mcsync", "public"):
+    out: list[sql.Composable] = []
+    for schema in ("mcsync", "public"):
+        for table, column in tables:
+            table_id, column_id = sql.Identifier(schema, table), sql.Identifier(column)
+            out += [sql.SQL(st).format(t=table_id, c=column_id) for st in _TABLE_STATEMENTS]
+        for (seq,) in sequences:
+            qualified = sql.Literal(f"{schema}.{seq}")
+            out += [sql.SQL(st).format(s=qualified) for st in _SEQUENCE_STATEMENTS]
+        for name, kind, nargs in routines:
             args = sql.SQL(", ").join([sql.SQL("NULL")] * nargs)
             verb = sql.SQL("CALL" if kind == "p" else "SELECT")
             out.append(sql.SQL("{} {}({})").format(verb, sql.Identifier(schema, name), args))
@@ -262,9 +260,12 @@ def test_an_authenticated_users_own_changes_are_mirrored(supabase_url: str, emul
         assert app.execute(hijack, (their_contact,)).rowcount == 0
         assert app.execute("SELECT count(*) FROM contacts").fetchone() == (2,)
 
-    # The worker's login sees every user's contacts (grants.sql's read policy), nothing more.
+    # The worker's login sees every user's contacts through mcsync's view of them (the synced
+    # columns, generated from the source mapping), and nothing of the app's table itself.
     with psycopg.connect(login_url(supabase_url, WORKER_LOGIN), autocommit=True) as worker:
-        assert worker.execute("SELECT count(*) FROM contacts").fetchone() == (3,)
+        assert worker.execute("SELECT count(*) FROM mcsync.source_contacts").fetchone() == (3,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            worker.execute("SELECT count(*) FROM contacts")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             worker.execute("DELETE FROM contacts")
     sync.drain()

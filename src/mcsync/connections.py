@@ -128,6 +128,13 @@ def queue_full_sync(conn: psycopg.Connection[Any], user_id: UUID) -> int:
     return n
 
 
+def queue_full_sync_all(conn: psycopg.Connection[Any]) -> int:
+    """`queue_full_sync` for every connection with an audience (after the source mapping
+    changed, so every audience follows the new mapping). Returns how many were queued."""
+    users = conn.execute(queries.CONNECTED_USERS).fetchall()
+    return sum(queue_full_sync(conn, row[0]) for row in users)
+
+
 def disconnect_user(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
     """Remove the credentials and pending events. Mailchimp and `contacts` stay untouched; the
     ledger stays, so a later reconnect still knows which members and tags mcsync owns."""

@@ -3,7 +3,11 @@
 An embedded PostgreSQL, the Mailchimp emulator, the migrations, a coach with sample contacts and
 the worker. It shows the app's contacts beside the audience, then keeps running so you can edit
 contacts with psql and watch them sync (Ctrl-C to stop). `--once` runs the script, checks the
-mirror and exits 0 when Mailchimp matches the contacts."""
+mirror and exits 0 when Mailchimp matches the contacts.
+
+The demo plays both sides. As the app, it creates the example `contacts` table and writes to
+it by its column names (the built-in source mapping describes that table); as mcsync, it reads
+contacts only through the mapping's view, like the worker and Sync Now (docs/mapping.md)."""
 
 from __future__ import annotations
 
@@ -15,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from cryptography.fernet import Fernet
+from psycopg.rows import dict_row
 
+from mcsync import queries
 from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
+from mcsync.rows import contact_from_row
+from mcsync.source import DEFAULT_MAPPING
 from mcsync.worker.runner import WorkerService
 
 if TYPE_CHECKING:
@@ -71,18 +79,24 @@ SAMPLE_CONTACTS: list[dict[str, Any]] = [
 ]
 
 
+def _contacts(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[Contact]:
+    """The coach's contacts as mcsync reads them (through the source mapping's view)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(queries.USER_CONTACTS, {"user_id": user_id})
+        found = [contact_from_row(r) for r in cur.fetchall()]
+    return sorted(found, key=lambda c: (c.field("FNAME") or "", str(c.id)))
+
+
 def _print_side_by_side(
     conn: psycopg.Connection[Any], user_id: uuid.UUID, members: list[dict[str, Any]]
 ) -> None:
-    rows = conn.execute(
-        "SELECT first_name, last_name, email, phone, tags FROM contacts WHERE user_id = %s"
-        " ORDER BY first_name",
-        (user_id,),
-    ).fetchall()
+    contacts = _contacts(conn, user_id)
     by_email = {m["email_address"].lower(): m for m in members}
     print(f"\n{'APP CONTACT':<34}{'EMAIL':<30}| {'MAILCHIMP MEMBER':<30}{'STATUS':<12}TAGS")
     print("-" * 120)
-    for first, last, email, _phone, _tags in rows:
+    for contact in contacts:
+        email = contact.email
+        name = f"{contact.field('FNAME') or ''} {contact.field('LNAME') or ''}"
         key = (email or "").strip().lower()
         m = by_email.pop(key, None)
         right = (
@@ -93,7 +107,7 @@ def _print_side_by_side(
             if m
             else "(not synced)"
         )
-        print(f"{(first or '') + ' ' + (last or ''):<34}{(email or '-')[:29]:<30}| {right}")
+        print(f"{name:<34}{(email or '-')[:29]:<30}| {right}")
     for m in by_email.values():
         print(f"{'(no contact)':<34}{'':<30}| {m['email_address']:<30}{m['status']:<12}")
     print()
@@ -102,15 +116,7 @@ def _print_side_by_side(
 def _mirror_matches(
     conn: psycopg.Connection[Any], user_id: uuid.UUID, members: list[dict[str, Any]]
 ) -> list[str]:
-    contacts = [
-        Contact(
-            id=r[0], email=r[1], first_name=r[2], last_name=r[3], phone=r[4], tags=tuple(r[5] or ())
-        )
-        for r in conn.execute(
-            "SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id = %s",
-            (user_id,),
-        )
-    ]
+    contacts = _contacts(conn, user_id)
     wanted = desired_members(contacts)
     have = {m["id"]: m for m in members if m["status"] != "archived"}
     problems = []
@@ -166,46 +172,61 @@ def run_demo(*, once: bool = False) -> int:
 
 
 def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
-    """The app's example contacts table, then mcsync's migrations."""
+    """The app's example contacts table, then mcsync's migrations with the built-in mapping
+    (the example table is the schema it describes)."""
     conn.execute((SQL_DIR / "example_contacts.sql").read_text().encode())
-    applied = apply_migrations(url)
+    applied = apply_migrations(url, mapping=DEFAULT_MAPPING)
     print(f"  migrations applied: {', '.join(applied) or 'none'}")
 
 
 def _connect_sample_coach(
     conn: psycopg.Connection[Any], emu: EmulatorHandle, key: str, user_id: uuid.UUID
 ) -> None:
-    """A Mailchimp account with one outside member, the coach's contacts, and the connection."""
-    account = emu.admin.create_account(
-        dc="us1", account_name=DEMO_ACCOUNT_NAME, audiences=[DEMO_AUDIENCE]
-    )
-    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    """The coach's contacts, a Mailchimp account with one outside member, and the connection."""
     for c in SAMPLE_CONTACTS:
         conn.execute(
             "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags, notes)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                user_id,
-                c["first_name"],
-                c["last_name"],
-                c["email"],
-                c["phone"],
-                c["tags"],
-                c["notes"],
-            ),
+            " VALUES (%(user_id)s, %(first_name)s, %(last_name)s, %(email)s, %(phone)s,"
+            " %(tags)s, %(notes)s)",
+            {**c, "user_id": user_id},
         )
-    queued = connect_user(
+    queued = connect_emulator_account(
         conn,
         TokenCipher([key]),
+        emu,
+        user_id=user_id,
+        account_name=DEMO_ACCOUNT_NAME,
+        audience=DEMO_AUDIENCE,
+    )
+    # Added before the worker starts, so the first sync finds them already there.
+    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
+
+
+def connect_emulator_account(
+    conn: psycopg.Connection[Any],
+    cipher: TokenCipher,
+    emu: EmulatorHandle,
+    *,
+    user_id: uuid.UUID,
+    account_name: str,
+    audience: dict[str, str],
+) -> int:
+    """Create a Mailchimp account (dc us1) with one `audience` ({"id", "name"}) in the emulator
+    and connect `user_id` to it, as the OAuth popup would (the demo's setup; benchmarks and other
+    local runs can share it). Returns how many contacts were queued for the first full sync."""
+    account = emu.admin.create_account(dc="us1", account_name=account_name, audiences=[audience])
+    return connect_user(
+        conn,
+        cipher,
         user_id=user_id,
         access_token=account["access_token"],
         dc="us1",
         api_endpoint=emu.url,
-        account_name=DEMO_ACCOUNT_NAME,
-        audience_id=DEMO_AUDIENCE["id"],
-        audience_name=DEMO_AUDIENCE["name"],
+        account_name=account_name,
+        audience_id=audience["id"],
+        audience_name=audience["name"],
     )
-    print(f"  connected coach {user_id}: {queued} contacts queued for the first sync")
 
 
 def _demo_settings(database_url: str, key: str, emu: EmulatorHandle) -> Settings:

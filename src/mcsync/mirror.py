@@ -5,9 +5,10 @@ records what happened; everything that makes the mirror correct (coalescing, ema
 shared addresses, deletes, tag ownership, replays after a crash) is decided here.
 
 The mirror, for a user's audience: one member per distinct valid email (trimmed, compared
-lowercased) among the user's contacts, with FNAME/LNAME/PHONE from the most recently changed of
-those contacts and the union of their tags. mcsync never raises a member's status, never removes
-a tag it did not set, and archives (never deletes) only members it owns.
+lowercased) among the user's contacts, with the merge
+fields (FNAME/LNAME/PHONE by default) from the most recently changed of those contacts and the
+union of their tags. mcsync never raises a member's status, never removes a tag it did not set,
+and archives (never deletes) only members it owns.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class Contact:
-    """The synced columns of one row of the app's `contacts` table."""
+    """One contact as the source mapping reads it (mcsync.source): its id, email, merge fields
+    (Mailchimp merge tag -> value, already in Mailchimp's form, e.g. BIRTHDAY as MM/DD) and
+    tags."""
 
     id: UUID
     email: str | None
-    first_name: str | None = None
-    last_name: str | None = None
-    phone: str | None = None
+    merge_fields: tuple[tuple[str, str | None], ...] = ()
     tags: tuple[str, ...] = ()
+
+    def field(self, tag: str) -> str | None:
+        """The value of one merge field (None when empty or not mapped)."""
+        return dict(self.merge_fields).get(tag)
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,9 @@ def _truncate(value: str | None) -> str:
 
 
 def merge_fields_of(contact: Contact) -> dict[str, str]:
-    """FNAME, LNAME and PHONE of a contact, trimmed and cut to Mailchimp's limit."""
-    return {
-        "FNAME": _truncate(contact.first_name),
-        "LNAME": _truncate(contact.last_name),
-        "PHONE": _truncate(contact.phone),
-    }
+    """The contact's merge fields (those the mapping names: FNAME, LNAME and PHONE by
+    default), trimmed and cut to Mailchimp's limit."""
+    return {tag: _truncate(value) for tag, value in contact.merge_fields}
 
 
 def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:

@@ -3,8 +3,9 @@
 Parameters are psycopg named placeholders. Array parameters are passed as Python lists.
 mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema); the
 statements are written for the default schema and rendered once, at import, for the schema
-this process is configured with (MCSYNC_SCHEMA). The app's `contacts` is found the way sql/002
-found it when the triggers were installed: through the database's default search_path."""
+this process is configured with (MCSYNC_SCHEMA). The app's contacts are read only through the
+view `mcsync.source_contacts`, which `mcsync migrate` generates from the source mapping
+(mcsync.source): no statement here names the app's table or columns."""
 
 from __future__ import annotations
 
@@ -65,9 +66,13 @@ UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %(token)s, upda
  WHERE user_id = %(user_id)s
 """
 
+CONNECTED_USERS = (
+    "SELECT user_id FROM mcsync.mailchimp_connections WHERE audience_id IS NOT NULL ORDER BY 1"
+)
+
 QUEUE_ALL_CONTACTS = """
 INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op)
-SELECT user_id, id, 'resync' FROM contacts WHERE user_id = %(user_id)s
+SELECT user_id, id, 'resync' FROM mcsync.source_contacts WHERE user_id = %(user_id)s
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
@@ -82,7 +87,8 @@ SELECT l.user_id, l.contact_id, 'delete', m.email
   LEFT JOIN mcsync.mailchimp_members m
          ON m.user_id = l.user_id AND m.audience_id = l.audience_id AND m.email_hash = l.email_hash
  WHERE l.user_id = %(user_id)s
-   AND NOT EXISTS (SELECT 1 FROM contacts ct WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
+   AND NOT EXISTS (SELECT 1 FROM mcsync.source_contacts ct
+                    WHERE ct.id = l.contact_id AND ct.user_id = l.user_id)
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = now(), next_retry_at = now(), attempts = 0
 """
@@ -116,29 +122,43 @@ RETURNING c.*,
 
 # The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
 # rows, so no other worker starts on them while this one is still working.
-# Expanding an import: the oldest bulk row of the account gives up to %(chunk)s ids as queue
-# rows, in one transaction with TRIM_BULK_ROW (see WorkerStore.expand_bulk).
-OLDEST_BULK_ROW = """
-SELECT id, enqueued_at FROM mcsync.mailchimp_sync_bulk
- WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+# Expanding an import, a slice at a time (see WorkerStore.expand_bulk). The trigger writes one
+# row per import, whatever its size; before its first slice, an import larger than %(chunk)s
+# ids is split once into rows of %(chunk)s, so each expansion then reads and deletes one small
+# row. (Trimming the slice off the front of one big array rewrote the whole array every time:
+# for 1,000,000 contacts, 200 rewrites of up to 16 MB.)
+SPLIT_OLDEST_BULK_ROW = """
+WITH big AS (
+    DELETE FROM mcsync.mailchimp_sync_bulk
+     WHERE id = (SELECT id FROM mcsync.mailchimp_sync_bulk
+                  WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+       AND cardinality(contact_ids) > %(chunk)s
+    RETURNING user_id, contact_ids, enqueued_at
+)
+INSERT INTO mcsync.mailchimp_sync_bulk (user_id, contact_ids, enqueued_at)
+SELECT big.user_id, array_agg(u.id ORDER BY u.n), big.enqueued_at
+  FROM big, unnest(big.contact_ids) WITH ORDINALITY AS u(id, n)
+ GROUP BY big.user_id, big.enqueued_at, (u.n - 1) / %(chunk)s
+ ORDER BY (u.n - 1) / %(chunk)s
 """
 
-EXPAND_BULK_ROW = """
+# The oldest (small) row of the account's imports becomes queue rows, and is gone.
+EXPAND_OLDEST_BULK_ROW = """
+WITH taken AS (
+    DELETE FROM mcsync.mailchimp_sync_bulk
+     WHERE id = (SELECT id FROM mcsync.mailchimp_sync_bulk
+                  WHERE user_id = %(user_id)s ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING user_id, contact_ids, enqueued_at
+)
 INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, enqueued_at, changed_at)
-SELECT b.user_id, unnest(b.contact_ids[1:%(chunk)s]), 'upsert', b.enqueued_at, b.enqueued_at
-  FROM mcsync.mailchimp_sync_bulk b WHERE b.id = %(id)s
+SELECT t.user_id, u.id, 'upsert', t.enqueued_at, t.enqueued_at
+  FROM taken t, unnest(t.contact_ids) AS u(id)
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, changed_at = greatest(q.changed_at, excluded.changed_at)
 """
 
-TRIM_BULK_ROW = """
-UPDATE mcsync.mailchimp_sync_bulk SET contact_ids = contact_ids[%(chunk)s + 1:] WHERE id = %(id)s
-"""
-
-DROP_EMPTY_BULK_ROW = """
-DELETE FROM mcsync.mailchimp_sync_bulk WHERE id = %(id)s AND cardinality(contact_ids) = 0
-"""
-
+# The heartbeat: a long pass (a big import under a slow Mailchimp) keeps its account and its
+# rows, so no other worker starts on them while this one is still working.
 RENEW_ACCOUNT_LEASE = """
 WITH account AS (
     UPDATE mcsync.mailchimp_connections
@@ -161,31 +181,34 @@ UPDATE mcsync.mailchimp_connections SET lease_owner = NULL, lease_until = NULL
 
 # The account lease makes this worker the account's only server, so rows it locked itself in
 # a pass that died (a lost database connection) are taken back at once, not after the lease.
+# `= ANY(ARRAY(...))`, not `IN (...)`: with IN the planner hash-joins the subquery against a
+# sequential scan of the whole queue (dead rows included), a cost that grows with the import;
+# an array of ids is fetched through the primary key, 500 lookups whatever the queue holds.
 CLAIM_DUE_EVENTS = """
 UPDATE mcsync.mailchimp_sync_queue q
    SET locked_by = %(owner)s,
        locked_until = now() + make_interval(secs => %(lease_seconds)s)
- WHERE q.id IN (
+ WHERE q.id = ANY(ARRAY(
        SELECT id FROM mcsync.mailchimp_sync_queue
         WHERE user_id = %(user_id)s AND next_retry_at <= now()
           AND (locked_until IS NULL OR locked_until < now() OR locked_by = %(owner)s)
           AND NOT (id = ANY(%(exclude)s::bigint[]))
         ORDER BY next_retry_at, id
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
 RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 """
 
 # --- reading what the planner needs ------------------------------------------------------------
 
 CONTACTS_BY_ID = """
-SELECT id, email, first_name, last_name, phone, tags
-  FROM contacts WHERE user_id = %(user_id)s AND id = ANY(%(ids)s::uuid[])
+SELECT id, email, merge_fields, tags
+  FROM mcsync.source_contacts WHERE user_id = %(user_id)s AND id = ANY(%(ids)s::uuid[])
 """
 
 CONTACTS_BY_EMAIL = """
-SELECT id, email, first_name, last_name, phone, tags
-  FROM contacts
+SELECT id, email, merge_fields, tags
+  FROM mcsync.source_contacts
  WHERE user_id = %(user_id)s AND mcsync.mcsync_email_key(email) = ANY(%(emails)s::text[])
 """
 
@@ -341,10 +364,19 @@ UPDATE mcsync.mailchimp_connections
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
 """
 
+# At most once a second per account, and never waiting: an import's concurrent passes would
+# otherwise each rewrite the account's one row, queueing behind each other's fence
+# (HOLDS_ACCOUNT ... FOR SHARE) and leaving a dead row version per pass. A row another pass is
+# recording under is skipped (that pass, or the next, marks it).
 MARK_SYNCED = """
 UPDATE mcsync.mailchimp_connections
    SET last_sync_at = now(), consecutive_failures = 0, updated_at = now()
- WHERE user_id = %(user_id)s
+ WHERE user_id = (
+       SELECT user_id FROM mcsync.mailchimp_connections
+        WHERE user_id = %(user_id)s
+          AND (consecutive_failures <> 0 OR last_sync_at IS NULL
+               OR last_sync_at < now() - interval '1 second')
+          FOR UPDATE SKIP LOCKED)
 """
 
 COUNT_THROTTLED = """
@@ -497,7 +529,7 @@ UPDATE mcsync.mailchimp_connections SET last_full_sync_at = now(), updated_at = 
 """
 
 USER_CONTACTS = """
-SELECT id, email, first_name, last_name, phone, tags FROM contacts WHERE user_id = %(user_id)s
+SELECT id, email, merge_fields, tags FROM mcsync.source_contacts WHERE user_id = %(user_id)s
 """
 
 AUDIENCE_LEDGER = """

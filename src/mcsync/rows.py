@@ -1,7 +1,8 @@
 """How a database row becomes a planner value: one mapper per type, used by every reader.
 
-The worker's store and the reconciliation both read `contacts` and `mailchimp_members`; both
-map their rows here, so a column added to `LedgerMember` is read the same way everywhere."""
+The worker's store and the reconciliation both read `mcsync.source_contacts` and
+`mailchimp_members`; both map their rows here, so a column added to `LedgerMember` is read the
+same way everywhere."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from mcsync.mirror import Contact, LedgerMember
 
 
 def contact_from_row(row: Mapping[str, Any]) -> Contact:
-    """A `contacts` row (id, email, first_name, last_name, phone, tags) as a `Contact`."""
+    """A `mcsync.source_contacts` row (id, email, merge_fields jsonb, tags) as a `Contact`. The
+    view is generated from the source mapping (mcsync.source), so this is the same whatever
+    the app's table and columns are."""
+    fields = row["merge_fields"] or {}
     return Contact(
         id=row["id"],
         email=row["email"],
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        phone=row["phone"],
+        merge_fields=tuple(sorted((tag, fields[tag]) for tag in fields)),
         tags=tuple(row["tags"] or ()),
     )
 

@@ -117,3 +117,31 @@ def test_batch_of_500_is_fast(api: httpx.Client) -> None:
     start = time.perf_counter()
     assert api.post(B, json={"members": members}).json()["total_created"] == 500
     assert time.perf_counter() - start < 2.0
+
+
+def test_fields_project_the_answer_through_its_member_lists(api: httpx.Client) -> None:
+    put(api, "old@gmail.com")
+    fields = "new_members.id,new_members.status,updated_members.email_address,errors,error_count"
+    body = api.post(
+        B,
+        params={"fields": fields},
+        json={
+            "update_existing": True,
+            "members": [member("new@gmail.com"), member("old@gmail.com"), member("nope")],
+        },
+    ).json()
+    assert body == {
+        "new_members": [{"id": md5("new@gmail.com"), "status": "subscribed"}],
+        "updated_members": [{"email_address": "old@gmail.com"}],
+        "errors": body["errors"],
+        "error_count": 1,
+    }
+    assert body["errors"][0]["email_address"] == "nope"
+    trimmed = api.post(
+        B, params={"exclude_fields": "new_members,updated_members"}, json={"members": []}
+    ).json()
+    assert "new_members" not in trimmed and trimmed["total_created"] == 0
+    # The members were written all the same; and an unknown field is refused, as elsewhere.
+    assert api.get(f"{B}/members/{md5('new@gmail.com')}").status_code == 200
+    bad = api.post(B, params={"fields": "new_members.nonsense"}, json={"members": []})
+    assert bad.status_code == 422

@@ -8,14 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 from mcsync.mirror import Contact, desired_members
+from mcsync.rows import contact_from_row
 from tests.failures.conftest import RestartablePostgres, WorkerProcess, connection_of
 from tests.harness import SyncHarness, User, wait_until
 
 
 def contacts_of(h: SyncHarness, user: User) -> list[Contact]:
     return [
-        Contact(r["id"], r["email"], r["first_name"], r["last_name"], r["phone"], tuple(r["tags"]))
-        for r in h.execute("SELECT * FROM contacts WHERE user_id = %s", (user.user_id,))
+        contact_from_row(r)
+        for r in h.execute(
+            "SELECT * FROM mcsync.source_contacts WHERE user_id = %s", (user.user_id,)
+        )
     ]
 
 

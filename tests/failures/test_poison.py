@@ -200,7 +200,7 @@ def test_hostile_catalogue_each_row_synced_or_rejected_with_a_reason(
     }
     for r in rejected.values():
         assert r["reason"], r
-    contacts = [contact_from_row(r) for r in fast.execute("SELECT * FROM contacts")]
+    contacts = [contact_from_row(r) for r in fast.execute("SELECT * FROM mcsync.source_contacts")]
     members = fast.members(user)
     desired = desired_members([c for c in contacts if c.id not in rejected])
     for cid, row in ids.items():

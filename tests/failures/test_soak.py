@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from mcsync.mirror import Contact, desired_members, normalize_email
+from mcsync.mirror import desired_members, normalize_email
+from mcsync.rows import contact_from_row
 from tests.failures.conftest import RestartablePostgres, WorkerProcess
 from tests.harness import SyncHarness, User, wait_until
 
@@ -222,18 +223,10 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
     }
     found_marketer_tags: set[str] = set()
     for user in users:
-        rows = h.execute("SELECT * FROM contacts WHERE user_id = %s", (user.user_id,))
-        contacts = [
-            Contact(
-                r["id"],
-                r["email"],
-                r["first_name"],
-                r["last_name"],
-                r["phone"],
-                tuple(r["tags"] or ()),
-            )
-            for r in rows
-        ]
+        rows = h.execute(
+            "SELECT * FROM mcsync.source_contacts WHERE user_id = %s", (user.user_id,)
+        )
+        contacts = [contact_from_row(r) for r in rows]
         recency = {
             r["contact_id"]: r["changed_at"]
             for r in h.execute(

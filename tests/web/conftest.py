@@ -27,6 +27,11 @@ APP_ORIGIN = "http://app.example.test"
 REDIRECT_URI = "http://testserver/oauth/callback"
 
 
+def query_params(url: str) -> dict[str, str]:
+    """The query string of `url`, one value per name."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
 class WebHarness:
     """The sync harness plus `mcsync web` in a TestClient, and an OAuth helper."""
 
@@ -65,15 +70,18 @@ class WebHarness:
     def approve(self, authorize: str, account_id: str, *, allow: bool = True) -> str:
         """Allow (or Deny) on the emulator's consent page for `authorize`. Returns the callback
         URL Mailchimp sends the popup to (not yet visited)."""
-        query = {k: v[0] for k, v in parse_qs(urlsplit(authorize).query).items()}
         answer = httpx.post(
             authorize.split("?")[0],
-            data={**query, "account": account_id, "decision": "allow" if allow else "deny"},
+            data={
+                **query_params(authorize),
+                "account": account_id,
+                "decision": "allow" if allow else "deny",
+            },
             follow_redirects=False,
         )
         assert answer.status_code == 302, answer.text
         location = answer.headers["location"]
-        assert location.startswith(REDIRECT_URI)
+        assert location.startswith(self.settings.mailchimp_redirect_uri)
         return location.replace("http://testserver", "")
 
     def consent(self, user_id: uuid.UUID, account_id: str, *, allow: bool = True) -> str:

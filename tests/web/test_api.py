@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +12,7 @@ from fastapi.testclient import TestClient
 from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
-from mcsync.web.auth import Signer, make_user_token
+from mcsync.web.auth import Signer
 from mcsync.web.oauth import COOKIE, SECURE_COOKIE
 from tests.harness import wait_until
 from tests.web.conftest import (
@@ -23,6 +21,7 @@ from tests.web.conftest import (
     CLIENT_SECRET,
     JWT_SECRET,
     WebHarness,
+    query_params,
     web_settings,
 )
 
@@ -34,6 +33,12 @@ ROUTES = [
     ("DELETE", "/api/connection"),
     ("POST", "/api/oauth/start"),
 ]
+
+
+def _coach_account(web: WebHarness) -> str:
+    """A Mailchimp account with one audience (l1, "Clients"); its id."""
+    account_id: str = web.account("Coach", [{"id": "l1", "name": "Clients"}])["account_id"]
+    return account_id
 
 
 def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
@@ -67,8 +72,8 @@ def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
 
 def test_every_route_refuses_a_missing_expired_or_forged_jwt(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    web.connect(user, account["account_id"])
+    coach = _coach_account(web)
+    web.connect(user, coach)
     for label, headers in _bad_tokens(user).items():
         for method, path in ROUTES:
             r = web.client.request(method, path, headers=headers, json={"audience_id": "l1"})
@@ -110,9 +115,8 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    callback = web.consent(user, account["account_id"])
-    code = callback.split("code=")[1].split("&")[0]
+    callback = web.consent(user, _coach_account(web))
+    code = query_params(callback)["code"]
 
     forged = Signer("another-secret-" * 3).make_state(user)
     expired = Signer(JWT_SECRET).make_state(user, ttl=-120)
@@ -134,7 +138,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     started = web.start(user)
     # Start hands out where the popup goes first and the state it carries, not Mailchimp's URL.
     assert started["begin_url"] == "http://testserver/oauth/begin"
@@ -144,7 +148,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert r.status_code == 303
     location = r.headers["location"]
     assert location.startswith(web.settings.mailchimp_login_url.rstrip("/") + "/oauth2/authorize?")
-    assert parse_qs(urlsplit(location).query)["state"] == [started["state"]]
+    assert query_params(location)["state"] == started["state"]
     cookie = r.headers["set-cookie"]
     attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
     assert cookie.startswith(f"{COOKIE}=") and f"{COOKIE}=;" not in cookie
@@ -155,7 +159,7 @@ def test_the_popup_begins_with_a_browser_bound_cookie_then_goes_to_mailchimp(
     assert "secure" not in attrs  # plain http here; see the https case below
 
     # The normal flow: this client's cookie jar follows begin -> consent -> callback.
-    callback = web.approve(location, account["account_id"])
+    callback = web.approve(location, coach)
     page = web.client.get(callback)
     assert page.status_code == 200 and "Connected to" in page.text
     assert web.status(user)["connected"] is True
@@ -192,28 +196,14 @@ def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness
     with TestClient(
         create_app(settings, sweep_interval=60), base_url="https://mcsync.example.test"
     ) as client:
-        token = make_user_token(JWT_SECRET, user)
-        started = client.post(
-            "/api/oauth/start",
-            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
-        ).json()
+        secure = WebHarness(web.sync, client, settings)
+        started = secure.start(user)
         assert started["begin_url"] == "https://mcsync.example.test/oauth/begin"
-        r = client.post(
-            started["begin_url"],
-            data={"state": started["state"]},
-            headers={"Origin": APP_ORIGIN},
-            follow_redirects=False,
-        )
+        r = secure.begin(started)
         assert r.status_code == 303
         _assert_host_prefixed(r.headers["set-cookie"])
         assert set(client.cookies.keys()) == {SECURE_COOKIE}
-        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
-        answer = httpx.post(
-            r.headers["location"].split("?")[0],
-            data={**query, "account": account["account_id"], "decision": "allow"},
-            follow_redirects=False,
-        )
-        callback = answer.headers["location"]
+        callback = secure.approve(r.headers["location"], account["account_id"])
         assert callback.startswith(redirect)
         # The same value under the plain name (as a sibling subdomain could plant): refused.
         planted = client.cookies[SECURE_COOKIE]
@@ -221,23 +211,8 @@ def test_over_https_the_whole_flow_uses_the_host_prefixed_cookie(web: WebHarness
         page = client.get(callback, headers={"Cookie": f"{COOKIE}={planted}"})
         assert page.status_code == 400 and "wasn't opened from the app" in page.text
         # A fresh flow with the cookie as the browser keeps it: connected, and the cookie cleared.
-        started = client.post(
-            "/api/oauth/start",
-            headers={"Authorization": f"Bearer {token}", "Origin": APP_ORIGIN},
-        ).json()
-        r = client.post(
-            started["begin_url"],
-            data={"state": started["state"]},
-            headers={"Origin": APP_ORIGIN},
-            follow_redirects=False,
-        )
-        query = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
-        answer = httpx.post(
-            r.headers["location"].split("?")[0],
-            data={**query, "account": account["account_id"], "decision": "allow"},
-            follow_redirects=False,
-        )
-        page = client.get(answer.headers["location"])
+        r = secure.begin(secure.start(user))
+        page = client.get(secure.approve(r.headers["location"], account["account_id"]))
         assert page.status_code == 200 and "Connected to" in page.text
         cleared = page.headers["set-cookie"]
         assert cleared.startswith(f"{SECURE_COOKIE}=") and "Max-Age=0" in cleared
@@ -322,13 +297,13 @@ def test_a_failed_exchange_or_a_denial_says_so_calmly_and_stores_nothing(
     web: WebHarness,
 ) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
-    callback = web.consent(user, account["account_id"])
-    state = callback.split("state=")[1].split("&")[0]
+    coach = _coach_account(web)
+    callback = web.consent(user, coach)
+    state = query_params(callback)["state"]
     r = web.client.get("/oauth/callback", params={"code": "not-a-real-code", "state": state})
     assert r.status_code == 502
     assert "nothing was saved" in r.text
-    denied = web.consent(user, account["account_id"], allow=False)
+    denied = web.consent(user, coach, allow=False)
     r = web.client.get(denied)
     assert r.status_code == 400 and "not granted" in r.text
     assert web.rows("SELECT 1 FROM mcsync.mailchimp_connections") == []
@@ -390,9 +365,9 @@ def test_one_user_cannot_read_or_change_another_users_connection(web: WebHarness
 
 def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     web.add_contact(user, "cy@clientmail.io", first_name="Cy")
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     web.sync.drain()
     web.add_contact(user, "di@clientmail.io", first_name="Di")  # pending, never sent
     assert web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))
@@ -405,7 +380,7 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
     assert set(web.members("l1")) == {"cy@clientmail.io"}  # Mailchimp untouched
 
     # Reconnecting starts with a full reconciliation: every contact is queued again.
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     assert (
         len(web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
     )
@@ -415,10 +390,10 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
 
 def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) -> None:
     user = uuid.uuid4()
-    account = web.account("Coach", [{"id": "l1", "name": "Clients"}])
+    coach = _coach_account(web)
     h = web.headers(user)
     assert web.client.post("/api/sync-now", headers=h).status_code == 409  # not connected
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
 
     first = web.client.post("/api/sync-now", headers=h)
     assert first.status_code == 202
@@ -437,7 +412,7 @@ def test_sync_now_runs_once_an_hour_and_says_when_to_come_back(web: WebHarness) 
     assert web.status(user)["sync_now"]["available_in"] > 3500
     # A disconnect and reconnect does not reset the clock.
     web.client.delete("/api/connection", headers=h)
-    web.connect(user, account["account_id"])
+    web.connect(user, coach)
     assert web.client.post("/api/sync-now", headers=h).status_code == 429
 
 

@@ -27,7 +27,9 @@ from mcsync.reconcile import (
     run_reconciliation,
     stale_runs,
 )
+from tests.app_schemas import ALL_SCHEMAS
 from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+from tests.mirror_model import person
 from tests.web.conftest import web_settings
 
 
@@ -64,6 +66,7 @@ def _lose_pending_events(sync: SyncHarness, user: User) -> None:
     sync.execute("DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user.user_id,))
 
 
+@pytest.mark.parametrize("sync", ALL_SCHEMAS, indirect=True, ids=[a.name for a in ALL_SCHEMAS])
 def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
     sync: SyncHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,7 +154,7 @@ def test_sync_now_repairs_every_kind_of_drift_and_verify_reports_it(
     assert (
         sync.execute(
             "SELECT 1 FROM mcsync.mailchimp_contact_links l WHERE NOT EXISTS "
-            "(SELECT 1 FROM contacts c WHERE c.id = l.contact_id)"
+            "(SELECT 1 FROM mcsync.source_contacts c WHERE c.id = l.contact_id)"
         )
         == []
     )
@@ -281,7 +284,7 @@ def _member(
 
 
 def test_status_is_never_drift_and_tag_case_does_not_matter() -> None:
-    c = Contact(uuid.uuid4(), "Zoe@clientmail.io", "Zoe", tags=("VIP",))
+    c = person(uuid.uuid4(), "Zoe@clientmail.io", "Zoe", tags=("VIP",))
     snap = _snapshot([c])
     assert (
         compare_member(_member("zoe@clientmail.io", "unsubscribed", ("vip",), FNAME="Zoe"), snap)
@@ -294,7 +297,7 @@ def test_status_is_never_drift_and_tag_case_does_not_matter() -> None:
 
 
 def test_refused_contacts_and_partly_accepted_fields_are_not_drift() -> None:
-    c = Contact(uuid.uuid4(), "yan@clientmail.io", "Yan", phone="not a phone")
+    c = person(uuid.uuid4(), "yan@clientmail.io", "Yan", phone="not a phone")
     snap = _snapshot([c])
     snap.ignored_fields[c.id] = {"PHONE"}
     assert compare_member(_member("yan@clientmail.io", FNAME="Yan"), snap) == []

@@ -22,8 +22,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     Every pending file in sql/ runs once, in order, all in ONE transaction; versions and
     checksums are recorded in mcsync.mcsync_schema_migrations. mcsync's tables live in their own
     schema (`mcsync`, or MCSYNC_SCHEMA); the app's schema gets only the triggers. Safe to rerun.
-    It refuses to run over a migration file edited after it was applied, and says so when the
-    app's contacts table is missing.
+    It refuses to run over a migration file edited after it was applied. In the same transaction
+    it checks the source mapping (MCSYNC_CONFIG, docs/mapping.md) against the catalog and
+    generates the view and triggers from it; a mistake names the key and the column and changes
+    nothing, and a changed mapping queues a full sync of every connected user.
 
     With MCSYNC_ENCRYPTION_KEYS (or --encryption-keys), tokens stored by an older mcsync in the
     unbound form are bound to their user in the same transaction; without keys it exits 1 and
@@ -53,18 +55,20 @@ def cmd_sql(args: argparse.Namespace) -> int:
     """Print the migrations as one SQL script, for another migration tool (Supabase's, Flyway).
 
     The script is rendered for MCSYNC_SCHEMA; apply it as ONE migration, as the owner of
-    `contacts`. --after VERSION prints only the migrations numbered after VERSION (an upgrade);
+    the app's contacts table; it ends with what the source mapping (MCSYNC_CONFIG) generates.
+    --after VERSION prints only the migrations numbered after VERSION (an upgrade);
     --grants prints sql/grants.sql, the roles the worker and the web side log in as. See
     docs/install.md."""
     from mcsync.migrate import SQL_DIR, MigrationError, migrations_script
     from mcsync.schema import configured_schema, render
+    from mcsync.source import MappingError, load_mapping
 
     if args.grants:
         print(render((SQL_DIR / "grants.sql").read_text(), configured_schema()))
         return 0
     try:
-        print(migrations_script(after=args.after))
-    except MigrationError as exc:
+        print(migrations_script(after=args.after, mapping=load_mapping()))
+    except (MigrationError, MappingError) as exc:
         print(f"mcsync sql: {exc}", file=sys.stderr)
         return 1
     return 0

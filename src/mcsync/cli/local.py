@@ -54,9 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add_command(sub, "emulator", cmd_emulator, help="run the Mailchimp emulator")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
-    p.add_argument(
-        "--per-call-ms", type=float, default=0.0, help="latency added to every API call"
-    )
+    p.add_argument("--per-call-ms", type=float, default=0.0, help="latency added to every API call")
     p.add_argument(
         "--per-member-ms",
         type=float,

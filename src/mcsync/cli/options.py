@@ -11,6 +11,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from uuid import UUID
 
 from pydantic import ValidationError
 
@@ -51,9 +52,7 @@ OPTIONS: dict[str, SettingOption] = {
         _option("--api-url", "mailchimp_api_url", "Mailchimp API base; {dc} is filled in"),
         _option("--login-url", "mailchimp_login_url", "Mailchimp OAuth base"),
         _option("--jwt-secret", "mcsync_jwt_secret", "the secret the app signs user JWTs with"),
-        _option(
-            "--app-origin", "mcsync_app_origin", "origin(s) of the app that embeds the widget"
-        ),
+        _option("--app-origin", "mcsync_app_origin", "origin(s) of the app that embeds the widget"),
         _option("--client-id", "mailchimp_client_id", "your registered Mailchimp app's id"),
         _option("--client-secret", "mailchimp_client_secret", "your Mailchimp app's secret"),
         _option(
@@ -129,6 +128,16 @@ def database_and_cipher(args: argparse.Namespace) -> tuple[Settings, TokenCipher
     settings = settings_from(args)
     require_database(settings)
     return settings, require_cipher(settings)
+
+
+def add_user_option(parser: argparse.ArgumentParser) -> None:
+    """`--user-id`: the app user a command is about."""
+    parser.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json`: print machine-readable output instead of a table or prose."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_command(

@@ -11,7 +11,13 @@ import sys
 from typing import Any
 from uuid import UUID
 
-from mcsync.cli.options import MAILCHIMP, add_command, database_and_cipher
+from mcsync.cli.options import (
+    MAILCHIMP,
+    add_command,
+    add_json_option,
+    add_user_option,
+    database_and_cipher,
+)
 from mcsync.crypto import EncryptionKeyError
 
 
@@ -137,14 +143,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="full reconciliation for one user (queues what differs)",
         settings=MAILCHIMP,
     )
-    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+    add_user_option(p)
 
     p = add_command(
-        sub,
-        "verify",
-        cmd_verify,
-        help="read-only drift audit; exit 1 on drift",
-        settings=MAILCHIMP,
+        sub, "verify", cmd_verify, help="read-only drift audit; exit 1 on drift", settings=MAILCHIMP
     )
-    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_user_option(p)
+    add_json_option(p)

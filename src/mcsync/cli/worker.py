@@ -10,8 +10,10 @@ import psycopg
 
 from mcsync.cli.options import (
     DATABASE,
+    MAILCHIMP,
     add_command,
-    require_cipher,
+    add_json_option,
+    database_and_cipher,
     require_database,
     settings_from,
 )
@@ -25,9 +27,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     database URL and a usable encryption key."""
     from mcsync.worker import run_worker
 
-    settings = settings_from(args)
-    require_database(settings)
-    require_cipher(settings)  # refuse to start without a usable key, before touching anything
+    # Refuse to start without a usable key, before touching anything.
+    settings, _ = database_and_cipher(args)
     asyncio.run(run_worker(settings, once=args.once, worker_id=args.worker_id))
     return 0
 
@@ -55,9 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         cmd_worker,
         help="run the sync worker (LISTEN + poll)",
         settings=(
-            "database_url",
-            "encryption_keys",
-            "api_url",
+            *MAILCHIMP,
             "login_url",
             "poll_interval",
             "max_in_flight",
@@ -74,4 +73,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="one row per connection: state, backlog, rejects",
         settings=DATABASE,
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(p)

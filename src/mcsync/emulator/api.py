@@ -220,17 +220,23 @@ async def batch(call: ApiCall) -> Response:
         skip_duplicate_check=call.flag("skip_duplicate_check"),
         policy=_policy(call),
     )
-    return _json(
-        {
-            "new_members": [member_json(audience, m) for m in new],
-            "updated_members": [member_json(audience, m) for m in updated],
-            "errors": errors,
-            "total_created": len(new),
-            "total_updated": len(updated),
-            "error_count": len(errors),
-            "_links": [],
-        }
-    )
+    body = {
+        "new_members": [member_json(audience, m) for m in new],
+        "updated_members": [member_json(audience, m) for m in updated],
+        "errors": errors,
+        "total_created": len(new),
+        "total_updated": len(updated),
+        "error_count": len(errors),
+        "_links": [],
+    }
+    # Partial responses apply to this answer too: Mailchimp's API docs ("Methods and
+    # parameters", partial responses) give `fields`/`exclude_fields` for any response, in dot
+    # notation through lists (e.g. new_members.id). mcsync asks for the few member fields it
+    # reads, which keeps a 500-member answer small.
+    member = member_template(audience)
+    error = {"email_address": "", "error": "", "error_code": "", "field": "", "field_message": ""}
+    template = {**body, "new_members": [member], "updated_members": [member], "errors": [error]}
+    return _projected(call, body, template)
 
 
 def api_routes(emu: Emulator) -> list[BaseRoute]:

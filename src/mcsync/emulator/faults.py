@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_SEED = 1234
@@ -36,18 +36,8 @@ class Fault:
         return self._pattern is None or self._pattern.search(path) is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "timeout": self.timeout,
-            "access_token": self.access_token,
-            "method": self.method,
-            "path_regex": self.path_regex,
-            "count": self.count,
-            "rate": self.rate,
-            "bodiless": self.bodiless,
-            "fired": self.fired,
-        }
+        """The fault as the admin API shows it (the compiled pattern is internal)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_pattern"}
 
 
 class FaultError(ValueError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .faults import DEFAULT_SEED, Faults
@@ -22,12 +22,8 @@ class Limits:
     refusals: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "per_call_ms": self.per_call_ms,
-            "per_member_ms": self.per_member_ms,
-            "max_in_flight": self.max_in_flight,
-            "bodiless_429_every": self.bodiless_429_every,
-        }
+        """The settings as the admin API shows them (the running refusal count is internal)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "refusals"}
 
 
 @dataclass

@@ -157,31 +157,24 @@ def _valid(template: Any, path: list[str]) -> bool:
     return True
 
 
-def _keep(node: Any, paths: list[list[str]]) -> Any:
+def _project(node: Any, paths: list[list[str]], *, keep: bool) -> Any:
+    """`fields` (keep the named paths) or `exclude_fields` (drop them); through lists, a path
+    applies to each item."""
     if isinstance(node, list):
-        return [_keep(item, paths) for item in node]
+        return [_project(item, paths, keep=keep) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
         subs = [p[1:] for p in paths if p[0] == key]
-        if not subs:
-            continue
-        out[key] = value if any(not s for s in subs) else _keep(value, [s for s in subs if s])
-    return out
-
-
-def _drop(node: Any, paths: list[list[str]]) -> Any:
-    if isinstance(node, list):
-        return [_drop(item, paths) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        subs = [p[1:] for p in paths if p[0] == key]
-        if any(not s for s in subs):
-            continue
-        out[key] = _drop(value, subs) if subs else value
+        if not subs:  # not named: dropped by `fields`, kept by `exclude_fields`
+            if not keep:
+                out[key] = value
+        elif any(not s for s in subs):  # named whole: the opposite
+            if keep:
+                out[key] = value
+        else:  # only keys below it are named
+            out[key] = _project(value, subs, keep=keep)
     return out
 
 
@@ -204,7 +197,7 @@ def project(
             f"The following fields were requested but are invalid: {', '.join(bad)}",
         )
     if keep:
-        return _keep(body, keep)
+        return _project(body, keep, keep=True)
     if drop:
-        return _drop(body, drop)
+        return _project(body, drop, keep=False)
     return body

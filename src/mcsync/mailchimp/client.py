@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -52,6 +52,31 @@ CallObserver = Callable[[str, str, float], None]
 
 MAX_PAGE = 1000
 MAX_BATCH = 500
+# What mcsync reads of a batch subscribe's answer (BatchResult: each member's id, address and
+# status; the errors; the totals). Asking for only these keeps a 500-member answer ~20x smaller
+# to send and to parse; a server that ignored `fields` would still answer in the same shape.
+BATCH_ANSWER_FIELDS = ",".join(
+    [
+        *(
+            f"{part}.{f}"
+            for part in ("new_members", "updated_members")
+            for f in ("id", "email_address", "status")
+        ),
+        "errors",
+        "total_created",
+        "total_updated",
+        "error_count",
+    ]
+)
+
+
+class MemberQuery(TypedDict, total=False):
+    """Which members a listing returns: by `status`, with only `fields` (Mailchimp's names)."""
+
+    status: str | None
+    fields: Sequence[str] | None
+
+
 # Mailchimp allows 10 simultaneous connections per user; never open more than that per pool.
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
 
@@ -276,9 +301,7 @@ class MailchimpClient:
     async def get_member(self, list_id: str, email_or_hash: str) -> Member | None:
         """The member, or None on 404 (never added, or permanently deleted)."""
         try:
-            data = await self._member_request(
-                "get_member", "GET", list_id, _as_hash(email_or_hash)
-            )
+            data = await self._member_request("get_member", "GET", list_id, _as_hash(email_or_hash))
         except NotFoundError:
             return None
         return Member.model_validate(data)
@@ -370,6 +393,7 @@ class MailchimpClient:
             "batch_subscribe",
             "POST",
             f"/lists/{_seg(list_id)}",
+            params={"fields": BATCH_ANSWER_FIELDS},
             json={"members": payload, "update_existing": update_existing},
             list_id=list_id,
             members=len(payload),
@@ -380,18 +404,13 @@ class MailchimpClient:
         return result
 
     async def list_members(
-        self,
-        list_id: str,
-        *,
-        count: int = 1000,
-        offset: int = 0,
-        status: str | None = None,
-        fields: Sequence[str] | None = None,
+        self, list_id: str, *, count: int = 1000, offset: int = 0, **query: Unpack[MemberQuery]
     ) -> MembersPage:
         """One page of members (at most 1000), with only `fields` (and the ids) when given."""
         if not 0 <= count <= MAX_PAGE:
             raise ValueError(f"count must be between 0 and {MAX_PAGE}")
         params: dict[str, Any] = {"count": count, "offset": offset}
+        status, fields = query.get("status"), query.get("fields")
         if status is not None:
             params["status"] = status
         if fields:
@@ -412,20 +431,12 @@ class MailchimpClient:
         return MembersPage.model_validate(data)
 
     async def iter_pages(
-        self,
-        list_id: str,
-        *,
-        offset: int = 0,
-        page_size: int = 1000,
-        status: str | None = None,
-        fields: Sequence[str] | None = None,
+        self, list_id: str, *, offset: int = 0, page_size: int = 1000, **query: Unpack[MemberQuery]
     ) -> AsyncIterator[MembersPage]:
         """Every page of members from `offset` on, paging with count/offset until total_items
         is reached (the last page may be empty)."""
         while True:
-            page = await self.list_members(
-                list_id, count=page_size, offset=offset, status=status, fields=fields
-            )
+            page = await self.list_members(list_id, count=page_size, offset=offset, **query)
             yield page
             offset += len(page.members)
             if not page.members or offset >= page.total_items:

@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -66,20 +65,34 @@ def _describe_failure(response: httpx.Response) -> str:
 
 
 async def _send(
-    op: str, client: httpx.AsyncClient, method: str, url: str, **kw: Any
+    op: str,
+    http: httpx.AsyncClient | None,
+    method: str,
+    login_url: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
 ) -> httpx.Response:
+    """One call to Mailchimp's login server (`{login_url}/oauth2/{path}`), logged once; a
+    failure of any kind is an OAuthError with a calm, secret-free message."""
+    url = f"{login_url.rstrip('/')}/oauth2/{path}"
+    headers = {"Accept": "application/json", **(headers or {})}
     started = time.perf_counter()
     status: int | None = None
     outcome = "ok"
     try:
-        try:
-            response = await client.request(method, url, **kw)
-        except httpx.TimeoutException:
-            outcome = "OAuthError"
-            raise OAuthError("Mailchimp's login server timed out; please try again") from None
-        except httpx.TransportError:
-            outcome = "OAuthError"
-            raise OAuthError("Could not reach Mailchimp's login server; please try again") from None
+        async with _client(http) as client:
+            try:
+                response = await client.request(method, url, headers=headers, data=data)
+            except httpx.TimeoutException:
+                outcome = "OAuthError"
+                raise OAuthError("Mailchimp's login server timed out; please try again") from None
+            except httpx.TransportError:
+                outcome = "OAuthError"
+                raise OAuthError(
+                    "Could not reach Mailchimp's login server; please try again"
+                ) from None
         status = response.status_code
         if response.status_code >= 400:
             outcome = "OAuthError"
@@ -99,21 +112,14 @@ async def exchange_code(
     http: httpx.AsyncClient | None = None,
 ) -> str:
     """Trade the callback's code for an access token (form-encoded POST /oauth2/token)."""
-    async with _client(http) as client:
-        response = await _send(
-            "oauth_exchange_code",
-            client,
-            "POST",
-            f"{login_url.rstrip('/')}/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "redirect_uri": redirect_uri,
-                "code": code,
-            },
-            headers={"Accept": "application/json"},
-        )
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "redirect_uri": redirect_uri,
+        "code": code,
+    }
+    response = await _send("oauth_exchange_code", http, "POST", login_url, "token", data=form)
     try:
         data = response.json()
     except ValueError:
@@ -132,14 +138,8 @@ async def fetch_metadata(
     login_url: str, token: str, *, http: httpx.AsyncClient | None = None
 ) -> OAuthMetadata:
     """GET /oauth2/metadata with ``Authorization: OAuth <token>``: the account's dc and names."""
-    async with _client(http) as client:
-        response = await _send(
-            "oauth_metadata",
-            client,
-            "GET",
-            f"{login_url.rstrip('/')}/oauth2/metadata",
-            headers={"Authorization": f"OAuth {token}", "Accept": "application/json"},
-        )
+    auth = {"Authorization": f"OAuth {token}"}
+    response = await _send("oauth_metadata", http, "GET", login_url, "metadata", headers=auth)
     try:
         return OAuthMetadata.model_validate(response.json())
     except (ValueError, ValidationError):

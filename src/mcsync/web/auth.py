@@ -20,13 +20,16 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 import jwt
 
 ALGORITHM = "HS256"
+T = TypeVar("T")
 STATE_TTL_SECONDS = 600  # the consent screen is quick; a stale popup should start over
 _STATE_KEY_LABEL = b"mcsync oauth state v1"
 _BINDING_KEY_LABEL = b"mcsync oauth browser binding v1"
@@ -58,17 +61,13 @@ class Signer:
 
     def user_id(self, token: str) -> UUID:
         """The user a bearer token speaks for, or AuthError."""
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                options={"require": ["exp", "sub"], "verify_aud": False},
-                leeway=self._leeway,
-            )
-            return UUID(str(claims["sub"]))
-        except (jwt.PyJWTError, ValueError) as exc:
-            raise AuthError(type(exc).__name__) from None
+        return _verified(
+            token,
+            self._secret,
+            ["exp", "sub"],
+            lambda claims: UUID(str(claims["sub"])),
+            leeway=self._leeway,
+        )
 
     def make_state(self, user_id: UUID, *, origin: str = "", ttl: float = STATE_TTL_SECONDS) -> str:
         now = int(time.time())
@@ -83,21 +82,7 @@ class Signer:
 
     def read_state(self, state: str) -> OAuthState:
         """A genuine, unexpired state (not yet checked for reuse), or AuthError."""
-        try:
-            claims = jwt.decode(
-                state,
-                self._state_key,
-                algorithms=[ALGORITHM],
-                options={"require": ["exp", "sub", "nonce"]},
-            )
-            return OAuthState(
-                user_id=UUID(str(claims["sub"])),
-                nonce=str(claims["nonce"]),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-                origin=str(claims.get("origin") or ""),
-            )
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise AuthError(type(exc).__name__) from None
+        return _verified(state, self._state_key, ["exp", "sub", "nonce"], _oauth_state)
 
     def browser_binding(self, state: OAuthState) -> str:
         """The cookie value that ties `state` to the browser that began the flow with it."""
@@ -109,6 +94,39 @@ class Signer:
         return bool(cookie) and hmac.compare_digest(
             (cookie or "").encode(), self.browser_binding(state).encode()
         )
+
+
+def _verified(
+    token: str,
+    key: str | bytes,
+    required: list[str],
+    read: Callable[[dict[str, Any]], T],
+    *,
+    leeway: float = 0.0,
+) -> T:
+    """`read(claims)` of a token signed with `key`, unexpired and carrying the `required`
+    claims; anything wrong with it (signature, expiry, a claim `read` cannot use) is an
+    AuthError that names only the kind of failure."""
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            options={"require": required, "verify_aud": False},
+            leeway=leeway,
+        )
+        return read(claims)
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        raise AuthError(type(exc).__name__) from None
+
+
+def _oauth_state(claims: dict[str, Any]) -> OAuthState:
+    return OAuthState(
+        user_id=UUID(str(claims["sub"])),
+        nonce=str(claims["nonce"]),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        origin=str(claims.get("origin") or ""),
+    )
 
 
 def make_user_token(secret: str, user_id: UUID | str, *, ttl: float = 3600) -> str:

@@ -25,6 +25,7 @@ from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
 from mcsync.worker.health import ConnectionHealth
 from mcsync.worker.inflight import MembersInFlight
+from mcsync.worker.lanes import BULK, current_lane
 from mcsync.worker.metrics import Metrics
 from mcsync.worker.outcomes import collect_outcomes
 from mcsync.worker.store import Account, Event, Facts, WorkerStore
@@ -145,11 +146,18 @@ class AccountWorker:
         stop = False
         failure: BaseException | None = None
         imports_left = account.has_bulk
+        if imports_left:
+            current_lane.set(BULK)
         while True:
             if not stop and len(passes) < self.settings.max_passes:
                 events = await self.store.claim_due_events(
                     account.user_id, self.settings.claim_size, exclude=claimed
                 )
+                if len(events) >= self.settings.batch_threshold:
+                    # Bulk work: this account's passes (the ones started from here on, which
+                    # inherit this task's context) take the bulk lane, leaving room for
+                    # other accounts' edits (see mcsync.worker.lanes).
+                    current_lane.set(BULK)
                 if imports_left and len(events) < self.settings.claim_size:
                     # The queue runs low: turn the next slice of an import into queue rows.
                     chunk = self.settings.claim_size * self.settings.max_passes

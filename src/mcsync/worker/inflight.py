@@ -13,7 +13,10 @@ from collections import deque
 
 
 class MembersInFlight:
-    def __init__(self, history: int = 1000) -> None:
+    # Releases remembered, to tell whether a pass's facts went stale while it read them. A pass
+    # reads for a few releases of the account's other passes at most; a longer gap only makes
+    # it read again. Each entry holds a pass's hashes (~500): 1,000 of them were ~40 MB.
+    def __init__(self, history: int = 100) -> None:
         self._busy: set[str] = set()
         self._epoch = 0
         self._released: deque[tuple[int, frozenset[str]]] = deque(maxlen=history)

@@ -76,37 +76,24 @@ class Metrics:
             self.events.labels(outcome=outcome).inc(n)
 
 
+def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
+    """A per-connection gauge: labelled by the connection's user id (then `labels`)."""
+    return GaugeMetricFamily(name, documentation, labels=["user_id", *labels])
+
+
 def connection_families(rows: Iterable[Mapping[str, Any]]) -> list[Metric]:
     """The per-connection metric families for `mcsync status` rows (`queries.STATUS_ROWS`)."""
-    state = GaugeMetricFamily(
-        "mcsync_connection_state",
-        "1 for the connection's current state",
-        labels=["user_id", "state"],
+    state = _gauge("mcsync_connection_state", "1 for the connection's current state", "state")
+    notice = _gauge("mcsync_connection_notice", "1 while the user is shown the sync notice")
+    pending = _gauge("mcsync_pending_events", "queue rows waiting for the connection")
+    oldest = _gauge("mcsync_oldest_pending_seconds", "age of the connection's oldest queue row")
+    rejected = _gauge(
+        "mcsync_rejected_contacts", "contacts Mailchimp refused (or warned about)", "severity"
     )
-    notice = GaugeMetricFamily(
-        "mcsync_connection_notice", "1 while the user is shown the sync notice", labels=["user_id"]
-    )
-    pending = GaugeMetricFamily(
-        "mcsync_pending_events", "queue rows waiting for the connection", labels=["user_id"]
-    )
-    oldest = GaugeMetricFamily(
-        "mcsync_oldest_pending_seconds",
-        "age of the connection's oldest queue row",
-        labels=["user_id"],
-    )
-    rejected = GaugeMetricFamily(
-        "mcsync_rejected_contacts",
-        "contacts Mailchimp refused (or warned about)",
-        labels=["user_id", "severity"],
-    )
-    failures = GaugeMetricFamily(
-        "mcsync_consecutive_failures", "failed passes since the last success", labels=["user_id"]
-    )
+    failures = _gauge("mcsync_consecutive_failures", "failed passes since the last success")
+    last_sync = _gauge("mcsync_last_sync_timestamp_seconds", "unix time of the last clean sync")
     throttled = CounterMetricFamily(
         "mcsync_throttled", "times Mailchimp throttled the connection", labels=["user_id"]
-    )
-    last_sync = GaugeMetricFamily(
-        "mcsync_last_sync_timestamp_seconds", "unix time of the last clean sync", labels=["user_id"]
     )
     last_error = InfoMetricFamily(
         "mcsync_last_error", "the connection's last error (1 when set)", labels=["user_id"]
@@ -225,4 +212,3 @@ class MetricsServer:
         if self._collector is not None:
             self.metrics.registry.unregister(self._collector)
             self._collector = None
-

@@ -1,0 +1,199 @@
+"""5. Scale curve: one import of 10,000, 100,000 and 1,000,000 contacts, each on its own.
+
+Per size: a fresh database, the emulator (latency 0, its own process, so the figures are
+mcsync's own cost) and `mcsync worker` as a subprocess; one INSERT ... SELECT of n contacts
+for a connected user; then until the queue is empty. Measured per size: CPU seconds of the
+worker process, of all postgres processes (postmaster and children, exited ones included) and
+of the emulator process over the mirroring (from the INSERT's commit until the queue is empty;
+the INSERT's own cost is the trigger scenario's business), divided by n; contacts/s (commit to
+the newest `last_changed_at` in the audience); the worker's peak RSS (VmHWM); and a mirror check
+of every contact. The flatness ratio is a figure at the largest size over the same figure at the
+smallest (target <= 1.3: cost per contact that does not grow with the import). Baseline in the
+same run: the smallest size.
+
+Sizes: 10k/100k/1M (quick: 500/2,000); `--scale-sizes 10000,100000` or
+MCSYNC_BENCH_SCALE_SIZES overrides them. Each import has a time cap (1 h; quick 60 s;
+`--scale-cap-s` or MCSYNC_BENCH_SCALE_CAP_S): an import stopped by it is reported over the
+contacts drained by then, and not mirror-checked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psycopg
+
+from benchmarks.common import (
+    PROCESSES,
+    Context,
+    Metric,
+    ScenarioResult,
+    WorkerProcess,
+    add_account,
+    cpu_meter,
+    cpu_metrics,
+    emulator,
+    insert_contacts,
+    log,
+    members_by_email,
+    mirror_problems,
+    queue_count,
+    wait_for_empty_queue,
+)
+from benchmarks.cpu import ms_per_contact
+
+NAME = "scale"
+TITLE = "Scale curve: one import of growing size, CPU per contact per process, emulator latency 0"
+
+FULL_SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (500, 2_000)
+RSS_TARGET_MB = 150.0
+FLATNESS_TARGET = 1.3
+
+
+def sizes(ctx: Context) -> tuple[int, ...]:
+    raw = ctx.options.get("scale_sizes") or os.environ.get("MCSYNC_BENCH_SCALE_SIZES")
+    if raw:
+        return tuple(sorted(int(x.replace("_", "")) for x in str(raw).split(",") if x.strip()))
+    return QUICK_SIZES if ctx.quick else FULL_SIZES
+
+
+def cap_seconds(ctx: Context) -> float:
+    raw = ctx.options.get("scale_cap_s") or os.environ.get("MCSYNC_BENCH_SCALE_CAP_S")
+    return float(raw) if raw else (60.0 if ctx.quick else 3600.0)
+
+
+def pending_count(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return queue_count(conn)
+
+
+def _import(ctx: Context, n: int, cap_s: float) -> dict[str, Any]:
+    url = ctx.dbs.create(f"scale_{n}")
+    try:
+        with emulator() as emu:
+            account = add_account(url, emu, f"scale-{n}")
+            with WorkerProcess(url, emu, ctx.workdir, label=f"scale-{n}") as worker:
+                worker.wait_started()
+                meter = cpu_meter(ctx, emu, [worker])
+                before = meter.snapshot()
+                log(f"scale: importing {n:,} contacts")
+                started = insert_contacts(url, account.user_id, n)
+                committed = meter.snapshot()
+                drained = n
+                try:
+                    finished = wait_for_empty_queue(
+                        url, timeout=cap_s, interval=0.1 if n < 50_000 else 1.0,
+                        on_tick=worker.check_alive,
+                    )
+                except TimeoutError:
+                    finished = time.time()
+                    drained = n - pending_count(url)
+                done = meter.snapshot()
+                peak_mb = worker.peak_rss_kb / 1024
+            problems: int | None = None
+            if drained == n:
+                log(f"scale: {n:,} drained in {finished - started:.1f} s; checking the mirror")
+                members = members_by_email(emu, account.audience_id)
+                problems = mirror_problems(url, account, members)
+                finished = max((m["last_changed_at"] for m in members.values()), default=finished)
+                del members
+            else:
+                log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
+    finally:
+        ctx.dbs.drop(url)
+    cpu_s = done.since(committed)
+    seconds = finished - started
+    return {
+        "n": n,
+        "drained": drained,
+        "seconds": seconds,
+        "rate": drained / seconds if seconds > 0 else 0.0,
+        "cpu_s": cpu_s,
+        "cpu_ms": ms_per_contact(cpu_s, max(drained, 1)),
+        "insert_postgres_s": committed.since(before)["postgres"],
+        "peak_rss_mb": peak_mb,
+        "problems": problems,
+    }
+
+
+def run(ctx: Context) -> ScenarioResult:
+    ns = sizes(ctx)
+    result = ScenarioResult(NAME, TITLE, {"imports": list(ns)})
+    cap_s = cap_seconds(ctx)
+    result.sizes["time_cap_s"] = cap_s
+    runs = [_import(ctx, n, cap_s) for n in ns]
+    first, last = runs[0], runs[-1]
+    for r in runs:
+        n = r["n"]
+        partial = (
+            "" if r["drained"] == n
+            else f"stopped at the {cap_s:.0f} s cap: figures over the {r['drained']:,} drained"
+        )
+        if partial:
+            result.notes.append(f"import of {n:,}: {partial}.")
+        result.metrics += cpu_metrics(
+            r["cpu_s"], max(r["drained"], 1), label=f"import of {n:,}", note=partial
+        )
+        result.metrics += [
+            Metric(
+                f"contacts/s, import of {n:,}",
+                round(r["rate"]),
+                "contacts/s",
+                note=f"{r['seconds']:.1f} s from commit to the last member applied"
+                if not partial else partial,
+            ),
+            Metric(
+                f"worker peak RSS, import of {n:,}",
+                round(r["peak_rss_mb"], 1),
+                "MB",
+                target=("<=", RSS_TARGET_MB) if n == last["n"] else None,
+            ),
+            Metric(
+                f"contacts not mirrored, import of {n:,}",
+                r["problems"],
+                "",
+                target=("<=", 0),
+                note="" if r["problems"] is not None else "not checked: not drained",
+            ),
+        ]
+    for proc in PROCESSES:
+        base = first["cpu_ms"][proc]
+        result.metrics.append(
+            Metric(
+                f"{proc} CPU per contact, {last['n']:,} / {first['n']:,}",
+                round(last["cpu_ms"][proc] / base, 3) if base else None,
+                "x",
+                baseline=round(base, 4),
+                baseline_label=f"at {first['n']:,} (same run)",
+                baseline_unit="ms/contact",
+                target=("<=", FLATNESS_TARGET) if proc != "emulator" else None,
+                note=f"{last['cpu_ms'][proc]:.4f} ms/contact at {last['n']:,}",
+            )
+        )
+    result.metrics.append(
+        Metric(
+            f"contacts/s, {last['n']:,} / {first['n']:,}",
+            round(last["rate"] / first["rate"], 3) if first["rate"] else None,
+            "x",
+            baseline=round(first["rate"]),
+            baseline_label=f"at {first['n']:,}",
+            baseline_unit="contacts/s",
+            note="flat = ~1.0",
+        )
+    )
+    result.notes.append(
+        "CPU is counted from the INSERT's commit until the queue is empty; the INSERT itself "
+        "(the app's write plus mcsync's triggers) cost Postgres "
+        + ", ".join(f"{r['insert_postgres_s']:.1f} s at {r['n']:,}" for r in runs)
+        + "."
+    )
+    result.series = {
+        "sizes": [r["n"] for r in runs],
+        "cpu_ms_per_contact": {p: [round(r["cpu_ms"][p], 5) for r in runs] for p in PROCESSES},
+        "contacts_per_s": [round(r["rate"], 1) for r in runs],
+        "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in runs],
+    }
+    return result
