@@ -371,4 +371,5 @@ def test_mcsync_migrate_reads_the_file_named_by_mcsync_config(
     config.write_text(PEOPLE_OK)
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert [t[1] for t in _triggers(empty_db_url)] == ["people"] * 4  # insert, update, delete, truncate
+    # insert, update, delete, truncate
+    assert [t[1] for t in _triggers(empty_db_url)] == ["people"] * 4
