@@ -37,7 +37,9 @@ def test_connect_worker_once_status_and_disconnect_from_the_command_line(
     sync: SyncHarness,
 ) -> None:
     account = sync.admin.create_account(
-        dc="us1", account_name="CLI", audiences=[{"id": "cli00001", "name": "CLI list"}]
+        dc="us1",
+        account_name="CLI",
+        audiences=[{"id": "cli00001", "name": "CLI list", "double_optin": True}],
     )
     user_id = uuid.uuid4()
     sync.execute(
@@ -52,14 +54,17 @@ def test_connect_worker_once_status_and_disconnect_from_the_command_line(
     )
     assert run.returncode == 0, run.stderr
     assert "1 contacts queued" in run.stdout
-    stored = sync.execute("SELECT access_token_encrypted FROM mcsync.mailchimp_connections")[0]
+    stored = sync.execute("SELECT * FROM mcsync.mailchimp_connections")[0]
     assert account["access_token"] not in stored["access_token_encrypted"]
+    # The audience's settings are read from Mailchimp, as the OAuth path does.
+    assert stored["double_optin"] is True and stored["audience_name"] == "CLI list"
 
     run = subprocess.run([*MCSYNC, "worker", "--once"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert run.returncode == 0, run.stderr
     members = {m["email_address"]: m for m in sync.admin.members("cli00001")}
     assert members["cli@coachmail.io"]["merge_fields"]["FNAME"] == "Cli"
+    assert members["cli@coachmail.io"]["status"] == "pending"  # double opt-in
     # One JSON object per log line, and never the token.
     lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     assert any(line["event"] == "batch_done" for line in lines)

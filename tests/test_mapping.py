@@ -188,6 +188,7 @@ def test_a_good_mapping_installs_and_warns_about_a_missing_index(empty_db_url: s
     assert _triggers(empty_db_url) == [
         ("mcsync_contacts_deleted", "people"),
         ("mcsync_contacts_inserted", "people"),
+        ("mcsync_contacts_truncated", "people"),
         ("mcsync_contacts_updated", "people"),
     ]
 
@@ -370,4 +371,5 @@ def test_mcsync_migrate_reads_the_file_named_by_mcsync_config(
     config.write_text(PEOPLE_OK)
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert [t[1] for t in _triggers(empty_db_url)] == ["people"] * 3
+    # insert, update, delete, truncate
+    assert [t[1] for t in _triggers(empty_db_url)] == ["people"] * 4

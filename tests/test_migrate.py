@@ -85,11 +85,12 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
     first = apply_migrations(url)
     all_files = load_migrations()
     assert first == [m.name for m in all_files]
-    assert first[:4] == [
+    assert first[:5] == [
         "001_mcsync_tables.sql",
         "002_contacts_triggers.sql",
         "003_web.sql",
         "004_own_schema.sql",
+        "005_source_mapping.sql",
     ]
     assert apply_migrations(url) == []
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
@@ -106,6 +107,7 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
     assert triggers == [
         ("mcsync_contacts_deleted", "mcsync.mcsync_enqueue_deleted"),
         ("mcsync_contacts_inserted", "mcsync.mcsync_enqueue_inserted"),
+        ("mcsync_contacts_truncated", "mcsync.mcsync_enqueue_truncated"),
         ("mcsync_contacts_updated", "mcsync.mcsync_enqueue_updated"),
     ]
     # Frozen search_path without the app's schema: a trigger can't be redirected to other tables.
@@ -114,7 +116,7 @@ def test_migrate_is_idempotent_and_leaves_only_the_triggers_in_the_apps_schema(
         "SELECT proconfig FROM pg_proc WHERE pronamespace = 'mcsync'::regnamespace"
         " AND proname LIKE 'mcsync_enqueue_%'",
     )
-    assert [c[0] for c in configs] == [["search_path=pg_catalog, pg_temp"]] * 3
+    assert [c[0] for c in configs] == [["search_path=pg_catalog, pg_temp"]] * 4
     # Row level security on every table, and no policy until grants.sql adds mcsync's own.
     assert (
         _rows(

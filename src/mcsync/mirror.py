@@ -210,6 +210,20 @@ def status_if_new(double_optin: bool) -> str:
 # --- the mirror ----------------------------------------------------------------------------
 
 
+def contact_recency(
+    synced: Iterable[tuple[UUID, datetime]], pending: Iterable[tuple[UUID, datetime]]
+) -> dict[UUID, datetime]:
+    """When each contact last changed, as "most recently changed" means it everywhere (the
+    worker's passes, Sync Now and `verify`): the later of when it was last synced (its link's
+    `changed_at`) and its pending change (its queue row's `changed_at`), if any. Contacts with
+    neither count as oldest (see `desired_members`)."""
+    out: dict[UUID, datetime] = {}
+    for contact_id, at in (*synced, *pending):
+        if at is not None and (contact_id not in out or at > out[contact_id]):
+            out[contact_id] = at
+    return out
+
+
 def desired_members(
     contacts: Iterable[Contact], recency: Mapping[UUID, datetime] | None = None
 ) -> dict[str, DesiredMember]:

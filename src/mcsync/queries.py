@@ -218,6 +218,12 @@ SELECT contact_id, email_hash, maybe_hashes, changed_at FROM mcsync.mailchimp_co
    AND contact_id = ANY(%(ids)s::uuid[])
 """
 
+# Pending changes of some contacts: with their links, when each last changed (contact_recency).
+PENDING_BY_CONTACT = """
+SELECT contact_id, changed_at FROM mcsync.mailchimp_sync_queue
+ WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
+"""
+
 LEDGER_BY_HASH = """
 SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
        pending_rename_from
@@ -350,6 +356,13 @@ UPDATE mcsync.mailchimp_sync_queue
 """
 
 # --- connection health -------------------------------------------------------------------------
+
+# The audience's double opt-in setting, as Mailchimp has it now (changed there since connect).
+SET_DOUBLE_OPTIN = """
+UPDATE mcsync.mailchimp_connections
+   SET double_optin = %(double_optin)s, updated_at = now()
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+"""
 
 # At most once a second per account, and never waiting: an import's concurrent passes would
 # otherwise each rewrite the account's one row, queueing behind each other's fence

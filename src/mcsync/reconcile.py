@@ -44,7 +44,7 @@ from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.mailchimp.errors import MailchimpError, disposition
 from mcsync.mailchimp.models import Member
-from mcsync.mirror import DesiredMember, LedgerMember, desired_members
+from mcsync.mirror import DesiredMember, LedgerMember, contact_recency, desired_members
 from mcsync.rows import contact_from_row, ledger_from_row
 
 log = get_logger("mcsync.reconcile")
@@ -266,13 +266,14 @@ async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapsh
     params = {"user_id": user_id, "audience_id": audience_id}
     contacts = [contact_from_row(r) for r in await _rows(cur, queries.USER_CONTACTS, params)]
     links: dict[str, list[UUID]] = {}
-    # Recency as the worker sees it: when each contact was last synced, or changed since.
-    recency: dict[UUID, datetime] = {}
+    # Recency as the worker sees it (one definition: mirror.contact_recency).
+    synced: list[tuple[UUID, datetime]] = []
     for r in await _rows(cur, queries.AUDIENCE_LINKS, params):
         links.setdefault(r["email_hash"], []).append(r["contact_id"])
-        recency[r["contact_id"]] = r["changed_at"]
-    for r in await _rows(cur, queries.PENDING_CHANGES, params):
-        recency[r["contact_id"]] = r["changed_at"]
+        synced.append((r["contact_id"], r["changed_at"]))
+    queued = await _rows(cur, queries.PENDING_CHANGES, params)
+    pending = [(r["contact_id"], r["changed_at"]) for r in queued]
+    recency = contact_recency(synced, pending)
     ledger = {
         r["email_hash"]: ledger_from_row(r)
         for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)

@@ -427,6 +427,8 @@ _EVENTS = {
     "INSERT": ("inserted", "NEW TABLE AS mcsync_new_rows"),
     "UPDATE": ("updated", "OLD TABLE AS mcsync_old_rows NEW TABLE AS mcsync_new_rows"),
     "DELETE": ("deleted", "OLD TABLE AS mcsync_old_rows"),
+    # TRUNCATE has no transition table.
+    "TRUNCATE": ("truncated", ""),
 }
 
 
@@ -437,7 +439,7 @@ def _statement_triggers(table: str, prefix: str, functions: dict[str, str]) -> s
         suffix, transitions = _EVENTS[event]
         out += f"""
 CREATE TRIGGER {prefix}_{suffix}
-    AFTER {event} ON {table} REFERENCING {transitions}
+    AFTER {event} ON {table}{" REFERENCING " + transitions if transitions else ""}
     FOR EACH STATEMENT EXECUTE FUNCTION {function}();
 """
     return out
@@ -535,6 +537,27 @@ BEGIN
     {notify}
     RETURN NULL;
 END $$;
+
+-- TRUNCATE fires no row trigger and has no transition table: every linked contact of every
+-- connected user has vanished, so each is queued as a delete. The worker archives the members
+-- mcsync owns (its ledger says which) and leaves members from elsewhere untouched, as for a
+-- DELETE; without this, TRUNCATE left every member mcsync created subscribed, an orphan.
+CREATE OR REPLACE FUNCTION mcsync.mcsync_enqueue_truncated() {head} AS $$
+BEGIN
+    INSERT INTO mcsync.mailchimp_sync_queue AS q (user_id, contact_id, op, email)
+    SELECT l.user_id, l.contact_id, 'delete', m.email
+      FROM mcsync.mailchimp_contact_links l
+      JOIN mcsync.mailchimp_connections c
+        ON c.user_id = l.user_id AND c.audience_id = l.audience_id
+      LEFT JOIN mcsync.mailchimp_members m
+             ON m.user_id = l.user_id AND m.audience_id = l.audience_id
+            AND m.email_hash = l.email_hash
+    ON CONFLICT (user_id, contact_id) DO UPDATE
+       SET op = 'delete', version = q.version + 1, changed_at = now(), next_retry_at = now(),
+           attempts = 0, email = coalesce(q.email, excluded.email);
+    {notify}
+    RETURN NULL;
+END $$;
 """
     out += _statement_triggers(
         table,
@@ -543,6 +566,7 @@ END $$;
             "INSERT": "mcsync.mcsync_enqueue_inserted",
             "UPDATE": "mcsync.mcsync_enqueue_updated",
             "DELETE": "mcsync.mcsync_enqueue_deleted",
+            "TRUNCATE": "mcsync.mcsync_enqueue_truncated",
         },
     )
     if isinstance(mapping.tags, TagsTable):

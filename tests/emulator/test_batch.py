@@ -50,8 +50,11 @@ def test_update_existing_ignores_status_if_new(api: httpx.Client) -> None:
     assert got["status"] == "unsubscribed" and got["merge_fields"]["FNAME"] == "A"
 
 
-def test_explicit_status_on_compliance_member_is_a_member_error(api: httpx.Client) -> None:
-    put(api, "a@gmail.com", status="unsubscribed")
+def test_explicit_status_on_compliance_member_is_a_member_error(
+    emu: EmulatorHandle, api: httpx.Client
+) -> None:
+    put(api, "a@gmail.com")
+    emu.admin.unsubscribe(PLAIN, "a@gmail.com")  # the person's own unsubscribe
     body = api.post(B, json={"update_existing": True, "members": [
         {"email_address": "a@gmail.com", "status": "subscribed"}]}).json()
     assert "compliance state" in body["errors"][0]["error"]

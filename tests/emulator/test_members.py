@@ -88,15 +88,15 @@ def test_explicit_status_unarchives(api: httpx.Client) -> None:
     assert r.json()["status"] == "subscribed" and r.json()["merge_fields"]["FNAME"] == "Back"
 
 
-def test_delete_of_archived_member_is_404(api: httpx.Client) -> None:
-    put(api, "a@gmail.com")
-    assert api.delete(f"{M}/{md5('a@gmail.com')}").status_code == 204
-    assert problem(api.delete(f"{M}/{md5('a@gmail.com')}"))["status"] == 404
-
-
 @pytest.mark.parametrize("status", ["unsubscribed", "cleaned"])
-def test_subscribing_a_compliance_state_member_is_refused(api: httpx.Client, status: str) -> None:
-    put(api, "c@gmail.com", status=status)
+def test_subscribing_a_compliance_state_member_is_refused(
+    emu: EmulatorHandle, api: httpx.Client, status: str
+) -> None:
+    # Compliance states: the person's own unsubscribe, or a bounce (an API unsubscribe is not
+    # one; see test_fidelity.py).
+    put(api, "c@gmail.com", status="cleaned" if status == "cleaned" else "subscribed")
+    if status == "unsubscribed":
+        emu.admin.unsubscribe(PLAIN, "c@gmail.com")
     r = put(api, "c@gmail.com", status="subscribed")
     assert r.status_code == 400
     body = problem(r)
@@ -224,7 +224,7 @@ def test_list_members_paging_status_and_archived(api: httpx.Client) -> None:
     assert len(page["members"]) == 4
     archived = api.get(M, params={"status": "archived"}).json()
     assert [m["email_address"] for m in archived["members"]] == ["user0@gmail.com"]
-    assert problem(api.get(M, params={"count": 1001}))["status"] == 400
+    assert len(api.get(M, params={"count": 1001}).json()["members"]) == 14  # served, not refused
     assert api.get(M, params={"count": 0}).json()["total_items"] == 14
 
 

@@ -253,7 +253,22 @@ def test_fault_soak_every_audience_ends_as_the_mirror(
             and any(t["name"].startswith("mkt-unsub-") for t in m["tags"])
         }
         wanted = {d.email.lower() for d in desired.values()}
-        extra = present - wanted
+        # Members Mailchimp refused to archive (405: pending on the double opt-in audience,
+        # cleaned) are left as they are, retired in the ledger (docs/design.md, the mirror).
+        retired = {
+            r["email"].lower()
+            for r in h.execute(
+                "SELECT email FROM mcsync.mailchimp_members WHERE user_id = %s"
+                " AND archived AND archive_status IS NULL",
+                (user.user_id,),
+            )
+        }
+        left_as_is = {
+            e
+            for e in retired
+            if by_email.get(e, {}).get("status") in ("pending", "cleaned", "unsubscribed")
+        }
+        extra = present - wanted - left_as_is
         assert extra == set(), _explain(h, user, set(sorted(extra)[:3]))
         missing = wanted - present - excused
         assert missing == set(), _explain(h, user, missing)

@@ -148,8 +148,8 @@ def test_401_connection_level_and_404_not_found_and_other_4xx_request() -> None:
             problem(
                 400, "Invalid Resource", "a@b.co has signed up to a lot of lists very recently"
             ),
-            "invalid",
-            None,
+            "signup_limited",
+            "email_address",
         ),
     ],
 )
@@ -263,6 +263,24 @@ def test_schema_complaints_are_our_bug_not_the_contacts() -> None:
             "ContactLevelError",
         ),
         (resp(404, problem(404, "Resource Not Found")), "rejected", "NotFoundError"),
+        (
+            resp(
+                400,
+                problem(
+                    400,
+                    "Invalid Resource",
+                    "a@b.co has signed up to a lot of lists very "
+                    "recently; we're not allowing more signups for now",
+                ),
+            ),
+            "postponed",
+            "postponed",
+        ),
+        (
+            resp(405, problem(405, "Method Not Allowed", "This list member cannot be removed.")),
+            "rejected",
+            "ContactLevelError",
+        ),
         (resp(405, problem(405, "Method Not Allowed")), "rejected", "RequestError"),
     ],
 )

@@ -316,3 +316,27 @@ def test_a_revoked_token_ends_the_run_instead_of_retrying_forever(sync: SyncHarn
     [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
     assert run["finished_at"] is not None and "401" in run["error"]
     assert asyncio.run(stale_runs(sync.db_url)) == []
+
+
+def test_worker_and_verify_agree_on_the_most_recent_contact_of_a_shared_address(
+    sync: SyncHarness,
+) -> None:
+    """One definition of "most recent contact" (mirror.contact_recency): a sharing contact's
+    pending change counts for the worker as it does for verify, so verify never reports drift
+    the worker would not repair."""
+    user = sync.add_user()
+    ann = sync.add_contact(user, "shared@coachmail.io", first_name="Ann")
+    bea = sync.add_contact(user, "shared@coachmail.io", first_name="Bea")
+    sync.drain()
+    sync.update_contact(ann, first_name="Ann 2")
+    sync.update_contact(bea, first_name="Bea 2")  # the most recent change of the address
+    # Bea's change is queued but not due (say, postponed): the pass serves Ann's alone.
+    sync.execute(
+        "UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = now() + interval '1 hour'"
+        " WHERE contact_id = %s",
+        (bea,),
+    )
+    sync.drain()
+    assert [r["contact_id"] for r in sync.queue()] == [bea]
+    assert sync.members(user)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Bea 2"
+    assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []

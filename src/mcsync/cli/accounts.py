@@ -15,6 +15,8 @@ from mcsync.cli.options import (
     require_database,
     settings_from,
 )
+from mcsync.config import Settings
+from mcsync.mailchimp.models import Audience
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -30,6 +32,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
         api_endpoint = args.api_endpoint or settings.api_base(args.dc)
     except ValueError as exc:  # a --dc that is no Mailchimp data center
         sys.exit(f"mcsync connect: {exc}")
+    audience = _read_audience(settings, args)
     with psycopg.connect(require_database(settings), autocommit=True) as conn:
         queued = connect_user(
             conn,
@@ -40,11 +43,33 @@ def cmd_connect(args: argparse.Namespace) -> int:
             api_endpoint=api_endpoint,
             account_name=args.account_name,
             audience_id=args.audience_id,
-            audience_name=args.audience_name,
-            double_optin=args.double_optin,
+            audience_name=args.audience_name or audience.name,
+            double_optin=audience.double_optin,
         )
     print(f"connected user {args.user_id}; {queued} contacts queued for a first full sync")
     return 0
+
+
+def _read_audience(settings: Settings, args: argparse.Namespace) -> Audience:
+    """The audience as Mailchimp has it (GET /lists/{id}), as the OAuth path reads it: its
+    double opt-in setting decides whether new members start pending. Also proves the token
+    and the audience id before anything is stored."""
+    import asyncio
+
+    from mcsync.mailchimp.client import ClientFactory
+    from mcsync.mailchimp.errors import MailchimpError
+
+    async def read() -> Audience:
+        client = ClientFactory.from_settings(settings).client(args.dc, args.access_token)
+        try:
+            return await client.get_audience(args.audience_id)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(read())
+    except (MailchimpError, ValueError) as exc:
+        sys.exit(f"mcsync connect: could not read audience {args.audience_id}: {exc}")
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
@@ -78,11 +103,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--audience-name", help="shown in the settings widget")
     p.add_argument("--account-name", help="shown in the settings widget")
     p.add_argument("--api-endpoint", help="default: MAILCHIMP_API_URL with the dc filled in")
-    p.add_argument(
-        "--double-optin",
-        action="store_true",
-        help="the audience uses double opt-in: new members start as pending",
-    )
 
     p = add_command(
         sub,

@@ -209,6 +209,8 @@ async def add_member(emu: Emulator, request: Request, body: dict[str, Any]) -> A
         status=status,
         merge_fields=fields,
         source=str(body.get("source", "Admin Add")),
+        # Arriving unsubscribed or cleaned from elsewhere is the person's choice or a bounce.
+        compliance_hold=status in ("unsubscribed", "cleaned"),
     )
     audience.forgotten.discard(h)  # a contact re-subscribing by a form may come back
     rules.add_tags(audience, member, [str(t) for t in body.get("tags") or []])
@@ -219,6 +221,7 @@ async def add_member(emu: Emulator, request: Request, body: dict[str, Any]) -> A
 async def unsubscribe(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
     audience, member = _locate(emu, body)
     member.status, member.status_before_archive = "unsubscribed", ""
+    member.compliance_hold = True  # the person's own unsubscribe: a compliance state
     member.unsubscribe_reason = str(body.get("reason", "N/A (Unsubscribed by the contact)"))
     member.touch()
     return _member_state(audience, member)
@@ -244,6 +247,42 @@ async def forget(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
     audience, member = _locate(emu, body)
     audience.forget(member)
     return {"list_id": audience.id, "email_address": member.email_address, "forgotten": True}
+
+
+def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise AdminError(400, f"{key} must be true or false")
+    return value
+
+
+async def signup_limit(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
+    """Mailchimp refuses (or stops refusing) this person's signups, on every list."""
+    email = body.get("email_address")
+    if not isinstance(email, str) or "@" not in email:
+        raise AdminError(400, "email_address is required")
+    limited = _bool(body, "limited", True)
+    if limited:
+        emu.store.signup_limited.add(email.lower())
+    else:
+        emu.store.signup_limited.discard(email.lower())
+    return {"email_address": email, "limited": limited}
+
+
+async def get_options(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
+    return emu.options.to_json()
+
+
+async def set_options(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
+    known = set(emu.options.to_json())
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise AdminError(400, f"unknown options: {', '.join(unknown)}")
+    options = emu.options
+    options.batch_status_if_new_unarchives = _bool(
+        body, "batch_status_if_new_unarchives", options.batch_status_if_new_unarchives
+    )
+    return options.to_json()
 
 
 async def revoke(emu: Emulator, request: Request, body: dict[str, Any]) -> Any:
@@ -305,6 +344,9 @@ def admin_routes(emu: Emulator) -> list[BaseRoute]:
         ("/members/archive", archive, "POST"),
         ("/members/tag", tag, "POST"),
         ("/members/forget", forget, "POST"),
+        ("/members/signup-limit", signup_limit, "POST"),
+        ("/options", set_options, "POST"),
+        ("/options", get_options, "GET"),
         ("/tokens/revoke", revoke, "POST"),
         ("/oauth/clients", oauth_client, "POST"),
         ("/reset", reset, "POST"),

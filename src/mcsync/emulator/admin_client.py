@@ -126,6 +126,19 @@ class EmulatorAdmin:
     def forget(self, list_id: str, email: str) -> None:
         self._call("POST", "/members/forget", {"list_id": list_id, "email_address": email})
 
+    def limit_signups(self, email: str, limited: bool = True) -> dict[str, Any]:
+        """Make Mailchimp refuse (limited=False: accept again) this person's signups."""
+        return self._call(
+            "POST", "/members/signup-limit", {"email_address": email, "limited": limited}
+        )
+
+    def options(self) -> dict[str, Any]:
+        return self._call("GET", "/options")
+
+    def set_options(self, **options: Any) -> dict[str, Any]:
+        """E.g. set_options(batch_status_if_new_unarchives=True); reset restores the defaults."""
+        return self._call("POST", "/options", options)
+
     def revoke(self, access_token: str) -> None:
         self._call("POST", "/tokens/revoke", {"access_token": access_token})
 

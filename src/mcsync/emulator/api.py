@@ -33,13 +33,11 @@ def _paging(call: ApiCall) -> tuple[int, int]:
         count, offset = int(q.get("count", "10")), int(q.get("offset", "0"))
     except ValueError:
         raise ApiError(400, "Invalid Resource", "count and offset must be integers.") from None
-    if count > MAX_COUNT or count < 0 or offset < 0:
-        raise ApiError(
-            400,
-            "Invalid Resource",
-            f"count must be between 0 and {MAX_COUNT}; offset must be >= 0.",
-        )
-    return count, offset
+    if count < 0 or offset < 0:
+        raise ApiError(400, "Invalid Resource", "count and offset must be >= 0.")
+    # Above the maximum Mailchimp serves 1000, it does not refuse: thorning/node-mailchimp#61
+    # (count 3000 -> 1000 records), brandonseydel/MailChimp.Net#414.
+    return min(count, MAX_COUNT), offset
 
 
 def _projected(call: ApiCall, body: dict[str, Any], template: dict[str, Any]) -> Response:
@@ -136,6 +134,14 @@ async def get_members(call: ApiCall) -> Response:
     return _projected(call, body, template)
 
 
+def _policy(call: ApiCall) -> rules.Policy:
+    emu = call.emulator
+    return rules.Policy(
+        signup_limited=emu.store.signup_limited,
+        batch_status_if_new_unarchives=emu.options.batch_status_if_new_unarchives,
+    )
+
+
 def _member(call: ApiCall) -> Member:
     member = call.audience().find(call.request.path_params["key"])
     if member is None:
@@ -146,7 +152,7 @@ def _member(call: ApiCall) -> Member:
 async def get_member(call: ApiCall) -> Response:
     audience = call.audience()
     body = member_json(audience, _member(call))
-    return _projected(call, body, body)
+    return _projected(call, body, {**member_template(audience), **body})
 
 
 async def put_member(call: ApiCall) -> Response:
@@ -165,6 +171,7 @@ def _upsert(call: ApiCall, *, patch: bool) -> Response:
         call.body,
         patch=patch,
         skip_merge_validation=call.flag("skip_merge_validation"),
+        policy=_policy(call),
     )
     return _json(member_json(audience, member))
 
@@ -172,7 +179,10 @@ def _upsert(call: ApiCall, *, patch: bool) -> Response:
 async def post_member(call: ApiCall) -> Response:
     audience = call.audience()
     member = rules.post_member(
-        audience, call.body, skip_merge_validation=call.flag("skip_merge_validation")
+        audience,
+        call.body,
+        skip_merge_validation=call.flag("skip_merge_validation"),
+        policy=_policy(call),
     )
     return _json(member_json(audience, member))
 
@@ -208,6 +218,7 @@ async def batch(call: ApiCall) -> Response:
         call.body,
         skip_merge_validation=call.flag("skip_merge_validation"),
         skip_duplicate_check=call.flag("skip_duplicate_check"),
+        policy=_policy(call),
     )
     body = {
         "new_members": [member_json(audience, m) for m in new],

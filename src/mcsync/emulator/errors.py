@@ -90,16 +90,30 @@ _EXTRA: dict[int, tuple[str, str]] = {
 
 
 class ApiError(Exception):
-    """An error Mailchimp would answer with; raised by the rules, rendered by the API layer."""
+    """An error Mailchimp would answer with; raised by the rules, rendered by the API layer.
+
+    `typed=False` leaves `type` out of the body, as real Mailchimp does for some titles (see
+    rules.py: Member Exists, Forgotten Email Not Subscribed, Member In Compliance State).
+    `headers` are added to the response (e.g. the `Allow` header of a 405).
+    """
 
     def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        *,
+        typed: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{status} {title}: {detail}")
         self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors
+        self.typed = typed
+        self.headers = dict(headers or {})
 
 
 def from_trigger(name: str) -> ApiError | None:
@@ -129,16 +143,12 @@ def new_request_id() -> str:
 
 def problem_response(err: ApiError, instance: str, *, bodiless: bool = False) -> Response:
     """Render like Mailchimp: problem+json, X-Request-Id; throttling may come with no body."""
-    headers = {"X-Request-Id": instance}
+    headers = {**err.headers, "X-Request-Id": instance}
     if bodiless:
         return Response(b"", status_code=err.status, headers=headers)
-    body: dict[str, Any] = {
-        "type": ERROR_TYPE,
-        "title": err.title,
-        "status": err.status,
-        "detail": err.detail,
-        "instance": instance,
-    }
+    body: dict[str, Any] = {"type": ERROR_TYPE} if err.typed else {}
+    body.update({"title": err.title, "status": err.status, "detail": err.detail})
+    body["instance"] = instance
     if err.errors is not None:
         body["errors"] = err.errors
     headers["Link"] = (

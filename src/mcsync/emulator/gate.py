@@ -27,6 +27,7 @@ class ApiCall:
     account: Account
     body: Any
     request_id: str
+    emulator: Emulator
 
     def audience(self) -> Audience:
         audience = self.account.audiences.get(self.request.path_params["list_id"])
@@ -135,6 +136,6 @@ async def _guarded(
     delay = emu.limits.per_call_ms + emu.limits.per_member_ms * members
     if delay > 0:
         await asyncio.sleep(delay / 1000)
-    response = await handler(ApiCall(request, account, body, rid))
+    response = await handler(ApiCall(request, account, body, rid, emu))
     response.headers["X-Request-Id"] = rid
     return response

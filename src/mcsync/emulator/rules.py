@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from . import validation
@@ -16,7 +18,20 @@ from .state import Audience, Member, subscriber_hash
 
 WRITABLE = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
 PATCH_WRITABLE = ("subscribed", "unsubscribed", "cleaned", "pending")
-COMPLIANCE = ("unsubscribed", "cleaned")
+# Statuses a signup moves a person into (refused while Mailchimp limits their signups).
+SIGNUP_STATUSES = ("subscribed", "pending")
+# DELETE (archive) is refused for these. Recorded: grouparoo/grouparoo
+# plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js (3 recordings on
+# archived members) and .../fixtures/integration/mailchimpExportContacts.js,
+# mailchimpExportContactsById.js; pending and cleaned ("bounced") are named by the detail.
+UNARCHIVABLE = ("pending", "cleaned", "archived")
+CANNOT_ARCHIVE = (
+    "This list member cannot be removed. Can not archive a contact that is bounced, pending "
+    "or archived"
+)
+# Same recordings: the 405 carries "Allow: GET, PUT".
+CANNOT_ARCHIVE_HEADERS = {"Allow": "GET, PUT"}
+UNSUBSCRIBED_BY_ADMIN = "N/A (Unsubscribed by admin)"  # grouparoo exportRecord.js, PUT unsubscribed
 LABELS = {
     "subscribed": "Subscribed",
     "unsubscribed": "Unsubscribed",
@@ -27,32 +42,67 @@ LABELS = {
 }
 MAX_TAG_LEN = 100
 BATCH_MAX = 500
+# Batch schema failures name the accepted values (brandonseydel/MailChimp.Net#567 shows the
+# message's start, "Data presented is not one of the accepted values"; the list is ours).
+NOT_ACCEPTED = "Data presented is not one of the accepted values: "
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a request's surroundings decide: people whose signups are refused right now, and the
+    switch for the thin-evidence batch case (see runtime.Options)."""
+
+    signup_limited: Collection[str] = frozenset()
+    batch_status_if_new_unarchives: bool = False
 
 
 def member_exists(email: str) -> ApiError:
+    # No `type` in the real body: grouparoo/grouparoo
+    # plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js (PUT, 2 recordings).
     return ApiError(
         400,
         "Member Exists",
         f"{email} is already a list member. Use PUT to insert or update list members.",
+        typed=False,
     )
 
 
 def forgotten(email: str) -> ApiError:
+    # No `type` in the real body: ibericode/mailchimp-for-wordpress#771 (POST /members).
     return ApiError(
         400,
         "Forgotten Email Not Subscribed",
         f"{email} was permanently deleted and cannot be re-imported. The contact must "
         "re-subscribe to get back on the list.",
+        typed=False,
     )
 
 
 def compliance(email: str) -> ApiError:
+    # No `type` in the real body: ibericode/mailchimp-for-wordpress#798 (PATCH).
     return ApiError(
         400,
         "Member In Compliance State",
         f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
         "review and cannot be subscribed.",
+        typed=False,
     )
+
+
+def signup_refused(email: str) -> ApiError:
+    """Mailchimp's temporary, per-person refusal: 400 Invalid Resource with `type` and no
+    `errors[]` (ibericode/mailchimp-for-wordpress#771, POST /members; #506: it affects only
+    that address)."""
+    return ApiError(
+        400,
+        "Invalid Resource",
+        f"{email} has signed up to a lot of lists very recently; we're not allowing more "
+        "signups for now",
+    )
+
+
+def cannot_archive() -> ApiError:
+    return ApiError(405, "Method Not Allowed", CANNOT_ARCHIVE, headers=CANNOT_ARCHIVE_HEADERS)
 
 
 def already_in_list(email: str, label: str) -> ApiError:
@@ -152,20 +202,34 @@ def remove_tags(audience: Audience, member: Member, names: list[str]) -> bool:
     return changed
 
 
-def set_status(member: Member, status: str) -> None:
-    """Apply an explicit status; subscribing a compliance-state contact is refused.
+def check_status_change(member: Member, status: str, policy: Policy) -> None:
+    """Refuse a status change Mailchimp refuses, before anything is applied.
 
-    Compliance survives an archive: an unsubscribed member that was archived still cannot be
-    set to subscribed (our strict choice; Mailchimp's behaviour here is unverified).
+    Only a compliance hold (the person's own unsubscribe, or a bounce) blocks `subscribed`; an
+    unsubscribe made through the API does not: grouparoo/grouparoo
+    plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js records PUT
+    `unsubscribed` then PUT `subscribed` -> 200 (also spatie/laravel-newsletter#172). The hold
+    survives an archive (our strict choice; unverified).
     """
-    effective = member.status_before_archive if member.status == "archived" else member.status
-    if status == "subscribed" and effective in COMPLIANCE:
+    if status == "subscribed" and member.compliance_hold:
         raise compliance(member.email_address)
+    if (
+        status in SIGNUP_STATUSES
+        and status != member.status
+        and member.email_address.lower() in policy.signup_limited
+    ):
+        raise signup_refused(member.email_address)
+
+
+def set_status(member: Member, status: str) -> None:
+    """Apply an explicit status (already checked by check_status_change)."""
     if status == member.status:
         return
     member.status = status
     member.status_before_archive = ""
-    member.unsubscribe_reason = "N/A (Unsubscribed by an admin)" if status == "unsubscribed" else ""
+    if status == "cleaned":
+        member.compliance_hold = True  # a bounce
+    member.unsubscribe_reason = UNSUBSCRIBED_BY_ADMIN if status == "unsubscribed" else ""
 
 
 def archive(member: Member) -> None:
@@ -187,7 +251,12 @@ def _new_member(
     )
     extras = _extras(body)
     member = Member(
-        id=subscriber_hash(email), email_address=email, status=status, merge_fields=fields
+        id=subscriber_hash(email),
+        email_address=email,
+        status=status,
+        merge_fields=fields,
+        compliance_hold=status == "cleaned",
+        unsubscribe_reason=UNSUBSCRIBED_BY_ADMIN if status == "unsubscribed" else "",
     )
     for key, value in extras.items():
         setattr(member, key, value)
@@ -204,6 +273,7 @@ def _update(
     status: str | None,
     new_email: str | None,
     skip_required: bool,
+    policy: Policy,
 ) -> None:
     """Validate, then apply, an update to an existing member.
 
@@ -218,9 +288,7 @@ def _update(
         if subscriber_hash(new_email) in audience.forgotten:
             raise already_in_list(new_email, "Deleted")
     if status is not None:
-        effective = member.status_before_archive if member.status == "archived" else member.status
-        if status == "subscribed" and effective in COMPLIANCE:
-            raise compliance(member.email_address)
+        check_status_change(member, status, policy)
     fields = validation.merge_fields(
         audience, member.merge_fields, body.get("merge_fields"), skip_required=skip_required
     )
@@ -243,8 +311,19 @@ def _body(body: Any) -> dict[str, Any]:
     return body
 
 
+def _check_signup(email: str, policy: Policy) -> None:
+    if email.lower() in policy.signup_limited:
+        raise signup_refused(email)
+
+
 def put_or_patch(
-    audience: Audience, key: str, body: Any, *, patch: bool, skip_merge_validation: bool
+    audience: Audience,
+    key: str,
+    body: Any,
+    *,
+    patch: bool,
+    skip_merge_validation: bool,
+    policy: Policy,
 ) -> Member:
     """PUT (upsert) or PATCH (update) on /lists/{id}/members/{key}."""
     body = _body(body)
@@ -263,15 +342,16 @@ def put_or_patch(
         new_status = _status(body.get("status_if_new"), WRITABLE, "status_if_new") or status
         if new_status is None:
             raise _missing_status()
-        return _new_member(
-            audience, email, new_status, body, skip_merge_validation, _tag_names(body.get("tags"))
-        )
+        tags = _tag_names(body.get("tags"))
+        _check_signup(email, policy)
+        return _new_member(audience, email, new_status, body, skip_merge_validation, tags)
     if not patch:
-        email = validation.check_email(email)
         _status(body.get("status_if_new"), WRITABLE, "status_if_new")
-        if status is None and body.get("status_if_new") is None:
-            raise _missing_status()
-    elif email is not None:
+    # On an existing member, PUT needs neither `email_address` nor a status: grouparoo/grouparoo
+    # plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js and
+    # .../integration/mailchimpExportContactsById.js record 200s for PUTs with only
+    # `email_address` + `merge_fields`, and with `merge_fields` alone (8 recordings).
+    if email is not None:
         email = validation.check_email(email)
     new_email = email if email is not None and subscriber_hash(email) != member.id else None
     # Tags in a PUT/PATCH body are ignored for an existing member, as Mailchimp does.
@@ -282,32 +362,54 @@ def put_or_patch(
         status=status,
         new_email=new_email,
         skip_required=skip_merge_validation,
+        policy=policy,
     )
     return member
 
 
-def post_member(audience: Audience, body: Any, *, skip_merge_validation: bool) -> Member:
-    """POST /lists/{id}/members: create only; `status` is required."""
+def post_member(
+    audience: Audience, body: Any, *, skip_merge_validation: bool, policy: Policy
+) -> Member:
+    """POST /lists/{id}/members: create; `status` is required. An archived address is
+    unarchived instead: grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/
+    export/exportRecord.js and integration/mailchimpExportContacts.js record 200 with the given
+    status, merge fields updated, `contact_id` and tags kept."""
     body = _body(body)
     email = validation.check_email(body.get("email_address"))
     status = _status(body.get("status"), WRITABLE, "status")
     h = subscriber_hash(email)
     if h in audience.forgotten:
         raise forgotten(email)
-    if h in audience.members:
+    existing = audience.members.get(h)
+    if existing is not None and existing.status != "archived":
         raise member_exists(email)
     if status is None:
         raise _missing_status()
-    return _new_member(
-        audience, email, status, body, skip_merge_validation, _tag_names(body.get("tags"))
+    tags = _tag_names(body.get("tags"))
+    if existing is None:
+        _check_signup(email, policy)
+        return _new_member(audience, email, status, body, skip_merge_validation, tags)
+    _update(
+        audience,
+        existing,
+        body,
+        status=status,
+        new_email=None,
+        skip_required=skip_merge_validation,
+        policy=policy,
     )
+    if add_tags(audience, existing, tags):
+        existing.touch()
+    return existing
 
 
 def delete_member(audience: Audience, key: str) -> None:
-    """DELETE archives. An already archived member is 404 (strict choice, unverified)."""
+    """DELETE archives; pending, cleaned and archived members are refused with 405."""
     member = audience.find(key)
-    if member is None or member.status == "archived":
+    if member is None:
         raise not_found()
+    if member.status in UNARCHIVABLE:
+        raise cannot_archive()
     archive(member)
 
 
@@ -361,8 +463,66 @@ def _batch_error(email: str, err: ApiError) -> dict[str, Any]:
     return entry
 
 
+def _batch_schema_errors(audience: Audience, items: list[Any]) -> list[dict[str, str]]:
+    """Schema violations anywhere in a batch; any one fails the WHOLE request.
+
+    brandonseydel/MailChimp.Net#567: one member with `status: ""` -> 400 Invalid Resource,
+    `errors: [{field: "members.item:0.status", message: "Data presented is not one of the
+    accepted values..."}]`, nothing applied. Wrong JSON types (null/boolean merge values,
+    non-string tags, a missing address) are schema violations of the same kind (unverified
+    messages). Data rules (fake addresses, merge-field formats, required fields) stay
+    per-member errors.
+    """
+    errors: list[dict[str, str]] = []
+
+    def wrong_type(field: str, wanted: str, value: Any) -> None:
+        found = validation.json_type(value)
+        errors.append(
+            {"field": field, "message": f"Schema describes {wanted}, {found} found instead"}
+        )
+
+    for i, item in enumerate(items):
+        at = f"members.item:{i}"
+        if not isinstance(item, dict):
+            wrong_type(at, "object", item)
+            continue
+        if not isinstance(item.get("email_address"), str):
+            wrong_type(f"{at}.email_address", "string", item.get("email_address"))
+        for key in ("status", "status_if_new"):
+            value = item.get(key)
+            if value is not None and (not isinstance(value, str) or value not in WRITABLE):
+                errors.append(
+                    {"field": f"{at}.{key}", "message": NOT_ACCEPTED + ", ".join(WRITABLE)}
+                )
+        if "email_type" in item and item["email_type"] not in ("html", "text"):
+            errors.append({"field": f"{at}.email_type", "message": NOT_ACCEPTED + "html, text"})
+        given = item.get("merge_fields")
+        if given is not None and not isinstance(given, dict):
+            wrong_type(f"{at}.merge_fields", "object", given)
+        elif isinstance(given, dict):
+            for tag, value in given.items():
+                mf = audience.merge_fields.get(tag)
+                if mf is not None and not validation.schema_type_ok(mf, value):
+                    errors.append({"field": f"{at}.merge_fields.{tag}", "message": ANY_OF})
+        tags = item.get("tags")
+        if tags is not None:
+            if not isinstance(tags, list):
+                wrong_type(f"{at}.tags", "array", tags)
+            else:
+                for j, name in enumerate(tags):
+                    if not isinstance(name, str):
+                        wrong_type(f"{at}.tags.item:{j}", "string", name)
+    return errors
+
+
 def _batch_one(
-    audience: Audience, item: Any, *, update_existing: bool, sync_tags: bool, skip_required: bool
+    audience: Audience,
+    item: Any,
+    *,
+    update_existing: bool,
+    sync_tags: bool,
+    skip_required: bool,
+    policy: Policy,
 ) -> tuple[str, Member]:
     """One batch member -> ("new"|"updated", member); raises ApiError for a per-member error."""
     item = _body(item)
@@ -378,6 +538,8 @@ def _batch_one(
         new_status = status_if_new or status
         if new_status is None:
             raise _missing_status()
+        # A per-member error in a batch (signup refusals show up per address; see signup_refused).
+        _check_signup(email, policy)
         return "new", _new_member(audience, email, new_status, item, skip_required, tags)
     if not update_existing:
         raise ApiError(
@@ -388,11 +550,32 @@ def _batch_one(
         )
     if status is None and status_if_new is None:
         raise _missing_status()
-    was_archived = member.status == "archived"
-    # status_if_new is ignored for existing members, per the field's description.
-    _update(audience, member, item, status=status, new_email=None, skip_required=skip_required)
-    if was_archived and status is None:
-        return "updated", member  # stays archived, nothing applied (see _update)
+    if member.status == "archived" and status is None:
+        if not policy.batch_status_if_new_unarchives:
+            # Thin evidence (see runtime.Options): by default listed as updated but left
+            # archived with nothing applied, after the usual validation.
+            _update(
+                audience,
+                member,
+                item,
+                status=None,
+                new_email=None,
+                skip_required=skip_required,
+                policy=policy,
+            )
+            return "updated", member
+        # The other setting: re-created like POST /members on an archived address.
+        status = status_if_new
+    # Otherwise status_if_new is ignored for existing members, per the field's description.
+    _update(
+        audience,
+        member,
+        item,
+        status=status,
+        new_email=None,
+        skip_required=skip_required,
+        policy=policy,
+    )
     # Since 2022-01-24 batch tags are added to existing members; sync_tags replaces them all.
     if sync_tags:
         keep = {audience.tag_for(n).id for n in tags}
@@ -404,7 +587,12 @@ def _batch_one(
 
 
 def batch_subscribe(
-    audience: Audience, body: Any, *, skip_merge_validation: bool, skip_duplicate_check: bool
+    audience: Audience,
+    body: Any,
+    *,
+    skip_merge_validation: bool,
+    skip_duplicate_check: bool,
+    policy: Policy,
 ) -> tuple[list[Member], list[Member], list[dict[str, Any]]]:
     """POST /lists/{id}: returns (new members, updated members, per-member errors)."""
     body = _body(body)
@@ -422,6 +610,9 @@ def batch_subscribe(
                 }
             ]
         )
+    schema_errors = _batch_schema_errors(audience, items)
+    if schema_errors:
+        raise invalid(schema_errors)
     update_existing = _flag(body.get("update_existing"))
     sync_tags = _flag(body.get("sync_tags"))
     new: list[Member] = []
@@ -451,6 +642,7 @@ def batch_subscribe(
                 update_existing=update_existing,
                 sync_tags=sync_tags,
                 skip_required=skip_merge_validation,
+                policy=policy,
             )
         except ApiError as err:
             entry = _batch_error(email, err)

@@ -27,6 +27,23 @@ class Limits:
 
 
 @dataclass
+class Options:
+    """Switches for behaviours where the evidence about real Mailchimp is thin.
+
+    `batch_status_if_new_unarchives`: a batch subscribe (`update_existing`) naming an ARCHIVED
+    member with only `status_if_new` either leaves it archived and unchanged while listing it
+    as updated (False, the default: the strict side) or unarchives it with that status, fields
+    and tags applied, as POST /members does for an archived address (True). Nobody has
+    recorded Mailchimp's answer; other clients treat archived members as re-creatable.
+    """
+
+    batch_status_if_new_unarchives: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch_status_if_new_unarchives": self.batch_status_if_new_unarchives}
+
+
+@dataclass
 class OAuthClient:
     client_id: str
     client_secret: str
@@ -47,6 +64,7 @@ class Emulator:
     store: Store = field(default_factory=Store)
     faults: Faults = field(default_factory=Faults)
     limits: Limits = field(default_factory=Limits)
+    options: Options = field(default_factory=Options)
     oauth_clients: dict[str, OAuthClient] = field(default_factory=dict)
     codes: dict[str, AuthCode] = field(default_factory=dict)
     # Accounts re-created by reset (the CLI server seeds a demo account this way).
@@ -79,6 +97,7 @@ class Emulator:
         self.faults = Faults(DEFAULT_SEED if seed is None else seed)
         per_call, per_member = self.initial_latency
         self.limits = Limits(per_call_ms=per_call, per_member_ms=per_member)
+        self.options = Options()
         self.oauth_clients.clear()
         self.codes.clear()
         for spec in self.seed_accounts:

@@ -77,6 +77,9 @@ class Member:
     unsubscribe_reason: str = ""
     # What the status was before archiving; compliance survives an archive (see rules).
     status_before_archive: str = ""
+    # The person unsubscribed themselves, or an address bounced (cleaned): a compliance state
+    # the API may not subscribe out of. An unsubscribe made through the API sets no hold.
+    compliance_hold: bool = False
     # tag id -> "YYYY-MM-DD HH:MM:SS" date added; dict keeps insertion order.
     tags: dict[int, str] = field(default_factory=dict)
     last_changed_at: float = field(default_factory=time.time)
@@ -167,6 +170,9 @@ class Store:
     accounts: list[Account] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
     requests: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    # Lower-cased addresses Mailchimp currently refuses to sign up anywhere ("has signed up to a
+    # lot of lists very recently"): a per-person refusal across every account and list.
+    signup_limited: set[str] = field(default_factory=set)
 
     def account_by_token(self, token: str) -> Account | None:
         if token in self.revoked:

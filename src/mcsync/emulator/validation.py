@@ -128,6 +128,29 @@ def _normalize(mf: MergeField, value: Any, phone_format: str) -> tuple[Any, str 
     return text.encode()[:255].decode(errors="ignore"), None
 
 
+def schema_type_ok(mf: MergeField, value: Any) -> bool:
+    """The JSON type the schema allows for a merge value: string or number (an object for an
+    address). `null`, booleans and arrays fail the schema itself, before any field rule."""
+    if isinstance(value, dict):
+        return mf.type == "address"
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name as Mailchimp's schema messages spell it ("... NULL found instead")."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def merge_fields(
     audience: Audience, current: dict[str, Any], given: Any, *, skip_required: bool
 ) -> dict[str, Any]:
@@ -144,11 +167,7 @@ def merge_fields(
     type_errors = [
         {"field": f"merge_fields.{k}", "message": ANY_OF}
         for k, v in given.items()
-        if k in audience.merge_fields
-        and not (
-            (isinstance(v, str | int | float) and not isinstance(v, bool))
-            or (isinstance(v, dict) and audience.merge_fields[k].type == "address")
-        )
+        if k in audience.merge_fields and not schema_type_ok(audience.merge_fields[k], v)
     ]
     if type_errors:
         raise invalid(type_errors)

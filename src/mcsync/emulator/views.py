@@ -14,7 +14,7 @@ def member_json(audience: Audience, m: Member) -> dict[str, Any]:
     tags = [{"id": t.id, "name": t.name} for t in audience.member_tags(m)]
     fname = str(m.merge_fields.get("FNAME") or "")
     lname = str(m.merge_fields.get("LNAME") or "")
-    return {
+    body: dict[str, Any] = {
         "id": m.id,
         "email_address": m.email_address,
         "unique_email_id": m.unique_email_id,
@@ -23,7 +23,6 @@ def member_json(audience: Audience, m: Member) -> dict[str, Any]:
         "web_id": m.web_id,
         "email_type": m.email_type,
         "status": m.status,
-        "unsubscribe_reason": m.unsubscribe_reason,
         "consents_to_one_to_one_messaging": True,
         "sms_phone_number": "",
         "sms_subscription_status": "",
@@ -56,6 +55,11 @@ def member_json(audience: Audience, m: Member) -> dict[str, Any]:
         "list_id": audience.id,
         "_links": [],
     }
+    if m.status == "unsubscribed":
+        # Real members carry `unsubscribe_reason` only while unsubscribed: grouparoo/grouparoo
+        # plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js.
+        body["unsubscribe_reason"] = m.unsubscribe_reason
+    return body
 
 
 def list_json(account: Account, a: Audience) -> dict[str, Any]:
@@ -131,7 +135,9 @@ def member_template(audience: Audience) -> dict[str, Any]:
         status="subscribed",
         merge_fields={t: "" for t in audience.merge_fields},
     )
-    return member_json(audience, dummy)
+    template = member_json(audience, dummy)
+    template["unsubscribe_reason"] = ""  # present on unsubscribed members only
+    return template
 
 
 def _paths(spec: str | None) -> list[list[str]]:

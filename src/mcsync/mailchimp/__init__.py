@@ -11,6 +11,7 @@ from mcsync.mailchimp.errors import (
     RequestError,
     TransientError,
     error_from_response,
+    failed_batch_items,
 )
 from mcsync.mailchimp.models import (
     Audience,
@@ -47,6 +48,7 @@ __all__ = [
     "classify_batch_error",
     "error_from_response",
     "exchange_code",
+    "failed_batch_items",
     "fetch_metadata",
     "make_http_client",
     "subscriber_hash",

@@ -7,9 +7,19 @@ then on the problem+json ``title``/``detail``/``errors``:
 * :class:`ConnectionLevelError` - 401, a 403 with a JSON body: the token is revoked or the
   account can't be used. Stop syncing the connection.
 * :class:`ContactLevelError` - a 400 about one contact's data (fake address, forgotten address,
-  compliance state, merge fields, email-change conflict, ...). Permanent for that contact.
+  compliance state, merge fields, email-change conflict, ...). Permanent for that contact,
+  except kind ``signup_limited`` ("<email> has signed up to a lot of lists very recently"):
+  a temporary, per-person refusal (ibericode/mailchimp-for-wordpress#771, #506); and kind
+  ``cannot_archive``, the 405 Mailchimp answers to archiving a pending, cleaned or archived
+  member (grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/export/
+  exportRecord.js): that member stays as it is.
 * :class:`NotFoundError` - 404.
-* :class:`RequestError` - any other 4xx: our own bug, permanent.
+* :class:`RequestError` - any other 4xx: our own bug, permanent (a whole-batch 400 naming
+  ``members.item:<n>`` fields too; :func:`failed_batch_items` says which members).
+
+Nothing is required of the body: ``type`` is missing on some real answers (Member Exists,
+Forgotten Email Not Subscribed, Member In Compliance State), ``errors`` on most, and 429/403
+may have no body at all.
 
 What each class means for the sync is decided once, by :func:`disposition`; the worker's
 calls, its batch subscribe and its health probe all act on that answer.
@@ -32,6 +42,8 @@ ContactErrorKind = Literal[
     "merge_fields",
     "already_in_list",
     "member_exists",
+    "signup_limited",
+    "cannot_archive",
     "invalid",
 ]
 
@@ -133,7 +145,7 @@ class OAuthError(MailchimpError):
     """The OAuth dance failed (bad code, bad client, unreachable login server...)."""
 
 
-Disposition = Literal["throttled", "transient", "connection", "rejected"]
+Disposition = Literal["throttled", "transient", "connection", "postponed", "rejected"]
 
 
 def disposition(error: MailchimpError) -> Disposition:
@@ -145,6 +157,9 @@ def disposition(error: MailchimpError) -> Disposition:
       Retry the contact later; the failure counts toward pausing the connection.
     * ``"connection"``: the token is revoked or the account unusable (401, a 403 with a body).
       Stop the connection until the user reconnects.
+    * ``"postponed"``: a temporary refusal about one person (``signup_limited``: "signed up
+      to a lot of lists very recently", ibericode/mailchimp-for-wordpress#771). Try that contact
+      again hours later; never recorded as a rejection, never counted toward pausing.
     * ``"rejected"``: Mailchimp will answer the same way again (a contact-level 400, a 404, a
       4xx we did not foresee). Record it against the contact; never block the queue on it.
     """
@@ -152,6 +167,8 @@ def disposition(error: MailchimpError) -> Disposition:
         return "throttled" if error.throttled else "transient"
     if isinstance(error, ConnectionLevelError):
         return "connection"
+    if isinstance(error, ContactLevelError) and error.kind == "signup_limited":
+        return "postponed"
     return "rejected"
 
 
@@ -251,6 +268,8 @@ def classify_contact_message(
     such as ``status``: that is our own bug, not the contact's).
     """
     low = text.lower()
+    if "signed up to a lot of lists" in low:
+        return "signup_limited", "email_address"
     if "permanently deleted" in low or "forgotten email" in low:
         return "forgotten", "email_address"
     if "compliance state" in low:
@@ -315,10 +334,28 @@ def _contact_error(
             return make("merge_fields", normalise_field(errors[0].field))
         return make(*found)
     if "invalid resource" in low_title and not errors:
-        # e.g. "<email> has signed up to a lot of lists very recently": about this contact.
+        # A bare "Invalid Resource" whose detail we don't know: about this contact's data.
         return make("invalid", None)
     # Schema-level complaints (a bad status, count, JSON...) mean our request is wrong.
     return RequestError(title, detail, **common)
+
+
+_BATCH_ITEM = re.compile(r"^members\.item:(\d+)(?:\.|$)")
+
+
+def failed_batch_items(err: MailchimpError) -> list[int]:
+    """Indexes of the members a whole-batch 400 names, in order, without repeats.
+
+    One schema-invalid member fails a whole batch subscribe, naming it as
+    ``members.item:<index>.<field>`` (brandonseydel/MailChimp.Net#567). Empty when the error
+    names no batch member.
+    """
+    out: list[int] = []
+    for e in err.errors:
+        match = _BATCH_ITEM.match(e.field.strip())
+        if match is not None and int(match.group(1)) not in out:
+            out.append(int(match.group(1)))
+    return out
 
 
 def error_from_response(response: httpx.Response) -> MailchimpError:
@@ -360,4 +397,12 @@ def error_from_response(response: httpx.Response) -> MailchimpError:
         return TransientError(title, detail, **common)
     if status == 400:
         return _contact_error(title, detail, errors, status=status, request_id=request_id)
+    if status == 405 and "cannot be removed" in detail.lower():
+        return ContactLevelError(
+            title,
+            detail,
+            kind="cannot_archive",
+            reason=f"{title}: {detail}",
+            **common,
+        )
     return RequestError(title, detail, **common)

@@ -1,7 +1,15 @@
-"""Typed views of Mailchimp's JSON. Unknown fields are ignored, so Mailchimp can add more."""
+"""Typed views of Mailchimp's JSON. Unknown fields are ignored, so Mailchimp can add more.
+
+Nothing here requires a field Mailchimp may leave out or send as ``null``: real answers omit
+``unsubscribe_reason`` unless a member is unsubscribed, ``marketing_permissions`` on some
+audiences (grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/export/
+exportRecord.js), and ``fields=`` projections omit whatever was not asked for. A missing or null
+field takes its default; a member's ``id`` falls back to the hash of its address.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,36 +25,40 @@ from mcsync.mailchimp.errors import (
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_missing(cls, data: Any) -> Any:
+        # `null` (e.g. `merge_fields: null`, `tags: null`) means "not there": use the default.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
 
 class Tag(_Model):
-    name: str
+    name: str = ""
     id: int | None = None
 
 
 class Member(_Model):
-    id: str
-    email_address: str
-    status: str
+    id: str = ""
+    email_address: str = ""
+    status: str = ""
     merge_fields: dict[str, Any] = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list)
     list_id: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:
-        # Mailchimp may send `merge_fields: null` or `tags: null`; treat as empty.
-        if isinstance(data, dict):
-            data = dict(data)
-            if data.get("merge_fields") is None:
-                data.pop("merge_fields", None)
-            if data.get("tags") is None:
-                data.pop("tags", None)
-        return data
+    @model_validator(mode="after")
+    def _id_from_address(self) -> Member:
+        # The id is md5(lower(address)); rebuild it when a projection or an answer left it out.
+        if not self.id and self.email_address:
+            address = self.email_address.strip().lower().encode("utf-8")
+            self.id = hashlib.md5(address, usedforsecurity=False).hexdigest()
+        return self
 
 
 class Audience(_Model):
     id: str
-    name: str
+    name: str = ""
     double_optin: bool = False
     member_count: int = 0
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
+from uuid import UUID
 
 from mcsync.config import Settings
 from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
+from mcsync.mailchimp.errors import MailchimpError
 from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
@@ -28,6 +31,10 @@ from mcsync.worker.outcomes import collect_outcomes
 from mcsync.worker.store import Account, Event, Facts, WorkerStore
 
 log = get_logger("mcsync.worker")
+
+# How often each account's audience settings (double opt-in) are read again from Mailchimp, so
+# a change made there is noticed without reconnecting. One GET per account per interval.
+AUDIENCE_RECHECK_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class AccountWorker:
         *,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.cipher = cipher
@@ -69,6 +77,9 @@ class AccountWorker:
         self.backoff = backoff or Backoff()
         self.metrics = metrics or Metrics()
         self.health = ConnectionHealth(store, self.backoff, self.metrics)
+        self.clock = clock
+        # When each account's audience settings were last read (by this worker process).
+        self._audience_read: dict[UUID, float] = {}
 
     def _client(self, account: Account, observer: CallObserver | None = None) -> MailchimpClient:
         return self.clients.client(
@@ -85,11 +96,36 @@ class AccountWorker:
             if account.sync_status == "paused":
                 await self.health.probe(account, self._client(account, self.health.observe_probe))
                 return
+            account = await self.audience_settings(account)
             await self._run_passes(account)
         except (InvalidDataCenter, TokenBindingError) as exc:
             await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)
+
+    async def audience_settings(self, account: Account) -> Account:
+        """The account with its audience's double opt-in setting as Mailchimp has it now, read
+        again every AUDIENCE_RECHECK_SECONDS while this worker serves it (connecting read it
+        first, so a fresh worker waits one interval too: its first calls are the sync's own);
+        stored when it changed. The planner is handed the fact, never asks. A failed read
+        changes nothing (the passes meet the error themselves)."""
+        last = self._audience_read.setdefault(account.user_id, self.clock())
+        if self.clock() - last < AUDIENCE_RECHECK_SECONDS:
+            return account
+        try:
+            audience = await self._client(account).get_audience(account.audience_id)
+        except MailchimpError:
+            return account
+        self._audience_read[account.user_id] = self.clock()
+        if audience.double_optin == account.double_optin:
+            return account
+        await self.store.set_double_optin(account, audience.double_optin)
+        log.info(
+            "audience_settings_changed",
+            user_id=str(account.user_id),
+            double_optin=audience.double_optin,
+        )
+        return replace(account, double_optin=audience.double_optin)
 
     async def _run_passes(self, account: Account) -> None:
         """Keep up to `max_passes` passes of `claim_size` contacts going, all sharing one gate
@@ -205,6 +241,11 @@ class AccountWorker:
             applier, plan.members, batch_threshold=self.settings.batch_threshold
         )
         out = collect_outcomes(events, facts, plan, outcomes, gate, self.backoff)
+        if any(event.attempts + 1 >= MAX_ATTEMPTS for event, _, _ in out.retried):
+            # This pass pauses the connection: from now on the account's other passes start
+            # no call (their rows are released with their attempts), before any await lets
+            # one slip out while the pause is being written.
+            gate.paused = True
         retried = await self.store.record(account, out)
         if retried is None:
             gate.lease_lost = True

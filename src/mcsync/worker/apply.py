@@ -22,6 +22,7 @@ from mcsync.mailchimp.errors import (
     NotFoundError,
     TransientError,
     disposition,
+    failed_batch_items,
 )
 from mcsync.mailchimp.models import BatchMember, BatchResult, Member, classify_batch_error
 from mcsync.mirror import (
@@ -152,6 +153,9 @@ class MemberApplier:
 
     async def apply(self, plan: MemberPlan) -> MemberOutcome:
         """Run one member's plan; never raises a Mailchimp error (the outcome says it)."""
+        problem = payload_problem(plan.ops)
+        if problem is not None:
+            return _invalid_outcome(self, plan, problem)
         return await self.run_ops(MemberOutcome(plan), plan.ops)
 
     async def run_ops(self, outcome: MemberOutcome, ops: Sequence[Op]) -> MemberOutcome:
@@ -196,13 +200,16 @@ class MemberApplier:
         """Note in `outcome` what Mailchimp confirmed the member is."""
         confirmed = {t.casefold() for t in tags}
         previous = self.current(outcome, email_hash)
+        # Mailchimp may leave fields out of an answer (models default them to ""): the address
+        # then is the one mcsync sent or last knew, and an unknown status is no status.
+        email = member.email_address or (previous.email if previous is not None else "")
         outcome.ledger[email_hash] = LedgerMember(
             email_hash=email_hash,
-            email=member.email_address,
+            email=email,
             fields_hash=fields_hash,
             tags=tuple(clean_tags(tags)),
             maybe_tags=tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in confirmed),
-            status=member.status,
+            status=member.status or None,
             archived=member.status == "archived",
             archive_status=previous.archive_status
             if previous is not None and member.status == "archived"
@@ -294,10 +301,48 @@ class MemberApplier:
             except NotFoundError:
                 outcome.ledger[op.email_hash] = None
                 return
+            except ContactLevelError as exc:
+                if exc.kind != "cannot_archive":
+                    raise
+                self._archive_refused(outcome, op, current, status, exc)
+                return
         if current is not None:
             outcome.ledger[op.email_hash] = replace(
                 current, archived=True, status=status, archive_status=status
             )
+
+    def _archive_refused(
+        self,
+        outcome: MemberOutcome,
+        op: ArchiveMember,
+        current: LedgerMember | None,
+        status: str,
+        exc: ContactLevelError,
+    ) -> None:
+        """Mailchimp will not archive this member (405: pending, cleaned, or archived meanwhile).
+
+        It is left as it is, for good: mcsync retires its entry (``archived`` with no
+        ``archive_status`` nor status, so it is never archived again nor restored), keeps
+        its tags (a returning contact still has mcsync's tags settled) and records a warning.
+        An unconfirmed pending member receives nothing but its confirmation email; a cleaned one
+        receives nothing at all."""
+        if current is not None:
+            # No status either: a restore sends `archive_status or status`, and this member may
+            # be archived by hand later; a returning contact must never raise it.
+            outcome.ledger[op.email_hash] = replace(
+                current, archived=True, status=None, archive_status=None
+            )
+        left = "archived" if status == "archived" else f"left {status}"
+        reason = f"Mailchimp cannot archive this member: {left}. {exc.reason}"
+        outcome.warnings.append((reason, None))
+        log.info(
+            "archive_refused",
+            user_id=self.user_id,
+            op="archive_member",
+            outcome="cannot_archive",
+            status=status,
+            member=op.email_hash[:12],
+        )
 
     async def _rename(
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
@@ -341,7 +386,8 @@ class MemberApplier:
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
-        if member.status == "archived" or member.email_address.lower() != op.email.lower():
+        moved = not member.email_address or member.email_address.lower() == op.email.lower()
+        if member.status == "archived" or not moved:
             # The old member is archived (by someone else): Mailchimp changed nothing. Leave
             # it be and create the new address as a member of its own.
             if old is not None:
@@ -375,6 +421,42 @@ class MemberApplier:
             tags=(),
             maybe_tags=tuple(clean_tags(sending)),
         )
+
+
+# Mailchimp's member statuses (its schema refuses any other value, failing a whole batch).
+MEMBER_STATUSES = frozenset({"subscribed", "unsubscribed", "cleaned", "pending", "transactional"})
+
+
+def payload_problem(ops: Sequence[Op]) -> tuple[str, str] | None:
+    """What Mailchimp's schema would refuse in these calls, as (reason, field); None if
+    nothing. Checked before sending: one schema-invalid member fails a whole batch subscribe
+    (brandonseydel/MailChimp.Net#567)."""
+    for op in ops:
+        if isinstance(op, (UpsertMember, RenameMember)):
+            if not isinstance(op.email, str) or not op.email.strip():
+                return "no email address to send", "email_address"
+            for name, value in op.merge_fields.items():
+                if not isinstance(value, str):
+                    return f"merge field {name} is not text", name
+        if isinstance(op, UpsertMember):
+            for status in (op.status, op.status_if_new):
+                if status is not None and status not in MEMBER_STATUSES:
+                    return f"status {status!r} is not one Mailchimp accepts", "status"
+        if isinstance(op, UpdateTags):
+            if any(not isinstance(t, str) or not t.strip() for t in [*op.active, *op.inactive]):
+                return "a tag is not a name", "tags"
+    return None
+
+
+def _invalid_outcome(
+    applier: MemberApplier, plan: MemberPlan, problem: tuple[str, str]
+) -> MemberOutcome:
+    """A member whose calls would be refused by Mailchimp's schema: rejected, never sent."""
+    reason, field = problem
+    outcome = MemberOutcome(plan)
+    outcome.failed(ContactLevelError("Invalid Resource", reason, kind="invalid", field=field))
+    applier.forget_if_refused(outcome, plan.email_hash)
+    return outcome
 
 
 def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -421,6 +503,15 @@ async def _apply_batch_chunk(
 ) -> list[MemberOutcome]:
     """Send up to 500 plain upserts in one batch subscribe, then finish each member singly
     where the batch could not (a refused phone, no answer, tags to remove)."""
+    checked = [(i, payload_problem(p.ops)) for i, p in enumerate(plans)]
+    if any(problem is not None for _, problem in checked):
+        # A member Mailchimp's schema would refuse fails the whole batch: never send it.
+        good = [i for i, problem in checked if problem is None]
+        out = {i: _invalid_outcome(applier, plans[i], pr) for i, pr in checked if pr is not None}
+        if good:
+            sent = await _apply_batch_chunk(applier, [plans[i] for i in good])
+            out.update(zip(good, sent, strict=True))
+        return [out[i] for i in range(len(plans))]
     outcomes = [MemberOutcome(plan) for plan in plans]
     try:
         result = await applier.batch_subscribe([_batch_member(p) for p in plans])
@@ -430,8 +521,9 @@ async def _apply_batch_chunk(
         return outcomes
     except MailchimpError as exc:
         if disposition(exc) == "rejected":
-            # The request as a whole was refused: our own bug, not 500 contacts' data.
-            raise
+            # The request as a whole was refused (one schema-invalid member fails them all):
+            # isolate the bad members, sync the rest.
+            return await _split_refused_batch(applier, plans, exc)
         for o in outcomes:
             o.failed(exc)
         return outcomes
@@ -447,6 +539,55 @@ async def _apply_batch_chunk(
         *(single(i) for i in singly), *(follow_up(i, ops) for i, ops in follow_ups)
     )
     return outcomes
+
+
+async def _split_refused_batch(
+    applier: MemberApplier, plans: Sequence[MemberPlan], exc: MailchimpError
+) -> list[MemberOutcome]:
+    """A whole-batch 400: reject the members it names (``members.item:<n>``,
+    brandonseydel/MailChimp.Net#567) and send the others again; when it names none, bisect
+    until each bad member is alone."""
+    named = [i for i in failed_batch_items(exc) if i < len(plans)]
+    if not named and len(plans) == 1:
+        named = [0]
+    if named:
+        outcomes: dict[int, MemberOutcome] = {}
+        for i in named:
+            outcomes[i] = _refused_member(applier, plans[i], exc, i)
+        rest = [i for i in range(len(plans)) if i not in outcomes]
+        if rest:
+            again = await _apply_batch_chunk(applier, [plans[i] for i in rest])
+            outcomes.update(zip(rest, again, strict=True))
+        return [outcomes[i] for i in range(len(plans))]
+    half = len(plans) // 2
+    left, right = await asyncio.gather(
+        _apply_batch_chunk(applier, plans[:half]), _apply_batch_chunk(applier, plans[half:])
+    )
+    return [*left, *right]
+
+
+def _refused_member(
+    applier: MemberApplier, plan: MemberPlan, exc: MailchimpError, index: int
+) -> MemberOutcome:
+    """The member a whole-batch 400 was about, rejected with what Mailchimp said of it."""
+    prefix = f"members.item:{index}"
+    mine = [e for e in exc.errors if e.field.strip().startswith(prefix)]
+    field = mine[0].field.strip()[len(prefix) :].lstrip(".") if mine else None
+    reason = "; ".join(f"{field or 'member'}: {e.message}" for e in mine) or str(exc)
+    error = ContactLevelError(
+        exc.title,
+        exc.detail,
+        kind="invalid",
+        field=field or None,
+        reason=reason,
+        status=exc.status,
+        errors=mine,
+    )
+    outcome = MemberOutcome(plan)
+    outcome.failed(error)
+    upsert, _ = _batch_ops(plan)
+    applier.forget_if_refused(outcome, upsert.email_hash)
+    return outcome
 
 
 def _read_batch_result(
@@ -471,7 +612,7 @@ def _read_batch_result(
             if err.kind == "merge_fields" and err.field == "PHONE":
                 retry_singly.append(i)  # the single path knows how to drop just the phone
             else:
-                outcome.status, outcome.error = "rejected", err
+                outcome.failed(err)  # rejected, or postponed (a temporary refusal)
                 applier.forget_if_refused(outcome, upsert.email_hash)
             continue
         member = confirmed.get(key)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 MAX_ATTEMPTS = 5
 CAP_SECONDS = 300.0
+# Mailchimp's "<email> has signed up to a lot of lists very recently" refusal lasts hours for
+# that person (ibericode/mailchimp-for-wordpress#771, #506): asking sooner only repeats it.
+SIGNUP_LIMIT_RETRY_SECONDS = 6 * 3600.0
 
 
 def backoff_delay(
@@ -41,6 +44,10 @@ class Backoff:
     def retry(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based), with jitter; see `backoff_delay`."""
         return backoff_delay(attempt, scale=self.scale)
+
+    def postponed(self) -> float:
+        """How long a contact waits after a temporary refusal about that person (hours)."""
+        return SIGNUP_LIMIT_RETRY_SECONDS * self.scale
 
     def throttled(self, retry_after: float | None) -> float:
         """How long an account waits after throttling; see `throttle_delay`."""

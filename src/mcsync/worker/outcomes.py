@@ -14,7 +14,15 @@ from mcsync.worker.backoff import Backoff
 from mcsync.worker.store import Event, Facts, Outcomes
 
 # Worst first: a row's fate is the worst fate of the members it touches.
-_SEVERITY: list[Status] = ["done", "rejected", "transient", "throttled", "deferred", "connection"]
+_SEVERITY: list[Status] = [
+    "done",
+    "rejected",
+    "postponed",
+    "transient",
+    "throttled",
+    "deferred",
+    "connection",
+]
 
 
 def collect_outcomes(
@@ -37,16 +45,22 @@ def collect_outcomes(
     for event in events:
         mine = by_contact.get(event.contact_id, [])
         worst = max((o.status for o in mine), key=_SEVERITY.index, default="done")
-        if worst == "connection":
+        if worst == "connection" or (worst == "deferred" and gate.throttled is None):
+            # Not throttled: the account stopped (lost, paused, lease gone). Release the row
+            # as it was, attempts unspent; it waits for the connection, not for a delay.
             out.released.append(event)
         elif worst in ("throttled", "deferred"):
             out.deferred.append(event)
+        elif worst == "postponed":
+            out.postponed.append(event)
         elif worst == "transient":
             failed = next(o for o in mine if o.status == "transient")
             out.retried.append((event, backoff.retry(event.attempts + 1), str(failed.error)))
         else:
             out.completed.append(event)
             _complete(out, event, plan, mine, planner_rejections.get(event.contact_id), emails)
+    if out.postponed:
+        out.postpone_seconds = backoff.postponed()
     if out.deferred:
         throttle = gate.throttled
         out.defer_seconds = backoff.throttled(throttle.retry_after if throttle else None)

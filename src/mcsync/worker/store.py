@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mcsync import queries
 from mcsync.emails import normalize_email, subscriber_hash
-from mcsync.mirror import Contact, LedgerMember
+from mcsync.mirror import Contact, LedgerMember, contact_recency
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 from mcsync.worker.lanes import Lanes
 
@@ -97,6 +97,10 @@ class Outcomes:
     retried: list[tuple[Event, float, str]] = field(default_factory=list)
     deferred: list[Event] = field(default_factory=list)
     defer_seconds: float = 0.0
+    # Refused for now about that person (signup_limited): due again in `postpone_seconds`,
+    # attempts unspent, no rejection recorded.
+    postponed: list[Event] = field(default_factory=list)
+    postpone_seconds: float = 0.0
     released: list[Event] = field(default_factory=list)
 
 
@@ -212,11 +216,15 @@ class WorkerStore:
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
 
             others = [c.id for c in sharing if c.id not in present]
-            recency: dict[UUID, datetime] = {}
+            synced: list[tuple[UUID, datetime]] = []
+            pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
             if others:
+                # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": others})
-                recency.update({r["contact_id"]: r["changed_at"] for r in await cur.fetchall()})
-        recency.update({e.contact_id: e.changed_at for e in events})
+                synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                await cur.execute(queries.PENDING_BY_CONTACT, {**params, "ids": others})
+                pending += [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+        recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
             deleted=[i for i in ids if i not in present],
@@ -286,6 +294,11 @@ class WorkerStore:
                 await conn.execute(
                     queries.DEFER_EVENTS,
                     {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
+                )
+            if out.postponed:
+                await conn.execute(
+                    queries.DEFER_EVENTS,
+                    {"ids": [e.id for e in out.postponed], "delay": out.postpone_seconds},
                 )
             leftover = [e.id for e in [*out.completed, *out.released]]
             if leftover:
@@ -363,6 +376,11 @@ class WorkerStore:
         """The token is revoked or the account unusable: stop until the user reconnects."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500]}
         await self._run((queries.MARK_CONNECTION_ERROR, params))
+
+    async def set_double_optin(self, account: Account, double_optin: bool) -> None:
+        """Store the audience's double opt-in setting as Mailchimp now has it."""
+        params = {"user_id": account.user_id, "audience_id": account.audience_id}
+        await self._run((queries.SET_DOUBLE_OPTIN, {**params, "double_optin": double_optin}))
 
     async def mark_synced(self, user_id: UUID) -> None:
         await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
