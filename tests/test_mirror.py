@@ -1003,52 +1003,28 @@ def run_model(
     return world
 
 
+# The model's worlds, each explored on its own: members from elsewhere, the app's (and
+# Mailchimp's) steps, and the worker's shape.
+MODEL_WORLDS = {
+    "single_calls": (elsewhere_strategy, steps_strategy, worker_strategy),
+    "batch_subscribe": (live_elsewhere_strategy, steps_strategy, batch_worker_strategy),
+    "archives_by_hand": (elsewhere_strategy, steps_with_archives, worker_strategy),
+}
+
+
+@pytest.mark.parametrize("world", list(MODEL_WORLDS))
 @MODEL
-@given(
-    elsewhere=elsewhere_strategy,
-    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=30),
-    shape=worker_strategy,
-    double_optin=st.booleans(),
-)
-def test_model_mirror_invariants(
-    elsewhere: dict[str, tuple[str, str, list[str]]],
-    steps: list[tuple[Step, bool]],
-    shape: WorkerShape,
-    double_optin: bool,
-) -> None:
-    run_model(elsewhere, steps, shape, double_optin)
-
-
-@MODEL
-@given(
-    elsewhere=live_elsewhere_strategy,
-    steps=st.lists(st.tuples(steps_strategy, st.booleans()), min_size=10, max_size=30),
-    shape=batch_worker_strategy,
-    double_optin=st.booleans(),
-)
-def test_model_mirror_invariants_with_batch_subscribe(
-    elsewhere: dict[str, tuple[str, str, list[str]]],
-    steps: list[tuple[Step, bool]],
-    shape: WorkerShape,
-    double_optin: bool,
-) -> None:
-    run_model(elsewhere, steps, shape, double_optin)
-
-
-@MODEL
-@given(
-    elsewhere=elsewhere_strategy,
-    steps=st.lists(st.tuples(steps_with_archives, st.booleans()), min_size=10, max_size=30),
-    shape=worker_strategy,
-    double_optin=st.booleans(),
-)
-def test_model_mirror_invariants_with_archives_by_hand(
-    elsewhere: dict[str, tuple[str, str, list[str]]],
-    steps: list[tuple[Step, bool]],
-    shape: WorkerShape,
-    double_optin: bool,
-) -> None:
-    run_model(elsewhere, steps, shape, double_optin)
+@given(data=st.data())
+def test_model_mirror_invariants(world: str, data: st.DataObject) -> None:
+    elsewhere, steps, shape = MODEL_WORLDS[world]
+    run_model(
+        data.draw(elsewhere, label="elsewhere"),
+        data.draw(
+            st.lists(st.tuples(steps, st.booleans()), min_size=10, max_size=30), label="steps"
+        ),
+        data.draw(shape, label="shape"),
+        data.draw(st.booleans(), label="double_optin"),
+    )
 
 
 faults_strategy = st.builds(
