@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from uuid import UUID
 
 import psycopg
 
 from mcsync.cli.options import (
     DATABASE,
+    MAILCHIMP,
     add_command,
+    add_user_option,
     require_cipher,
     require_database,
     settings_from,
@@ -94,9 +95,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "connect",
         cmd_connect,
         help="register a connection without the browser",
-        settings=("database_url", "encryption_keys", "api_url", "login_url"),
+        settings=(*MAILCHIMP, "login_url"),
     )
-    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+    add_user_option(p)
     p.add_argument("--access-token", required=True, help="the user's Mailchimp OAuth token")
     p.add_argument("--dc", required=True, help="Mailchimp data center, e.g. us1")
     p.add_argument("--audience-id", required=True, help="the audience to mirror contacts into")
@@ -111,4 +112,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="remove a user's credentials and pending events",
         settings=DATABASE,
     )
-    p.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+    add_user_option(p)
