@@ -1,8 +1,8 @@
 """The `mcsync` command: every subcommand, in small modules per group.
 
 Each module has `cmd_*` functions (thin: they build settings and call into mcsync's modules) and
-a `register` that declares their flags. Flags that override settings are declared once, in
-`mcsync.cli.options`."""
+a table, `COMMANDS`, that declares them and their flags. Flags that override settings, and the
+flags several commands share, are declared once, in `mcsync.cli.options`."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (database, worker, accounts, web, local):
-        group.register(sub)
+        for command in group.COMMANDS:
+            command.register(sub)
     return parser
 
 

@@ -10,8 +10,9 @@ import psycopg
 from mcsync.cli.options import (
     DATABASE,
     MAILCHIMP,
-    add_command,
-    add_user_option,
+    USER,
+    Command,
+    flag,
     require_cipher,
     require_database,
     settings_from,
@@ -89,27 +90,27 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = add_command(
-        sub,
+COMMANDS = (
+    Command(
         "connect",
         cmd_connect,
-        help="register a connection without the browser",
+        "register a connection without the browser",
         settings=(*MAILCHIMP, "login_url"),
-    )
-    add_user_option(p)
-    p.add_argument("--access-token", required=True, help="the user's Mailchimp OAuth token")
-    p.add_argument("--dc", required=True, help="Mailchimp data center, e.g. us1")
-    p.add_argument("--audience-id", required=True, help="the audience to mirror contacts into")
-    p.add_argument("--audience-name", help="shown in the settings widget")
-    p.add_argument("--account-name", help="shown in the settings widget")
-    p.add_argument("--api-endpoint", help="default: MAILCHIMP_API_URL with the dc filled in")
-
-    p = add_command(
-        sub,
+        flags=(
+            USER,
+            flag("--access-token", required=True, help="the user's Mailchimp OAuth token"),
+            flag("--dc", required=True, help="Mailchimp data center, e.g. us1"),
+            flag("--audience-id", required=True, help="the audience to mirror contacts into"),
+            flag("--audience-name", help="shown in the settings widget"),
+            flag("--account-name", help="shown in the settings widget"),
+            flag("--api-endpoint", help="default: MAILCHIMP_API_URL with the dc filled in"),
+        ),
+    ),
+    Command(
         "disconnect",
         cmd_disconnect,
-        help="remove a user's credentials and pending events",
+        "remove a user's credentials and pending events",
         settings=DATABASE,
-    )
-    add_user_option(p)
+        flags=(USER,),
+    ),
+)

@@ -7,8 +7,9 @@ import sys
 
 from mcsync.cli.options import (
     MAILCHIMP,
-    add_command,
+    Command,
     database_and_cipher,
+    flag,
     require_cipher,
     require_database,
     settings_from,
@@ -94,28 +95,30 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    add_command(
-        sub,
+COMMANDS = (
+    Command(
         "migrate",
         cmd_migrate,
-        help="apply the SQL migrations in sql/ (one transaction)",
+        "apply the SQL migrations in sql/ (one transaction)",
         settings=("database_url", "encryption_keys"),
-    )
-    p = add_command(
-        sub,
+    ),
+    Command(
         "sql",
         cmd_sql,
-        help="print the migrations as one script for another migration tool (Supabase)",
-    )
-    p.add_argument("--grants", action="store_true", help="print sql/grants.sql instead")
-    p.add_argument(
-        "--after", metavar="VERSION", help="only the migrations numbered after VERSION (e.g. 003)"
-    )
-    add_command(
-        sub,
+        "print the migrations as one script for another migration tool (Supabase)",
+        flags=(
+            flag("--grants", action="store_true", help="print sql/grants.sql instead"),
+            flag(
+                "--after",
+                metavar="VERSION",
+                help="only the migrations numbered after VERSION (e.g. 003)",
+            ),
+        ),
+    ),
+    Command(
         "rotate-keys",
         cmd_rotate_keys,
-        help="re-encrypt every stored token with the newest key",
+        "re-encrypt every stored token with the newest key",
         settings=MAILCHIMP,
-    )
+    ),
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcsync.cli.options import add_command
+from mcsync.cli.options import Command, flag, listen
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -45,19 +45,26 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = add_command(
-        sub, "demo", cmd_demo, help="embedded Postgres + emulator + worker, with sample data"
-    )
-    p.add_argument("--once", action="store_true", help="run the script, check the mirror, exit")
-
-    p = add_command(sub, "emulator", cmd_emulator, help="run the Mailchimp emulator")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
-    p.add_argument("--per-call-ms", type=float, default=0.0, help="latency added to every API call")
-    p.add_argument(
-        "--per-member-ms",
-        type=float,
-        default=0.0,
-        help="latency added per member of a batch subscribe",
-    )
+COMMANDS = (
+    Command(
+        "demo",
+        cmd_demo,
+        "embedded Postgres + emulator + worker, with sample data",
+        flags=(flag("--once", action="store_true", help="run the script, check the mirror, exit"),),
+    ),
+    Command(
+        "emulator",
+        cmd_emulator,
+        "run the Mailchimp emulator",
+        flags=(
+            *listen(port=8765),
+            flag("--per-call-ms", type=float, default=0.0, help="latency added to every API call"),
+            flag(
+                "--per-member-ms",
+                type=float,
+                default=0.0,
+                help="latency added per member of a batch subscribe",
+            ),
+        ),
+    ),
+)

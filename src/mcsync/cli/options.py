@@ -1,16 +1,18 @@
 """One way of declaring the flags that become settings, and of building settings from them.
 
 Every setting is an environment variable (`mcsync.config.Settings`); a flag of the same meaning
-overrides it for one run. Commands name the options they take; `settings_from` builds the
-settings from the environment and whichever of those flags were given."""
+overrides it for one run. Each command is a `Command` that names the options it takes (and
+declares its own flags); `settings_from` builds the settings from the environment and whichever
+of those flags were given."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -130,31 +132,55 @@ def database_and_cipher(args: argparse.Namespace) -> tuple[Settings, TokenCipher
     return settings, require_cipher(settings)
 
 
-def add_user_option(parser: argparse.ArgumentParser) -> None:
-    """`--user-id`: the app user a command is about."""
-    parser.add_argument("--user-id", type=UUID, required=True, help="the app user's id")
+@dataclass(frozen=True)
+class Flag:
+    """A command's own flag (not a setting): the arguments of `ArgumentParser.add_argument`."""
+
+    names: tuple[str, ...]
+    options: Mapping[str, Any]
 
 
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    """`--json`: print machine-readable output instead of a table or prose."""
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+def flag(*names: str, **options: Any) -> Flag:
+    """Declare a flag as `parser.add_argument(*names, **options)` would."""
+    return Flag(names, options)
 
 
-def add_command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    func: Callable[[argparse.Namespace], int],
-    *,
-    help: str,
-    settings: tuple[str, ...] = (),
-) -> argparse.ArgumentParser:
-    """Register a command: `help` is its line in `mcsync --help`, its docstring its own --help."""
-    parser = subparsers.add_parser(
-        name,
-        help=help,
-        description=inspect.cleandoc(func.__doc__ or help),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+# Flags several commands take, declared once.
+USER = flag("--user-id", type=UUID, required=True, help="the app user's id")
+JSON = flag("--json", action="store_true", help="machine-readable output")
+
+
+def listen(port: int) -> tuple[Flag, Flag]:
+    """`--host` and `--port` of a command that serves HTTP (local only unless told)."""
+    return (
+        flag("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"),
+        flag("--port", type=int, default=port, help=f"port to listen on (default {port})"),
     )
-    add_setting_options(parser, settings)
-    parser.set_defaults(func=func)
-    return parser
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `mcsync` subcommand, declared: `help` is its line in `mcsync --help`, the function's
+    docstring its own --help; `settings` names entries of OPTIONS, `flags` its own flags."""
+
+    name: str
+    func: Callable[[argparse.Namespace], int]
+    help: str
+    settings: tuple[str, ...] = ()
+    flags: tuple[Flag, ...] = ()
+
+    def register(
+        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> argparse.ArgumentParser:
+        """Add this command's parser (setting flags first, then its own) to `subparsers`."""
+        parser = subparsers.add_parser(
+            self.name,
+            help=self.help,
+            description=inspect.cleandoc(self.func.__doc__ or self.help),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_setting_options(parser, self.settings)
+        for f in self.flags:
+            parser.add_argument(*f.names, **f.options)
+        parser.set_defaults(func=self.func)
+        return parser

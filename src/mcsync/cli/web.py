@@ -12,11 +12,12 @@ from typing import Any
 from uuid import UUID
 
 from mcsync.cli.options import (
+    JSON,
     MAILCHIMP,
-    add_command,
-    add_json_option,
-    add_user_option,
+    USER,
+    Command,
     database_and_cipher,
+    listen,
 )
 from mcsync.crypto import EncryptionKeyError
 
@@ -117,12 +118,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if diffs else 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = add_command(
-        sub,
+COMMANDS = (
+    Command(
         "web",
         cmd_web,
-        help="serve the OAuth routes, the settings API and the widget",
+        "serve the OAuth routes, the settings API and the widget",
         settings=(
             *MAILCHIMP,
             "login_url",
@@ -132,21 +132,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "client_secret",
             "redirect_uri",
         ),
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-
-    p = add_command(
-        sub,
+        flags=listen(port=8000),
+    ),
+    Command(
         "sync-now",
         cmd_sync_now,
-        help="full reconciliation for one user (queues what differs)",
+        "full reconciliation for one user (queues what differs)",
         settings=MAILCHIMP,
-    )
-    add_user_option(p)
-
-    p = add_command(
-        sub, "verify", cmd_verify, help="read-only drift audit; exit 1 on drift", settings=MAILCHIMP
-    )
-    add_user_option(p)
-    add_json_option(p)
+        flags=(USER,),
+    ),
+    Command(
+        "verify",
+        cmd_verify,
+        "read-only drift audit; exit 1 on drift",
+        settings=MAILCHIMP,
+        flags=(USER, JSON),
+    ),
+)

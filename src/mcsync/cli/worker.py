@@ -10,10 +10,11 @@ import psycopg
 
 from mcsync.cli.options import (
     DATABASE,
+    JSON,
     MAILCHIMP,
-    add_command,
-    add_json_option,
+    Command,
     database_and_cipher,
+    flag,
     require_database,
     settings_from,
 )
@@ -49,28 +50,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = add_command(
-        sub,
+COMMANDS = (
+    Command(
         "worker",
         cmd_worker,
-        help="run the sync worker (LISTEN + poll)",
-        settings=(
-            *MAILCHIMP,
-            "login_url",
-            "poll_interval",
-            "max_in_flight",
-            "metrics_port",
+        "run the sync worker (LISTEN + poll)",
+        settings=(*MAILCHIMP, "login_url", "poll_interval", "max_in_flight", "metrics_port"),
+        flags=(
+            flag("--once", action="store_true", help="drain everything due, then exit"),
+            flag("--worker-id", help="name in leases and logs (default host:pid:random)"),
         ),
-    )
-    p.add_argument("--once", action="store_true", help="drain everything due, then exit")
-    p.add_argument("--worker-id", help="name in leases and logs (default host:pid:random)")
-
-    p = add_command(
-        sub,
+    ),
+    Command(
         "status",
         cmd_status,
-        help="one row per connection: state, backlog, rejects",
+        "one row per connection: state, backlog, rejects",
         settings=DATABASE,
-    )
-    add_json_option(p)
+        flags=(JSON,),
+    ),
+)
