@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from . import rules
-from .errors import TRIGGERS, ApiError, not_found
+from .errors import ApiError, glossary_error, not_found
 from .gate import ApiCall, Handler, api_endpoint
 from .runtime import Emulator
 from .state import STATUSES, Member
@@ -267,7 +267,7 @@ def api_routes(emu: Emulator) -> list[BaseRoute]:
         # A path that exists with another method is 405, anything else 404, like Mailchimp.
         scope = dict(call.request.scope)
         if any(r.matches(scope)[0] == Match.PARTIAL for r in routes):
-            raise ApiError(*TRIGGERS["MethodNotAllowed"])
+            raise glossary_error("MethodNotAllowed")
         raise not_found()
 
     fallback = Route(

@@ -17,71 +17,59 @@ VALIDATION_DETAIL = (
 MERGE_DETAIL = "Your merge fields were invalid."
 ANY_OF = "Data did not match any of the schemas described in anyOf."
 
-# X-Trigger-Error name -> (status, title, detail); names from Mailchimp's old error glossary.
-TRIGGERS: dict[str, tuple[int, str, str]] = {
-    "BadRequest": (400, "Bad Request", "Your request could not be processed."),
-    "InvalidAction": (
-        400,
-        "Invalid Action",
-        "The action requested was not valid for this resource.",
-    ),
-    "InvalidResource": (400, "Invalid Resource", VALIDATION_DETAIL),
-    "JSONParseError": (
-        400,
-        "JSON Parse Exception",
-        "We encountered an unspecified JSON parsing error.",
-    ),
-    "APIKeyMissing": (401, "API Key Missing", "Your request did not include an API key."),
-    "APIKeyInvalid": (
-        401,
-        "API Key Invalid",
-        "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
-    ),
-    "Forbidden": (403, "Forbidden", "You don't have permission to access this resource."),
-    "UserDisabled": (403, "User Disabled", "This account has been disabled."),
-    "WrongDatacenter": (
-        403,
-        "Wrong Datacenter",
-        "The API key provided is linked to a different datacenter.",
-    ),
-    "ResourceNotFound": (404, "Resource Not Found", "The requested resource could not be found."),
-    "MethodNotAllowed": (
-        405,
-        "Method Not Allowed",
-        "The requested method and resource are not compatible.",
-    ),
-    "ResourceNestingTooDeep": (
-        414,
-        "Resource Nesting Too Deep",
-        "The requested resource was nested too deeply.",
-    ),
-    "InvalidMethodOverride": (
-        422,
-        "Invalid Method Override",
-        "You can only use the X-HTTP-Method-Override header with POST.",
-    ),
-    "RequestedFieldsInvalid": (
-        422,
-        "Requested Fields Invalid",
-        "The fields requested from this resource are invalid.",
-    ),
-    "TooManyRequests": (
-        429,
-        "Too Many Requests",
-        "You have exceeded the limit of 10 simultaneous connections.",
-    ),
-    "InternalServerError": (
-        500,
-        "Internal Server Error",
-        "A deep, internal error has occurred during the processing of your request.",
-    ),
-    "ComplianceRelated": (503, "Compliance Related", "This method has been disabled."),
+# Mailchimp's error glossary, by status: title -> detail. A status's first title is what a fault
+# given only that status answers with.
+GLOSSARY: dict[int, dict[str, str]] = {
+    400: {
+        "Bad Request": "Your request could not be processed.",
+        "Invalid Action": "The action requested was not valid for this resource.",
+        "Invalid Resource": VALIDATION_DETAIL,
+        "JSON Parse Exception": "We encountered an unspecified JSON parsing error.",
+    },
+    401: {
+        "API Key Missing": "Your request did not include an API key.",
+        "API Key Invalid": (
+            "Your API key may be invalid, or you've attempted to access the wrong datacenter."
+        ),
+    },
+    403: {
+        "Forbidden": "You don't have permission to access this resource.",
+        "User Disabled": "This account has been disabled.",
+        "Wrong Datacenter": "The API key provided is linked to a different datacenter.",
+    },
+    404: {"Resource Not Found": "The requested resource could not be found."},
+    405: {"Method Not Allowed": "The requested method and resource are not compatible."},
+    414: {"Resource Nesting Too Deep": "The requested resource was nested too deeply."},
+    422: {
+        "Invalid Method Override": "You can only use the X-HTTP-Method-Override header with POST.",
+        "Requested Fields Invalid": "The fields requested from this resource are invalid.",
+    },
+    429: {"Too Many Requests": "You have exceeded the limit of 10 simultaneous connections."},
+    500: {
+        "Internal Server Error": (
+            "A deep, internal error has occurred during the processing of your request."
+        )
+    },
+    503: {"Compliance Related": "This method has been disabled."},
 }
 
+
+def _name(title: str) -> str:
+    """An error's name (X-Trigger-Error, and the glossary's own): its title without spaces, but
+    for one."""
+    return "JSONParseError" if title == "JSON Parse Exception" else title.replace(" ", "")
+
+
+# X-Trigger-Error name -> (status, title, detail).
+TRIGGERS: dict[str, tuple[int, str, str]] = {
+    _name(title): (status, title, detail)
+    for status, errors in GLOSSARY.items()
+    for title, detail in errors.items()
+}
 # Status -> name, so a fault given only a status gets a realistic title and detail.
-_BY_STATUS: dict[int, str] = {}
-for _name, (_status, _t, _d) in TRIGGERS.items():
-    _BY_STATUS.setdefault(_status, _name)
+_BY_STATUS: dict[int, str] = {
+    status: _name(next(iter(errors))) for status, errors in GLOSSARY.items()
+}
 _EXTRA: dict[int, tuple[str, str]] = {
     502: ("Bad Gateway", "The server received an invalid response from an upstream server."),
     503: ("Service Unavailable", "The service is temporarily unavailable."),
@@ -116,21 +104,26 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def glossary_error(name: str) -> ApiError:
+    """The glossary's error of that name (a KeyError for a name it does not have)."""
+    return ApiError(*TRIGGERS[name])
+
+
 def from_trigger(name: str) -> ApiError | None:
-    spec = TRIGGERS.get(name)
-    return ApiError(*spec) if spec else None
+    """The error an X-Trigger-Error header names, if the glossary has it."""
+    return glossary_error(name) if name in TRIGGERS else None
 
 
 def for_status(status: int) -> ApiError:
     name = _BY_STATUS.get(status)
     if name is not None and status not in (503,):
-        return ApiError(*TRIGGERS[name])
+        return glossary_error(name)
     title, detail = _EXTRA.get(status, ("Error", "An error occurred."))
     return ApiError(status, title, detail)
 
 
 def not_found() -> ApiError:
-    return ApiError(*TRIGGERS["ResourceNotFound"])
+    return glossary_error("ResourceNotFound")
 
 
 def invalid(errors: list[dict[str, str]], detail: str = VALIDATION_DETAIL) -> ApiError:

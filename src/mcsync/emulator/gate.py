@@ -14,7 +14,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import TRIGGERS, ApiError, for_status, from_trigger, new_request_id, problem_response
+from .errors import (
+    ApiError,
+    for_status,
+    from_trigger,
+    glossary_error,
+    new_request_id,
+    problem_response,
+)
 from .runtime import Emulator
 from .state import Account, Audience
 
@@ -32,7 +39,7 @@ class ApiCall:
     def audience(self) -> Audience:
         audience = self.account.audiences.get(self.request.path_params["list_id"])
         if audience is None:  # other accounts' audiences are invisible too
-            raise ApiError(*TRIGGERS["ResourceNotFound"])
+            raise glossary_error("ResourceNotFound")
         return audience
 
     def flag(self, name: str) -> bool:
@@ -60,7 +67,7 @@ def token_of(request: Request) -> str | None:
 
 def _account(emu: Emulator, token: str | None) -> Account:
     if token is None:
-        raise ApiError(*TRIGGERS["APIKeyMissing"])
+        raise glossary_error("APIKeyMissing")
     account = emu.store.account_by_token(token)
     if account is None and "-" in token:  # API-key style "<token>-<dc>"
         bare, _, dc = token.rpartition("-")
@@ -68,7 +75,7 @@ def _account(emu: Emulator, token: str | None) -> Account:
         if account is not None and account.dc != dc:
             account = None
     if account is None:
-        raise ApiError(*TRIGGERS["APIKeyInvalid"])
+        raise glossary_error("APIKeyInvalid")
     return account
 
 
@@ -79,7 +86,7 @@ async def _read_body(request: Request) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        raise ApiError(*TRIGGERS["JSONParseError"]) from None
+        raise glossary_error("JSONParseError") from None
 
 
 def api_endpoint(emu: Emulator, handler: Handler, *, batch: bool = False) -> Endpoint:
@@ -97,7 +104,7 @@ def api_endpoint(emu: Emulator, handler: Handler, *, batch: bool = False) -> End
             limits.refusals += 1
             every = limits.bodiless_429_every
             bodiless = every > 0 and limits.refusals % every == 0
-            return problem_response(ApiError(*TRIGGERS["TooManyRequests"]), rid, bodiless=bodiless)
+            return problem_response(glossary_error("TooManyRequests"), rid, bodiless=bodiless)
         account.in_flight += 1
         try:
             return await _guarded(emu, handler, request, account, token, rid, batch)

@@ -56,36 +56,33 @@ class Policy:
     batch_status_if_new_unarchives: bool = False
 
 
+def _untyped(title: str, detail: str) -> ApiError:
+    """A member refusal (400) whose real body carries no `type` (the evidence is beside each)."""
+    return ApiError(400, title, detail, typed=False)
+
+
 def member_exists(email: str) -> ApiError:
-    # No `type` in the real body: grouparoo/grouparoo
-    # plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js (PUT, 2 recordings).
-    return ApiError(
-        400,
-        "Member Exists",
-        f"{email} is already a list member. Use PUT to insert or update list members.",
-        typed=False,
-    )
+    # grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js
+    # (PUT, 2 recordings).
+    detail = f"{email} is already a list member. Use PUT to insert or update list members."
+    return _untyped("Member Exists", detail)
 
 
 def forgotten(email: str) -> ApiError:
-    # No `type` in the real body: ibericode/mailchimp-for-wordpress#771 (POST /members).
-    return ApiError(
-        400,
+    # ibericode/mailchimp-for-wordpress#771 (POST /members).
+    return _untyped(
         "Forgotten Email Not Subscribed",
         f"{email} was permanently deleted and cannot be re-imported. The contact must "
         "re-subscribe to get back on the list.",
-        typed=False,
     )
 
 
 def compliance(email: str) -> ApiError:
-    # No `type` in the real body: ibericode/mailchimp-for-wordpress#798 (PATCH).
-    return ApiError(
-        400,
+    # ibericode/mailchimp-for-wordpress#798 (PATCH).
+    return _untyped(
         "Member In Compliance State",
         f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
         "review and cannot be subscribed.",
-        typed=False,
     )
 
 
