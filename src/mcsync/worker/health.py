@@ -14,6 +14,9 @@ a named one of `mcsync.queries`, run through `WorkerStore`."""
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from mcsync.crypto import TokenBindingError, UnboundTokenError
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
@@ -32,6 +35,11 @@ PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are st
 _PROBE_OUTCOMES = {"ok", "throttled", "connection_error"}  # anything else: "failed"
 
 
+def _log(user_id: UUID) -> Any:
+    """The log every health event goes to, naming the connection's user (and nothing secret)."""
+    return log.bind(user_id=str(user_id))
+
+
 class ConnectionHealth:
     """Decides and records the health of the connections one worker serves."""
 
@@ -45,11 +53,8 @@ class ConnectionHealth:
         per episode, without spending anyone's attempts."""
         delay = self.backoff.throttled(throttled.retry_after)
         await self.store.hold_back(account.user_id, delay)
-        log.info(
-            "account_throttled",
-            user_id=str(account.user_id),
-            outcome="throttled",
-            defer_s=round(delay, 2),
+        _log(account.user_id).info(
+            "account_throttled", outcome="throttled", defer_s=round(delay, 2)
         )
 
     async def unusable(
@@ -63,11 +68,11 @@ class ConnectionHealth:
             probe_in = self.backoff.retry(account.consecutive_failures + 1)
             await self.store.pause_connection(user_id, PAUSED_NOTICE, error, probe_in=probe_in)
             await self.store.reschedule_probe(user_id, probe_in, error)
-            log.error("token_unbound", user_id=str(user_id), error=error)
+            _log(user_id).error("token_unbound", error=error)
             return
         # A forged dc, a token copied from another user's row: stop until the user reconnects.
         await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
-        log.error("connection_unusable", user_id=str(user_id), error=error)
+        _log(user_id).error("connection_unusable", error=error)
 
     def observe_probe(self, op: str, outcome: str, seconds: float) -> None:
         """The probe's call, as metrics count it (`op` "probe")."""
@@ -82,13 +87,13 @@ class ConnectionHealth:
             await self._probe_failed(account, exc)
             return
         await self.store.resume_connection(account.user_id)
-        log.info("sync_resumed", user_id=str(account.user_id), outcome="active")
+        _log(account.user_id).info("sync_resumed", outcome="active")
 
     async def _probe_failed(self, account: Account, exc: MailchimpError) -> None:
         kind = disposition(exc)
         if kind == "connection":
             await self.store.mark_connection_error(account.user_id, PAUSED_NOTICE, str(exc))
-            log.warning("connection_error", user_id=str(account.user_id), outcome="error")
+            _log(account.user_id).warning("connection_error", outcome="error")
             return
         if kind == "throttled":  # busy, not down: ask again soon, and don't count it
             assert isinstance(exc, TransientError)
@@ -98,12 +103,7 @@ class ConnectionHealth:
             probe_in = self.backoff.retry(account.consecutive_failures + 1)
             await self.store.record_failure(account.user_id, str(exc))
         await self.store.reschedule_probe(account.user_id, probe_in, str(exc))
-        log.info(
-            "probe",
-            user_id=str(account.user_id),
-            outcome="still_down",
-            next_probe_s=round(probe_in, 1),
-        )
+        _log(account.user_id).info("probe", outcome="still_down", next_probe_s=round(probe_in, 1))
 
     async def after_pass(
         self, account: Account, out: Outcomes, retried: list[tuple[int, int]], gate: AccountGate
@@ -113,9 +113,7 @@ class ConnectionHealth:
         if gate.connection_error is not None:
             error = str(gate.connection_error)
             await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
-            log.warning(
-                "connection_error", user_id=str(user_id), outcome="error", error=error[:200]
-            )
+            _log(user_id).warning("connection_error", outcome="error", error=error[:200])
             return
         if out.retried:
             await self.store.record_failure(user_id, out.retried[-1][2])
@@ -124,6 +122,6 @@ class ConnectionHealth:
                 user_id, PAUSED_NOTICE, out.retried[-1][2], probe_in=self.backoff.retry(1)
             )
             gate.paused = True  # the account's other passes start no further call
-            log.warning("sync_paused", user_id=str(user_id), outcome="paused")
+            _log(user_id).warning("sync_paused", outcome="paused")
         elif out.completed and not out.retried:
             await self.store.mark_synced(user_id)
