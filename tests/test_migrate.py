@@ -48,28 +48,25 @@ def _rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
+def _names(url: str, schema: str, catalog: str, prefix: str, only: str = "") -> set[str]:
+    """The names of one catalog's objects in `schema`: `prefix` is the catalog's column prefix
+    (pg_class: rel, pg_proc: pro), `only` narrows the rows (`AND ...`)."""
+    rows = _rows(
+        url,
+        f"SELECT x.{prefix}name FROM {catalog} x JOIN pg_namespace n ON n.oid = x.{prefix}namespace"
+        f" WHERE n.nspname = %s {only}",
+        (schema,),
+    )
+    return {r[0] for r in rows}
+
+
 def _relations(url: str, schema: str) -> set[str]:
-    return {
-        r[0]
-        for r in _rows(
-            url,
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-            (schema,),
-        )
-    }
+    """Tables, plain and partitioned."""
+    return _names(url, schema, "pg_class", "rel", "AND x.relkind IN ('r', 'p')")
 
 
 def _functions(url: str, schema: str) -> set[str]:
-    return {
-        r[0]
-        for r in _rows(
-            url,
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = %s",
-            (schema,),
-        )
-    }
+    return _names(url, schema, "pg_proc", "pro")
 
 
 def _with_contacts(url: str) -> str:
