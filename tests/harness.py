@@ -186,6 +186,13 @@ class SyncHarness:
         """`mcsync worker --once`: process everything due, then return."""
         asyncio.run(run_worker(self.settings, once=True, listen=False))
 
+    def mirrored_contact(self, email: str | None, **columns: Any) -> tuple[User, uuid.UUID]:
+        """A new connected user with one contact, mirrored: the queue drained."""
+        user = self.add_user()
+        contact_id = self.add_contact(user, email, **columns)
+        self.drain()
+        return user, contact_id
+
     @contextmanager
     def live_worker(self, **kwargs: Any) -> Iterator[WorkerService]:
         """A long-running worker (LISTEN + poll) in a background thread."""

@@ -229,9 +229,7 @@ def soft_deleting(app_templates: AppTemplates, emulator: Any) -> Iterator[SyncHa
 
 def test_soft_delete_archives_and_undelete_restores(soft_deleting: SyncHarness) -> None:
     sync = soft_deleting
-    user = sync.add_user()
-    cid = sync.add_contact(user, "una@clientmail.io", first_name="Una", tags=["client"])
-    sync.drain()
+    user, cid = sync.mirrored_contact("una@clientmail.io", first_name="Una", tags=["client"])
     assert sync.members(user)["una@clientmail.io"]["status"] == "subscribed"
     sync.delete_contact(cid)  # UPDATE crm.people SET deleted_at = now()
     sync.drain()
@@ -278,9 +276,7 @@ def test_birthday_from_a_date_column_is_sent_as_mm_dd(
 ) -> None:
     with app_database(app_templates, TAG_TABLE_BIRTHDAY) as url:
         sync = SyncHarness(url, emulator, app=TAG_TABLE_BIRTHDAY)
-        user = sync.add_user()
-        cid = sync.add_contact(user, "bea@clientmail.io", birthday="1990-07-04", tags=["vip"])
-        sync.drain()
+        user, cid = sync.mirrored_contact("bea@clientmail.io", birthday="1990-07-04", tags=["vip"])
         member = sync.members(user)["bea@clientmail.io"]
         assert member["merge_fields"]["BIRTHDAY"] == "07/04"
         assert {t["name"] for t in member["tags"]} == {"vip"}

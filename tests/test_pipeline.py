@@ -51,9 +51,7 @@ def test_1b_double_optin_audience_gets_pending_members(sync: SyncHarness) -> Non
 
 
 def test_2_synced_edit_updates_and_unsynced_edit_makes_no_call(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "cy@coachmail.io", first_name="Cy")
-    sync.drain()
+    user, cid = sync.mirrored_contact("cy@coachmail.io", first_name="Cy")
     sync.update_contact(cid, first_name="Cyrus")
     sync.drain()
     assert sync.members(user)["cy@coachmail.io"]["merge_fields"]["FNAME"] == "Cyrus"
@@ -66,9 +64,7 @@ def test_2_synced_edit_updates_and_unsynced_edit_makes_no_call(sync: SyncHarness
 
 
 def test_3_tags_added_removed_and_marketer_tags_kept(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "di@coachmail.io", tags=["lead"])
-    sync.drain()
+    user, cid = sync.mirrored_contact("di@coachmail.io", tags=["lead"])
     sync.admin.tag(user.audience_id, "di@coachmail.io", "Newsletter-2026")  # by hand
     sync.update_contact(cid, tags=["lead", "client"])
     sync.drain()
@@ -87,9 +83,7 @@ def test_3_tags_added_removed_and_marketer_tags_kept(sync: SyncHarness) -> None:
 def test_3b_marketer_tag_with_the_same_name_as_a_removed_tag_is_kept_when_mcsync_never_set_it(
     sync: SyncHarness,
 ) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "el@coachmail.io", tags=[])
-    sync.drain()
+    user, cid = sync.mirrored_contact("el@coachmail.io", tags=[])
     sync.admin.tag(user.audience_id, "el@coachmail.io", "VIP")
     sync.update_contact(cid, first_name="El")
     sync.drain()
@@ -97,9 +91,7 @@ def test_3b_marketer_tag_with_the_same_name_as_a_removed_tag_is_kept_when_mcsync
 
 
 def test_4_email_change_renames_the_member(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "fay@old.io", first_name="Fay", tags=["client"])
-    sync.drain()
+    user, cid = sync.mirrored_contact("fay@old.io", first_name="Fay", tags=["client"])
     original_calls = len(sync.api_calls("PUT"))
     sync.update_contact(cid, email="fay@new.io")
     sync.drain()
@@ -134,9 +126,7 @@ def test_4b_email_change_to_an_existing_member_is_recorded_and_not_retried(
 
 
 def test_5_no_email_then_email_then_cleared(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, None, first_name="Hal")
-    sync.drain()
+    user, cid = sync.mirrored_contact(None, first_name="Hal")
     assert sync.members(user) == {}
     sync.update_contact(cid, email="hal@coachmail.io")
     sync.drain()
@@ -167,9 +157,7 @@ def test_6_delete_archives_unless_another_contact_shares_the_address(sync: SyncH
 
 
 def test_7_unsubscribed_member_is_never_resubscribed(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "kim@coachmail.io", first_name="Kim")
-    sync.drain()
+    user, cid = sync.mirrored_contact("kim@coachmail.io", first_name="Kim")
     sync.admin.unsubscribe(user.audience_id, "kim@coachmail.io")
     sync.update_contact(cid, first_name="Kimberly", tags=["client"])
     sync.drain()
@@ -330,9 +318,7 @@ def test_phone_rejected_alone_syncs_the_rest_with_a_warning(sync: SyncHarness) -
 
 
 def test_6b_a_contact_deleted_and_added_again_brings_its_member_back(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "pia@coachmail.io", first_name="Pia")
-    sync.drain()
+    user, cid = sync.mirrored_contact("pia@coachmail.io", first_name="Pia")
     sync.delete_contact(cid)
     sync.drain()
     assert sync.members(user)["pia@coachmail.io"]["status"] == "archived"
@@ -342,9 +328,7 @@ def test_6b_a_contact_deleted_and_added_again_brings_its_member_back(sync: SyncH
 
 
 def test_7b_an_unsubscribed_member_archived_by_mcsync_is_never_restored(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "quin@coachmail.io", first_name="Quin")
-    sync.drain()
+    user, cid = sync.mirrored_contact("quin@coachmail.io", first_name="Quin")
     sync.admin.unsubscribe(user.audience_id, "quin@coachmail.io")
     sync.delete_contact(cid)
     sync.drain()
@@ -355,9 +339,7 @@ def test_7b_an_unsubscribed_member_archived_by_mcsync_is_never_restored(sync: Sy
 
 
 def test_7c_a_member_archived_by_a_marketer_stays_archived(sync: SyncHarness) -> None:
-    user = sync.add_user()
-    cid = sync.add_contact(user, "rae@coachmail.io", first_name="Rae")
-    sync.drain()
+    user, cid = sync.mirrored_contact("rae@coachmail.io", first_name="Rae")
     sync.admin.archive(user.audience_id, "rae@coachmail.io")
     sync.update_contact(cid, first_name="Raelynn")
     sync.drain()

@@ -264,9 +264,7 @@ def test_revoked_token_sets_error_with_the_notice_and_nothing_is_retried(
 
 
 def test_reconnecting_after_401_resumes_everything_queued(fast: SyncHarness) -> None:
-    user = fast.add_user()
-    first = fast.add_contact(user, "k1@coachmail.io", first_name="K1")
-    fast.drain()
+    user, first = fast.mirrored_contact("k1@coachmail.io", first_name="K1")
     # The token stops working (a 401 for this token), then the user reconnects.
     fast.admin.add_fault(status=401, access_token=user.token)
     fast.update_contact(first, first_name="K1b")
