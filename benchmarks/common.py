@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import psycopg
 from cryptography.fernet import Fernet
 
 from benchmarks.cpu import CpuMeter, ms_per_contact, postmaster_pid
+from benchmarks.processes import stop_process
 from mcsync.crypto import TokenCipher
 from mcsync.demo import connect_emulator_account
 from mcsync.embedded import EmbeddedPostgres, database_url, start_embedded_postgres
@@ -509,13 +509,7 @@ class WorkerProcess:
         hwm = _proc_status_kb(self.proc.pid, "VmHWM")
         if hwm is not None:
             self.peak_rss_kb = max(self.peak_rss_kb, hwm)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, grace=60)
         self._stop_sampling.set()
         if self._sampler is not None:
             self._sampler.join(5)

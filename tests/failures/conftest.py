@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from benchmarks.processes import stop_process
 
 from mcsync.embedded import database_url
 from mcsync.migrate import apply_migrations
@@ -100,14 +101,7 @@ class WorkerProcess:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, grace=30)
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from benchmarks.processes import stop_process
 
 from mcsync.web.auth import make_user_token
 from tests.harness import ENCRYPTION_KEY, SyncHarness, wait_until
@@ -164,11 +165,7 @@ def web_server(db_url: str, emulator: Any, host_page: tuple[str, Any]) -> Iterat
                 time.sleep(0.1)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=10)
 
 
 def _shot(page: Page, name: str) -> None:
