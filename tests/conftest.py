@@ -12,8 +12,8 @@ import pytest
 
 from mcsync.embedded import database_url
 from mcsync.migrate import SQL_DIR, apply_migrations
-from tests.app_schemas import AppSchema
-from tests.pg import postgres_server
+from tests.support.app_schemas import AppSchema
+from tests.support.pg import postgres_server
 
 CONTACTS_DDL = (SQL_DIR / "example_contacts.sql").read_text()
 GRANTS_SQL = (SQL_DIR / "grants.sql").read_text()
@@ -81,7 +81,8 @@ def _drop_database(admin_url: str, name: str) -> None:
 
 
 class AppTemplates:
-    """One migrated template database per app schema (tests/app_schemas.py), made on first use."""
+    """One migrated template database per app schema (tests/support/app_schemas.py), made on
+    first use."""
 
     def __init__(self, admin_url: str, default_template: str) -> None:
         self.admin_url = admin_url
@@ -150,10 +151,10 @@ def emulator() -> Iterator[object]:
 @pytest.fixture
 def sync(request: pytest.FixtureRequest, emulator: object) -> Iterator[object]:
     """The end-to-end harness: real Postgres + triggers, the emulator, the real worker. On the
-    example `contacts` table, or on another app schema of tests/app_schemas.py when a test is
-    parametrised with one: `@pytest.mark.parametrize("sync", ALL_SCHEMAS, indirect=True)`."""
-    from tests.app_schemas import CONTACTS
-    from tests.harness import SyncHarness
+    example `contacts` table, or on another app schema of tests/support/app_schemas.py when a test
+    is parametrised with one: `@pytest.mark.parametrize("sync", ALL_SCHEMAS, indirect=True)`."""
+    from tests.support.app_schemas import CONTACTS
+    from tests.support.harness import SyncHarness
 
     app = getattr(request, "param", CONTACTS)
     if app is CONTACTS:

@@ -4,7 +4,7 @@ depend on the app's columns)."""
 
 from __future__ import annotations
 
-from tests.harness import SyncHarness
+from tests.support.harness import SyncHarness
 
 
 def test_the_worker_role_expands_a_large_import_in_slices(

@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.harness import ENCRYPTION_KEY, SyncHarness
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 
 MCSYNC = [sys.executable, "-m", "mcsync.cli"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import SyncHarness, wait_until
+from tests.support.harness import SyncHarness, wait_until
 
 
 def test_a_pass_longer_than_the_lease_is_not_taken_over_by_another_worker(

@@ -1,7 +1,7 @@
 """The source mapping (mcsync.toml): parsed with errors that name the key, checked against the
 catalog at migrate (each kind of mistake is a clear error and changes nothing), and a change of
 it regenerates the triggers and queues a full sync that the mirror follows. The mirror contract
-itself runs against other schemas in tests/test_pipeline.py."""
+itself runs against other schemas in tests/e2e/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from mcsync.migrate import MigrationError, apply_migrations, migrations_script
 from mcsync.reconcile import request_sync_now, run_reconciliation
 from mcsync.source import DEFAULT_MAPPING, MappingError, load_mapping, parse_mapping
-from tests.app_schemas import CONTACTS, RENAMED_SOFT_DELETE, TAG_TABLE_BIRTHDAY
 from tests.conftest import AppTemplates, app_database
-from tests.harness import SyncHarness
+from tests.support.app_schemas import CONTACTS, RENAMED_SOFT_DELETE, TAG_TABLE_BIRTHDAY
+from tests.support.harness import SyncHarness
 
 
 def _rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -249,7 +249,7 @@ def test_soft_delete_archives_and_undelete_restores(soft_deleting: SyncHarness) 
 def test_rows_outside_the_filter_never_reach_mailchimp_not_even_by_sync_now(
     soft_deleting: SyncHarness,
 ) -> None:
-    from tests.web.conftest import web_settings
+    from tests.e2e.web.conftest import web_settings
 
     sync = soft_deleting
     user = sync.add_user(connect=False)

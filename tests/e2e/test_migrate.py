@@ -25,7 +25,7 @@ from mcsync.migrate import (
 )
 from mcsync.schema import SchemaNameError, render
 from tests.conftest import CONTACTS_DDL, create_process_logins
-from tests.harness import ENCRYPTION_KEY, SyncHarness, User
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness, User
 
 MCSYNC = [sys.executable, "-m", "mcsync.cli"]
 MCSYNC_TABLES = {

@@ -1,7 +1,7 @@
 """The mirror contract, end to end: real triggers, real NOTIFY, the real worker, the emulator.
 
-Every test runs against each app schema of tests/app_schemas.py: the example `contacts` table
-(the built-in mapping), renamed columns with soft deletes, and tags in a join table with an
+Every test runs against each app schema of tests/support/app_schemas.py: the example `contacts`
+table (the built-in mapping), renamed columns with soft deletes, and tags in a join table with an
 extra merge field; mcsync is installed on each by its mapping (mcsync.toml) alone."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from mcsync.mirror import subscriber_hash
-from tests.app_schemas import ALL_SCHEMAS
-from tests.harness import SyncHarness, wait_until
+from tests.support.app_schemas import ALL_SCHEMAS
+from tests.support.harness import SyncHarness, wait_until
 
 pytestmark = pytest.mark.parametrize(
     "sync", ALL_SCHEMAS, indirect=True, ids=[app.name for app in ALL_SCHEMAS]

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from mcsync.migrate import SQL_DIR
 from tests.conftest import WORKER_LOGIN, create_process_logins, login_url
-from tests.harness import SyncHarness
+from tests.support.harness import SyncHarness
 
 PUBLIC_ROLES = ("anon", "authenticated")
 SUPABASE_SETUP = """
@@ -212,7 +212,7 @@ def test_row_level_security_hides_every_row_even_from_a_role_granted_the_table(
 
 
 def _user(sync: SyncHarness, user_id: uuid.UUID) -> Any:
-    from tests.harness import User
+    from tests.support.harness import User
 
     account = sync.admin.create_account(
         dc="us1", account_name="Coach", audiences=[{"id": f"a{user_id.hex[:8]}", "name": "A"}]

@@ -17,7 +17,7 @@ from mcsync.emulator.state import subscriber_hash as emulated_hash
 from mcsync.mailchimp import client
 from mcsync.mirror import LedgerMember
 from mcsync.rows import ledger_from_row, ledger_to_row
-from tests.harness import SyncHarness
+from tests.support.harness import SyncHarness
 
 
 def test_subscriber_hash_is_the_md5_of_the_lowercased_address() -> None:

@@ -43,7 +43,7 @@ from mcsync.mirror import (
     subscriber_hash,
     tag_changes,
 )
-from tests.mirror_model import (
+from tests.model.mirror_model import (
     COMPLIANCE,
     STATEMENT_NAMES,
     Faults,

@@ -1,5 +1,5 @@
-"""The in-memory database of tests/mirror_model.py agrees with the real triggers (those `mcsync
-migrate` generates from the built-in source mapping, mcsync.source).
+"""The in-memory database of tests/model/mirror_model.py agrees with the real triggers (those
+`mcsync migrate` generates from the built-in source mapping, mcsync.source).
 
 The model-based tests trust `MemoryDatabase` to queue what Postgres queues when the app writes
 `contacts`. Here the same scripts of inserts, updates (synced columns or not) and deletes run
@@ -16,8 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mcsync.mirror import Contact
-from tests.harness import SyncHarness
-from tests.mirror_model import CIPHER, ConnectionRow, MemoryDatabase, contact_columns, person
+from tests.model.mirror_model import CIPHER, ConnectionRow, MemoryDatabase, contact_columns, person
+from tests.support.harness import SyncHarness
 
 EMAILS = ["ana@example.com", " Ana@Example.com", "ben@example.com", None, "not an address", ""]
 NAMES = ["Ana", "Ben", None, ""]

@@ -1,6 +1,6 @@
 """Apps whose contacts live in other schemas than the example `contacts` table, each with the
 source mapping (mcsync.toml) that installs mcsync on it. The end-to-end tests run the mirror
-contract against each (tests/test_pipeline.py), through `SyncHarness`, which writes a contact
+contract against each (tests/e2e/test_pipeline.py), through `SyncHarness`, which writes a contact
 the way that app would: its own column names, tags in its own place, deletes as it deletes."""
 
 from __future__ import annotations

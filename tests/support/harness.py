@@ -19,7 +19,7 @@ from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
 from mcsync.worker.runner import WorkerService, run_worker
-from tests.app_schemas import CONTACTS, AppSchema
+from tests.support.app_schemas import CONTACTS, AppSchema
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 

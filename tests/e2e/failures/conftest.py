@@ -21,7 +21,7 @@ from mcsync.embedded import database_url
 from mcsync.migrate import apply_migrations
 from mcsync.worker.health import PAUSED_NOTICE
 from tests.conftest import CONTACTS_DDL, create_process_logins
-from tests.harness import ENCRYPTION_KEY, SyncHarness
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 
 SCALE = 0.01  # every retry/probe/throttle delay shrunk a hundredfold
 NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."

@@ -9,8 +9,8 @@ from typing import Any
 
 from mcsync.mirror import Contact, desired_members
 from mcsync.rows import contact_from_row
-from tests.failures.conftest import RestartablePostgres, WorkerProcess, connection_of
-from tests.harness import SyncHarness, User, wait_until
+from tests.e2e.failures.conftest import RestartablePostgres, WorkerProcess, connection_of
+from tests.support.harness import SyncHarness, User, wait_until
 
 
 def contacts_of(h: SyncHarness, user: User) -> list[Contact]:

@@ -7,8 +7,8 @@ import uuid
 
 from mcsync.mirror import desired_members, normalize_email, subscriber_hash
 from mcsync.rows import contact_from_row
-from tests.failures.conftest import connection, settle
-from tests.harness import SyncHarness
+from tests.e2e.failures.conftest import connection, settle
+from tests.support.harness import SyncHarness
 
 
 def _rejection(h: SyncHarness, cid: uuid.UUID) -> dict[str, object]:

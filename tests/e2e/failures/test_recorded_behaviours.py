@@ -15,8 +15,8 @@ from mcsync.worker.account import AUDIENCE_RECHECK_SECONDS, AccountSettings, Acc
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import CAP_SECONDS, SIGNUP_LIMIT_RETRY_SECONDS
 from mcsync.worker.store import Account, WorkerStore
-from tests.failures.conftest import SCALE, connection, settle
-from tests.harness import SyncHarness
+from tests.e2e.failures.conftest import SCALE, connection, settle
+from tests.support.harness import SyncHarness
 
 
 def _deletes(h: SyncHarness, email: str) -> list[dict[str, object]]:

@@ -13,8 +13,8 @@ from mcsync.worker.backoff import (
     backoff_delay,
     throttle_delay,
 )
-from tests.failures.conftest import NOTICE, SCALE, connection, settle
-from tests.harness import SyncHarness, wait_until
+from tests.e2e.failures.conftest import NOTICE, SCALE, connection, settle
+from tests.support.harness import SyncHarness, wait_until
 
 # --- the schedule itself -----------------------------------------------------------------------
 

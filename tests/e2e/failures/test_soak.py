@@ -21,8 +21,8 @@ import pytest
 
 from mcsync.mirror import desired_members, normalize_email
 from mcsync.rows import contact_from_row
-from tests.failures.conftest import RestartablePostgres, WorkerProcess
-from tests.harness import SyncHarness, User, wait_until
+from tests.e2e.failures.conftest import RestartablePostgres, WorkerProcess
+from tests.support.harness import SyncHarness, User, wait_until
 
 SCALE = max(1, int(os.environ.get("MCSYNC_SOAK_SCALE", "1")))
 SEED = int(os.environ.get("MCSYNC_SOAK_SEED", "20260415"))

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcsync.cli import build_parser
-from tests.failures.conftest import NOTICE, settle
-from tests.harness import SyncHarness, wait_until
+from tests.e2e.failures.conftest import NOTICE, settle
+from tests.support.harness import SyncHarness, wait_until
 
 
 def test_status_json_and_table_show_state_notice_backlog_rejections_errors(

@@ -18,7 +18,7 @@ from mcsync.config import Settings
 from mcsync.web import create_app
 from mcsync.web.auth import make_user_token
 from tests.conftest import WEB_LOGIN, login_url
-from tests.harness import SyncHarness
+from tests.support.harness import SyncHarness
 
 JWT_SECRET = "test-jwt-secret-" + "s" * 32
 CLIENT_ID = "mcsync-test-client"

@@ -14,8 +14,7 @@ from mcsync.web import create_app
 from mcsync.web.app import ConfigError
 from mcsync.web.auth import Signer
 from mcsync.web.oauth import COOKIE, SECURE_COOKIE
-from tests.harness import wait_until
-from tests.web.conftest import (
+from tests.e2e.web.conftest import (
     APP_ORIGIN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -24,6 +23,7 @@ from tests.web.conftest import (
     query_params,
     web_settings,
 )
+from tests.support.harness import wait_until
 
 ROUTES = [
     ("GET", "/api/status"),

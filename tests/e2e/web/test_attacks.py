@@ -20,8 +20,8 @@ from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.mailchimp.endpoints import InvalidDataCenter, api_base, checked_dc
 from mcsync.reconcile import request_sync_now, run_reconciliation
 from mcsync.web import create_app
-from tests.harness import ENCRYPTION_KEY, SyncHarness
-from tests.web.conftest import WebHarness, web_settings
+from tests.e2e.web.conftest import WebHarness, web_settings
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 
 FORGED_DC_TEMPLATE = "http://{dc}.invalid/3.0"  # what the real template does: dc is the host
 

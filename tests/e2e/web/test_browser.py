@@ -30,7 +30,7 @@ import pytest
 from benchmarks.processes import stop_process
 
 from mcsync.web.auth import make_user_token
-from tests.harness import ENCRYPTION_KEY, SyncHarness, wait_until
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
 
 CHROMIUM = next(
     (
@@ -51,7 +51,7 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "browser"
 FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -27,10 +27,10 @@ from mcsync.reconcile import (
     run_reconciliation,
     stale_runs,
 )
-from tests.app_schemas import ALL_SCHEMAS
-from tests.harness import ENCRYPTION_KEY, SyncHarness, User
-from tests.mirror_model import person
-from tests.web.conftest import web_settings
+from tests.e2e.web.conftest import web_settings
+from tests.model.mirror_model import person
+from tests.support.app_schemas import ALL_SCHEMAS
+from tests.support.harness import ENCRYPTION_KEY, SyncHarness, User
 
 
 def _cli(sync: SyncHarness, *args: str) -> list[str]:

@@ -11,8 +11,8 @@ import pytest
 import structlog
 
 from mcsync.logging import configure_logging
-from tests.harness import wait_until
-from tests.web.conftest import WebHarness
+from tests.e2e.web.conftest import WebHarness
+from tests.support.harness import wait_until
 
 
 @pytest.fixture
