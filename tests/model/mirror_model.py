@@ -1,6 +1,6 @@
 """The real worker against the real emulator, with only the database modelled in memory.
 
-Model-based tests of the mirror (tests/test_mirror.py) drive random contact histories through:
+Model-based tests of the mirror (tests/model/test_mirror.py) drive random contact histories through:
 
 - Mailchimp: the project's emulator (`mcsync.emulator.app.create_app`), in-process through
   `httpx.ASGITransport`, reached by the real `MailchimpClient`. Mailchimp-side actions (a
@@ -16,9 +16,9 @@ Model-based tests of the mirror (tests/test_mirror.py) drive random contact hist
   worker sends (each handler documents the SQL it models) and the contacts triggers (those
   `mcsync migrate` generates from the built-in source mapping, mcsync.source). It is the only
   hand-written model here. A statement it does not model raises `NotImplementedError`, and
-  tests/test_mirror.py fingerprints the SQL of every statement it models, so a change in the
+  tests/model/test_mirror.py fingerprints the SQL of every statement it models, so a change in the
   worker's SQL fails loudly instead of silently diverging. Its triggers are checked against
-  the real ones: tests/test_model_conformance.py runs the same scripts of contact changes
+  the real ones: tests/model/test_model_conformance.py runs the same scripts of contact changes
   against the model and against the generated triggers on a real Postgres, and compares the
   queues.
 

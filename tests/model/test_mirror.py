@@ -2,7 +2,7 @@
 then properties: order independence of `desired_members`, and model-based tests that drive
 random contact histories through the real worker (plan_for, write-ahead, MemberApplier/apply_plans,
 collect_outcomes, WorkerStore) against the real Mailchimp emulator, with only the database
-modelled in memory (tests/mirror_model.py), checking the mirror invariants after every drain,
+modelled in memory (tests/model/mirror_model.py), checking the mirror invariants after every drain,
 also under injected faults (5xx, lost answers, dying workers).
 """
 
@@ -650,7 +650,7 @@ def _same_plan(a: Plan, b: Plan) -> bool:
 
 # --- the model-based test ---------------------------------------------------------------------
 #
-# tests/mirror_model.py: the real worker (AccountWorker.serve, WorkerStore, plan_for,
+# tests/model/mirror_model.py: the real worker (AccountWorker.serve, WorkerStore, plan_for,
 # write_ahead_ledger, MemberApplier, collect_outcomes) against the real emulator, with the
 # database modelled in memory. Invariants are checked on the emulator's own state.
 
