@@ -14,7 +14,9 @@ same run: the smallest size.
 Sizes: 10k/100k/1M (quick: 500/2,000); `--scale-sizes 10000,100000` or
 MCSYNC_BENCH_SCALE_SIZES overrides them. Each import has a time cap (1 h; quick 60 s;
 `--scale-cap-s` or MCSYNC_BENCH_SCALE_CAP_S): an import stopped by it is reported over the
-contacts drained by then, and not mirror-checked.
+contacts drained by then, and not mirror-checked. Also kept per size (JSON `series.tables`):
+each mcsync table's buffers read, HOT and other updates and dead rows over the import.
+`--profile` runs the worker under cProfile.
 """
 
 from __future__ import annotations
