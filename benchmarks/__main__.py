@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="run the bulk and backlog workers under cProfile (keeps .prof files; skews timings)",
+        help="run the bulk, backlog and scale workers under cProfile (keeps .prof files; "
+        "skews timings)",
     )
     parser.add_argument(
         "--scale-sizes",

@@ -14,7 +14,9 @@ same run: the smallest size.
 Sizes: 10k/100k/1M (quick: 500/2,000); `--scale-sizes 10000,100000` or
 MCSYNC_BENCH_SCALE_SIZES overrides them. Each import has a time cap (1 h; quick 60 s;
 `--scale-cap-s` or MCSYNC_BENCH_SCALE_CAP_S): an import stopped by it is reported over the
-contacts drained by then, and not mirror-checked.
+contacts drained by then, and not mirror-checked. Also kept per size (JSON `series.tables`):
+each mcsync table's buffers read, HOT and other updates and dead rows over the import.
+`--profile` runs the worker under cProfile.
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
     with ctx.dbs.scratch(f"scale_{n}") as url:
         with common.emulator() as emu:
             account = common.add_account(url, emu, f"scale-{n}")
-            with common.WorkerProcess(url, emu, ctx.workdir, label=f"scale-{n}") as worker:
+            profile = ctx.workdir / f"scale-{n}.prof" if ctx.profile else None
+            with common.WorkerProcess(
+                url, emu, ctx.workdir, label=f"scale-{n}", profile=profile
+            ) as worker:
                 worker.wait_started()
                 meter = common.cpu_meter(ctx, emu, [worker])
                 before = meter.snapshot()
@@ -89,6 +94,8 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
                 del members
             else:
                 common.log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
+        # After the worker stopped: its backends have exited, so their counters are flushed.
+        tables = table_activity(url)
     cpu_s = done.since(committed)
     seconds = finished - started
     return {
@@ -101,7 +108,32 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
         "insert_postgres_s": committed.since(before)["postgres"],
         "peak_rss_mb": peak_mb,
         "problems": problems,
+        "tables": tables,
+        "profile": str(profile) if profile else None,
     }
+
+
+# Per mcsync table, over the import (a fresh database, so the counters are the import's own):
+# buffers read (heap + index), row versions written, updates that were HOT, dead row versions
+# left. Where PostgreSQL's CPU goes, without pg_stat_statements (not in embedded pgserver).
+TABLE_ACTIVITY = """
+SELECT s.relname,
+       coalesce(io.heap_blks_hit, 0) + coalesce(io.heap_blks_read, 0),
+       coalesce(io.idx_blks_hit, 0) + coalesce(io.idx_blks_read, 0),
+       s.n_tup_ins, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del, s.n_dead_tup,
+       s.autovacuum_count
+  FROM pg_stat_user_tables s JOIN pg_statio_user_tables io USING (relid)
+ WHERE (s.schemaname = 'mcsync' AND s.relname LIKE 'mailchimp%%') OR s.relname = 'contacts'
+ ORDER BY 1
+"""
+
+
+def table_activity(url: str) -> dict[str, dict[str, int]]:
+    keys = ("heap_blks", "idx_blks", "ins", "upd", "hot_upd", "del", "dead", "autovacuums")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        rows = conn.execute(TABLE_ACTIVITY).fetchall()
+    return {r[0]: dict(zip(keys, (int(v) for v in r[1:]), strict=True)) for r in rows}
 
 
 def run(ctx: common.Context) -> common.ScenarioResult:
@@ -184,5 +216,9 @@ def run(ctx: common.Context) -> common.ScenarioResult:
         },
         "contacts_per_s": [round(r["rate"], 1) for r in runs],
         "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in runs],
+        "tables": {str(r["n"]): r["tables"] for r in runs},
     }
+    for r in runs:
+        if r["profile"]:
+            result.notes.append(f"cProfile of the worker, import of {r['n']:,}: {r['profile']}")
     return result

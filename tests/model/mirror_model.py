@@ -379,10 +379,15 @@ class MemoryDatabase:
         return [self._contact_row(c) for c in self.contacts.values() if c.id in ids]
 
     def sql_CONTACTS_BY_EMAIL(self, p: dict[str, Any]) -> list[dict[str, Any]]:
-        """WHERE mcsync.mcsync_email_key(email) = ANY(emails) (a NULL email matches nothing)."""
-        emails = set(p["emails"])
+        """mcsync.mcsync_email_key(email) is one of `emails` (a NULL email matches nothing);
+        a contact among `known` comes back as its id and known = true, the rest as NULL."""
+        emails, known = set(p["emails"]), set(p["known"])
         return [
-            self._contact_row(c) for c in self.contacts.values() if email_key(c.email) in emails
+            {"id": c.id, "known": True, "email": None, "merge_fields": None, "tags": None}
+            if c.id in known
+            else {**self._contact_row(c), "known": False}
+            for c in self.contacts.values()
+            if email_key(c.email) in emails
         ]
 
     def sql_LINKS_BY_CONTACT(self, p: dict[str, Any]) -> list[dict[str, Any]]:

@@ -209,8 +209,14 @@ class WorkerStore:
             emails |= {m.email for m in ledger.values()}
             emails |= {normalize_email(e.email) for e in events if e.email}
             lowered = sorted({e.lower() for e in emails if e})
-            await cur.execute(queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered})
-            sharing = [contact_from_row(r) for r in await cur.fetchall()]
+            by_id = {c.id: c for c in changed}
+            await cur.execute(
+                queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered, "known": list(by_id)}
+            )
+            sharing = [
+                by_id[r["id"]] if r["known"] else contact_from_row(r)
+                for r in await cur.fetchall()
+            ]
 
             hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
