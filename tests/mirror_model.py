@@ -99,7 +99,7 @@ STATEMENT_NAMES: dict[str, str] = {
 
 
 def person(
-    contact_id: UUID,
+    contact_id: UUID | int,
     email: str | None,
     first: str | None = None,
     last: str | None = None,
@@ -107,9 +107,10 @@ def person(
     tags: Sequence[str] = (),
 ) -> Contact:
     """A contact of the default mapping's table (first_name, last_name, phone as FNAME, LNAME,
-    PHONE), the way `contact_from_row` reads it."""
+    PHONE), the way `contact_from_row` reads it. An int id n stands for UUID(int=n)."""
     fields = (("FNAME", first), ("LNAME", last), ("PHONE", phone))
-    return Contact(contact_id, email, fields, tuple(tags))
+    key = UUID(int=contact_id) if isinstance(contact_id, int) else contact_id
+    return Contact(key, email, fields, tuple(tags))
 
 
 def contact_columns(c: Contact) -> dict[str, Any]:
@@ -492,10 +493,14 @@ class MemoryDatabase:
         self.work_writes += 1
         return len(ids)
 
-    def sql_DELETE_LINKS(self, p: dict[str, Any]) -> int:
-        gone = [i for i in p["ids"] if self.links.pop(_uuid(i), None) is not None]
+    def _delete_by_contact(self, table: dict[UUID, Any], ids: Sequence[Any]) -> int:
+        """DELETE ... WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s)."""
+        gone = [i for i in ids if table.pop(_uuid(i), None) is not None]
         self.work_writes += 1
         return len(gone)
+
+    def sql_DELETE_LINKS(self, p: dict[str, Any]) -> int:
+        return self._delete_by_contact(self.links, p["ids"])
 
     def sql_UPSERT_REJECTIONS(self, p: dict[str, Any]) -> int:
         rows = json.loads(p["rows"])
@@ -505,9 +510,7 @@ class MemoryDatabase:
         return len(rows)
 
     def sql_CLEAR_REJECTIONS(self, p: dict[str, Any]) -> int:
-        gone = [i for i in p["ids"] if self.rejections.pop(_uuid(i), None) is not None]
-        self.work_writes += 1
-        return len(gone)
+        return self._delete_by_contact(self.rejections, p["ids"])
 
     def sql_COMPLETE_EVENTS(self, p: dict[str, Any]) -> int:
         """Delete a row only if its version is still the one processed."""
@@ -937,6 +940,16 @@ class MailchimpSide(httpx.AsyncBaseTransport):
                 if before is None or before.status != "archived":
                     h.owned.add(now.contact_id)
                     h.tag(h.mcsync_tags, now.contact_id, item.get("tags") or [])
+                elif now.status != "archived":
+                    # Brought back by `status_if_new` (the emulator's batch_status_if_new_
+                    # unarchives): a status mcsync set, as surely as a PUT's `status`.
+                    h.owned.add(now.contact_id)
+                    h.tag(h.mcsync_tags, now.contact_id, item.get("tags") or [])
+                    h.status_changes.append(
+                        (hh, h.archived_by.pop(now.contact_id, None), before.status, now.status)
+                    )
+                    if before.effective_status in COMPLIANCE and now.status in ACTIVE:
+                        h.raised.append((hh, before.effective_status, now.status))
 
 
 # --- the world ---------------------------------------------------------------------------------
@@ -967,6 +980,7 @@ class World:
         max_passes: int = 1,
         max_in_flight: int = 4,
         batch_threshold: int = 1000,
+        unarchives: bool = False,
     ) -> None:
         self.double_optin = double_optin
         self.loop = asyncio.new_event_loop()
@@ -977,6 +991,8 @@ class World:
             "/accounts",
             {"access_token": TOKEN, "audiences": [{"id": AUDIENCE_ID, "name": "Audience"}]},
         )
+        # The unrecorded case (docs/emulator.md): does a batch status_if_new unarchive?
+        self._admin("POST", "/options", {"batch_status_if_new_unarchives": unarchives})
         self.db = MemoryDatabase(
             ConnectionRow(
                 user_id=USER_ID,

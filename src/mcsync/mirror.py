@@ -504,6 +504,11 @@ def write_ahead_ledger(
             op = pending.pop(0)
             if isinstance(op, UpsertMember):
                 touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+                if op.status is not None:
+                    # A restore may bring the member back with its answer lost: no longer
+                    # surely archived, but archived by mcsync if still so (archive_status kept),
+                    # so a later pass archives it again or restores it, never neither.
+                    out[op.email_hash] = replace(out[op.email_hash], archived=False)
             elif isinstance(op, UpdateTags):
                 base = ledger.get(op.email_hash)
                 email = out.get(op.email_hash) or base or plan.desired
