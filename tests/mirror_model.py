@@ -813,7 +813,6 @@ class MailchimpSide(httpx.AsyncBaseTransport):
         self.lost_rate = 0.0
         self.lost_rng = random.Random(0)
         self.lose: list[str] = []  # methods whose next answer is lost, in order
-        self.spare: tuple[str, ...] = ()  # methods whose answers lost_rate never drops
 
     def lose_next(self, method: str) -> None:
         """Lose the answer of the next `method` request (after Mailchimp applied it)."""
@@ -855,8 +854,7 @@ class MailchimpSide(httpx.AsyncBaseTransport):
             targeted = bool(self.lose) and self.lose[0] == request.method
             if targeted:
                 self.lose.pop(0)
-            drop = self.lost_rate and request.method not in self.spare
-            if targeted or (drop and self.lost_rng.random() < self.lost_rate):
+            if targeted or (self.lost_rate and self.lost_rng.random() < self.lost_rate):
                 self.history.lost += 1
                 raise httpx.ReadTimeout("the answer was lost", request=request)
         return response
@@ -963,7 +961,6 @@ class Faults:
     errors: float = 0.0
     lost: float = 0.0
     crashes: float = 0.0
-    spare: tuple[str, ...] = ()  # methods never faulted nor lost at random
 
 
 class World:
@@ -1179,7 +1176,7 @@ class World:
     def set_faults(self, faults: Faults) -> None:
         self.clear_faults()
         if faults.errors:
-            # The emulator's seeded faults, per method (but the spared ones): 500, 503, 504 (a
+            # The emulator's seeded faults, per method: 500, 503, 504 (a
             # hold of 0 s) and 429 (throttling holds back the whole account), tried in turn,
             # each at `share`, so one fires with probability `errors`.
             share = 1 - (1 - faults.errors) ** (1 / 4)
@@ -1191,15 +1188,12 @@ class World:
             ]
             first = True
             for method in ("GET", "PUT", "PATCH", "POST", "DELETE"):
-                if method in faults.spare:
-                    continue
                 for kind in kinds:
                     spec = {**kind, "rate": share, "method": method, "path_regex": "^/3\\.0/"}
                     if first:
                         spec["seed"], first = faults.seed, False
                     self._admin("POST", "/faults", spec)
         self.mailchimp.lost_rate = faults.lost
-        self.mailchimp.spare = faults.spare
         self.mailchimp.lost_rng = random.Random(faults.seed + 1)
         self.db.crash_rate = faults.crashes
         self.db.crash_rng = random.Random(faults.seed + 2)
