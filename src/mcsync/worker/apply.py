@@ -183,7 +183,8 @@ class MemberApplier:
         that could have set or removed them. Left in doubt, a tag mcsync never sent would later
         be made inactive, and a marketer's tag of the same name with it."""
         plan = outcome.plan
-        for email_hash in {plan.email_hash, plan.renamed_from} & set(self.written_ahead):
+        hashes = {plan.email_hash, *([plan.renamed_from] if plan.renamed_from else [])}
+        for email_hash in sorted(hashes & set(self.written_ahead)):
             entry = self.current(outcome, email_hash)
             if entry is None:
                 continue
