@@ -446,8 +446,10 @@ class MemberApplier:
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
     ) -> tuple[tuple[Op, ...], bool]:
         old = self.current(outcome, op.old_hash)
+        moving = [*old.tags, *old.maybe_tags] if old is not None else []
         try:
-            member = await self.gate.call(
+            member = await self._asking(
+                [(op.email_hash, moving)],
                 self.client.change_member_email,
                 self.list_id,
                 op.old_hash,
@@ -480,7 +482,7 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    self.record_member(outcome, op.email_hash, renamed, None, *_tags_of(old))
+                    self.record_member(outcome, op.email_hash, renamed, None, *_moved(old, ahead))
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
@@ -495,14 +497,7 @@ class MemberApplier:
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
         ahead = self.current(outcome, op.email_hash)
-        self.record_member(
-            outcome,
-            op.email_hash,
-            member,
-            desired_hash,
-            old.tags if old else (),
-            ahead.maybe_tags if ahead else (),
-        )
+        self.record_member(outcome, op.email_hash, member, desired_hash, *_moved(old, ahead))
         return (), False
 
     def _rename_did_not_happen(
@@ -555,6 +550,18 @@ def _invalid_outcome(
     outcome.failed(ContactLevelError("Invalid Resource", reason, kind="invalid", field=field))
     applier.forget_if_refused(outcome, plan.email_hash)
     return outcome
+
+
+def _moved(
+    old: LedgerMember | None, ahead: LedgerMember | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tags of a member renamed from `old`: the old member's, except those the tag changes
+    still to come put in doubt (the written-ahead entry `ahead`), which stay in doubt until
+    Mailchimp confirms them, like every tag of a call whose answer may be lost."""
+    tags, maybe = _tags_of(old)
+    doubt = ahead.maybe_tags if ahead is not None else ()
+    doubted = {t.casefold() for t in doubt}
+    return tuple(t for t in tags if t.casefold() not in doubted), (*maybe, *doubt)
 
 
 def _tags_for(op: Op, email_hash: str) -> bool:
