@@ -1126,6 +1126,40 @@ def test_tags_of_a_call_never_sent_are_not_in_doubt() -> None:
         check_invariants(world)
 
 
+def test_a_lost_email_change_answer_then_the_old_address_is_wanted_again() -> None:
+    """Found by the property test: the old member's ledger entry still said "synced" after an
+    email change whose answer was lost (the member was gone, renamed), so going back planned a
+    tags call alone, which Mailchimp answered 404."""
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann", tags=["vip"]))
+        world.drain()
+        world.update(contact(1, "eve@y.org", "Ann", tags=["vip", "lead"]))
+        world.mailchimp.lose_next("PATCH")
+        world.one_pass()  # ann renamed to eve, answer lost
+        assert h("ann@x.com") not in world.members
+        world.update(contact(1, "ann@x.com", "Ann", tags=["vip"]))
+        world.drain()
+        assert world.members[h("ann@x.com")].status == "subscribed"
+        check_invariants(world)
+
+
+def test_tags_an_email_change_brings_stay_in_doubt_until_confirmed() -> None:
+    """Found by the property test: after an email change, the tag call removing the old
+    member's tag lost its answer (it was applied), but the ledger said the tag was confirmed,
+    so when a contact wanted it again nothing re-sent it."""
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann", tags=["vip"]))
+        world.drain()
+        world.update(contact(1, "bob@x.com", "Ann", tags=[]))  # rename, then vip inactive
+        world.mailchimp.lose_next("POST")
+        world.one_pass()
+        assert "vip" not in world.tags_of(world.members[h("bob@x.com")])
+        world.update(contact(1, "bob@x.com", "Ann", tags=["vip"]))
+        world.drain()
+        assert "vip" in world.tags_of(world.members[h("bob@x.com")])
+        check_invariants(world)
+
+
 def test_a_failed_email_change_borrows_no_tags() -> None:
     with new_world() as world:
         world.add_elsewhere("ann@x.com", "subscribed", ["marketer"])  # tagged by hand

@@ -521,17 +521,19 @@ def write_ahead_ledger(
                     fields_change=False,
                 )
             elif isinstance(op, RenameMember):
-                # Owned from now on, but its tags stay the old member's until Mailchimp says
-                # whether the rename happened (the next pass asks again if the answer is lost).
-                # The old member's tags may move with it: in doubt on the new address until
-                # Mailchimp says whether the rename happened (a refused one settles them).
+                # Owned from now on, and the old member's tags may move with it: in doubt on the
+                # new address until Mailchimp says whether the rename happened (a refused one
+                # settles them; the next pass asks again if the answer is lost).
                 old = out.get(op.old_hash) or ledger.get(op.old_hash)
-                moving = [*old.tags, *old.maybe_tags] if old is not None else []
+                moving = clean_tags([*old.tags, *old.maybe_tags]) if old is not None else []
                 touch(op.email_hash, op.email, ledger.get(op.email_hash), moving)
                 out[op.email_hash] = replace(out[op.email_hash], pending_rename_from=op.old_hash)
-                # ...and the old address may be gone: if the answer is lost and a contact wants
-                # it again, its fields are sent (a PUT re-creates it), never tags alone.
+                # ...and the old address may be gone, tags and all: if the answer is lost and a
+                # contact wants it again, its fields and tags are sent again (a PUT re-creates
+                # it), never tags alone.
                 if old is not None:
-                    out[op.old_hash] = replace(old, fields_hash=None)
+                    out[op.old_hash] = replace(
+                        old, fields_hash=None, tags=(), maybe_tags=tuple(moving)
+                    )
                 pending.extend(op.on_conflict)
     return list(out.values())

@@ -446,10 +446,13 @@ class MemberApplier:
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
     ) -> tuple[tuple[Op, ...], bool]:
         old = self.current(outcome, op.old_hash)
-        moving = [*old.tags, *old.maybe_tags] if old is not None else []
+        # The old member's tags as they were before this pass (its written-ahead entry holds
+        # them all in doubt, in case the member is gone): these move with a rename.
+        before = self.ledger.get(op.old_hash)
+        moving = [*before.tags, *before.maybe_tags] if before is not None else []
         try:
             member = await self._asking(
-                [(op.email_hash, moving)],
+                [(op.email_hash, moving), (op.old_hash, moving)],
                 self.client.change_member_email,
                 self.list_id,
                 op.old_hash,
@@ -482,7 +485,8 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    self.record_member(outcome, op.email_hash, renamed, None, *_moved(old, ahead))
+                    moved = _moved(before, ahead)
+                    self.record_member(outcome, op.email_hash, renamed, None, *moved)
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
@@ -497,7 +501,7 @@ class MemberApplier:
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
         ahead = self.current(outcome, op.email_hash)
-        self.record_member(outcome, op.email_hash, member, desired_hash, *_moved(old, ahead))
+        self.record_member(outcome, op.email_hash, member, desired_hash, *_moved(before, ahead))
         return (), False
 
     def _rename_did_not_happen(
