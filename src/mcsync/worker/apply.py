@@ -485,8 +485,8 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    moved = _moved(before, ahead)
-                    self.record_member(outcome, op.email_hash, renamed, None, *moved)
+                    tags = _moved(before, ahead)
+                    self.record_member(outcome, op.email_hash, renamed, None, *tags)
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
