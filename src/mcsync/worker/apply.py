@@ -485,7 +485,7 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    tags = _moved(before, ahead)
+                    tags = _moved(plan, before, self.ledger.get(op.email_hash))
                     self.record_member(outcome, op.email_hash, renamed, None, *tags)
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
@@ -500,8 +500,8 @@ class MemberApplier:
             return op.on_missing, True
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        ahead = self.current(outcome, op.email_hash)
-        self.record_member(outcome, op.email_hash, member, desired_hash, *_moved(before, ahead))
+        tags = _moved(plan, before, self.ledger.get(op.email_hash))
+        self.record_member(outcome, op.email_hash, member, desired_hash, *tags)
         return (), False
 
     def _rename_did_not_happen(
@@ -557,15 +557,22 @@ def _invalid_outcome(
 
 
 def _moved(
-    old: LedgerMember | None, ahead: LedgerMember | None
+    plan: MemberPlan, old: LedgerMember | None, new: LedgerMember | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The tags of a member renamed from `old`: the old member's, except those the tag changes
-    still to come put in doubt (the written-ahead entry `ahead`), which stay in doubt until
-    Mailchimp confirms them, like every tag of a call whose answer may be lost."""
+    """The tags of a member renamed from `old` (its entry before the pass): the old member's,
+    except those the plan's tag calls still to come change, which stay in doubt until Mailchimp
+    confirms them (like every tag of a call whose answer may be lost), as do those in doubt
+    before on either address (`new`: the new address's entry before the pass)."""
     tags, maybe = _tags_of(old)
-    doubt = ahead.maybe_tags if ahead is not None else ()
-    doubted = {t.casefold() for t in doubt}
-    return tuple(t for t in tags if t.casefold() not in doubted), (*maybe, *doubt)
+    pending = [
+        t
+        for o in plan.ops
+        if isinstance(o, UpdateTags) and o.email_hash == plan.email_hash
+        for t in (*o.active, *o.inactive)
+    ]
+    doubted = {t.casefold() for t in pending}
+    kept = tuple(t for t in tags if t.casefold() not in doubted)
+    return kept, (*maybe, *(new.maybe_tags if new is not None else ()), *pending)
 
 
 def _tags_for(op: Op, email_hash: str) -> bool:
