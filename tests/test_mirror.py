@@ -116,6 +116,7 @@ def synced(
         tags=member.tags if tags is None else tuple(tags),
         status=status,
         archived=archived,
+        archive_status=status if archived else None,  # as mcsync's own archive notes it
     )
 
 
@@ -508,20 +509,20 @@ def test_deleted_contact_whose_member_is_already_archived_plans_nothing() -> Non
 
 
 @pytest.mark.parametrize(
-    ("ledger_status", "restore"),
+    ("archive_status", "restore"),
     [
         ("subscribed", "subscribed"),
         ("pending", "pending"),
         ("unsubscribed", None),
         ("cleaned", None),
         ("archived", None),  # archived by someone else when mcsync first met it
-        (None, None),
+        (None, None),  # not archived by mcsync: its ledger status (here subscribed) is no evidence
     ],
 )
-def test_readded_archived_member(ledger_status: str | None, restore: str | None) -> None:
+def test_readded_archived_member(archive_status: str | None, restore: str | None) -> None:
     old = contact(1, "ann@x.com", "Ann", tags=["vip"])
     new = contact(2, "ann@x.com", "Ann", tags=["vip"])
-    entry = replace(synced(old, archived=True), status=ledger_status)
+    entry = replace(synced(old, archived=True), archive_status=archive_status)
     p = plan(changed=[new], sharing=[new], ledger=[entry])
     # fields and tags unchanged: only the PUT (archived members always get one)
     assert ops(p) == {h("ann@x.com"): (upsert("ann@x.com", fields("Ann"), status=restore),)}
@@ -1157,6 +1158,25 @@ def test_tags_an_email_change_brings_stay_in_doubt_until_confirmed() -> None:
         world.update(contact(1, "bob@x.com", "Ann", tags=["vip"]))
         world.drain()
         assert "vip" in world.tags_of(world.members[h("bob@x.com")])
+        check_invariants(world)
+
+
+def test_a_member_mailchimp_would_not_archive_is_never_restored_after_a_hand_archive() -> None:
+    """Found by the property test (batch subscribe, hand archives, lost answers): a pending
+    member Mailchimp refused to archive kept its ledger status (the record keeps a status it is
+    not given), so after the person unsubscribed and a marketer archived it, the returning
+    contact "restored" it to pending: a raise. A restore comes only from `archive_status`."""
+    with new_world(WorkerShape(), double_optin=True) as world:
+        world.insert(contact(1, "cy@x.com", "Cy"))
+        world.drain()  # pending: never confirmed
+        world.delete(cid(1))
+        world.drain()  # 405: left pending, let go
+        world.unsubscribe("cy@x.com")
+        world.archive_by_hand("cy@x.com")
+        world.insert(contact(2, "cy@x.com", "Cy"))
+        world.drain()
+        assert world.members[h("cy@x.com")].status == "archived"
+        assert world.history.raised == [] and world.history.raise_attempts == []
         check_invariants(world)
 
 

@@ -278,8 +278,10 @@ def _upsert_ops(
     archived = ledger is not None and (ledger.archived or ledger.archive_status is not None)
     needs_put = ledger is None or archived or ledger.fields_hash != desired.fields_hash
     if needs_put:
-        # Restore a member mcsync archived to the status it had; never raise anyone's status.
-        before = (ledger.archive_status or ledger.status) if ledger is not None else None
+        # Restore a member mcsync archived to the status it had (`archive_status`, noted just
+        # before its archive), and only that: never raise anyone's status. The ledger's `status`
+        # may be stale (the record keeps a status it is not given), so it is no evidence.
+        before = ledger.archive_status if ledger is not None else None
         restore = before if archived and before in ACTIVE_STATUSES else None
         ops.append(
             UpsertMember(

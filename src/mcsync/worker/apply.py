@@ -425,8 +425,8 @@ class MemberApplier:
         An unconfirmed pending member receives nothing but its confirmation email; a cleaned one
         receives nothing at all."""
         if current is not None:
-            # No status either: a restore sends `archive_status or status`, and this member may
-            # be archived by hand later; a returning contact must never raise it.
+            # No archive_status: a restore sends only that, and this member may be archived by
+            # hand later; a returning contact must never raise it.
             outcome.ledger[op.email_hash] = replace(
                 current, archived=True, status=None, archive_status=None
             )
