@@ -278,8 +278,10 @@ def _upsert_ops(
     archived = ledger is not None and (ledger.archived or ledger.archive_status is not None)
     needs_put = ledger is None or archived or ledger.fields_hash != desired.fields_hash
     if needs_put:
-        # Restore a member mcsync archived to the status it had; never raise anyone's status.
-        before = (ledger.archive_status or ledger.status) if ledger is not None else None
+        # Restore a member mcsync archived to the status it had (`archive_status`, noted just
+        # before its archive), and only that: never raise anyone's status. The ledger's `status`
+        # may be stale (the record keeps a status it is not given), so it is no evidence.
+        before = ledger.archive_status if ledger is not None else None
         restore = before if archived and before in ACTIVE_STATUSES else None
         ops.append(
             UpsertMember(
@@ -504,6 +506,11 @@ def write_ahead_ledger(
             op = pending.pop(0)
             if isinstance(op, UpsertMember):
                 touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+                if op.status is not None:
+                    # A restore may bring the member back with its answer lost: no longer
+                    # surely archived, but archived by mcsync if still so (archive_status kept),
+                    # so a later pass archives it again or restores it, never neither.
+                    out[op.email_hash] = replace(out[op.email_hash], archived=False)
             elif isinstance(op, UpdateTags):
                 base = ledger.get(op.email_hash)
                 email = out.get(op.email_hash) or base or plan.desired
@@ -516,9 +523,19 @@ def write_ahead_ledger(
                     fields_change=False,
                 )
             elif isinstance(op, RenameMember):
-                # Owned from now on, but its tags stay the old member's until Mailchimp says
-                # whether the rename happened (the next pass asks again if the answer is lost).
-                touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+                # Owned from now on, and the old member's tags may move with it: in doubt on the
+                # new address until Mailchimp says whether the rename happened (a refused one
+                # settles them; the next pass asks again if the answer is lost).
+                old = out.get(op.old_hash) or ledger.get(op.old_hash)
+                moving = clean_tags([*old.tags, *old.maybe_tags]) if old is not None else []
+                touch(op.email_hash, op.email, ledger.get(op.email_hash), moving)
                 out[op.email_hash] = replace(out[op.email_hash], pending_rename_from=op.old_hash)
+                # ...and the old address may be gone, tags and all: if the answer is lost and a
+                # contact wants it again, its fields and tags are sent again (a PUT re-creates
+                # it), never tags alone.
+                if old is not None:
+                    out[op.old_hash] = replace(
+                        old, fields_hash=None, tags=(), maybe_tags=tuple(moving)
+                    )
                 pending.extend(op.on_conflict)
     return list(out.values())

@@ -99,7 +99,7 @@ STATEMENT_NAMES: dict[str, str] = {
 
 
 def person(
-    contact_id: UUID,
+    contact_id: UUID | int,
     email: str | None,
     first: str | None = None,
     last: str | None = None,
@@ -107,9 +107,10 @@ def person(
     tags: Sequence[str] = (),
 ) -> Contact:
     """A contact of the default mapping's table (first_name, last_name, phone as FNAME, LNAME,
-    PHONE), the way `contact_from_row` reads it."""
+    PHONE), the way `contact_from_row` reads it. An int id n stands for UUID(int=n)."""
     fields = (("FNAME", first), ("LNAME", last), ("PHONE", phone))
-    return Contact(contact_id, email, fields, tuple(tags))
+    key = UUID(int=contact_id) if isinstance(contact_id, int) else contact_id
+    return Contact(key, email, fields, tuple(tags))
 
 
 def contact_columns(c: Contact) -> dict[str, Any]:
@@ -497,10 +498,14 @@ class MemoryDatabase:
         self.work_writes += 1
         return len(ids)
 
-    def sql_DELETE_LINKS(self, p: dict[str, Any]) -> int:
-        gone = [i for i in p["ids"] if self.links.pop(_uuid(i), None) is not None]
+    def _delete_by_contact(self, table: dict[UUID, Any], ids: Sequence[Any]) -> int:
+        """DELETE ... WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s)."""
+        gone = [i for i in ids if table.pop(_uuid(i), None) is not None]
         self.work_writes += 1
         return len(gone)
+
+    def sql_DELETE_LINKS(self, p: dict[str, Any]) -> int:
+        return self._delete_by_contact(self.links, p["ids"])
 
     def sql_UPSERT_REJECTIONS(self, p: dict[str, Any]) -> int:
         rows = json.loads(p["rows"])
@@ -510,9 +515,7 @@ class MemoryDatabase:
         return len(rows)
 
     def sql_CLEAR_REJECTIONS(self, p: dict[str, Any]) -> int:
-        gone = [i for i in p["ids"] if self.rejections.pop(_uuid(i), None) is not None]
-        self.work_writes += 1
-        return len(gone)
+        return self._delete_by_contact(self.rejections, p["ids"])
 
     def sql_COMPLETE_EVENTS(self, p: dict[str, Any]) -> int:
         """Delete a row only if its version is still the one processed."""
@@ -815,7 +818,6 @@ class MailchimpSide(httpx.AsyncBaseTransport):
         self.lost_rate = 0.0
         self.lost_rng = random.Random(0)
         self.lose: list[str] = []  # methods whose next answer is lost, in order
-        self.spare: tuple[str, ...] = ()  # methods whose answers lost_rate never drops
 
     def lose_next(self, method: str) -> None:
         """Lose the answer of the next `method` request (after Mailchimp applied it)."""
@@ -857,8 +859,7 @@ class MailchimpSide(httpx.AsyncBaseTransport):
             targeted = bool(self.lose) and self.lose[0] == request.method
             if targeted:
                 self.lose.pop(0)
-            drop = self.lost_rate and request.method not in self.spare
-            if targeted or (drop and self.lost_rng.random() < self.lost_rate):
+            if targeted or (self.lost_rate and self.lost_rng.random() < self.lost_rate):
                 self.history.lost += 1
                 raise httpx.ReadTimeout("the answer was lost", request=request)
         return response
@@ -942,6 +943,16 @@ class MailchimpSide(httpx.AsyncBaseTransport):
                 if before is None or before.status != "archived":
                     h.owned.add(now.contact_id)
                     h.tag(h.mcsync_tags, now.contact_id, item.get("tags") or [])
+                elif now.status != "archived":
+                    # Brought back by `status_if_new` (the emulator's batch_status_if_new_
+                    # unarchives): a status mcsync set, as surely as a PUT's `status`.
+                    h.owned.add(now.contact_id)
+                    h.tag(h.mcsync_tags, now.contact_id, item.get("tags") or [])
+                    h.status_changes.append(
+                        (hh, h.archived_by.pop(now.contact_id, None), before.status, now.status)
+                    )
+                    if before.effective_status in COMPLIANCE and now.status in ACTIVE:
+                        h.raised.append((hh, before.effective_status, now.status))
 
 
 # --- the world ---------------------------------------------------------------------------------
@@ -955,7 +966,6 @@ class Faults:
     errors: float = 0.0
     lost: float = 0.0
     crashes: float = 0.0
-    spare: tuple[str, ...] = ()  # methods never faulted nor lost at random
 
 
 class World:
@@ -972,6 +982,7 @@ class World:
         max_passes: int = 1,
         max_in_flight: int = 4,
         batch_threshold: int = 1000,
+        unarchives: bool = False,
     ) -> None:
         self.double_optin = double_optin
         self.loop = asyncio.new_event_loop()
@@ -982,6 +993,8 @@ class World:
             "/accounts",
             {"access_token": TOKEN, "audiences": [{"id": AUDIENCE_ID, "name": "Audience"}]},
         )
+        # The unrecorded case (docs/emulator.md): does a batch status_if_new unarchive?
+        self._admin("POST", "/options", {"batch_status_if_new_unarchives": unarchives})
         self.db = MemoryDatabase(
             ConnectionRow(
                 user_id=USER_ID,
@@ -1168,7 +1181,7 @@ class World:
     def set_faults(self, faults: Faults) -> None:
         self.clear_faults()
         if faults.errors:
-            # The emulator's seeded faults, per method (but the spared ones): 500, 503, 504 (a
+            # The emulator's seeded faults, per method: 500, 503, 504 (a
             # hold of 0 s) and 429 (throttling holds back the whole account), tried in turn,
             # each at `share`, so one fires with probability `errors`.
             share = 1 - (1 - faults.errors) ** (1 / 4)
@@ -1180,15 +1193,12 @@ class World:
             ]
             first = True
             for method in ("GET", "PUT", "PATCH", "POST", "DELETE"):
-                if method in faults.spare:
-                    continue
                 for kind in kinds:
                     spec = {**kind, "rate": share, "method": method, "path_regex": "^/3\\.0/"}
                     if first:
                         spec["seed"], first = faults.seed, False
                     self._admin("POST", "/faults", spec)
         self.mailchimp.lost_rate = faults.lost
-        self.mailchimp.spare = faults.spare
         self.mailchimp.lost_rng = random.Random(faults.seed + 1)
         self.db.crash_rate = faults.crashes
         self.db.crash_rng = random.Random(faults.seed + 2)

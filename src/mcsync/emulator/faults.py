@@ -25,13 +25,17 @@ class Fault:
     count: int | None = None  # fire for the next N matching requests, then disappear
     rate: float | None = None  # fire with this probability for each matching request
     bodiless: bool = False  # answer with an empty body (as Mailchimp's throttling 429/403 may)
+    # Only requests whose body contains this text (e.g. one member's address in a batch).
+    body_contains: str | None = None
     fired: int = 0
     _pattern: re.Pattern[str] | None = field(default=None, repr=False)
 
-    def matches(self, method: str, path: str, token: str | None) -> bool:
+    def matches(self, method: str, path: str, token: str | None, body: str = "") -> bool:
         if self.access_token is not None and token != self.access_token:
             return False
         if self.method is not None and method.upper() != self.method.upper():
+            return False
+        if self.body_contains is not None and self.body_contains not in body:
             return False
         return self._pattern is None or self._pattern.search(path) is not None
 
@@ -71,6 +75,9 @@ class Faults:
             pattern = re.compile(regex) if regex else None
         except re.error as exc:
             raise FaultError(f"bad path_regex: {exc}") from None
+        body_contains = spec.get("body_contains")
+        if body_contains is not None and not (isinstance(body_contains, str) and body_contains):
+            raise FaultError("body_contains must be a non-empty string")
         if spec.get("seed") is not None:
             self.seed(int(spec["seed"]))
         fault = Fault(
@@ -83,6 +90,7 @@ class Faults:
             count=count,
             rate=float(rate) if rate is not None else None,
             bodiless=bool(spec.get("bodiless", False)),
+            body_contains=body_contains,
             _pattern=pattern,
         )
         self.items.append(fault)
@@ -91,10 +99,11 @@ class Faults:
     def clear(self) -> None:
         self.items.clear()
 
-    def pick(self, method: str, path: str, token: str | None) -> Fault | None:
-        """The first fault that fires for this request (consuming one of its count)."""
+    def pick(self, method: str, path: str, token: str | None, body: str = "") -> Fault | None:
+        """The first fault that fires for this request (consuming one of its count); `body`
+        is the request's raw body, for `body_contains`."""
         for fault in list(self.items):
-            if not fault.matches(method, path, token):
+            if not fault.matches(method, path, token, body):
                 continue
             if fault.rate is not None and self.rng.random() >= fault.rate:
                 continue

@@ -125,7 +125,13 @@ async def _guarded(
     rid: str,
     batch: bool,
 ) -> Response:
-    fault = emu.faults.pick(request.method, request.url.path, token)
+    # The raw body only when a fault looks into bodies (Starlette keeps it for the handler).
+    text = ""
+    if request.method in ("POST", "PUT", "PATCH") and any(
+        f.body_contains for f in emu.faults.items
+    ):
+        text = (await request.body()).decode(errors="replace")
+    fault = emu.faults.pick(request.method, request.url.path, token, text)
     if fault is not None:
         if fault.timeout is not None:
             await asyncio.sleep(fault.timeout)  # holds the connection slot, like Mailchimp

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, ParamSpec, TypeVar
 
+from mcsync.emails import subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.errors import (
@@ -140,14 +141,99 @@ class MemberApplier:
         # Records the status a member had just before mcsync archives it (see archive_status).
         self.before_archive = before_archive
         self.user_id = user_id
+        # Tag names (casefolded) per member that went out in a call this pass, whatever its
+        # answer: only these can have been set or removed by it (see `settle_unsent`).
+        self.asked: dict[str, set[str]] = {}
 
     async def get_member(self, email_hash: str) -> Member | None:
         return await self.gate.call(self.client.get_member, self.list_id, email_hash)
 
     async def batch_subscribe(self, members: Sequence[BatchMember]) -> BatchResult:
-        return await self.gate.call(
-            self.client.batch_subscribe, self.list_id, members, update_existing=True
+        sent = [(subscriber_hash(m.email_address), m.tags) for m in members]
+        return await self._asking(
+            sent, self.client.batch_subscribe, self.list_id, members, update_existing=True
         )
+
+    async def _asking(
+        self,
+        sent: Sequence[tuple[str, Sequence[str]]],
+        fn: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Call `fn` through the gate, noting the tags it asks for, as (member hash, names),
+        once the call has gone out, whatever its answer (a Deferred one never did)."""
+        try:
+            result = await self.gate.call(fn, *args, **kwargs)
+        except Deferred:
+            raise
+        except BaseException:
+            self._note_asked(sent)
+            raise
+        self._note_asked(sent)
+        return result
+
+    def _note_asked(self, sent: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for email_hash, names in sent:
+            self.asked.setdefault(email_hash, set()).update(n.casefold() for n in names)
+
+    def settle_unsent(self, outcome: MemberOutcome) -> None:
+        """Tags the written-ahead entry put in doubt for calls of this pass that never went out
+        (an earlier call failed, or the account stopped) are not in doubt: mcsync sent nothing
+        that could have set or removed them. Left in doubt, a tag mcsync never sent would later
+        be made inactive, and a marketer's tag of the same name with it."""
+        plan = outcome.plan
+        hashes = {plan.email_hash, *([plan.renamed_from] if plan.renamed_from else [])}
+        for email_hash in sorted(hashes & set(self.written_ahead)):
+            entry = self.current(outcome, email_hash)
+            if entry is None:
+                continue
+            before = self.ledger.get(email_hash)
+            doubted = {t.casefold() for t in (before.maybe_tags if before else ())}
+            asked = self.asked.get(email_hash, set())
+            unsent = {
+                t.casefold()
+                for t in entry.maybe_tags
+                if t.casefold() not in doubted and t.casefold() not in asked
+            }
+            if not unsent:
+                continue
+            # A removal never sent leaves the tag as confirmed as it was before the pass.
+            kept = [t for t in (before.tags if before else ()) if t.casefold() in unsent]
+            outcome.ledger[email_hash] = replace(
+                entry,
+                tags=tuple(clean_tags([*entry.tags, *kept])),
+                maybe_tags=tuple(t for t in entry.maybe_tags if t.casefold() not in unsent),
+            )
+
+    async def archived_hashes(self) -> set[str]:
+        """The audience's archived members (their hashes), read just before a batch subscribe.
+
+        Whether a batch `status_if_new` brings an archived member back is unrecorded (the
+        emulator's `batch_status_if_new_unarchives` plays both answers), so a member archived
+        by hand, which the ledger cannot know, is never sent through batch subscribe: only the
+        single path (a PUT without `status`, which leaves it archived) touches it."""
+        out: set[str] = set()
+        offset = 0
+        while True:
+            page = await self.gate.call(
+                self.client.list_members,
+                self.list_id,
+                count=1000,
+                offset=offset,
+                status="archived",
+                fields=["members.id"],
+            )
+            out |= {m.id for m in page.members}
+            offset += len(page.members)
+            if not page.members or offset >= page.total_items:
+                return out
+
+    def known_archived(self, email_hash: str) -> bool:
+        """The ledger says the member is archived, or mcsync may have just archived it (an
+        archive whose answer was lost, or one Mailchimp refused and mcsync let go)."""
+        entry = self.ledger.get(email_hash)
+        return entry is not None and (entry.archived or entry.archive_status is not None)
 
     # --- one member ---------------------------------------------------------------------
 
@@ -178,7 +264,9 @@ class MemberApplier:
         while ops:
             op = ops.pop(0)
             if isinstance(op, UpsertMember):
-                await self._upsert(op, plan, outcome)
+                if not await self._upsert(op, plan, outcome):
+                    # Archived by someone else, and left so: mcsync adds no tags to it either.
+                    ops = [o for o in ops if not _tags_for(o, op.email_hash)]
             elif isinstance(op, UpdateTags):
                 await self._tags(op, outcome)
             elif isinstance(op, ArchiveMember):
@@ -216,7 +304,8 @@ class MemberApplier:
             else None,
         )
 
-    async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> None:
+    async def _upsert(self, op: UpsertMember, plan: MemberPlan, outcome: MemberOutcome) -> bool:
+        """PUT the member; False if it is archived and stays so (nothing was applied)."""
         status = op.status
         if status is not None:
             # A restore sets a status, so first make sure the member really is archived: an
@@ -249,12 +338,21 @@ class MemberApplier:
             merge_fields.pop("PHONE")
             member = await send(merge_fields)
             outcome.warnings.append((f"PHONE not synced: {exc.reason}", "PHONE"))
-        previous = self.current(outcome, op.email_hash)
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        self.record_member(outcome, op.email_hash, member, desired_hash, *_tags_of(previous))
+        left_archived = member.status == "archived" and status is None
+        if left_archived:
+            # Mailchimp applied nothing to an archived member sent without a status: no tag the
+            # written-ahead entry put in doubt came near it, so only what was confirmed before
+            # this pass stays mcsync's (a marketer's tag of the same name is never taken).
+            tags = _tags_of(self.ledger.get(op.email_hash))
+        else:
+            tags = _tags_of(self.current(outcome, op.email_hash))
+        self.record_member(outcome, op.email_hash, member, desired_hash, *tags)
+        return not left_archived
 
     async def _tags(self, op: UpdateTags, outcome: MemberOutcome) -> None:
-        await self.gate.call(
+        await self._asking(
+            [(op.email_hash, [*op.active, *op.inactive])],
             self.client.update_member_tags,
             self.list_id,
             op.email_hash,
@@ -327,8 +425,8 @@ class MemberApplier:
         An unconfirmed pending member receives nothing but its confirmation email; a cleaned one
         receives nothing at all."""
         if current is not None:
-            # No status either: a restore sends `archive_status or status`, and this member may
-            # be archived by hand later; a returning contact must never raise it.
+            # No archive_status: a restore sends only that, and this member may be archived by
+            # hand later; a returning contact must never raise it.
             outcome.ledger[op.email_hash] = replace(
                 current, archived=True, status=None, archive_status=None
             )
@@ -348,8 +446,13 @@ class MemberApplier:
         self, op: RenameMember, plan: MemberPlan, outcome: MemberOutcome
     ) -> tuple[tuple[Op, ...], bool]:
         old = self.current(outcome, op.old_hash)
+        # The old member's tags as they were before this pass (its written-ahead entry holds
+        # them all in doubt, in case the member is gone): these move with a rename.
+        before = self.ledger.get(op.old_hash)
+        moving = [*before.tags, *before.maybe_tags] if before is not None else []
         try:
-            member = await self.gate.call(
+            member = await self._asking(
+                [(op.email_hash, moving), (op.old_hash, moving)],
                 self.client.change_member_email,
                 self.list_id,
                 op.old_hash,
@@ -382,7 +485,8 @@ class MemberApplier:
                 if renamed is not None:
                     # Our earlier rename happened; only its answer was lost. The old member's
                     # tags came along: re-send the fields, then the planned tag changes.
-                    self.record_member(outcome, op.email_hash, renamed, None, *_tags_of(old))
+                    tags = _moved(plan, before, self.ledger.get(op.email_hash))
+                    self.record_member(outcome, op.email_hash, renamed, None, *tags)
                     return tuple(o for o in op.on_missing if isinstance(o, UpsertMember)), False
             self._rename_did_not_happen(outcome, op, op.on_missing)
             return op.on_missing, True
@@ -396,15 +500,8 @@ class MemberApplier:
             return op.on_missing, True
         outcome.ledger[op.old_hash] = None
         desired_hash = plan.desired.fields_hash if plan.desired else None
-        ahead = self.current(outcome, op.email_hash)
-        self.record_member(
-            outcome,
-            op.email_hash,
-            member,
-            desired_hash,
-            old.tags if old else (),
-            ahead.maybe_tags if ahead else (),
-        )
+        tags = _moved(plan, before, self.ledger.get(op.email_hash))
+        self.record_member(outcome, op.email_hash, member, desired_hash, *tags)
         return (), False
 
     def _rename_did_not_happen(
@@ -457,6 +554,29 @@ def _invalid_outcome(
     outcome.failed(ContactLevelError("Invalid Resource", reason, kind="invalid", field=field))
     applier.forget_if_refused(outcome, plan.email_hash)
     return outcome
+
+
+def _moved(
+    plan: MemberPlan, old: LedgerMember | None, new: LedgerMember | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tags of a member renamed from `old` (its entry before the pass): the old member's,
+    except those the plan's tag calls still to come change, which stay in doubt until Mailchimp
+    confirms them (like every tag of a call whose answer may be lost), as do those in doubt
+    before on either address (`new`: the new address's entry before the pass)."""
+    tags, maybe = _tags_of(old)
+    pending = [
+        t
+        for o in plan.ops
+        if isinstance(o, UpdateTags) and o.email_hash == plan.email_hash
+        for t in (*o.active, *o.inactive)
+    ]
+    doubted = {t.casefold() for t in pending}
+    kept = tuple(t for t in tags if t.casefold() not in doubted)
+    return kept, (*maybe, *(new.maybe_tags if new is not None else ()), *pending)
+
+
+def _tags_for(op: Op, email_hash: str) -> bool:
+    return isinstance(op, UpdateTags) and op.email_hash == email_hash
 
 
 def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -658,9 +778,17 @@ async def apply_plans(
     """Apply every member plan of one account; returns one outcome per plan, in order."""
     work = [p for p in plans if p.ops]
     idle = [MemberOutcome(p) for p in plans if not p.ops]
-    batch = [p for p in work if _batchable(p)]
+    # Members that are or may be archived never go through batch subscribe (see
+    # `MemberApplier.archived_hashes`): those the ledger knows, then those Mailchimp lists.
+    batch = [p for p in work if _batchable(p) and not applier.known_archived(p.email_hash)]
     if len(batch) < batch_threshold:
         batch = []
+    if batch:
+        try:
+            archived = await applier.archived_hashes()
+        except (Deferred, MailchimpError):
+            archived = {p.email_hash for p in batch}  # unknown: every member goes singly
+        batch = [p for p in batch if p.email_hash not in archived]
     batch_ids = {id(p) for p in batch}
     singles = [p for p in work if id(p) not in batch_ids]
     chunks = [batch[i : i + BATCH_LIMIT] for i in range(0, len(batch), BATCH_LIMIT)]
@@ -672,4 +800,6 @@ async def apply_plans(
     for chunk_outcomes in batched:
         out.extend(chunk_outcomes)
     out.extend(single)
+    for outcome in out:
+        applier.settle_unsent(outcome)
     return out

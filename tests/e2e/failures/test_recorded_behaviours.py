@@ -133,6 +133,36 @@ def test_a_member_whose_payload_mailchimp_would_refuse_never_fails_the_batch(
     assert [c for c in fast.api_calls() if c["status"] == 400] == []  # never sent
 
 
+def test_a_whole_batch_400_is_split_until_the_bad_member_is_alone_and_the_rest_synced(
+    fast: SyncHarness,
+) -> None:
+    """Mailchimp refuses a whole batch subscribe for one member mcsync's pre-check cannot know is
+    bad (here the emulator refuses every request whose body names it): the worker splits the
+    batch until that member is alone, records it with Mailchimp's answer, syncs all the others,
+    and neither retries nor pauses."""
+    user = fast.add_user()
+    bad = "refused@coachmail.io"
+    fast.admin.add_fault(
+        status=400, method="POST", path_regex=r"/lists/[^/]+$", body_contains=bad
+    )
+    emails = [f"m{i}@coachmail.io" for i in range(24)]
+    emails.insert(11, bad)
+    ids = {email: fast.add_contact(user, email) for email in emails}
+    settle(fast)
+
+    batches = [c for c in fast.api_calls("POST") if str(c["path"]).endswith(user.audience_id)]
+    assert any(c["status"] == 400 for c in batches)  # it happened for real, as a whole
+    members = fast.members(user)
+    assert set(members) == set(emails) - {bad}
+    assert {m["status"] for m in members.values()} == {"subscribed"}
+    (rejection,) = fast.rejections()
+    assert rejection["contact_id"] == ids[bad] and rejection["severity"] == "error"
+    assert "Bad Request" in str(rejection["reason"])  # what Mailchimp answered, kept
+    assert fast.queue() == []
+    conn = connection(fast)
+    assert conn["sync_status"] == "active" and conn["consecutive_failures"] == 0
+
+
 def test_truncate_contacts_archives_every_member_mcsync_owns_and_nothing_else(
     fast: SyncHarness,
 ) -> None:

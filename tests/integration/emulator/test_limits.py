@@ -103,6 +103,18 @@ def test_fault_bodiless_403_and_clear(emu: EmulatorHandle, api: httpx.Client) ->
     assert api.get("/ping").status_code == 200
 
 
+def test_fault_by_body_content(emu: EmulatorHandle, api: httpx.Client) -> None:
+    emu.admin.add_fault(status=400, method="POST", body_contains="bad@x.com")
+    members = f"/lists/{PLAIN}/members"
+    ok = {"email_address": "ok@x.com", "status": "subscribed"}
+    assert api.post(members, json=ok).status_code == 200
+    bad = {"email_address": "bad@x.com", "status": "subscribed"}
+    r = api.post(members, json=bad)
+    assert r.status_code == 400 and api.get(f"{members}/bad@x.com").status_code == 404
+    with pytest.raises(RuntimeError, match="body_contains"):
+        emu.admin.add_fault(status=400, body_contains="")
+
+
 def _pattern(emu: EmulatorHandle, api: httpx.Client, seed: int) -> list[int]:
     emu.admin.add_fault(status=429, rate=0.3, seed=seed)
     codes = [api.get("/ping").status_code for _ in range(60)]
