@@ -124,19 +124,27 @@ class WorkerStore:
         self.lease_seconds = lease_seconds
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _connection(
+        self, *, housekeeping: bool = False
+    ) -> AsyncIterator[AsyncConnection[Any]]:
         """A pooled connection, admitted by the lanes when there are any (see
-        mcsync.worker.lanes: an import's passes never hold up other accounts' edits)."""
+        mcsync.worker.lanes: an import's passes never hold up other accounts' edits;
+        `housekeeping`: not an edit's statement, see `Lanes.turn`)."""
         if self.lanes is None:
             async with self.pool.connection() as conn:
                 yield conn
             return
-        async with self.lanes.turn(), self.pool.connection() as conn:
+        async with self.lanes.turn(housekeeping=housekeeping), self.pool.connection() as conn:
             yield conn
 
-    async def _lease(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+    async def _lease(
+        self, statement: str, *, housekeeping: bool = False, **params: Any
+    ) -> list[dict[str, Any]]:
         """Run a claiming statement in this worker's name; the rows it leased."""
-        async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with (
+            self._connection(housekeeping=housekeeping) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(
                 statement, {"owner": self.owner, "lease_seconds": self.lease_seconds, **params}
             )
@@ -145,12 +153,14 @@ class WorkerStore:
     async def claim_accounts(self, limit: int, busy: Iterable[UUID]) -> list[Account]:
         """Lease up to `limit` accounts with due work (or a due probe), leaving out `busy`
         (this worker serves them already)."""
-        rows = await self._lease(queries.CLAIM_ACCOUNTS, limit=limit, busy=list(busy))
+        rows = await self._lease(
+            queries.CLAIM_ACCOUNTS, housekeeping=True, limit=limit, busy=list(busy)
+        )
         return [Account.from_row(r) for r in rows]
 
     async def renew_account(self, user_id: UUID) -> bool:
         """Extend the leases; False when this worker no longer holds the account."""
-        async with self._connection() as conn:
+        async with self._connection(housekeeping=True) as conn:
             cur = await conn.execute(
                 queries.RENEW_ACCOUNT_LEASE,
                 {"user_id": user_id, "owner": self.owner, "lease_seconds": self.lease_seconds},
