@@ -26,7 +26,7 @@ from mcsync.worker.backoff import Backoff
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.listener import Listener
 from mcsync.worker.metrics import Metrics, MetricsServer
-from mcsync.worker.store import WorkerStore, configure_connection
+from mcsync.worker.store import WorkerStore, check_connection, configure_connection
 
 log = get_logger("mcsync.worker")
 
@@ -207,7 +207,7 @@ class WorkerService:
                 kwargs={"autocommit": True, "prepare_threshold": None},
                 configure=configure_connection,
                 # After a Postgres restart, pooled connections are dead: test before lending.
-                check=AsyncConnectionPool.check_connection,
+                check=check_connection,
                 open=False,
             ) as pool,
             httpx.AsyncClient(limits=limits, timeout=s.mcsync_http_timeout) as http,
