@@ -65,6 +65,12 @@ class LedgerMember:
     # An email change from this hash may have turned the member into this one (answer lost).
     pending_rename_from: str | None = None
 
+    @property
+    def maybe_archived(self) -> bool:
+        """Archived, or possibly archived by mcsync: an archive or a restore of ours whose
+        answer was lost keeps `archive_status` until an answer shows the member live."""
+        return self.archived or self.archive_status is not None
+
 
 @dataclass(frozen=True)
 class DesiredMember:
@@ -274,8 +280,7 @@ def _upsert_ops(
     tags_maybe_set: Sequence[str] = (),
 ) -> list[Op]:
     ops: list[Op] = []
-    # Archived, or an archive of ours whose answer was lost (archive_status noted, not confirmed).
-    archived = ledger is not None and (ledger.archived or ledger.archive_status is not None)
+    archived = ledger is not None and ledger.maybe_archived
     needs_put = ledger is None or archived or ledger.fields_hash != desired.fields_hash
     if needs_put:
         # Restore a member mcsync archived to the status it had (`archive_status`, noted just
@@ -398,7 +403,7 @@ def _renames(
             and old not in renames.values()
             and new not in renames
             and old_ledger is not None
-            and not old_ledger.archived
+            and not old_ledger.maybe_archived
             and (new_ledger is None or new_ledger.pending_rename_from == old)
         ):
             renames[new] = old

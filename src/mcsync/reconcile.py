@@ -131,7 +131,7 @@ def compare_member(member: Member, snap: Snapshot) -> list[Difference]:
     if member.status == "archived":
         # Archived by mcsync and wanted again: restore. Archived by someone else: mcsync never
         # raises a member's status, so that is not drift.
-        if entry is not None and entry.archived:
+        if entry is not None and entry.maybe_archived:
             return [
                 Difference(
                     "restore",

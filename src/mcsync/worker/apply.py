@@ -233,7 +233,7 @@ class MemberApplier:
         """The ledger says the member is archived, or mcsync may have just archived it (an
         archive whose answer was lost, or one Mailchimp refused and mcsync let go)."""
         entry = self.ledger.get(email_hash)
-        return entry is not None and (entry.archived or entry.archive_status is not None)
+        return entry is not None and entry.maybe_archived
 
     # --- one member ---------------------------------------------------------------------
 
