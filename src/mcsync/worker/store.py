@@ -51,8 +51,10 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
     partition) passes, and its statement fails as it would have after the check."""
     if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("connection is closed")
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if readable:
+    # poll, not select: select refuses descriptors >= 1024 (a worker with many sockets open).
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 
