@@ -314,7 +314,9 @@ def _oauth_state(claims: dict[str, Any]) -> OAuthState:
     )
 
 
-def make_user_token(secret: str, user_id: UUID | str, *, ttl: float = 3600) -> str:
+def make_user_token(
+    secret: str, user_id: UUID | str, *, ttl: float = 3600, issuer: str = ""
+) -> str:
     """An app-style user JWT signed with a legacy HS256 secret, carrying the claims a Supabase
     access token has (the local demo page, operators poking the API by hand). Tests mint
     ES256 tokens from a JWKS of their own: tests/support/tokens.py."""
@@ -326,5 +328,6 @@ def make_user_token(secret: str, user_id: UUID | str, *, ttl: float = 3600) -> s
         "aud": AUTHENTICATED,
         "role": AUTHENTICATED,
         "is_anonymous": False,
+        **({"iss": issuer} if issuer else {}),
     }
     return jwt.encode(claims, secret, algorithm=LEGACY_ALGORITHM)

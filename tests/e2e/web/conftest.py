@@ -21,7 +21,7 @@ from mcsync.config import Settings
 from mcsync.web import create_app
 from tests.conftest import WEB_LOGIN, login_url
 from tests.support.harness import SyncHarness
-from tests.support.tokens import default_issuer
+from tests.support.tokens import TokenIssuer, default_issuer
 
 CLIENT_ID = "mcsync-test-client"
 CLIENT_SECRET = "mcsync-test-client-secret"
@@ -121,10 +121,13 @@ class WebHarness:
         return {m["email_address"].lower(): m for m in self.admin.members(audience_id)}
 
 
-def web_settings(sync: SyncHarness, **overrides: Any) -> Settings:
+def web_settings(
+    sync: SyncHarness, *, tokens: TokenIssuer | None = None, **overrides: Any
+) -> Settings:
     """`mcsync web`'s settings, connecting as the web login (sql/grants.sql's mcsync_web), and
-    verifying users against the shared test issuer's JWKS (no JWT secret)."""
-    issuer = default_issuer()
+    verifying users against the JWKS of `tokens` (the shared test issuer by default) with no
+    JWT secret."""
+    issuer = tokens or default_issuer()
     values = {
         **sync.settings.model_dump(),
         "database_url": login_url(sync.db_url, WEB_LOGIN),

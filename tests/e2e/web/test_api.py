@@ -274,7 +274,8 @@ def test_begin_answers_only_the_apps_own_page(web: WebHarness) -> None:
         assert "wasn't started from the app" in r.text
         assert "set-cookie" not in r.headers and COOKIE not in web.client.cookies
     assert web.client.get("/oauth/begin", params={"state": started["state"]}).status_code == 405
-    for state in ("", "garbage", StateSigner.from_settings(web.settings).make_state(user, ttl=-120)):
+    stale = StateSigner.from_settings(web.settings).make_state(user, ttl=-120)
+    for state in ("", "garbage", stale):
         r = web.begin({**started, "state": state})
         assert r.status_code == 400 and "expired or was already used" in r.text
         assert "set-cookie" not in r.headers
@@ -427,7 +428,7 @@ def test_the_widget_is_served(web: WebHarness) -> None:
 def test_the_app_refuses_to_start_without_a_key_or_a_way_to_verify_users(web: WebHarness) -> None:
     with pytest.raises(EncryptionKeyError, match=r"Fernet\.generate_key"):
         create_app(web_settings(web.sync, mcsync_encryption_keys=""))
-    with pytest.raises(ConfigError, match="MCSYNC_JWKS_URL .*MCSYNC_JWT_SECRET"):
+    with pytest.raises(ConfigError, match=r"MCSYNC_JWKS_URL .*MCSYNC_JWT_SECRET"):
         create_app(web_settings(web.sync, mcsync_jwks_url="", mcsync_jwt_secret=""))
     with pytest.raises(ConfigError, match="https"):
         create_app(web_settings(web.sync, mcsync_jwks_url="http://auth.example.com/jwks.json"))
