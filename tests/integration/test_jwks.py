@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from structlog.testing import capture_logs
 
 from mcsync.web.auth import AuthError, TokenVerifier, VerifierUnavailable, make_user_token
 from mcsync.web.jwks import JwksKeys, check_jwks_url
+from tests.support.harness import wait_until
 from tests.support.tokens import TokenIssuer, new_key
 
 LEGACY_SECRET = "legacy-jwt-secret-" + "x" * 32
@@ -234,6 +236,27 @@ def test_an_unreachable_jwks_is_logged_once_and_known_keys_keep_working(
     [outage] = [e for e in logs if e["event"] == "jwks_unavailable"]
     assert outage["keys_kept"] == 1 and outage["url"] == issuer.jwks_url
     assert issuer.fetches <= 1 + 5 + 1  # one attempt per stale call, no more
+
+
+def test_a_slow_fetch_keeps_only_the_request_that_needs_it_waiting(
+    issuer: TokenIssuer, clock: Clock
+) -> None:
+    verifier = verifier_for(issuer, clock)
+    user = uuid.uuid4()
+    token = issuer.token(user, ttl=3600)
+    verifier.verify(token)
+
+    issuer.stall = threading.Event()
+    clock.now += LIFETIME  # the set is stale: the next request must fetch
+    fetching = threading.Thread(target=refused, args=(verifier, issuer.token(user, key=new_key())))
+    fetching.start()
+    wait_until(lambda: issuer.stalled == 1, timeout=5)
+    # While that fetch hangs, a request whose key is in hand is answered.
+    assert verifier.verify(token).user_id == user
+    assert fetching.is_alive()
+    issuer.stall.set()
+    fetching.join(timeout=10)
+    assert not fetching.is_alive()
 
 
 def test_a_jwks_never_reached_answers_unavailable_not_a_refusal(

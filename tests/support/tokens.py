@@ -72,11 +72,16 @@ class TokenIssuer:
         self.published: list[SigningKey] = [self.current]
         self.fetches = 0
         self.down = False  # while True, the JWKS answers 503 (an outage)
+        self.stall: threading.Event | None = None  # when given, answers wait for the event
+        self.stalled = 0  # requests that have waited (or are waiting) for `stall`
         self._lock = threading.Lock()
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if issuer.stall is not None:
+                    issuer.stalled += 1
+                    issuer.stall.wait(timeout=30)
                 with issuer._lock:
                     if self.path != JWKS_PATH:
                         self.send_error(404)

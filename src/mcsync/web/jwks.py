@@ -80,8 +80,9 @@ def _is_loopback(host: str) -> bool:
 
 
 class JwksKeys:
-    """The verification keys of one JWKS URL. Thread-safe; fetches block (call it off the
-    event loop: FastAPI runs sync dependencies in its thread pool)."""
+    """The verification keys of one JWKS URL. Thread-safe. A fetch blocks the request that
+    needs it (call `key` off the event loop: FastAPI runs sync dependencies in its thread pool);
+    while one is under way, requests whose key is in hand are answered without waiting."""
 
     def __init__(
         self,
@@ -102,7 +103,8 @@ class JwksKeys:
         self._lifetime = lifetime
         self._refetch_interval = refetch_interval
         self._clock = clock
-        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()  # the fields below
+        self._fetch_lock = threading.Lock()  # one fetch at a time
         self._keys: dict[str, VerificationKey] = {}
         self._fetched_at: float | None = None  # last good fetch
         self._attempted_at: float | None = None  # last fetch, good or not
@@ -112,14 +114,27 @@ class JwksKeys:
     def key(self, kid: str) -> VerificationKey:
         """The key named `kid`; UnknownKey if the set lacks it, KeysUnavailable if no set
         was ever fetched."""
-        with self._lock:
+        with self._state_lock:
+            known = self._keys.get(kid)
+            if known is not None and self._fresh(self._clock()):
+                return known
+        if known is not None:
+            # A stale set: refresh it, unless another request already is (the key in hand then
+            # serves this one, seconds past its lifetime at most).
+            if not self._fetch_lock.acquire(blocking=False):
+                return known
+        else:
+            self._fetch_lock.acquire()
+        try:
             now = self._clock()
-            if self._fetched_at is None or now - self._fetched_at >= self._lifetime:
+            if not self._fresh(now):
                 self._refresh(now)
+            if kid not in self._keys:
+                self._refresh(now)  # a key rotated in since the last fetch, or a made-up kid
+        finally:
+            self._fetch_lock.release()
+        with self._state_lock:
             found = self._keys.get(kid)
-            if found is None:
-                self._refresh(now)
-                found = self._keys.get(kid)
             if found is None and self._fetched_at is None:
                 raise KeysUnavailable(self.url)
         if found is None:
@@ -127,20 +142,23 @@ class JwksKeys:
         return found
 
     def refresh(self) -> bool:
-        """Fetch now (within the refetch interval: only if none was tried lately). True when
-        the set in hand is from a good fetch younger than one lifetime."""
-        with self._lock:
-            now = self._clock()
-            self._refresh(now)
-            return self._fetched_at is not None and now - self._fetched_at < self._lifetime
+        """Fetch now (unless one was tried within the refetch interval). True when the set in
+        hand is from a good fetch younger than one lifetime."""
+        with self._fetch_lock:
+            self._refresh(self._clock())
+        return self._fresh(self._clock())
 
     @property
     def kids(self) -> list[str]:
         """The kids of the usable keys in hand."""
-        with self._lock:
+        with self._state_lock:
             return sorted(self._keys)
 
+    def _fresh(self, now: float) -> bool:
+        return self._fetched_at is not None and now - self._fetched_at < self._lifetime
+
     def _refresh(self, now: float) -> None:
+        """Fetch the set, at most once per refetch interval (call with the fetch lock held)."""
         if self._attempted_at is not None and now - self._attempted_at < self._refetch_interval:
             return
         self._attempted_at = now
@@ -162,9 +180,10 @@ class JwksKeys:
             log.info("jwks_available", url=self.url, keys=len(keys))
         elif set(keys) != set(self._keys):
             log.info("jwks_keys", url=self.url, kids=sorted(keys))
-        self._failing = False
-        self._keys = keys
-        self._fetched_at = self._clock()
+        with self._state_lock:
+            self._failing = False
+            self._keys = keys
+            self._fetched_at = self._clock()
 
     def _fetch(self) -> dict[str, VerificationKey]:
         data = self._client.fetch_data()
