@@ -25,8 +25,31 @@ class Settings(BaseSettings):
     mailchimp_client_id: str = ""
     mailchimp_client_secret: str = ""
     mailchimp_redirect_uri: str = ""
-    mcsync_jwt_secret: str = ""
     mcsync_app_origin: str = ""
+
+    # Who the app's users are (mcsync.web.auth): its JWKS, its legacy shared secret, or both.
+    mcsync_jwks_url: str = Field(
+        default="", description="the app's JWKS (Supabase: <project>/auth/v1/.well-known/jwks.json)"
+    )
+    mcsync_jwt_secret: str = Field(default="", description="legacy HS256 secret of user JWTs")
+    mcsync_jwt_audience: str = Field(
+        default="authenticated", min_length=1, description="accepted `aud`, comma-separated"
+    )
+    mcsync_jwt_issuer: str = Field(default="", description="required `iss`, when set")
+    mcsync_jwt_allow_anonymous: bool = Field(
+        default=False, description="accept Supabase anonymous sign-ins (`is_anonymous: true`)"
+    )
+    mcsync_jwks_cache_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="how long a fetched JWKS is trusted"
+    )
+    mcsync_jwks_refetch_seconds: float = Field(
+        default=10.0, ge=0, le=600, description="least time between JWKS fetches on an unknown kid"
+    )
+    # mcsync's own secret for the OAuth state and the browser binding; derived from the
+    # encryption keys when unset (never from the app's JWT secret).
+    mcsync_state_secret: str = Field(
+        default="", description="secret(s) signing OAuth states, comma-separated, newest first"
+    )
 
     # Worker tuning
     mcsync_poll_interval: float = Field(default=2.0, description="seconds between polls")
@@ -54,6 +77,14 @@ class Settings(BaseSettings):
     @property
     def encryption_keys(self) -> list[str]:
         return [k.strip() for k in self.mcsync_encryption_keys.split(",") if k.strip()]
+
+    @property
+    def jwt_audiences(self) -> list[str]:
+        return [a.strip() for a in self.mcsync_jwt_audience.split(",") if a.strip()]
+
+    @property
+    def state_secrets(self) -> list[str]:
+        return [k.strip() for k in self.mcsync_state_secret.split(",") if k.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

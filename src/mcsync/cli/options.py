@@ -53,7 +53,26 @@ OPTIONS: dict[str, SettingOption] = {
         ),
         _option("--api-url", "mailchimp_api_url", "Mailchimp API base; {dc} is filled in"),
         _option("--login-url", "mailchimp_login_url", "Mailchimp OAuth base"),
-        _option("--jwt-secret", "mcsync_jwt_secret", "the secret the app signs user JWTs with"),
+        _option(
+            "--jwks-url",
+            "mcsync_jwks_url",
+            "the app's JWKS: https://<project-ref>.supabase.co/auth/v1/.well-known/jwks.json",
+        ),
+        _option(
+            "--jwt-secret", "mcsync_jwt_secret", "legacy: the HS256 secret of the app's user JWTs"
+        ),
+        _option(
+            "--jwt-audience",
+            "mcsync_jwt_audience",
+            "accepted aud of user JWTs, comma-separated",
+            default="authenticated",
+        ),
+        _option("--jwt-issuer", "mcsync_jwt_issuer", "required iss of user JWTs (off when unset)"),
+        _option(
+            "--state-secret",
+            "mcsync_state_secret",
+            "mcsync's own secret(s) for OAuth states, newest first (else derived from the keys)",
+        ),
         _option("--app-origin", "mcsync_app_origin", "origin(s) of the app that embeds the widget"),
         _option("--client-id", "mailchimp_client_id", "your registered Mailchimp app's id"),
         _option("--client-secret", "mailchimp_client_secret", "your Mailchimp app's secret"),

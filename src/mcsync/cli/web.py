@@ -25,7 +25,8 @@ from mcsync.crypto import EncryptionKeyError
 def cmd_web(args: argparse.Namespace) -> int:
     """Serve the OAuth popup flow, the settings JSON API and the widget (/static/mcsync.js).
 
-    Needs MCSYNC_JWT_SECRET, MCSYNC_APP_ORIGIN and your registered Mailchimp app
+    Needs the app's JWKS URL (MCSYNC_JWKS_URL; or, for a project still on the legacy shared
+    secret, MCSYNC_JWT_SECRET), MCSYNC_APP_ORIGIN and your registered Mailchimp app
     (MAILCHIMP_CLIENT_ID, MAILCHIMP_CLIENT_SECRET, MAILCHIMP_REDIRECT_URI) besides the database
     and encryption keys; it says which one is missing."""
     import uvicorn
@@ -126,7 +127,11 @@ COMMANDS = (
         settings=(
             *MAILCHIMP,
             "login_url",
+            "jwks_url",
             "jwt_secret",
+            "jwt_audience",
+            "jwt_issuer",
+            "state_secret",
             "app_origin",
             "client_id",
             "client_secret",

@@ -22,8 +22,8 @@ from mcsync.mailchimp.client import make_http_client
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.reconcile import SYNC_NOW_INTERVAL
 from mcsync.web import oauth, routes
-from mcsync.web.auth import Signer
-from mcsync.web.context import WebContext
+from mcsync.web.auth import StateSigner, TokenVerifier
+from mcsync.web.context import Unauthorized, WebContext
 from mcsync.web.runs import stop_all, sweep
 
 log = get_logger("mcsync.web")
@@ -41,12 +41,14 @@ def create_app(
     sync_now_interval: float = SYNC_NOW_INTERVAL,
     sweep_interval: float = 60.0,
 ) -> FastAPI:
-    """Refuses (ConfigError / EncryptionKeyError) without a database, key or JWT secret."""
+    """Refuses (ConfigError / EncryptionKeyError) without a database, an encryption key, or a
+    way to verify users (a JWKS URL or the legacy JWT secret)."""
     if not settings.database_url:
         raise ConfigError("set DATABASE_URL (or --database-url)")
     cipher = TokenCipher.from_setting(settings.mcsync_encryption_keys)
     try:
-        signer = Signer(settings.mcsync_jwt_secret)
+        verifier = TokenVerifier.from_settings(settings)
+        signer = StateSigner.from_settings(settings)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     pool = ConnectionPool(
@@ -55,6 +57,7 @@ def create_app(
     ctx = WebContext(
         settings=settings,
         cipher=cipher,
+        verifier=verifier,
         signer=signer,
         pool=pool,
         sync_now_interval=sync_now_interval,
@@ -64,6 +67,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=True, timeout=30)
+        log.info(
+            "web_auth",
+            jwks_url=verifier.jwks.url if verifier.jwks else None,
+            legacy_secret=bool(settings.mcsync_jwt_secret),
+            audiences=settings.jwt_audiences,
+            issuer=settings.mcsync_jwt_issuer or None,
+            allow_anonymous=settings.mcsync_jwt_allow_anonymous,
+            state_secret="dedicated" if settings.state_secrets else "derived",
+        )
+        if verifier.jwks is not None:
+            # Fetch the keys now (off the loop, not waited for): the first user is not kept
+            # waiting, and an unreachable JWKS shows in the log at start.
+            asyncio.get_running_loop().run_in_executor(None, verifier.jwks.refresh)
         ctx.http = make_http_client(settings.mcsync_http_timeout)
         sweeper = asyncio.get_running_loop().create_task(sweep(ctx))
         try:
@@ -101,6 +117,15 @@ def create_app(
         log.warning("connection_unusable", error=str(exc))
         return JSONResponse({"detail": routes.RECONNECT}, status_code=409)
 
+    async def unauthorized(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Unauthorized)
+        return JSONResponse(
+            {"detail": exc.detail, "reason": exc.reason},
+            status_code=401,
+            headers=exc.headers,
+        )
+
+    app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(InvalidDataCenter, unusable_connection)
     app.add_exception_handler(TokenBindingError, unusable_connection)
 

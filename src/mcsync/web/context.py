@@ -1,4 +1,4 @@
-"""What every route needs: settings, the token cipher, the JWT signer, Postgres and HTTP."""
+"""What every route needs: settings, the token cipher, who the caller is, Postgres and HTTP."""
 
 from __future__ import annotations
 
@@ -19,18 +19,21 @@ from starlette.concurrency import run_in_threadpool
 from mcsync.config import Settings
 from mcsync.connections import Connection
 from mcsync.crypto import TokenCipher
+from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.reconcile import SYNC_NOW_INTERVAL
-from mcsync.web.auth import AuthError, Signer
+from mcsync.web.auth import AuthError, StateSigner, TokenVerifier, UserClaims, VerifierUnavailable
 
 T = TypeVar("T")
+log = get_logger("mcsync.web")
 
 
 @dataclass
 class WebContext:
     settings: Settings
     cipher: TokenCipher
-    signer: Signer
+    verifier: TokenVerifier  # the app users' JWTs
+    signer: StateSigner  # mcsync's own OAuth states
     pool: ConnectionPool
     sync_now_interval: float = SYNC_NOW_INTERVAL
     sweep_interval: float = 60.0
@@ -66,24 +69,51 @@ def ctx_of(request: Request) -> WebContext:
     return ctx
 
 
-def current_user(request: Request) -> UUID:
-    """FastAPI dependency: the user id of a valid `Authorization: Bearer <jwt>`, else 401."""
+SIGN_IN_AGAIN = "Sign in again to manage email sync."
+
+
+class Unauthorized(HTTPException):
+    """A 401 whose body and `WWW-Authenticate` name only the kind of failure (`reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        challenge = (
+            "Bearer"
+            if reason == "missing"
+            else (f'Bearer error="invalid_token", error_description="{reason}"')
+        )
+        super().__init__(401, SIGN_IN_AGAIN, headers={"WWW-Authenticate": challenge})
+        self.reason = reason
+
+
+def verified_claims(request: Request) -> UserClaims:
+    """FastAPI dependency: the verified claims of `Authorization: Bearer <jwt>`; a 401
+    (Unauthorized) naming the kind of failure otherwise, or a 503 while the app's keys cannot
+    be fetched at all. Sync on purpose: a JWKS fetch blocks, so FastAPI runs this in its
+    thread pool."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(
-            401, "Sign in again to manage email sync.", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise Unauthorized("missing")
     try:
-        return ctx_of(request).signer.user_id(token.strip())
-    except AuthError:
+        return ctx_of(request).verifier.verify(token.strip())
+    except VerifierUnavailable:
+        log.warning("auth_unavailable", reason="keys_unavailable")
         raise HTTPException(
-            401,
-            "Sign in again to manage email sync.",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            503,
+            "Sign-in can't be checked right now. Please try again in a minute.",
+            headers={"Retry-After": "30"},
         ) from None
+    except AuthError as exc:
+        log.info("auth_refused", reason=exc.kind, path=request.url.path)
+        raise Unauthorized(exc.kind) from None
+
+
+def current_user(request: Request) -> UUID:
+    """FastAPI dependency: the user id of a valid `Authorization: Bearer <jwt>`, else 401."""
+    return verified_claims(request).user_id
 
 
 CurrentUser = Annotated[UUID, Depends(current_user)]
+VerifiedClaims = Annotated[UserClaims, Depends(verified_claims)]
 
 
 def connection_or_409(conn: psycopg.Connection[Any], user_id: UUID) -> Connection:

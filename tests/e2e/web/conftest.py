@@ -1,4 +1,7 @@
-"""The web side against real Postgres, the emulator as a real server and the real worker."""
+"""The web side against real Postgres, the emulator as a real server and the real worker.
+
+`mcsync web` is configured as on a Supabase project created today: users' ES256 access tokens,
+verified against a JWKS (tests/support/tokens.py serves one over real HTTP), no shared secret."""
 
 from __future__ import annotations
 
@@ -16,11 +19,10 @@ from psycopg.rows import dict_row
 
 from mcsync.config import Settings
 from mcsync.web import create_app
-from mcsync.web.auth import make_user_token
 from tests.conftest import WEB_LOGIN, login_url
 from tests.support.harness import SyncHarness
+from tests.support.tokens import TokenIssuer, default_issuer
 
-JWT_SECRET = "test-jwt-secret-" + "s" * 32
 CLIENT_ID = "mcsync-test-client"
 CLIENT_SECRET = "mcsync-test-client-secret"
 APP_ORIGIN = "http://app.example.test"
@@ -42,7 +44,7 @@ class WebHarness:
         self.admin = sync.admin
 
     def headers(self, user_id: uuid.UUID | str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {make_user_token(JWT_SECRET, user_id)}"}
+        return default_issuer().headers(user_id)
 
     def account(self, name: str, audiences: list[dict[str, Any]]) -> dict[str, Any]:
         return self.admin.create_account(dc="us7", account_name=name, audiences=audiences)
@@ -119,12 +121,19 @@ class WebHarness:
         return {m["email_address"].lower(): m for m in self.admin.members(audience_id)}
 
 
-def web_settings(sync: SyncHarness, **overrides: Any) -> Settings:
-    """`mcsync web`'s settings, connecting as the web login (sql/grants.sql's mcsync_web)."""
+def web_settings(
+    sync: SyncHarness, *, tokens: TokenIssuer | None = None, **overrides: Any
+) -> Settings:
+    """`mcsync web`'s settings, connecting as the web login (sql/grants.sql's mcsync_web), and
+    verifying users against the JWKS of `tokens` (the shared test issuer by default) with no
+    JWT secret."""
+    issuer = tokens or default_issuer()
     values = {
         **sync.settings.model_dump(),
         "database_url": login_url(sync.db_url, WEB_LOGIN),
-        "mcsync_jwt_secret": JWT_SECRET,
+        "mcsync_jwks_url": issuer.jwks_url,
+        "mcsync_jwt_issuer": issuer.issuer_url,
+        "mcsync_jwt_secret": "",
         "mailchimp_client_id": CLIENT_ID,
         "mailchimp_client_secret": CLIENT_SECRET,
         "mailchimp_redirect_uri": REDIRECT_URI,

@@ -12,18 +12,18 @@ from fastapi.testclient import TestClient
 from mcsync.crypto import EncryptionKeyError
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
-from mcsync.web.auth import Signer
+from mcsync.web.auth import StateSigner
 from mcsync.web.oauth import COOKIE, SECURE_COOKIE
 from tests.e2e.web.conftest import (
     APP_ORIGIN,
     CLIENT_ID,
     CLIENT_SECRET,
-    JWT_SECRET,
     WebHarness,
     query_params,
     web_settings,
 )
 from tests.support.harness import wait_until
+from tests.support.tokens import default_issuer, new_key
 
 ROUTES = [
     ("GET", "/api/status"),
@@ -42,31 +42,23 @@ def _coach_account(web: WebHarness) -> str:
 
 
 def _bad_tokens(user: uuid.UUID) -> dict[str, dict[str, str]]:
-    now = int(time.time())
+    """One of each kind (tests/e2e/web/test_tokens.py has the full set of attacks)."""
+    issuer = default_issuer()
     sub = str(user)
+    now = int(time.time())
+    bearer = {
+        "expired": issuer.token(user, exp=now - 3600),
+        "forged": issuer.token(user, key=new_key(), kid=issuer.current.kid),
+        "no exp": issuer.token(user, exp=None),
+        "alg none": jwt.encode(issuer.claims(user), None, algorithm="none"),
+        "sub not a user id": issuer.token(user, sub="admin"),
+        "anon role": issuer.token(user, role="anon"),
+        "garbage": "not.a.jwt",
+    }
     return {
         "missing": {},
-        "not bearer": {"Authorization": f"Basic {jwt.encode({'sub': sub}, JWT_SECRET)}"},
-        "expired": {
-            "Authorization": "Bearer "
-            + jwt.encode({"sub": sub, "exp": now - 3600}, JWT_SECRET, algorithm="HS256")
-        },
-        "forged": {
-            "Authorization": "Bearer "
-            + jwt.encode({"sub": sub, "exp": now + 3600}, "not-the-secret" * 4, algorithm="HS256")
-        },
-        "no exp": {
-            "Authorization": "Bearer " + jwt.encode({"sub": sub}, JWT_SECRET, algorithm="HS256")
-        },
-        "alg none": {
-            "Authorization": "Bearer "
-            + jwt.encode({"sub": sub, "exp": now + 3600}, None, algorithm="none")
-        },
-        "sub not a user id": {
-            "Authorization": "Bearer "
-            + jwt.encode({"sub": "admin", "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
-        },
-        "garbage": {"Authorization": "Bearer not.a.jwt"},
+        "not bearer": {"Authorization": f"Basic {issuer.token(sub)}"},
+        **{label: {"Authorization": f"Bearer {token}"} for label, token in bearer.items()},
     }
 
 
@@ -118,11 +110,9 @@ def test_a_forged_replayed_or_expired_state_is_refused_and_stores_nothing(
     callback = web.consent(user, _coach_account(web))
     code = query_params(callback)["code"]
 
-    forged = Signer("another-secret-" * 3).make_state(user)
-    expired = Signer(JWT_SECRET).make_state(user, ttl=-120)
-    login_token = jwt.encode(
-        {"sub": str(user), "exp": int(time.time()) + 60, "nonce": "x"}, JWT_SECRET, "HS256"
-    )
+    forged = StateSigner([b"another-secret-" * 3]).make_state(user)
+    expired = StateSigner.from_settings(web.settings).make_state(user, ttl=-120)
+    login_token = default_issuer().token(user, nonce="x")
     for state in (forged, expired, login_token, "", "garbage"):
         r = web.client.get("/oauth/callback", params={"code": code, "state": state})
         assert r.status_code == 400, state
@@ -284,7 +274,8 @@ def test_begin_answers_only_the_apps_own_page(web: WebHarness) -> None:
         assert "wasn't started from the app" in r.text
         assert "set-cookie" not in r.headers and COOKIE not in web.client.cookies
     assert web.client.get("/oauth/begin", params={"state": started["state"]}).status_code == 405
-    for state in ("", "garbage", Signer(JWT_SECRET).make_state(user, ttl=-120)):
+    stale = StateSigner.from_settings(web.settings).make_state(user, ttl=-120)
+    for state in ("", "garbage", stale):
         r = web.begin({**started, "state": state})
         assert r.status_code == 400 and "expired or was already used" in r.text
         assert "set-cookie" not in r.headers
@@ -434,8 +425,12 @@ def test_the_widget_is_served(web: WebHarness) -> None:
     assert "mcsync-settings" in r.text and "mcsync-notice" in r.text
 
 
-def test_the_app_refuses_to_start_without_a_key_or_a_jwt_secret(web: WebHarness) -> None:
+def test_the_app_refuses_to_start_without_a_key_or_a_way_to_verify_users(web: WebHarness) -> None:
     with pytest.raises(EncryptionKeyError, match=r"Fernet\.generate_key"):
         create_app(web_settings(web.sync, mcsync_encryption_keys=""))
-    with pytest.raises(ConfigError, match="MCSYNC_JWT_SECRET"):
-        create_app(web_settings(web.sync, mcsync_jwt_secret=""))
+    with pytest.raises(ConfigError, match=r"MCSYNC_JWKS_URL .*MCSYNC_JWT_SECRET"):
+        create_app(web_settings(web.sync, mcsync_jwks_url="", mcsync_jwt_secret=""))
+    with pytest.raises(ConfigError, match="https"):
+        create_app(web_settings(web.sync, mcsync_jwks_url="http://auth.example.com/jwks.json"))
+    with pytest.raises(ConfigError, match="32 characters"):
+        create_app(web_settings(web.sync, mcsync_state_secret="short"))

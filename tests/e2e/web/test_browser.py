@@ -1,7 +1,12 @@
 """The settings widget in headless Chromium, against real servers on loopback:
 
-`mcsync web` (a subprocess, as deployed), the worker (a background thread), the Mailchimp
-emulator (a background thread) and a tiny host page on another origin that embeds the widget.
+`mcsync web` (a subprocess, as deployed: configured with only the app's JWKS URL, no shared
+secret), the worker (a background thread), the Mailchimp emulator (a background thread), an
+auth server publishing its ES256 keys as a JWKS (tests/support/tokens.py) and a tiny host page
+on another origin that embeds the widget. The page's tokens live a few seconds, as Supabase's
+do (minutes there); its `getToken` fetches a fresh one when the one it holds expires, as
+supabase-js refreshes a session, so tokens expire mid-session, and the auth server rotates its
+signing key (and revokes the old one) while the page is open.
 
 connect through the emulator's consent popup -> pick one of two audiences -> contacts appear in
 the emulator -> Sync Now -> a second Sync Now is refused politely -> the account fails and the
@@ -20,17 +25,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+import jwt
 import pytest
 from benchmarks.processes import stop_process
 
-from mcsync.web.auth import make_user_token
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
+from tests.support.tokens import TokenIssuer
 
 CHROMIUM = next(
     (
@@ -61,7 +67,7 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-JWT_SECRET = "browser-test-jwt-secret-" + "b" * 24
+TOKEN_TTL = 6  # seconds: the page's tokens expire many times during the test
 CLIENT_ID, CLIENT_SECRET = "coach-app", "coach-app-secret"
 
 
@@ -85,23 +91,42 @@ main {{ display: flex; gap: 2rem; align-items: flex-start; }} aside {{ width: 22
     <p>Today's sessions: 3</p></aside>
 </main>
 <script>
-  // The app hands the widgets its user's JWT (a Supabase session's access token, say).
-  const jwt = "{jwt}";
+  // The app hands the widgets its user's JWT (a Supabase session's access token), refreshing
+  // it when it has expired, as supabase-js's getSession() does.
+  let jwt = "{jwt}";
+  const expiry = (t) => JSON.parse(atob(t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))).exp;
+  async function getToken() {{
+    if (expiry(jwt) - Date.now() / 1000 < 1) jwt = await (await fetch("/token")).text();
+    return jwt;
+  }}
   for (const el of document.querySelectorAll("mcsync-settings, mcsync-notice")) {{
-    el.getToken = async () => jwt;
+    el.getToken = getToken;
   }}
 </script>
 </body></html>"""
 
 
 class _HostPage(BaseHTTPRequestHandler):
+    """The app: its page, and `/token`, a fresh access token for the signed-in user (`mint`)."""
+
     body = b""
+    mint: ClassVar[Callable[[], str] | None] = None
+    minted: ClassVar[list[str]] = []  # the tokens `/token` handed out
 
     def do_GET(self) -> None:
+        if self.path == "/token" and type(self).mint is not None:
+            token = type(self).mint()  # type: ignore[misc]
+            type(self).minted.append(token)
+            self._answer(token.encode(), "text/plain")
+        else:
+            self._answer(self.body, "text/html; charset=utf-8")
+
+    def _answer(self, body: bytes, content_type: str) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(self.body)
+        self.wfile.write(body)
 
     def log_message(self, *args: Any) -> None:
         return None
@@ -109,7 +134,7 @@ class _HostPage(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def host_page() -> Iterator[tuple[str, type[_HostPage]]]:
-    handler = type("HostPage", (_HostPage,), {})
+    handler = type("HostPage", (_HostPage,), {"minted": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -118,8 +143,19 @@ def host_page() -> Iterator[tuple[str, type[_HostPage]]]:
 
 
 @pytest.fixture
-def web_server(db_url: str, emulator: Any, host_page: tuple[str, Any]) -> Iterator[str]:
-    """`mcsync web` as a subprocess, configured through the environment as in production."""
+def tokens() -> Iterator[TokenIssuer]:
+    """The app's auth server: ES256 access tokens and the JWKS that publishes their keys."""
+    issuer = TokenIssuer()
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture
+def web_server(
+    db_url: str, emulator: Any, host_page: tuple[str, Any], tokens: TokenIssuer
+) -> Iterator[str]:
+    """`mcsync web` as a subprocess, configured through the environment as in production: the
+    JWKS URL and issuer, no JWT secret (a short key cache, so a revocation shows quickly)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -131,7 +167,10 @@ def web_server(db_url: str, emulator: Any, host_page: tuple[str, Any]) -> Iterat
         "MAILCHIMP_CLIENT_ID": CLIENT_ID,
         "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
         "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
-        "MCSYNC_JWT_SECRET": JWT_SECRET,
+        "MCSYNC_JWKS_URL": tokens.jwks_url,
+        "MCSYNC_JWT_ISSUER": tokens.issuer_url,
+        "MCSYNC_JWKS_CACHE_SECONDS": "2",
+        "MCSYNC_JWKS_REFETCH_SECONDS": "0.5",
         "MCSYNC_APP_ORIGIN": host_page[0],
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -168,12 +207,23 @@ def web_server(db_url: str, emulator: Any, host_page: tuple[str, Any]) -> Iterat
             stop_process(proc, grace=10)
 
 
+def _kid(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+def _status(web_server: str, token: str) -> int:
+    """What `GET /api/status` answers this token."""
+    return httpx.get(
+        f"{web_server}/api/status", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
+
+
 def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
-    db_url: str, emulator: Any, host_page: tuple[str, Any], web_server: str
+    db_url: str, emulator: Any, host_page: tuple[str, Any], web_server: str, tokens: TokenIssuer
 ) -> None:
     sync = SyncHarness(db_url, emulator, mcsync_backoff_scale=0.01, mcsync_poll_interval=0.2)
     admin = sync.admin
@@ -194,7 +244,10 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             (user, first, email, ["client"]),
         )
     origin, handler = host_page
-    handler.body = HOST_PAGE.format(web=web_server, jwt=make_user_token(JWT_SECRET, user)).encode()
+    first_token = tokens.token(user, ttl=TOKEN_TTL)
+    handler.mint = lambda: tokens.token(user, ttl=TOKEN_TTL)
+    handler.body = HOST_PAGE.format(web=web_server, jwt=first_token).encode()
+    refused: list[str] = []  # any 401 mcsync gives the page
 
     def row(sql: str) -> list[dict[str, Any]]:
         return sync.execute(sql, (user,))
@@ -203,6 +256,12 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 720})
+            page.on(
+                "response",
+                lambda r: (
+                    refused.append(r.url) if r.status == 401 and web_server in r.url else None
+                ),
+            )
             page.goto(origin)
             settings = page.locator("mcsync-settings")
             notice = page.locator("mcsync-notice")
@@ -241,6 +300,12 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             settings.get_by_role("button", name="Use this audience").click()
             expect(settings.get_by_text('Connected to "Newsletter"')).to_be_visible()
 
+            # The auth server rotates its signing key while the page is open: the page's next
+            # fresh token carries a kid mcsync has not seen, and mcsync fetches it.
+            old_key = tokens.current
+            new_key = tokens.rotate()
+            fetches_before_rotation = tokens.fetches
+
             wait_until(lambda: len(admin.members("news")) == 3, timeout=30)
             assert {m["merge_fields"]["FNAME"] for m in admin.members("news")} == {
                 "Ana",
@@ -270,6 +335,15 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             expect(message).to_contain_text("already ran in the last hour")
             expect(message).to_contain_text("minutes")
             _shot(page, "05-sync-now-refused")
+
+            # The page has moved to the new key; the old one is revoked. Tokens it signed stop
+            # working within mcsync's key cache lifetime (2 s here); the page never notices.
+            wait_until(lambda: any(_kid(t) == new_key.kid for t in handler.minted), timeout=30)
+            wait_until(lambda: tokens.fetches > fetches_before_rotation, timeout=10)
+            time.sleep(1)  # the page's call with that token has landed
+            tokens.revoke(old_key)
+            stale = tokens.token(user, ttl=3600, key=old_key)
+            wait_until(lambda: _status(web_server, stale) == 401, timeout=10)
 
             # Mailchimp starts failing: the worker pauses the account, the notice appears.
             admin.add_fault(status=503)
@@ -318,10 +392,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             attacker = uuid.uuid4()
             started = httpx.post(
                 f"{web_server}/api/oauth/start",
-                headers={
-                    "Authorization": f"Bearer {make_user_token(JWT_SECRET, attacker)}",
-                    "Origin": origin,
-                },
+                headers={**tokens.headers(attacker), "Origin": origin},
             ).json()
             begun = httpx.post(
                 started["begin_url"], data={"state": started["state"]}, headers={"Origin": origin}
@@ -345,5 +416,12 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
         finally:
             browser.close()
 
+    # Tokens expired mid-session many times; getToken handed fresh ones and mcsync never
+    # answered the page 401. An expired token (past the 30 s clock-skew leeway) is refused, and
+    # so is the first one, its key revoked.
+    assert len(handler.minted) >= 3
+    assert refused == []
+    assert _status(web_server, tokens.token(user, ttl=-60)) == 401
+    assert _status(web_server, first_token) == 401
     # Nothing the web process logged carries the token.
     assert account["access_token"] not in (ARTIFACTS / "mcsync-web.log").read_text()
