@@ -98,13 +98,11 @@ def _member_body(
     return _o(props, required=required)
 
 
-_PERMISSIONS = Prop(
-    ("array",), items=_o({"marketing_permission_id": _s(), "enabled": _b()})
-)
+_PERMISSIONS = Prop(("array",), items=_o({"marketing_permission_id": _s(), "enabled": _b()}))
 _TAG_NAMES = Prop(("array",), items=_s())
 
-# Request bodies, by operation. PUT's required fields are waived for an existing member (see
-# body_of); everything else holds for every request.
+# Request bodies, by operation. PUT's required fields are waived for an existing member (a
+# listed departure: `check_body(..., waive_required=True)`); everything else always holds.
 BODIES: dict[str, Prop] = {
     "batch_subscribe": _o(
         {
@@ -117,6 +115,7 @@ BODIES: dict[str, Prop] = {
                         "status_if_new": _s(enum=WRITABLE, nullable=True),
                         "tags": Prop(("array",), items=_s(), nullable=True),
                     },
+                    # anyOf: `status` or `status_if_new` (listed so `status` is the one named)
                     required=(("status_if_new",), ("status",)),
                 ),
             ),
@@ -130,8 +129,8 @@ BODIES: dict[str, Prop] = {
         extra={"marketing_permissions": _PERMISSIONS, "tags": _TAG_NAMES},
         required=(("email_address", "status"),),
     ),
-    # oneOf [email_address + status_if_new] | [email_address + status]: read as anyOf (both
-    # statuses at once is the documented way to restore a status; see docs/emulator.md).
+    # oneOf [email_address + status_if_new] | [email_address + status], read as anyOf: both
+    # statuses at once are accepted by Mailchimp (a listed departure, see docs/emulator.md).
     "put_member": _member_body(
         WRITABLE,
         extra={

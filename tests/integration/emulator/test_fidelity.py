@@ -1,6 +1,7 @@
 """Behaviours recorded from real Mailchimp traffic (issue 13's table), one test group per row.
 
-The evidence for each rule is cited next to it in src/mcsync/emulator/rules.py and api.py.
+The evidence for each rule is cited next to it in src/mcsync/emulator/ (rules.py, refusals.py,
+batch.py, api.py).
 """
 
 from __future__ import annotations
