@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from . import rules
-from .errors import ApiError, glossary_error, not_found
+from . import batch as batches
+from . import described, rules
+from .errors import glossary_error, invalid, not_found
 from .gate import ApiCall, Handler, api_endpoint
 from .runtime import Emulator
-from .state import STATUSES, Member
+from .state import Member
 from .views import list_json, member_json, member_template, project, tag_json
 
 MAX_COUNT = 1000
@@ -28,15 +30,18 @@ def _no_content() -> Response:
 
 
 def _paging(call: ApiCall) -> tuple[int, int]:
-    q = call.request.query_params
-    try:
-        count, offset = int(q.get("count", "10")), int(q.get("offset", "0"))
-    except ValueError:
-        raise ApiError(400, "Invalid Resource", "count and offset must be integers.") from None
-    if count < 0 or offset < 0:
-        raise ApiError(400, "Invalid Resource", "count and offset must be >= 0.")
-    # Above the maximum Mailchimp serves 1000, it does not refuse: thorning/node-mailchimp#61
-    # (count 3000 -> 1000 records), brandonseydel/MailChimp.Net#414.
+    q = call.request.query_params  # integers already (described.check_query)
+    count, offset = int(q.get("count", "10")), int(q.get("offset", "0"))
+    negative = [
+        {"field": name, "message": "This value should be greater than or equal to 0."}
+        for name, value in (("count", count), ("offset", offset))
+        if value < 0
+    ]
+    if negative:
+        raise invalid(negative)
+    # Above the description's maximum (1000) Mailchimp serves 1000, it does not refuse (a
+    # listed waiver): thorning/node-mailchimp#61 (count 3000 -> 1000 records),
+    # brandonseydel/MailChimp.Net#414.
     return min(count, MAX_COUNT), offset
 
 
@@ -45,11 +50,13 @@ def _projected(call: ApiCall, body: dict[str, Any], template: dict[str, Any]) ->
     return _json(project(body, template, q.get("fields"), q.get("exclude_fields")))
 
 
-def _time(value: str) -> float:
+def _time(q: Mapping[str, str], name: str) -> float | None:
+    if name not in q:
+        return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(q[name].replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise ApiError(400, "Invalid Resource", f"Invalid date-time: {value}") from None
+        raise invalid([{"field": name, "message": f"Invalid date-time: {q[name]}"}]) from None
 
 
 async def ping(call: ApiCall) -> Response:
@@ -74,12 +81,14 @@ async def root(call: ApiCall) -> Response:
             "role": "owner",
             "member_since": a.member_since,
             "pricing_plan_type": "monthly",
-            "first_payment": "",
+            # Date-times by the description; a real value rather than "" (the emulator's
+            # accounts "paid" and "logged in" when they were created).
+            "first_payment": a.member_since,
             "account_timezone": "UTC",
             "account_industry": "",
             "contact": {"company": a.account_name},
             "pro_enabled": False,
-            "last_login": "",
+            "last_login": a.member_since,
             "total_subscribers": total,
             "industry_stats": {},
             "_links": [],
@@ -113,11 +122,8 @@ async def get_members(call: ApiCall) -> Response:
     audience = call.audience()
     count, offset = _paging(call)
     q = call.request.query_params
-    status = q.get("status")
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "Invalid Resource", f"Invalid status: {status}")
-    since = _time(q["since_last_changed"]) if "since_last_changed" in q else None
-    before = _time(q["before_last_changed"]) if "before_last_changed" in q else None
+    status = q.get("status")  # one of the description's statuses (described.check_query)
+    since, before = _time(q, "since_last_changed"), _time(q, "before_last_changed")
 
     def wanted(m: Member) -> bool:
         # Without a status filter archived members are left out (strict choice, unverified).
@@ -213,7 +219,7 @@ async def post_tags(call: ApiCall) -> Response:
 
 async def batch(call: ApiCall) -> Response:
     audience = call.audience()
-    new, updated, errors = rules.batch_subscribe(
+    new, updated, errors = batches.batch_subscribe(
         audience,
         call.body,
         skip_merge_validation=call.flag("skip_merge_validation"),
@@ -239,28 +245,52 @@ async def batch(call: ApiCall) -> Response:
     return _projected(call, body, template)
 
 
+def described_call(op: str, handler: Handler) -> Handler:
+    """`handler` behind the description's checks of its query and body (described.py).
+
+    PUT's required fields (the address and a status) are waived when the member exists: a
+    listed waiver, recorded by grouparoo/grouparoo (see rules.put_or_patch)."""
+
+    async def run(call: ApiCall) -> Response:
+        if "list_id" in call.request.path_params:
+            call.audience()  # an unknown audience is 404 whatever the request says
+        described.check_query(op, call.request.query_params)
+        waive = False
+        if op == "put_member":
+            waive = call.audience().find(call.request.path_params["key"]) is not None
+        described.check_body(op, call.body, waive_required=waive)
+        return await handler(call)
+
+    return run
+
+
 def api_routes(emu: Emulator) -> list[BaseRoute]:
     m = "/3.0/lists/{list_id}/members/{key}"
-    table: list[tuple[str, Handler, list[str], bool]] = [
-        ("/3.0/ping", ping, ["GET"], False),
-        ("/3.0/", root, ["GET"], False),
-        ("/3.0", root, ["GET"], False),
-        ("/3.0/lists", get_lists, ["GET"], False),
-        ("/3.0/lists/{list_id}", get_list, ["GET"], False),
-        ("/3.0/lists/{list_id}", batch, ["POST"], True),
-        ("/3.0/lists/{list_id}/members", get_members, ["GET"], False),
-        ("/3.0/lists/{list_id}/members", post_member, ["POST"], False),
-        (m, get_member, ["GET"], False),
-        (m, put_member, ["PUT"], False),
-        (m, patch_member, ["PATCH"], False),
-        (m, delete_member, ["DELETE"], False),
-        (m + "/tags", get_tags, ["GET"], False),
-        (m + "/tags", post_tags, ["POST"], False),
-        (m + "/actions/delete-permanent", delete_permanent, ["POST"], False),
+    # (path, operation as described.py names it, handler, method)
+    table: list[tuple[str, str, Handler, str]] = [
+        ("/3.0/ping", "ping", ping, "GET"),
+        ("/3.0/", "root", root, "GET"),
+        ("/3.0", "root", root, "GET"),
+        ("/3.0/lists", "get_lists", get_lists, "GET"),
+        ("/3.0/lists/{list_id}", "get_list", get_list, "GET"),
+        ("/3.0/lists/{list_id}", "batch_subscribe", batch, "POST"),
+        ("/3.0/lists/{list_id}/members", "get_members", get_members, "GET"),
+        ("/3.0/lists/{list_id}/members", "post_member", post_member, "POST"),
+        (m, "get_member", get_member, "GET"),
+        (m, "put_member", put_member, "PUT"),
+        (m, "patch_member", patch_member, "PATCH"),
+        (m, "delete_member", delete_member, "DELETE"),
+        (m + "/tags", "get_tags", get_tags, "GET"),
+        (m + "/tags", "post_tags", post_tags, "POST"),
+        (m + "/actions/delete-permanent", "delete_permanent", delete_permanent, "POST"),
     ]
     routes: list[BaseRoute] = [
-        Route(path, api_endpoint(emu, handler, batch=is_batch), methods=methods)
-        for path, handler, methods, is_batch in table
+        Route(
+            path,
+            api_endpoint(emu, described_call(op, handler), batch=op == "batch_subscribe"),
+            methods=[method],
+        )
+        for path, op, handler, method in table
     ]
 
     async def unknown(call: ApiCall) -> Response:

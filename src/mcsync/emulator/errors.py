@@ -81,7 +81,7 @@ class ApiError(Exception):
     """An error Mailchimp would answer with; raised by the rules, rendered by the API layer.
 
     `typed=False` leaves `type` out of the body, as real Mailchimp does for some titles (see
-    rules.py: Member Exists, Forgotten Email Not Subscribed, Member In Compliance State).
+    refusals.py: Member Exists, Forgotten Email Not Subscribed, Member In Compliance State).
     `headers` are added to the response (e.g. the `Allow` header of a 405).
     """
 

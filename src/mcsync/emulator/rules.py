@@ -1,50 +1,41 @@
-"""Mailchimp's member behaviours: upserts, email changes, archive, forget, tags, batch subscribe.
+"""Mailchimp's member behaviours: upserts, email changes, archive, forget, tags.
 
 Functions raise ApiError exactly where Mailchimp answers with an error and mutate state only
-after every check has passed, so a rejected request never half-applies.
+after every check has passed, so a rejected request never half-applies. The description's
+types, enums and required fields are checked before these run (described.py); what remains
+here are Mailchimp's data rules. Batch subscribe lives in batch.py, the refusals' wording and
+evidence in refusals.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from . import validation
+from .described import NOT_ACCEPTED, PATCH_WRITABLE, WRITABLE
 from .errors import ANY_OF, ApiError, invalid, not_found
-from .state import Audience, Member, subscriber_hash
+from .refusals import (
+    LABELS,
+    UNARCHIVABLE,
+    UNSUBSCRIBED_BY_ADMIN,
+    already_in_list,
+    cannot_archive,
+    compliance,
+    forgotten,
+    member_exists,
+    missing_status,
+    signup_refused,
+)
+from .state import Audience, Member, iso_now, subscriber_hash
 
-WRITABLE = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")
-PATCH_WRITABLE = ("subscribed", "unsubscribed", "cleaned", "pending")
+__all__ = ["PATCH_WRITABLE", "WRITABLE"]
+
 # Statuses a signup moves a person into (refused while Mailchimp limits their signups).
 SIGNUP_STATUSES = ("subscribed", "pending")
-# DELETE (archive) is refused for these. Recorded: grouparoo/grouparoo
-# plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js (3 recordings on
-# archived members) and .../fixtures/integration/mailchimpExportContacts.js,
-# mailchimpExportContactsById.js; pending and cleaned ("bounced") are named by the detail.
-UNARCHIVABLE = ("pending", "cleaned", "archived")
-CANNOT_ARCHIVE = (
-    "This list member cannot be removed. Can not archive a contact that is bounced, pending "
-    "or archived"
-)
-# Same recordings: the 405 carries "Allow: GET, PUT".
-CANNOT_ARCHIVE_HEADERS = {"Allow": "GET, PUT"}
-UNSUBSCRIBED_BY_ADMIN = "N/A (Unsubscribed by admin)"  # grouparoo exportRecord.js, PUT unsubscribed
-LABELS = {
-    "subscribed": "Subscribed",
-    "unsubscribed": "Unsubscribed",
-    "cleaned": "Cleaned",
-    "pending": "Pending",
-    "transactional": "Non-Subscribed",
-    "archived": "Archived",
-}
 MAX_TAG_LEN = 100
-BATCH_MAX = 500
-# Batch schema failures name the accepted values (brandonseydel/MailChimp.Net#567 shows the
-# message's start, "Data presented is not one of the accepted values"; the list is ours).
-NOT_ACCEPTED = "Data presented is not one of the accepted values: "
 
 
 @dataclass(frozen=True)
@@ -55,82 +46,19 @@ class Policy:
     signup_limited: Collection[str] = frozenset()
     batch_status_if_new_unarchives: bool = False
 
-
-def _untyped(title: str, detail: str) -> ApiError:
-    """A member refusal (400) whose real body carries no `type` (the evidence is beside each)."""
-    return ApiError(400, title, detail, typed=False)
-
-
-def member_exists(email: str) -> ApiError:
-    # grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js
-    # (PUT, 2 recordings).
-    detail = f"{email} is already a list member. Use PUT to insert or update list members."
-    return _untyped("Member Exists", detail)
-
-
-def forgotten(email: str) -> ApiError:
-    # ibericode/mailchimp-for-wordpress#771 (POST /members).
-    return _untyped(
-        "Forgotten Email Not Subscribed",
-        f"{email} was permanently deleted and cannot be re-imported. The contact must "
-        "re-subscribe to get back on the list.",
-    )
-
-
-def compliance(email: str) -> ApiError:
-    # ibericode/mailchimp-for-wordpress#798 (PATCH).
-    return _untyped(
-        "Member In Compliance State",
-        f"{email} is in a compliance state due to unsubscribe, bounce, or compliance "
-        "review and cannot be subscribed.",
-    )
-
-
-def signup_refused(email: str) -> ApiError:
-    """Mailchimp's temporary, per-person refusal: 400 Invalid Resource with `type` and no
-    `errors[]` (ibericode/mailchimp-for-wordpress#771, POST /members; #506: it affects only
-    that address)."""
-    return ApiError(
-        400,
-        "Invalid Resource",
-        f"{email} has signed up to a lot of lists very recently; we're not allowing more "
-        "signups for now",
-    )
-
-
-def cannot_archive() -> ApiError:
-    return ApiError(405, "Method Not Allowed", CANNOT_ARCHIVE, headers=CANNOT_ARCHIVE_HEADERS)
-
-
-def already_in_list(email: str, label: str) -> ApiError:
-    return invalid(
-        [
-            {
-                "field": "email address",
-                "message": f'"{email}" is already in this list with a status of "{label}".',
-            }
-        ]
-    )
-
-
-def _status(value: Any, allowed: tuple[str, ...], field: str) -> str | None:
+def status_of(value: Any, allowed: tuple[str, ...], field: str) -> str | None:
     if value is None:
         return None
     if value not in allowed:
-        raise invalid([{"field": field, "message": f"Value must be one of: {', '.join(allowed)}"}])
+        raise invalid([{"field": field, "message": NOT_ACCEPTED + ", ".join(allowed)}])
     return str(value)
-
-
-def _missing_status() -> ApiError:
-    return invalid([{"field": "status", "message": "Schema describes enum, NULL found instead"}])
-
 
 def _extras(body: dict[str, Any]) -> dict[str, Any]:
     """Validated optional member fields we store (the rest of the schema is accepted, ignored)."""
     out: dict[str, Any] = {}
     if "email_type" in body:
         if body["email_type"] not in ("html", "text"):
-            raise invalid([{"field": "email_type", "message": "Value must be one of: html, text"}])
+            raise invalid([{"field": "email_type", "message": NOT_ACCEPTED + "html, text"}])
         out["email_type"] = body["email_type"]
     for key in ("ip_signup", "ip_opt"):
         if body.get(key):
@@ -151,7 +79,7 @@ def _extras(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _tag_names(value: Any) -> list[str]:
+def tag_names(value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
@@ -181,7 +109,7 @@ def add_tags(audience: Audience, member: Member, names: list[str]) -> bool:
     if not names:
         return False
     changed = False
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    stamp = iso_now()  # a date-time, as the description gives `date_added`
     for name in names:
         tag = audience.tag_for(name.strip())
         if tag.id not in member.tags:
@@ -235,7 +163,7 @@ def archive(member: Member) -> None:
     member.touch()
 
 
-def _new_member(
+def new_member(
     audience: Audience,
     email: str,
     status: str,
@@ -262,7 +190,7 @@ def _new_member(
     return member
 
 
-def _update(
+def update_member(
     audience: Audience,
     member: Member,
     body: dict[str, Any],
@@ -302,13 +230,13 @@ def _update(
     member.touch()
 
 
-def _body(body: Any) -> dict[str, Any]:
+def body_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "Invalid Resource", "The resource submitted could not be validated.")
     return body
 
 
-def _check_signup(email: str, policy: Policy) -> None:
+def check_signup(email: str, policy: Policy) -> None:
     if email.lower() in policy.signup_limited:
         raise signup_refused(email)
 
@@ -323,9 +251,9 @@ def put_or_patch(
     policy: Policy,
 ) -> Member:
     """PUT (upsert) or PATCH (update) on /lists/{id}/members/{key}."""
-    body = _body(body)
+    body = body_object(body)
     member = audience.find(key)
-    status = _status(body.get("status"), PATCH_WRITABLE if patch else WRITABLE, "status")
+    status = status_of(body.get("status"), PATCH_WRITABLE if patch else WRITABLE, "status")
     email = body.get("email_address")
     if member is None:
         if patch:
@@ -336,14 +264,14 @@ def put_or_patch(
             raise forgotten(email)
         if subscriber_hash(email) in audience.members:
             raise member_exists(email)  # the path's hash and the body's address disagree
-        new_status = _status(body.get("status_if_new"), WRITABLE, "status_if_new") or status
+        new_status = status_of(body.get("status_if_new"), WRITABLE, "status_if_new") or status
         if new_status is None:
-            raise _missing_status()
-        tags = _tag_names(body.get("tags"))
-        _check_signup(email, policy)
-        return _new_member(audience, email, new_status, body, skip_merge_validation, tags)
+            raise missing_status()
+        tags = tag_names(body.get("tags"))
+        check_signup(email, policy)
+        return new_member(audience, email, new_status, body, skip_merge_validation, tags)
     if not patch:
-        _status(body.get("status_if_new"), WRITABLE, "status_if_new")
+        status_of(body.get("status_if_new"), WRITABLE, "status_if_new")
     # On an existing member, PUT needs neither `email_address` nor a status: grouparoo/grouparoo
     # plugins/@grouparoo/mailchimp/__tests__/fixtures/export/exportRecord.js and
     # .../integration/mailchimpExportContactsById.js record 200s for PUTs with only
@@ -352,7 +280,7 @@ def put_or_patch(
         email = validation.check_email(email)
     new_email = email if email is not None and subscriber_hash(email) != member.id else None
     # Tags in a PUT/PATCH body are ignored for an existing member, as Mailchimp does.
-    _update(
+    update_member(
         audience,
         member,
         body,
@@ -371,9 +299,9 @@ def post_member(
     unarchived instead: grouparoo/grouparoo plugins/@grouparoo/mailchimp/__tests__/fixtures/
     export/exportRecord.js and integration/mailchimpExportContacts.js record 200 with the given
     status, merge fields updated, `contact_id` and tags kept."""
-    body = _body(body)
+    body = body_object(body)
     email = validation.check_email(body.get("email_address"))
-    status = _status(body.get("status"), WRITABLE, "status")
+    status = status_of(body.get("status"), WRITABLE, "status")
     h = subscriber_hash(email)
     if h in audience.forgotten:
         raise forgotten(email)
@@ -381,12 +309,12 @@ def post_member(
     if existing is not None and existing.status != "archived":
         raise member_exists(email)
     if status is None:
-        raise _missing_status()
-    tags = _tag_names(body.get("tags"))
+        raise missing_status()
+    tags = tag_names(body.get("tags"))
     if existing is None:
-        _check_signup(email, policy)
-        return _new_member(audience, email, status, body, skip_merge_validation, tags)
-    _update(
+        check_signup(email, policy)
+        return new_member(audience, email, status, body, skip_merge_validation, tags)
+    update_member(
         audience,
         existing,
         body,
@@ -422,7 +350,7 @@ def post_tags(audience: Audience, key: str, body: Any) -> None:
     member = audience.find(key)
     if member is None:
         raise not_found()
-    body = _body(body)
+    body = body_object(body)
     tags = body.get("tags")
     if not isinstance(tags, list):
         raise invalid([{"field": "tags", "message": "Schema describes array, NULL found instead"}])
@@ -437,221 +365,8 @@ def post_tags(audience: Audience, key: str, body: Any) -> None:
         elif item.get("status") == "inactive":
             removes.append(name)
         else:
-            raise invalid(
-                [{"field": "tags.status", "message": "Value must be one of: active, inactive"}]
-            )
+            raise invalid([{"field": "tags.status", "message": NOT_ACCEPTED + "inactive, active"}])
     changed = add_tags(audience, member, adds)
     changed = remove_tags(audience, member, removes) or changed
     if changed:
         member.touch()
-
-
-def _batch_error(email: str, err: ApiError) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "email_address": email,
-        "error": err.detail,
-        "error_code": "ERROR_GENERIC",
-        "field": "",
-        "field_message": "",
-    }
-    if err.errors:
-        entry["field"] = err.errors[0]["field"]
-        entry["field_message"] = err.errors[0]["message"]
-    return entry
-
-
-def _batch_schema_errors(audience: Audience, items: list[Any]) -> list[dict[str, str]]:
-    """Schema violations anywhere in a batch; any one fails the WHOLE request.
-
-    brandonseydel/MailChimp.Net#567: one member with `status: ""` -> 400 Invalid Resource,
-    `errors: [{field: "members.item:0.status", message: "Data presented is not one of the
-    accepted values..."}]`, nothing applied. Wrong JSON types (null/boolean merge values,
-    non-string tags, a missing address) are schema violations of the same kind (unverified
-    messages). Data rules (fake addresses, merge-field formats, required fields) stay
-    per-member errors.
-    """
-    errors: list[dict[str, str]] = []
-
-    def wrong_type(field: str, wanted: str, value: Any) -> None:
-        found = validation.json_type(value)
-        errors.append(
-            {"field": field, "message": f"Schema describes {wanted}, {found} found instead"}
-        )
-
-    for i, item in enumerate(items):
-        at = f"members.item:{i}"
-        if not isinstance(item, dict):
-            wrong_type(at, "object", item)
-            continue
-        if not isinstance(item.get("email_address"), str):
-            wrong_type(f"{at}.email_address", "string", item.get("email_address"))
-        for key in ("status", "status_if_new"):
-            value = item.get(key)
-            if value is not None and (not isinstance(value, str) or value not in WRITABLE):
-                errors.append(
-                    {"field": f"{at}.{key}", "message": NOT_ACCEPTED + ", ".join(WRITABLE)}
-                )
-        if "email_type" in item and item["email_type"] not in ("html", "text"):
-            errors.append({"field": f"{at}.email_type", "message": NOT_ACCEPTED + "html, text"})
-        given = item.get("merge_fields")
-        if given is not None and not isinstance(given, dict):
-            wrong_type(f"{at}.merge_fields", "object", given)
-        elif isinstance(given, dict):
-            for tag, value in given.items():
-                mf = audience.merge_fields.get(tag)
-                if mf is not None and not validation.schema_type_ok(mf, value):
-                    errors.append({"field": f"{at}.merge_fields.{tag}", "message": ANY_OF})
-        tags = item.get("tags")
-        if tags is not None:
-            if not isinstance(tags, list):
-                wrong_type(f"{at}.tags", "array", tags)
-            else:
-                for j, name in enumerate(tags):
-                    if not isinstance(name, str):
-                        wrong_type(f"{at}.tags.item:{j}", "string", name)
-    return errors
-
-
-def _batch_one(
-    audience: Audience,
-    item: Any,
-    *,
-    update_existing: bool,
-    sync_tags: bool,
-    skip_required: bool,
-    policy: Policy,
-) -> tuple[str, Member]:
-    """One batch member -> ("new"|"updated", member); raises ApiError for a per-member error."""
-    item = _body(item)
-    email = validation.check_email(item.get("email_address"))
-    status = _status(item.get("status"), WRITABLE, "status")
-    status_if_new = _status(item.get("status_if_new"), WRITABLE, "status_if_new")
-    tags = _tag_names(item.get("tags"))
-    h = subscriber_hash(email)
-    if h in audience.forgotten:
-        raise forgotten(email)
-    member = audience.members.get(h)
-    if member is None:
-        new_status = status_if_new or status
-        if new_status is None:
-            raise _missing_status()
-        # A per-member error in a batch (signup refusals show up per address; see signup_refused).
-        _check_signup(email, policy)
-        return "new", _new_member(audience, email, new_status, item, skip_required, tags)
-    if not update_existing:
-        raise ApiError(
-            400,
-            "ERROR_CONTACT_EXISTS",
-            f"{email} is already a list member, do you want to update? please provide "
-            "update_existing:true in the request body",
-        )
-    if status is None and status_if_new is None:
-        raise _missing_status()
-    if member.status == "archived" and status is None:
-        if not policy.batch_status_if_new_unarchives:
-            # Thin evidence (see runtime.Options): by default listed as updated but left
-            # archived with nothing applied, after the usual validation.
-            _update(
-                audience,
-                member,
-                item,
-                status=None,
-                new_email=None,
-                skip_required=skip_required,
-                policy=policy,
-            )
-            return "updated", member
-        # The other setting: re-created like POST /members on an archived address.
-        status = status_if_new
-    # Otherwise status_if_new is ignored for existing members, per the field's description.
-    _update(
-        audience,
-        member,
-        item,
-        status=status,
-        new_email=None,
-        skip_required=skip_required,
-        policy=policy,
-    )
-    # Since 2022-01-24 batch tags are added to existing members; sync_tags replaces them all.
-    if sync_tags:
-        keep = {audience.tag_for(n).id for n in tags}
-        for tag_id in [t for t in member.tags if t not in keep]:
-            del member.tags[tag_id]
-    add_tags(audience, member, tags)
-    member.touch()
-    return "updated", member
-
-
-def batch_subscribe(
-    audience: Audience,
-    body: Any,
-    *,
-    skip_merge_validation: bool,
-    skip_duplicate_check: bool,
-    policy: Policy,
-) -> tuple[list[Member], list[Member], list[dict[str, Any]]]:
-    """POST /lists/{id}: returns (new members, updated members, per-member errors)."""
-    body = _body(body)
-    items = body.get("members")
-    if not isinstance(items, list):
-        raise invalid(
-            [{"field": "members", "message": "Schema describes array, NULL found instead"}]
-        )
-    if len(items) > BATCH_MAX:
-        raise invalid(
-            [
-                {
-                    "field": "members",
-                    "message": f"You can only subscribe up to {BATCH_MAX} members at a time.",
-                }
-            ]
-        )
-    schema_errors = _batch_schema_errors(audience, items)
-    if schema_errors:
-        raise invalid(schema_errors)
-    update_existing = _flag(body.get("update_existing"))
-    sync_tags = _flag(body.get("sync_tags"))
-    new: list[Member] = []
-    updated: list[Member] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for item in items:
-        email = str(item.get("email_address", "")) if isinstance(item, dict) else ""
-        key = email.lower()
-        if key in seen:
-            if not skip_duplicate_check:
-                errors.append(
-                    {
-                        "email_address": email,
-                        "error_code": "ERROR_GENERIC",
-                        "error": f"{email} is a duplicate in this request.",
-                        "field": "",
-                        "field_message": "",
-                    }
-                )
-            continue  # with skip_duplicate_check the first occurrence wins
-        seen.add(key)
-        try:
-            kind, member = _batch_one(
-                audience,
-                item,
-                update_existing=update_existing,
-                sync_tags=sync_tags,
-                skip_required=skip_merge_validation,
-                policy=policy,
-            )
-        except ApiError as err:
-            entry = _batch_error(email, err)
-            if err.title == "ERROR_CONTACT_EXISTS":
-                entry["error_code"] = "ERROR_CONTACT_EXISTS"
-            errors.append(entry)
-            continue
-        (new if kind == "new" else updated).append(member)
-    return new, updated, errors
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.lower() in ("true", "1")
-    return bool(value)

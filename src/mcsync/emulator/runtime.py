@@ -31,8 +31,9 @@ class Options:
     """Switches for behaviours where the evidence about real Mailchimp is thin.
 
     `batch_status_if_new_unarchives`: a batch subscribe (`update_existing`) naming an ARCHIVED
-    member with only `status_if_new` either leaves it archived and unchanged while listing it
-    as updated (False, the default: the strict side) or unarchives it with that status, fields
+    member with only `status_if_new` either leaves it archived and unchanged, listed nowhere in
+    the answer (False, the default: the strict side; the description's `updated_members` never
+    have an `archived` status) or unarchives it with that status, fields
     and tags applied, as POST /members does for an archived address (True). Nobody has
     recorded Mailchimp's answer; other clients treat archived members as re-creatable.
     """

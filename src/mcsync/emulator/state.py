@@ -80,7 +80,7 @@ class Member:
     # The person unsubscribed themselves, or an address bounced (cleaned): a compliance state
     # the API may not subscribe out of. An unsubscribe made through the API sets no hold.
     compliance_hold: bool = False
-    # tag id -> "YYYY-MM-DD HH:MM:SS" date added; dict keeps insertion order.
+    # tag id -> the date-time it was added (ISO 8601); dict keeps insertion order.
     tags: dict[int, str] = field(default_factory=dict)
     last_changed_at: float = field(default_factory=time.time)
 

@@ -136,21 +136,6 @@ def schema_type_ok(mf: MergeField, value: Any) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
-def json_type(value: Any) -> str:
-    """The JSON type name as Mailchimp's schema messages spell it ("... NULL found instead")."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def merge_fields(
     audience: Audience, current: dict[str, Any], given: Any, *, skip_required: bool
 ) -> dict[str, Any]:

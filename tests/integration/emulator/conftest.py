@@ -47,7 +47,7 @@ def put(api: httpx.Client, email: str, list_id: str = PLAIN, **body: Any) -> htt
     return api.put(f"/lists/{list_id}/members/{md5(email)}", json=body)
 
 
-# Real Mailchimp leaves `type` out of these error bodies (see emulator/rules.py for the evidence).
+# Real Mailchimp leaves `type` out of these error bodies (evidence: emulator/refusals.py).
 UNTYPED_TITLES = frozenset(
     {"Member Exists", "Forgotten Email Not Subscribed", "Member In Compliance State"}
 )

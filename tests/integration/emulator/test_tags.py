@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 
 from mcsync.emulator.testing import EmulatorHandle
@@ -55,7 +57,8 @@ def test_get_tags_shape(api: httpx.Client) -> None:
     assert body["total_items"] == 1
     (tag,) = body["tags"]
     assert isinstance(tag["id"], int) and tag["name"] == "A"
-    assert len(tag["date_added"]) == len("2024-01-01 00:00:00")
+    # a date-time, as the description gives it (e.g. 2024-01-01T00:00:00+00:00)
+    assert datetime.fromisoformat(tag["date_added"]).utcoffset() is not None
     member = api.get(f"{M}/{md5('t@gmail.com')}").json()
     assert member["tags"] == [{"id": tag["id"], "name": "A"}] and member["tags_count"] == 1
 
