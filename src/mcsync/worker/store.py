@@ -19,7 +19,8 @@ from psycopg import AsyncConnection, pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import queries
+from mcsync import admin_queries, queries
+from mcsync.admin_store import health_event_params
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.mirror import Contact, LedgerMember, contact_recency
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
@@ -421,3 +422,8 @@ class WorkerStore:
 
     async def mark_synced(self, user_id: UUID) -> None:
         await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
+
+    async def record_health_event(self, user_id: UUID, kind: str, detail: str | None) -> None:
+        """Add to the connection's short health history (the operator's page shows it)."""
+        params = health_event_params(user_id, kind, detail=detail)
+        await self._run((admin_queries.RECORD_HEALTH_EVENT, params))
