@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     # The operator's page (`mcsync web`'s /admin): nobody unless one of these says so.
     mcsync_operator_ids: str = Field(default="", description="operators' user ids, comma-separated")
     mcsync_operator_claim: str = Field(
-        default="", description="JWT claim that makes an operator (app_metadata.mcsync_role=operator)"
+        default="",
+        description="JWT claim that makes an operator: app_metadata.mcsync_role=operator",
     )
 
     def api_base(self, dc: str) -> str:
