@@ -50,6 +50,10 @@ function when(iso) {
   return `${new Date(iso).toLocaleString()} (${ago((Date.now() - new Date(iso).getTime()) / 1000)} ago)`;
 }
 
+function since(iso) {
+  return iso ? `${ago((Date.now() - new Date(iso).getTime()) / 1000)} ago` : "—";
+}
+
 function cell(row, text, className) {
   const td = document.createElement("td");
   td.textContent = text === null || text === undefined || text === "" ? "—" : String(text);
@@ -100,10 +104,10 @@ async function loadOverview() {
     cell(tr, r.account_name);
     cell(tr, r.audience_name);
     cell(tr, r.sync_status, `state-${r.sync_status}`);
-    cell(tr, r.state_since ? when(r.state_since) : "—");
+    cell(tr, since(r.state_since)).title = r.state_since ? new Date(r.state_since).toLocaleString() : "";
     cell(tr, r.backlog, "num");
     cell(tr, ago(r.oldest_pending_seconds), "num");
-    cell(tr, r.last_sync_at ? when(r.last_sync_at) : "never");
+    cell(tr, r.last_sync_at ? since(r.last_sync_at) : "never").title = r.last_sync_at ? new Date(r.last_sync_at).toLocaleString() : "";
     cell(tr, r.last_error);
     cell(tr, r.rejected, "num");
     body.appendChild(tr);
