@@ -354,3 +354,21 @@ def test_repeated_probe_failures_are_one_event_with_a_count(admin: Admin) -> Non
         "SELECT repeats, detail FROM mcsync.mailchimp_health_events WHERE user_id = %s", (uid,)
     )
     assert row == {"repeats": 3, "detail": "503 #2"}
+
+
+def test_the_worker_still_pauses_and_resumes_when_the_history_cannot_be_written(
+    admin: Admin,
+) -> None:
+    """The history is for reading: a worker role that lost its grant on it (an install whose
+    grants.sql was not re-applied after migrating) still pauses and resumes connections."""
+    sync = admin.sync
+    sync.execute("REVOKE ALL ON mcsync.mailchimp_health_events FROM mcsync_worker")
+    user = sync.add_user()
+    sync.admin.add_fault(status=500, access_token=user.token)
+    sync.add_contact(user, "no.history@coachmail.io")
+    wait_until(lambda: (sync.drain(), status_of(sync, user) == "paused")[1], timeout=20)
+    sync.admin.clear_faults()
+    wait_until(lambda: (sync.drain(), status_of(sync, user) == "active")[1], timeout=20)
+    sync.drain()
+    assert "no.history@coachmail.io" in sync.members(user)
+    assert sync.execute("SELECT * FROM mcsync.mailchimp_health_events") == []

@@ -7,7 +7,9 @@ Mailchimp emulator (a background thread).
 an app user who is no operator opens /admin and is turned away (the API answers 403) -> the
 operator signs in, filters the overview to paused users, opens the paused one, reads the
 rejected contact's reason from Mailchimp, runs the audit and sees the hand-made drift, resumes
-the connection -> the worker then catches up. Screenshots go to test-artifacts/ (the one in
+the connection -> the worker then catches up -> Sync Now repairs the drift and the audit finds
+none -> the refused contact is retried (and refused again, its reason kept) -> Disconnect asks
+for the user id first. Screenshots go to test-artifacts/ (the one in
 docs/ is a copy of `admin-user.png`).
 """
 
@@ -30,7 +32,7 @@ import pytest
 from benchmarks.processes import stop_process
 
 from tests.conftest import WEB_LOGIN, login_url
-from tests.e2e.web.admin_support import make_scenario, status_of, token
+from tests.e2e.web.admin_support import SYNCED, make_scenario, status_of, token
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
 
 CHROMIUM = next(
@@ -106,6 +108,13 @@ def web_server(db_url: str, emulator: Any) -> Iterator[str]:
             stop_process(proc, grace=10)
 
 
+def _drain(sync: SyncHarness) -> None:
+    """`worker --once` in a thread of its own: playwright holds this thread's event loop."""
+    drain = threading.Thread(target=sync.drain)
+    drain.start()
+    drain.join(30)
+
+
 def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -176,11 +185,33 @@ def test_operator_finds_the_paused_user_reads_the_reason_audits_and_resumes(
             expect(page.locator("#user-facts")).to_contain_text("Stateactive")
             expect(page.locator("#health")).to_contain_text("resumed")
             assert status_of(sync, scenario.paused) == "active"
-            # (the worker in a thread of its own: playwright holds this thread's event loop)
-            drain = threading.Thread(target=sync.drain)
-            drain.start()
-            drain.join(30)
+            _drain(sync)
             wait_until(lambda: "late.lou@coachmail.io" in sync.members(scenario.paused), 10)
+
+            # Sync Now (no hourly limit) repairs the drift; the audit then finds none.
+            page.get_by_role("button", name="Sync Now").click()
+            expect(page.get_by_role("status")).to_contain_text("Sync Now")
+            wait_until(
+                lambda: sync.execute(
+                    "SELECT finished_at FROM mcsync.mcsync_reconciliations WHERE user_id = %s",
+                    (scenario.paused.user_id,),
+                )[0]["finished_at"],
+                15,
+            )
+            _drain(sync)
+            assert sync.members(scenario.paused)[SYNCED]["merge_fields"]["FNAME"] == "Rosa"
+            page.get_by_role("button", name="Run audit").click()
+            expect(page.get_by_role("status")).to_contain_text("Audit done: in sync.")
+            expect(page.get_by_text("In sync: the audience mirrors the contacts.")).to_be_visible()
+
+            # Retry the refused contact: queued again, refused again with the reason kept.
+            page.get_by_role("button", name="Retry rejected contacts").click()
+            expect(page.get_by_role("status")).to_contain_text("1 contact(s) queued again")
+            expect(page.locator("#pending")).to_contain_text("resync")
+            _drain(sync)
+            page.reload()
+            expect(page.locator("#rejected")).to_contain_text("looks fake or invalid")
+            expect(page.locator("#health")).to_contain_text("retry_rejected")
 
             # Disconnect asks first; a wrong confirmation changes nothing.
             page.get_by_role("button", name="Disconnect…").click()
