@@ -206,15 +206,9 @@ def test_one_user_shows_health_rejections_pending_and_the_audit(
     (rejected,) = detail["rejected"]
     assert rejected["contact_id"] == str(scenario.fake_contact)
     assert "fake" in rejected["reason"] and rejected["email"] == "t***@example.com"
-    assert detail["pending"] == [
-        {
-            "kind": "upsert",
-            "contacts": 1,
-            "retrying": 1,
-            "waiting": 0,
-            "oldest_seconds": pytest.approx(detail["pending"][0]["oldest_seconds"]),
-        }
-    ]
+    (pending,) = detail["pending"]  # the contact added during the outage, tried five times
+    assert (pending["kind"], pending["contacts"], pending["retrying"]) == ("upsert", 1, 1)
+    assert pending["oldest_seconds"] >= 0
 
     audit = admin.post(f"/admin/api/users/{uid}/verify")
     assert audit["in_sync"] is False
