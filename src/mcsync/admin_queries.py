@@ -52,14 +52,15 @@ SELECT kind, actor, detail, at, last_at, repeats FROM mcsync.mailchimp_health_ev
 # when it was connected, whichever is later.
 OVERVIEW = """
 WITH queue AS (
-    SELECT user_id, count(*) AS pending, min(enqueued_at) AS oldest
+    SELECT user_id, pg_catalog.count(*) AS pending, pg_catalog.min(enqueued_at) AS oldest
       FROM mcsync.mailchimp_sync_queue GROUP BY user_id
 ), bulk AS (
-    SELECT user_id, sum(pg_catalog.cardinality(contact_ids)) AS pending, min(enqueued_at) AS oldest
+    SELECT user_id, pg_catalog.sum(pg_catalog.cardinality(contact_ids)) AS pending,
+           pg_catalog.min(enqueued_at) AS oldest
       FROM mcsync.mailchimp_sync_bulk GROUP BY user_id
 ), rejected AS (
-    SELECT user_id, count(*) FILTER (WHERE severity = 'error') AS rejected,
-           count(*) FILTER (WHERE severity = 'warning') AS warnings
+    SELECT user_id, pg_catalog.count(*) FILTER (WHERE severity = 'error') AS rejected,
+           pg_catalog.count(*) FILTER (WHERE severity = 'warning') AS warnings
       FROM mcsync.mailchimp_rejected_contacts GROUP BY user_id
 ), runs AS (
     SELECT user_id FROM mcsync.mcsync_reconciliations WHERE finished_at IS NULL
@@ -76,7 +77,7 @@ WITH queue AS (
       LEFT JOIN rejected r ON r.user_id = c.user_id
       LEFT JOIN runs s ON s.user_id = c.user_id
 ), matched AS (
-    SELECT *, row_number() OVER (ORDER BY /*ORDER*/, user_id) AS position
+    SELECT *, pg_catalog.row_number() OVER (ORDER BY /*ORDER*/, user_id) AS position
       FROM stats
      WHERE (%(state)s::text IS NULL OR sync_status = %(state)s::text)
        AND (%(search)s::text = ''
@@ -89,17 +90,17 @@ WITH queue AS (
 )
 SELECT
     (SELECT pg_catalog.jsonb_build_object(
-                'connections', count(*),
-                'active', count(*) FILTER (WHERE sync_status = 'active'),
-                'paused', count(*) FILTER (WHERE sync_status = 'paused'),
-                'error', count(*) FILTER (WHERE sync_status = 'error'),
-                'pending', coalesce(sum(backlog), 0),
+                'connections', pg_catalog.count(*),
+                'active', pg_catalog.count(*) FILTER (WHERE sync_status = 'active'),
+                'paused', pg_catalog.count(*) FILTER (WHERE sync_status = 'paused'),
+                'error', pg_catalog.count(*) FILTER (WHERE sync_status = 'error'),
+                'pending', coalesce(pg_catalog.sum(backlog), 0),
                 'oldest_pending_seconds',
-                    extract(epoch FROM pg_catalog.now() - min(oldest_pending_at)),
-                'rejected', coalesce(sum(rejected), 0),
-                'sync_now_running', count(*) FILTER (WHERE sync_now_running))
+                    extract(epoch FROM pg_catalog.now() - pg_catalog.min(oldest_pending_at)),
+                'rejected', coalesce(pg_catalog.sum(rejected), 0),
+                'sync_now_running', pg_catalog.count(*) FILTER (WHERE sync_now_running))
        FROM stats) AS totals,
-    (SELECT count(*) FROM matched) AS matched,
+    (SELECT pg_catalog.count(*) FROM matched) AS matched,
     (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                 'user_id', p.user_id, 'account_name', p.account_name,
                 'audience_id', p.audience_id, 'audience_name', p.audience_name,
@@ -122,17 +123,17 @@ SELECT
 # One user: pending work by kind (queue rows by operation; those retrying, those waiting for a
 # retry time; contacts still inside an import).
 PENDING_BY_KIND = """
-SELECT op AS kind, count(*) AS contacts,
-       count(*) FILTER (WHERE attempts > 0) AS retrying,
-       count(*) FILTER (WHERE next_retry_at > pg_catalog.now()) AS waiting,
-       extract(epoch FROM pg_catalog.now() - min(enqueued_at)) AS oldest_seconds
+SELECT op AS kind, pg_catalog.count(*) AS contacts,
+       pg_catalog.count(*) FILTER (WHERE attempts > 0) AS retrying,
+       pg_catalog.count(*) FILTER (WHERE next_retry_at > pg_catalog.now()) AS waiting,
+       extract(epoch FROM pg_catalog.now() - pg_catalog.min(enqueued_at)) AS oldest_seconds
   FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s
  GROUP BY op
 UNION ALL
-SELECT 'import', sum(pg_catalog.cardinality(contact_ids)), 0, 0,
-       extract(epoch FROM pg_catalog.now() - min(enqueued_at))
+SELECT 'import', pg_catalog.sum(pg_catalog.cardinality(contact_ids)), 0, 0,
+       extract(epoch FROM pg_catalog.now() - pg_catalog.min(enqueued_at))
   FROM mcsync.mailchimp_sync_bulk WHERE user_id = %(user_id)s
-HAVING count(*) > 0
+HAVING pg_catalog.count(*) > 0
 ORDER BY 1
 """
 
