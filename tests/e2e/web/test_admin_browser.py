@@ -9,8 +9,8 @@ operator signs in, filters the overview to paused users, opens the paused one, r
 rejected contact's reason from Mailchimp, runs the audit and sees the hand-made drift, resumes
 the connection -> the worker then catches up -> Sync Now repairs the drift and the audit finds
 none -> the refused contact is retried (and refused again, its reason kept) -> Disconnect asks
-for the user id first. Screenshots go to test-artifacts/ (the one in
-docs/ is a copy of `admin-user.png`).
+for the user id first; text from outside is never run as HTML. Screenshots go to
+test-artifacts/ (docs/images/ holds copies of `admin-overview.png` and `admin-user.png`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "admin-brow
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 JWT_SECRET = "admin-browser-jwt-secret-" + "a" * 24
 STAFF = {"app_metadata": {"mcsync_role": "operator"}}
+XSS = '<img src=x onerror="window.pwned=1">'
 
 
 def _free_port() -> int:
@@ -212,6 +213,28 @@ def test_operator_finds_the_paused_user_reads_the_reason_audits_and_resumes(
             page.reload()
             expect(page.locator("#rejected")).to_contain_text("looks fake or invalid")
             expect(page.locator("#health")).to_contain_text("retry_rejected")
+
+            # Attack: text that reaches the page from outside (a reason, an audience name) is
+            # shown as text, never run or parsed as HTML.
+            sync.execute(
+                "INSERT INTO mcsync.mailchimp_rejected_contacts"
+                " (user_id, contact_id, severity, reason)"
+                " VALUES (%s, gen_random_uuid(), 'warning', %s)",
+                (scenario.paused.user_id, XSS),
+            )
+            sync.execute(
+                "UPDATE mcsync.mailchimp_connections SET audience_name = %s WHERE user_id = %s",
+                (XSS, scenario.quiet.user_id),
+            )
+            page.reload()
+            expect(page.locator("#rejected")).to_contain_text(XSS)
+            assert page.locator("#rejected img").count() == 0
+            page.get_by_role("button", name="← All users").click()
+            expect(page.locator("#connections")).to_contain_text(XSS)
+            assert page.locator("#connections img").count() == 0
+            assert page.evaluate("window.pwned") is None
+            page.get_by_role("link", name=f"Open user {paused_id}").click()
+            expect(page.get_by_role("heading", name=f"User {paused_id}")).to_be_visible()
 
             # Disconnect asks first; a wrong confirmation changes nothing.
             page.get_by_role("button", name="Disconnect…").click()
