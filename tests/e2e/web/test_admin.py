@@ -366,3 +366,21 @@ def test_the_worker_still_pauses_and_resumes_when_the_history_cannot_be_written(
     sync.drain()
     assert "no.history@coachmail.io" in sync.members(user)
     assert sync.execute("SELECT * FROM mcsync.mailchimp_health_events") == []
+
+
+def test_a_page_of_the_overview_is_one_statement(
+    admin: Admin, scenario: Scenario, tmp_path: Any
+) -> None:
+    """Counted on the wire: libpq's own protocol trace of the connection shows one query."""
+    import psycopg
+
+    trace = tmp_path / "libpq.trace"
+    with psycopg.connect(admin.sync.db_url, autocommit=True) as conn, trace.open("w") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        page = admin_store.overview(conn, admin_store.OverviewQuery(state="paused", sort="oldest"))
+        conn.pgconn.untrace()
+    assert [r["user_id"] for r in page["rows"]] == [str(scenario.paused.user_id)]
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    statements = [m for m in sent if m[0] == "F" and m[2] in ("Query", "Parse")]
+    assert len(statements) == 1, statements
