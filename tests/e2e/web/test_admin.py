@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -384,3 +385,41 @@ def test_a_page_of_the_overview_is_one_statement(
     sent = [line.split("\t") for line in trace.read_text().splitlines()]
     statements = [m for m in sent if m[0] == "F" and m[2] in ("Query", "Parse")]
     assert len(statements) == 1, statements
+
+
+def test_the_worker_writes_pauses_probes_resumes_and_errors_to_the_history(admin: Admin) -> None:
+    sync = admin.sync
+    user = sync.add_user()
+    sync.admin.add_fault(status=503, access_token=user.token)
+    sync.add_contact(user, "outage@coachmail.io")
+    wait_until(lambda: (sync.drain(), status_of(sync, user) == "paused")[1], timeout=20)
+    # Still down: the worker's probes fail (one row, counted).
+    wait_until(
+        lambda: (
+            sync.drain(),
+            any(
+                e["kind"] == "probe_failed"
+                for e in admin.get(f"/admin/api/users/{user.user_id}")["health"]
+            ),
+        )[1],
+        timeout=20,
+    )
+    sync.admin.clear_faults()
+    wait_until(lambda: (sync.drain(), status_of(sync, user) == "active")[1], timeout=20)
+    sync.admin.revoke(user.token)
+    sync.add_contact(user, "after.revoke@coachmail.io")
+    sync.drain()
+    assert status_of(sync, user) == "error"
+    detail = admin.get(f"/admin/api/users/{user.user_id}")
+    assert [e["kind"] for e in detail["health"]] == ["error", "resumed", "probe_failed", "paused"]
+    assert {e["by"] for e in detail["health"]} == {"worker"}
+    error, resumed, probe_failed, paused = detail["health"]
+    assert (
+        "401" in error["detail"] and "503" in paused["detail"] and "503" in probe_failed["detail"]
+    )
+    assert resumed["detail"] == "probe answered"
+    overview = admin.get("/admin/api/overview", state="error")
+    (row,) = overview["rows"]
+    assert row["user_id"] == str(user.user_id)
+    since, last = (datetime.fromisoformat(t) for t in (row["state_since"], error["last_at"]))
+    assert since == last  # in error since the worker found the token revoked
