@@ -20,12 +20,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import backlog, bulk, latency, neighbour, scale, triggers
+from benchmarks import admin_overview, backlog, bulk, latency, neighbour, scale, triggers
 from benchmarks.charts import write_charts
 from benchmarks.common import Context, Metric, ScenarioResult, log, machine_info
 
 SCENARIOS: dict[str, ModuleType] = {
-    m.NAME: m for m in (latency, bulk, triggers, backlog, scale, neighbour)
+    m.NAME: m for m in (latency, bulk, triggers, backlog, scale, neighbour, admin_overview)
 }
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -41,6 +41,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_sync_bulk TO mcsync_wor
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_members TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_contact_links TO mcsync_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_worker;
+-- (The short health history, sql/008: a repeat bumps the latest row, old rows are trimmed.)
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_health_events TO mcsync_worker;
 
 -- The web side: stores and removes connections (queueing a full sync), spends OAuth states,
 -- runs Sync Now (which reads the ledger and corrects it, adopts orphans, queues fixes).
@@ -53,6 +55,8 @@ GRANT SELECT, DELETE ON mcsync.mailchimp_rejected_contacts TO mcsync_web;
 GRANT SELECT, INSERT, DELETE ON mcsync.mcsync_oauth_states TO mcsync_web;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mcsync_reconciliations TO mcsync_web;
 GRANT SELECT, INSERT, DELETE ON mcsync.mcsync_reconcile_seen TO mcsync_web;
+-- The operator's page (/admin): reads the health history and adds the operators' actions.
+GRANT SELECT, INSERT, UPDATE, DELETE ON mcsync.mailchimp_health_events TO mcsync_web;
 
 -- Row level security is on for every mcsync table with no policy for anyone else (sql/004);
 -- these two roles see every row of the tables they were granted.

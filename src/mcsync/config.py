@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     mcsync_metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    # The operator's page (`mcsync web`'s /admin): nobody unless one of these says so.
+    mcsync_operator_ids: str = Field(default="", description="operators' user ids, comma-separated")
+    mcsync_operator_claim: str = Field(
+        default="",
+        description="JWT claim that makes an operator: app_metadata.mcsync_role=operator",
+    )
 
     def api_base(self, dc: str) -> str:
         """The API base for a connection's dc (checked: see mcsync.mailchimp.endpoints)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCENARIOS = {"latency", "bulk", "triggers", "backlog", "scale", "neighbour"}
+SCENARIOS = {"latency", "bulk", "triggers", "backlog", "scale", "neighbour", "admin_overview"}
 
 
 @pytest.mark.timeout(600)

@@ -36,6 +36,7 @@ MCSYNC_TABLES = {
     "mailchimp_members",
     "mailchimp_contact_links",
     "mailchimp_rejected_contacts",
+    "mailchimp_health_events",
     "mcsync_oauth_states",
     "mcsync_reconciliations",
     "mcsync_reconcile_seen",

@@ -121,13 +121,13 @@ def _attempts(url: str) -> list[sql.Composable]:
         "  AND a.attnum = 1) FROM pg_class c"
         " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1",
     )
-    assert len(tables) == 12  # 11 tables and the source mapping's view
+    assert len(tables) == 13  # 12 tables and the source mapping's view
     sequences = _catalog(
         url,
         "SELECT relname FROM pg_class WHERE relnamespace = 'mcsync'::regnamespace"
         " AND relkind = 'S'",
     )
-    assert len(sequences) == 2  # the queue's and the bulk table's identity
+    assert len(sequences) == 3  # the identities of the queue, the bulk table, the health history
     routines = _catalog(
         url,
         "SELECT p.proname, p.prokind, p.pronargs FROM pg_proc p"

@@ -56,7 +56,7 @@ import httpx
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import queries
+from mcsync import admin_queries, queries
 from mcsync.crypto import TokenCipher
 from mcsync.emulator.app import create_app
 from mcsync.emulator.runtime import Emulator
@@ -89,11 +89,12 @@ CIPHER = TokenCipher(["H0t3Qs6dU8p2i0h7zqQ9rR0Hk2a8u9vN1kS4yQ7s6xM="])
 
 T = TypeVar("T")
 
-# Statement text -> its name in mcsync.queries.
+# Statement text -> its name in mcsync.queries (or mcsync.admin_queries: the health history).
 STATEMENT_NAMES: dict[str, str] = {
     value: name
-    for name, value in vars(queries).items()
-    if name.isupper() and isinstance(value, str) and name != "CHANNEL"
+    for module in (queries, admin_queries)
+    for name, value in vars(module).items()
+    if name.isupper() and isinstance(value, str) and name not in ("CHANNEL", "SCHEMA")
 }
 
 
@@ -209,6 +210,7 @@ class MemoryDatabase:
         self.ledger: dict[str, LedgerMember] = {}
         self.links: dict[UUID, LinkRow] = {}
         self.rejections: dict[UUID, dict[str, Any]] = {}
+        self.health_events: list[dict[str, Any]] = []
         self.bulk: list[
             tuple[int, list[UUID]]
         ] = []  # mcsync.mailchimp_sync_bulk; see insert_contact
@@ -637,6 +639,19 @@ class MemoryDatabase:
 
     def sql_NOTIFY(self, p: dict[str, Any]) -> int:
         return 0
+
+    def sql_RECORD_HEALTH_EVENT(self, p: dict[str, Any]) -> int:
+        """The short health history (sql/008): a repeat of the latest event (same kind and
+        actor) bumps its count; at most `keep` events. Nothing the mirror reads."""
+        latest = self.health_events[-1] if self.health_events else None
+        if latest and (latest["kind"], latest["actor"]) == (p["kind"], p["actor"]):
+            latest["repeats"] += 1
+            latest["detail"] = p["detail"]
+        else:
+            self.health_events.append({**p, "repeats": 1})
+        dropped = max(0, len(self.health_events) - p["keep"])
+        del self.health_events[:dropped]
+        return dropped
 
     # the clock ----------------------------------------------------------------------------------
 

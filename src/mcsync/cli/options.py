@@ -102,6 +102,16 @@ OPTIONS: dict[str, SettingOption] = {
             int,
             "off",
         ),
+        _option(
+            "--operator-ids",
+            "mcsync_operator_ids",
+            "user ids allowed on the operator page /admin, comma-separated",
+        ),
+        _option(
+            "--operator-claim",
+            "mcsync_operator_claim",
+            "JWT claim that makes an operator, e.g. app_metadata.mcsync_role=operator",
+        ),
     )
 }
 

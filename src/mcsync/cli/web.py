@@ -23,7 +23,8 @@ from mcsync.crypto import EncryptionKeyError
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    """Serve the OAuth popup flow, the settings JSON API and the widget (/static/mcsync.js).
+    """Serve the OAuth popup flow, the settings JSON API, the widget (/static/mcsync.js) and
+    the operator's page (/admin; nobody may open it unless --operator-ids/--operator-claim).
 
     Needs the app's JWKS URL (MCSYNC_JWKS_URL; or, for a project still on the legacy shared
     secret, MCSYNC_JWT_SECRET), MCSYNC_APP_ORIGIN and your registered Mailchimp app
@@ -136,6 +137,8 @@ COMMANDS = (
             "client_id",
             "client_secret",
             "redirect_uri",
+            "operator_ids",
+            "operator_claim",
         ),
         flags=listen(port=8000),
     ),

@@ -21,9 +21,10 @@ from mcsync.logging import get_logger
 from mcsync.mailchimp.client import make_http_client
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.reconcile import SYNC_NOW_INTERVAL
-from mcsync.web import oauth, routes
+from mcsync.web import admin, oauth, routes
 from mcsync.web.auth import StateSigner, TokenVerifier
 from mcsync.web.context import Unauthorized, WebContext
+from mcsync.web.operators import OperatorRule, OperatorRuleError
 from mcsync.web.runs import stop_all, sweep
 
 log = get_logger("mcsync.web")
@@ -50,6 +51,12 @@ def create_app(
         verifier = TokenVerifier.from_settings(settings)
         signer = StateSigner.from_settings(settings)
     except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        operators = OperatorRule.from_settings(
+            settings.mcsync_operator_ids, settings.mcsync_operator_claim
+        )
+    except OperatorRuleError as exc:
         raise ConfigError(str(exc)) from None
     pool = ConnectionPool(
         settings.database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
@@ -97,6 +104,7 @@ def create_app(
         title="mcsync", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.mcsync = ctx
+    app.state.mcsync_operators = operators
     if ctx.app_origins:
         # The widget runs on the app's origin and calls us with a Bearer header, no cookies.
         app.add_middleware(
@@ -109,6 +117,7 @@ def create_app(
         )
     app.include_router(routes.router)
     app.include_router(oauth.router)
+    app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     async def unusable_connection(_: Request, exc: Exception) -> JSONResponse:

@@ -68,10 +68,12 @@ class ConnectionHealth:
             probe_in = self.backoff.retry(account.consecutive_failures + 1)
             await self.store.pause_connection(user_id, PAUSED_NOTICE, error, probe_in=probe_in)
             await self.store.reschedule_probe(user_id, probe_in, error)
+            await self.store.record_health_event(user_id, "paused", error)
             _log(user_id).error("token_unbound", error=error)
             return
         # A forged dc, a token copied from another user's row: stop until the user reconnects.
         await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
+        await self.store.record_health_event(user_id, "error", error)
         _log(user_id).error("connection_unusable", error=error)
 
     def observe_probe(self, op: str, outcome: str, seconds: float) -> None:
@@ -87,12 +89,14 @@ class ConnectionHealth:
             await self._probe_failed(account, exc)
             return
         await self.store.resume_connection(account.user_id)
+        await self.store.record_health_event(account.user_id, "resumed", "probe answered")
         _log(account.user_id).info("sync_resumed", outcome="active")
 
     async def _probe_failed(self, account: Account, exc: MailchimpError) -> None:
         kind = disposition(exc)
         if kind == "connection":
             await self.store.mark_connection_error(account.user_id, PAUSED_NOTICE, str(exc))
+            await self.store.record_health_event(account.user_id, "error", str(exc))
             _log(account.user_id).warning("connection_error", outcome="error")
             return
         if kind == "throttled":  # busy, not down: ask again soon, and don't count it
@@ -103,6 +107,7 @@ class ConnectionHealth:
             probe_in = self.backoff.retry(account.consecutive_failures + 1)
             await self.store.record_failure(account.user_id, str(exc))
         await self.store.reschedule_probe(account.user_id, probe_in, str(exc))
+        await self.store.record_health_event(account.user_id, "probe_failed", str(exc))
         _log(account.user_id).info("probe", outcome="still_down", next_probe_s=round(probe_in, 1))
 
     async def after_pass(
@@ -113,6 +118,7 @@ class ConnectionHealth:
         if gate.connection_error is not None:
             error = str(gate.connection_error)
             await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
+            await self.store.record_health_event(user_id, "error", error)
             _log(user_id).warning("connection_error", outcome="error", error=error[:200])
             return
         if out.retried:
@@ -122,6 +128,7 @@ class ConnectionHealth:
                 user_id, PAUSED_NOTICE, out.retried[-1][2], probe_in=self.backoff.retry(1)
             )
             gate.paused = True  # the account's other passes start no further call
+            await self.store.record_health_event(user_id, "paused", out.retried[-1][2])
             _log(user_id).warning("sync_paused", outcome="paused")
         elif out.completed and not out.retried:
             await self.store.mark_synced(user_id)

@@ -19,11 +19,15 @@ from psycopg import AsyncConnection, pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import queries
+from mcsync import admin_queries, queries
+from mcsync.admin_store import health_event_params
 from mcsync.emails import normalize_email, subscriber_hash
+from mcsync.logging import get_logger
 from mcsync.mirror import Contact, LedgerMember, contact_recency
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 from mcsync.worker.lanes import Lanes
+
+_log = get_logger("mcsync.worker")
 
 
 async def configure_connection(conn: AsyncConnection[Any]) -> None:
@@ -421,3 +425,16 @@ class WorkerStore:
 
     async def mark_synced(self, user_id: UUID) -> None:
         await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
+
+    async def record_health_event(self, user_id: UUID, kind: str, detail: str | None) -> None:
+        """Add to the connection's short health history (the operator's page shows it).
+
+        Best effort, after the transition itself was recorded: the history is for reading, so
+        a failure to write it is logged and never stops a pause or a resume."""
+        params = health_event_params(user_id, kind, detail=detail)
+        try:
+            await self._run((admin_queries.RECORD_HEALTH_EVENT, params))
+        except psycopg.Error as exc:
+            _log.warning(
+                "health_event_not_recorded", user_id=str(user_id), kind=kind, error=str(exc)[:200]
+            )
