@@ -15,7 +15,7 @@ from functools import partial
 from uuid import UUID
 
 from mcsync.config import Settings
-from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.crypto import EncryptionKeyError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
@@ -98,7 +98,7 @@ class AccountWorker:
                 return
             account = await self.audience_settings(account)
             await self._run_passes(account)
-        except (InvalidDataCenter, TokenBindingError) as exc:
+        except (InvalidDataCenter, EncryptionKeyError) as exc:
             await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)

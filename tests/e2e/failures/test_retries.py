@@ -208,6 +208,7 @@ def test_outage_longer_than_five_attempts_pauses_then_recovers_by_itself(
         fast.add_contact(other, "fine@coachmail.io")
         wait_until(lambda: connection_of_user(fast, user)["sync_status"] == "paused", 10)
         assert connection_of_user(fast, user)["notice"] == NOTICE
+        assert connection_of_user(fast, user)["status_reason"] == "failures"
         wait_until(lambda: "fine@coachmail.io" in fast.members(other), 5)
         assert connection_of_user(fast, other)["sync_status"] == "active"
 
@@ -228,6 +229,8 @@ def test_outage_longer_than_five_attempts_pauses_then_recovers_by_itself(
     assert all(members[f"o{i}@coachmail.io"]["merge_fields"]["FNAME"] == f"O{i}" for i in range(30))
     conn = connection_of_user(fast, user)
     assert conn["notice"] is None and conn["sync_status"] == "active"
+    # Resumed by itself: no old error shown beside an active connection (`mcsync status`).
+    assert conn["last_error"] is None and conn["status_reason"] is None
 
 
 def connection_of_user(h: SyncHarness, user: object) -> dict[str, object]:
@@ -252,7 +255,7 @@ def test_revoked_token_sets_error_with_the_notice_and_nothing_is_retried(
     fast.drain()
     conn = connection(fast)
     assert conn["sync_status"] == "error" and conn["notice"] == NOTICE
-    assert "401" in conn["last_error"]
+    assert "401" in conn["last_error"] and conn["status_reason"] == "token_revoked"
     (row,) = fast.queue()
     assert row["contact_id"] == cid and row["attempts"] == 0 and row["locked_by"] is None
     calls = len(fast.api_calls())
