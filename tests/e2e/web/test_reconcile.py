@@ -340,3 +340,30 @@ def test_worker_and_verify_agree_on_the_most_recent_contact_of_a_shared_address(
     assert [r["contact_id"] for r in sync.queue()] == [bea]
     assert sync.members(user)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Bea 2"
     assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []
+
+
+def test_a_member_archived_by_hand_is_never_drift_and_sync_now_leaves_it_alone(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The member listing leaves archived members out: a member a marketer archived was
+    reported "missing" on every verify, and Sync Now requeued it on every run."""
+    user = sync.add_user()
+    sync.add_contact(user, "kept@coachmail.io", first_name="Kept")
+    sync.add_contact(user, "shelved@coachmail.io", first_name="Shelved")
+    sync.drain()
+    sync.admin.archive(user.audience_id, "shelved@coachmail.io")
+
+    code, report = _verify(sync, user, capsys)
+    assert (code, report["in_sync"], report["differences"]) == (0, True, [])
+    for _ in range(2):
+        sync.execute(
+            "UPDATE mcsync.mcsync_reconciliations SET requested_at = now() - interval '2 hours'"
+        )
+        _request_sync_now(sync, user)
+        result = asyncio.run(
+            run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="w")
+        )
+        assert result is not None and result.queued == 0 and result.differences == 0
+        assert sync.queue() == []
+    sync.drain()
+    assert sync.members(user)["shelved@coachmail.io"]["status"] == "archived"
