@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     mcsync_metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve Prometheus metrics on this port"
     )
+    # Loopback by default: the metrics name every user id; a scraper elsewhere is a choice.
+    mcsync_metrics_host: str = Field(
+        default="127.0.0.1", description="the address the metrics port listens on"
+    )
 
     def api_base(self, dc: str) -> str:
         """The API base for a connection's dc (checked: see mcsync.mailchimp.endpoints)."""

@@ -38,6 +38,12 @@ ON CONFLICT (user_id) DO UPDATE SET
     last_error = NULL, next_probe_at = NULL, connected_at = now(), updated_at = now()
 """
 
+# Whether mcsync has told this audience about anyone (the ledger has a member of it).
+AUDIENCE_HAS_LEDGER = """
+SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_members
+                WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s)
+"""
+
 SET_AUDIENCE = """
 UPDATE mcsync.mailchimp_connections
    SET audience_id = %(audience_id)s, audience_name = %(audience_name)s,
@@ -424,7 +430,8 @@ UPDATE mcsync.mailchimp_connections
 PAUSE_CONNECTION = """
 UPDATE mcsync.mailchimp_connections
    SET sync_status = 'paused', status_reason = 'failures', notice = %(notice)s,
-       last_error = %(error)s, next_probe_at = now() + make_interval(secs => %(probe_in)s), updated_at = now()
+       last_error = %(error)s, next_probe_at = now() + make_interval(secs => %(probe_in)s),
+       updated_at = now()
  WHERE user_id = %(user_id)s AND sync_status = 'active'
 """
 
@@ -503,11 +510,17 @@ PENDING_COUNT = "SELECT count(*) FROM mcsync.mailchimp_sync_queue WHERE user_id 
 
 # Start (or restart) the user's reconciliation unless one was asked for less than
 # `min_interval` seconds ago. Returns no row when refused; the hourly limit lives here.
+# `requested_at` is when the user last asked (their hourly limit counts from it): a run started
+# by an operator (`mcsync sync-now`) or by connecting (`by_user` false) leaves it as it was,
+# and a first such row reads as asked long ago.
 START_RECONCILIATION = """
-INSERT INTO mcsync.mcsync_reconciliations AS r (user_id, audience_id)
-VALUES (%(user_id)s, %(audience_id)s)
+INSERT INTO mcsync.mcsync_reconciliations AS r (user_id, audience_id, requested_at)
+VALUES (%(user_id)s, %(audience_id)s,
+        CASE WHEN %(by_user)s THEN now() ELSE 'epoch'::timestamptz END)
 ON CONFLICT (user_id) DO UPDATE SET
-    audience_id = excluded.audience_id, requested_at = now(), next_offset = 0, queued = 0,
+    audience_id = excluded.audience_id,
+    requested_at = CASE WHEN %(by_user)s THEN now() ELSE r.requested_at END,
+    next_offset = 0, queued = 0,
     lease_owner = NULL, lease_until = NULL, finished_at = NULL, error = NULL
  WHERE r.requested_at <= now() - make_interval(secs => %(min_interval)s)
 RETURNING r.requested_at

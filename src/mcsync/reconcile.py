@@ -362,10 +362,16 @@ async def _write_fixes(conn: AConn, fixes: Fixes, user_id: UUID, audience_id: st
 
 
 def request_sync_now(
-    conn: psycopg.Connection[Any], user_id: UUID, *, min_interval: float = SYNC_NOW_INTERVAL
+    conn: psycopg.Connection[Any],
+    user_id: UUID,
+    *,
+    min_interval: float = SYNC_NOW_INTERVAL,
+    by_user: bool = True,
 ) -> int:
     """Record a Sync Now request. Returns 0 when accepted, else seconds until it would be.
 
+    `by_user`: the user's own button, which starts their hourly limit; an operator's
+    `mcsync sync-now` or a reconnect's check (False) does not.
     Raises ReconcileError when there is no connection or no audience yet."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
@@ -375,7 +381,8 @@ def request_sync_now(
             raise ReconcileError("no audience chosen yet")
         params = {"user_id": user_id, "min_interval": min_interval}
         started = cur.execute(
-            queries.START_RECONCILIATION, {**params, "audience_id": row["audience_id"]}
+            queries.START_RECONCILIATION,
+            {**params, "audience_id": row["audience_id"], "by_user": by_user},
         ).fetchone()
         if started is None:
             wait = cur.execute(queries.RECONCILIATION_RETRY_AFTER, params).fetchone()

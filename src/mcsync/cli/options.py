@@ -83,6 +83,13 @@ OPTIONS: dict[str, SettingOption] = {
             int,
             "off",
         ),
+        _option(
+            "--metrics-host",
+            "mcsync_metrics_host",
+            "the address the metrics port listens on (0.0.0.0: every interface)",
+            str,
+            "127.0.0.1",
+        ),
     )
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -284,3 +285,34 @@ def test_reconnecting_after_401_resumes_everything_queued(fast: SyncHarness) -> 
     members = fast.members(user)
     assert members["k1@coachmail.io"]["merge_fields"]["FNAME"] == "K1b"
     assert members["k2@coachmail.io"]["merge_fields"]["FNAME"] == "K2"
+
+
+def test_failed_calls_are_logged_as_warnings_with_status_and_error_and_contacts_by_id(
+    fast: SyncHarness,
+) -> None:
+    """Failed calls were logged at info with status null and no error text, and the documented
+    `contact_id` and `attempt` keys appeared nowhere."""
+    import structlog
+
+    user = fast.add_user()
+    fast.admin.add_fault(status=503, access_token=user.token, count=1)
+    retried = fast.add_contact(user, "five03@coachmail.io")
+    with structlog.testing.capture_logs() as logs:
+        settle(fast)
+        refused = fast.add_contact(user, "test@example.com")  # refused: it looks fake
+        settle(fast)
+    calls = [e for e in logs if e["event"] == "mailchimp_call"]
+    failed = [e for e in calls if e["outcome"] != "ok"]
+    assert failed and all(e["log_level"] == "warning" for e in failed)
+    assert all(e["log_level"] == "info" for e in calls if e["outcome"] == "ok")
+    down = [e for e in failed if e["status"] == 503]
+    assert down and all("503" in e["error"] for e in down)
+    bad = [e for e in failed if e["status"] == 400]
+    assert bad and all(e["error"] for e in bad)
+    text = json.dumps(logs, default=str)
+    assert "five03@coachmail.io" not in text and "test@example.com" not in text
+    (retry,) = [e for e in logs if e["event"] == "contact_retry"]
+    assert retry["contact_id"] == str(retried) and retry["attempt"] == 1
+    assert retry["log_level"] == "warning" and "503" in retry["error"]
+    (rejected,) = [e for e in logs if e["event"] == "contact_rejected"]
+    assert rejected["contact_id"] == str(refused) and rejected["log_level"] == "warning"
