@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default="",
         description="JWT claim that makes an operator: app_metadata.mcsync_role=operator",
     )
+    # Loopback by default: the metrics name every user id; a scraper elsewhere is a choice.
+    mcsync_metrics_host: str = Field(
+        default="127.0.0.1", description="the address the metrics port listens on"
+    )
 
     def api_base(self, dc: str) -> str:
         """The API base for a connection's dc (checked: see mcsync.mailchimp.endpoints)."""

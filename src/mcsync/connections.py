@@ -87,6 +87,7 @@ def connect_user(
             conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
         if audience_id is None:
             return 0
+        check_against_audience(conn, user_id, audience_id)
         return queue_full_sync(conn, user_id)
 
 
@@ -117,7 +118,26 @@ def select_audience(
             return 0
         conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
         conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
+        check_against_audience(conn, user_id, audience_id)
         return queue_full_sync(conn, user_id)
+
+
+def check_against_audience(conn: psycopg.Connection[Any], user_id: UUID, audience_id: str) -> bool:
+    """Start a full reconciliation (Sync Now's run, not counted against the user's hourly
+    limit) when the ledger already knows members of this audience: a reconnect, or a return to
+    an audience used before. The full sync alone trusts the ledger ("Mailchimp was told this"),
+    so members removed or changed outside mcsync meanwhile would stay so; the run lists the
+    audience itself, corrects the ledger and queues what differs. `mcsync web` runs it (at once
+    when the user connects there, else its sweeper); `mcsync connect` runs it itself. With no
+    ledger for the audience there is nothing to distrust: the full sync sends every contact.
+    Returns whether a run was started."""
+    from mcsync.reconcile import request_sync_now
+
+    params = {"user_id": user_id, "audience_id": audience_id}
+    row = conn.execute(queries.AUDIENCE_HAS_LEDGER, params).fetchone()
+    if not (row and row[0]):
+        return False
+    return request_sync_now(conn, user_id, min_interval=0, by_user=False) == 0
 
 
 def queue_full_sync(conn: psycopg.Connection[Any], user_id: UUID) -> int:

@@ -140,8 +140,41 @@ def _install_redacting_record_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
+def _record_traceback(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A standard-library record's traceback (already rendered and redacted by the record
+    factory) under `exception`, as structlog's own events carry theirs."""
+    record = event_dict.get("_record")
+    if record is not None and record.exc_text:
+        event_dict["exception"] = record.exc_text
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level)
+    """Every log line of the process as one JSON object: structlog's events, and the standard
+    library's records (uvicorn's, under `mcsync web`; httpx's) rendered the same way, with the
+    same keys (`event`, `level`, `timestamp`, plus `logger`) and the same redaction."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _record_traceback,
+            ],
+            # No second redaction: the record factory below redacted the message, arguments
+            # and traceback when the record was made.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     _install_redacting_record_factory()
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -34,8 +34,14 @@ ON CONFLICT (user_id) DO UPDATE SET
     account_name = excluded.account_name,
     audience_id = excluded.audience_id, audience_name = excluded.audience_name,
     double_optin = excluded.double_optin,
-    sync_status = 'active', notice = NULL, consecutive_failures = 0, last_error = NULL,
-    next_probe_at = NULL, connected_at = now(), updated_at = now()
+    sync_status = 'active', status_reason = NULL, notice = NULL, consecutive_failures = 0,
+    last_error = NULL, next_probe_at = NULL, connected_at = now(), updated_at = now()
+"""
+
+# Whether mcsync has told this audience about anyone (the ledger has a member of it).
+AUDIENCE_HAS_LEDGER = """
+SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_members
+                WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s)
 """
 
 SET_AUDIENCE = """
@@ -423,8 +429,9 @@ UPDATE mcsync.mailchimp_connections
 
 PAUSE_CONNECTION = """
 UPDATE mcsync.mailchimp_connections
-   SET sync_status = 'paused', notice = %(notice)s, last_error = %(error)s,
-       next_probe_at = now() + make_interval(secs => %(probe_in)s), updated_at = now()
+   SET sync_status = 'paused', status_reason = 'failures', notice = %(notice)s,
+       last_error = %(error)s, next_probe_at = now() + make_interval(secs => %(probe_in)s),
+       updated_at = now()
  WHERE user_id = %(user_id)s AND sync_status = 'active'
 """
 
@@ -437,8 +444,8 @@ UPDATE mcsync.mailchimp_connections
 
 RESUME_CONNECTION = """
 UPDATE mcsync.mailchimp_connections
-   SET sync_status = 'active', notice = NULL, next_probe_at = NULL,
-       consecutive_failures = 0, updated_at = now()
+   SET sync_status = 'active', status_reason = NULL, notice = NULL, next_probe_at = NULL,
+       consecutive_failures = 0, last_error = NULL, updated_at = now()
  WHERE user_id = %(user_id)s
 """
 
@@ -449,14 +456,27 @@ UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = now(), attempts = 0
 
 MARK_CONNECTION_ERROR = """
 UPDATE mcsync.mailchimp_connections
-   SET sync_status = 'error', notice = %(notice)s, last_error = %(error)s, updated_at = now()
+   SET sync_status = 'error', status_reason = %(reason)s, notice = %(notice)s,
+       last_error = %(error)s, updated_at = now()
  WHERE user_id = %(user_id)s
+"""
+
+# A connection the worker cannot use for a reason the operator can fix (a key missing from
+# MCSYNC_ENCRYPTION_KEYS, a token not yet bound): paused, probed like a failing one, each probe
+# a failure more, so the delay grows 1 s, 2 s, 4 s... to the cap instead of spinning.
+PAUSE_UNUSABLE = """
+UPDATE mcsync.mailchimp_connections
+   SET sync_status = 'paused', status_reason = %(reason)s, notice = %(notice)s,
+       last_error = %(error)s, consecutive_failures = consecutive_failures + 1,
+       next_probe_at = now() + make_interval(secs => %(probe_in)s), updated_at = now()
+ WHERE user_id = %(user_id)s AND sync_status <> 'error'
 """
 
 # --- operator view -----------------------------------------------------------------------------
 
 STATUS_ROWS = """
-SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status, c.notice,
+SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
+       c.status_reason, c.notice,
        c.last_error, c.last_sync_at, c.consecutive_failures, c.throttled_count,
        (SELECT count(*) FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id)
        + (SELECT coalesce(sum(cardinality(b.contact_ids)), 0)
@@ -490,11 +510,17 @@ PENDING_COUNT = "SELECT count(*) FROM mcsync.mailchimp_sync_queue WHERE user_id 
 
 # Start (or restart) the user's reconciliation unless one was asked for less than
 # `min_interval` seconds ago. Returns no row when refused; the hourly limit lives here.
+# `requested_at` is when the user last asked (their hourly limit counts from it): a run started
+# by an operator (`mcsync sync-now`) or by connecting (`by_user` false) leaves it as it was,
+# and a first such row reads as asked long ago.
 START_RECONCILIATION = """
-INSERT INTO mcsync.mcsync_reconciliations AS r (user_id, audience_id)
-VALUES (%(user_id)s, %(audience_id)s)
+INSERT INTO mcsync.mcsync_reconciliations AS r (user_id, audience_id, requested_at)
+VALUES (%(user_id)s, %(audience_id)s,
+        CASE WHEN %(by_user)s THEN now() ELSE 'epoch'::timestamptz END)
 ON CONFLICT (user_id) DO UPDATE SET
-    audience_id = excluded.audience_id, requested_at = now(), next_offset = 0, queued = 0,
+    audience_id = excluded.audience_id,
+    requested_at = CASE WHEN %(by_user)s THEN now() ELSE r.requested_at END,
+    next_offset = 0, queued = 0,
     lease_owner = NULL, lease_until = NULL, finished_at = NULL, error = NULL
  WHERE r.requested_at <= now() - make_interval(secs => %(min_interval)s)
 RETURNING r.requested_at

@@ -189,6 +189,28 @@ def missing_members(snap: Snapshot, seen: set[str]) -> list[Difference]:
     ]
 
 
+async def archived_among(
+    client: MailchimpClient, audience_id: str, hashes: set[str], *, page_size: int = PAGE_SIZE
+) -> list[Member]:
+    """The members of `hashes` that are archived. Mailchimp's member listing without a status
+    filter leaves archived members out (the emulator does the same), so a desired member the
+    listing never showed may be archived rather than missing: by mcsync (a restore) or by
+    someone else (never drift). Listed with `status=archived`, one call per 1,000 archived
+    members, and only when some desired member went unseen."""
+    if not hashes:
+        return []
+    found: list[Member] = []
+    pages = client.iter_pages(audience_id, page_size=page_size, status="archived", fields=_FIELDS)
+    async for page in pages:
+        found.extend(m for m in page.members if m.id.lower() in hashes)
+    return found
+
+
+def unseen(snap: Snapshot, seen: set[str]) -> set[str]:
+    """Desired members the (unfiltered) listing did not show."""
+    return {h for h in snap.desired if h not in seen}
+
+
 def placeholder_id(user_id: UUID, audience_id: str, email_hash: str) -> UUID:
     """The contact id an orphaned member is adopted under (stable, so a resumed run reuses it)."""
     return uuid.uuid5(_PLACEHOLDER_NS, f"{user_id}:{audience_id}:{email_hash}")
@@ -340,10 +362,16 @@ async def _write_fixes(conn: AConn, fixes: Fixes, user_id: UUID, audience_id: st
 
 
 def request_sync_now(
-    conn: psycopg.Connection[Any], user_id: UUID, *, min_interval: float = SYNC_NOW_INTERVAL
+    conn: psycopg.Connection[Any],
+    user_id: UUID,
+    *,
+    min_interval: float = SYNC_NOW_INTERVAL,
+    by_user: bool = True,
 ) -> int:
     """Record a Sync Now request. Returns 0 when accepted, else seconds until it would be.
 
+    `by_user`: the user's own button, which starts their hourly limit; an operator's
+    `mcsync sync-now` or a reconnect's check (False) does not.
     Raises ReconcileError when there is no connection or no audience yet."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
@@ -353,7 +381,8 @@ def request_sync_now(
             raise ReconcileError("no audience chosen yet")
         params = {"user_id": user_id, "min_interval": min_interval}
         started = cur.execute(
-            queries.START_RECONCILIATION, {**params, "audience_id": row["audience_id"]}
+            queries.START_RECONCILIATION,
+            {**params, "audience_id": row["audience_id"], "by_user": by_user},
         ).fetchone()
         if started is None:
             wait = cur.execute(queries.RECONCILIATION_RETRY_AFTER, params).fetchone()
@@ -429,7 +458,10 @@ async def run_reconciliation(
                 run.audience_id, offset=run.offset, page_size=page_size, fields=_FIELDS
             ):
                 await _fix_page(conn, run, page.members)
-            await _fix_missing_and_finish(conn, run)
+            archived = await archived_among(
+                client, run.audience_id, unseen(run.snap, run.seen), page_size=page_size
+            )
+            await _fix_missing_and_finish(conn, run, archived)
         except ReconcileError as exc:
             log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
             return None
@@ -515,10 +547,18 @@ async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
     run.queued += fixes.queued
 
 
-async def _fix_missing_and_finish(conn: AConn, run: _Run) -> None:
-    """After the last page: queue the members the listing never showed, and end the run."""
-    diffs = missing_members(run.snap, run.seen)
-    fixes = fixes_for(diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id)
+async def _fix_missing_and_finish(conn: AConn, run: _Run, archived: list[Member]) -> None:
+    """After the last page: restore what mcsync archived and a contact wants again, queue the
+    members the listings never showed, and end the run."""
+    diffs = [d for m in archived for d in compare_member(m, run.snap)]
+    diffs += missing_members(run.snap, run.seen | {m.id.lower() for m in archived})
+    fixes = fixes_for(
+        diffs,
+        run.snap,
+        user_id=run.user_id,
+        audience_id=run.audience_id,
+        members={m.id.lower(): m for m in archived},
+    )
     params = {"user_id": run.user_id, "audience_id": run.audience_id}
     async with conn.transaction():
         await _write_fixes(conn, fixes, run.user_id, run.audience_id)
@@ -560,5 +600,11 @@ async def audit(
             for member in page.members:
                 seen.add(member.id.lower())
                 diffs.extend(compare_member(member, snap))
+        archived = await archived_among(
+            client, conn_row["audience_id"], unseen(snap, seen), page_size=page_size
+        )
+    for member in archived:
+        seen.add(member.id.lower())
+        diffs.extend(compare_member(member, snap))
     diffs.extend(missing_members(snap, seen))
     return diffs

@@ -320,6 +320,10 @@ def check_against_catalog(conn: psycopg.Connection[Any], mapping: SourceMapping)
             need("source.tags.name", tags.name, ("S",), "a text column", tags.table, join)
             if key is not None and not _leads_an_index(conn, tags.table, tags.key):
                 warnings.append(_index_warning("source.tags.key", tags.table, tags.key))
+    from mcsync.source_keys import key_problems  # what mcsync relies on: ids, tenants
+
+    if not errors:  # columns of the right types: are they keys mcsync can rely on?
+        errors.extend(key_problems(conn, mapping))
     if mapping.filter is not None and not errors:
         problem = _filter_problem(conn, mapping)
         if problem:

@@ -1,4 +1,4 @@
-"""The operator's view: one row per connection."""
+"""The operator's view: one row per connection (its state with the reason, sql/009)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ def render_status_table(rows: list[dict[str, Any]]) -> str:
             return "-"
         if key == "last_sync_at":
             return value.strftime("%Y-%m-%d %H:%M:%S")
+        if key == "sync_status" and row.get("status_reason"):
+            return f"{value} ({row['status_reason']})"  # why it is paused or in error
         return str(value)[:60]
 
     table = [[title for _, title in columns]] + [[cell(r, k) for k, _ in columns] for r in rows]

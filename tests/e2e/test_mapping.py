@@ -6,6 +6,7 @@ itself runs against other schemas in tests/e2e/test_pipeline.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,6 +175,60 @@ def test_each_kind_of_mistake_is_a_clear_error_and_nothing_is_installed(
         apply_migrations(empty_db_url, mapping=mapping)
     assert _rows(empty_db_url, "SELECT to_regnamespace('mcsync')") == [(None,)]
     assert _rows(empty_db_url, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == [(0,)]
+
+
+LOOSE_CONTACTS = """
+CREATE TABLE public.contacts (
+    id uuid, user_id uuid, first_name text, last_name text, email text, phone text, tags text[]
+);
+"""
+
+
+def test_an_app_table_without_a_unique_not_null_id_and_tenant_is_refused_with_the_fix(
+    empty_db_url: str,
+) -> None:
+    """Taken on trust, such a table broke the app: its INSERT without an id failed inside
+    mcsync's trigger, and two rows with one id in one statement failed (ON CONFLICT ...
+    cannot affect row a second time). Refused, naming each column and the statement that
+    fixes it; nothing applied; the fixes as written make it pass."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(LOOSE_CONTACTS.encode())
+    with pytest.raises(MigrationError) as refused:
+        apply_migrations(empty_db_url, mapping=DEFAULT_MAPPING)
+    said = str(refused.value)
+    assert "nothing was applied" in said
+    fixes = re.findall(r"Fix: (ALTER TABLE .*?;)", said)
+    assert len(fixes) == 3, said
+    assert "source.id: column public.contacts.id is not unique" in said
+    assert "source.id: column public.contacts.id may be NULL" in said
+    assert "source.tenant: column public.contacts.user_id may be NULL" in said
+    assert _rows(empty_db_url, "SELECT to_regnamespace('mcsync')") == [(None,)]
+    assert _rows(empty_db_url, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == [(0,)]
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        for fix in fixes:
+            conn.execute(fix.encode())
+    apply_migrations(empty_db_url, mapping=DEFAULT_MAPPING, notice=lambda _: None)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # The app's own INSERT without an id now works through mcsync's trigger.
+        conn.execute(
+            "INSERT INTO contacts (user_id, email) VALUES (gen_random_uuid(), 'a@coachmail.io')"
+        )
+
+
+def test_a_unique_index_on_the_id_alone_is_enough_and_a_composite_one_is_not(
+    empty_db_url: str,
+) -> None:
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(LOOSE_CONTACTS.encode())
+        conn.execute("ALTER TABLE contacts ALTER COLUMN id SET NOT NULL")
+        conn.execute("ALTER TABLE contacts ALTER COLUMN user_id SET NOT NULL")
+        conn.execute("CREATE UNIQUE INDEX contacts_user_id_id ON contacts (user_id, id)")
+    with pytest.raises(MigrationError, match=r"source\.id: column public\.contacts\.id is not"):
+        apply_migrations(empty_db_url, mapping=DEFAULT_MAPPING)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("CREATE UNIQUE INDEX contacts_id ON contacts (id)")
+    apply_migrations(empty_db_url, mapping=DEFAULT_MAPPING, notice=lambda _: None)
 
 
 def test_a_good_mapping_installs_and_warns_about_a_missing_index(empty_db_url: str) -> None:

@@ -171,6 +171,7 @@ class ConnectionRow:
     audience_id: str | None
     double_optin: bool
     sync_status: str = "active"
+    status_reason: str | None = None
     notice: str | None = None
     consecutive_failures: int = 0
     throttled_count: int = 0
@@ -609,6 +610,7 @@ class MemoryDatabase:
         if c.sync_status != "active":
             return 0
         c.sync_status, c.notice, c.last_error = "paused", p["notice"], p["error"]
+        c.status_reason = "failures"
         c.next_probe_at = self.now + timedelta(seconds=p["probe_in"])
         self.work_writes += 1
         return 1
@@ -622,6 +624,7 @@ class MemoryDatabase:
     def sql_RESUME_CONNECTION(self, p: dict[str, Any]) -> int:
         c = self.connection
         c.sync_status, c.notice, c.next_probe_at, c.consecutive_failures = "active", None, None, 0
+        c.status_reason, c.last_error = None, None
         self.work_writes += 1
         return 1
 
@@ -634,6 +637,7 @@ class MemoryDatabase:
     def sql_MARK_CONNECTION_ERROR(self, p: dict[str, Any]) -> int:
         c = self.connection
         c.sync_status, c.notice, c.last_error = "error", p["notice"], p["error"]
+        c.status_reason = p["reason"]
         self.work_writes += 1
         return 1
 

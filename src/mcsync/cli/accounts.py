@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from uuid import UUID
 
 import psycopg
 
@@ -18,6 +19,7 @@ from mcsync.cli.options import (
     settings_from,
 )
 from mcsync.config import Settings
+from mcsync.crypto import TokenCipher
 from mcsync.mailchimp.models import Audience
 
 
@@ -49,7 +51,27 @@ def cmd_connect(args: argparse.Namespace) -> int:
             double_optin=audience.double_optin,
         )
     print(f"connected user {args.user_id}; {queued} contacts queued for a first full sync")
+    _compare_with_audience(settings, cipher, args.user_id)
     return 0
+
+
+def _compare_with_audience(settings: Settings, cipher: TokenCipher, user_id: UUID) -> None:
+    """A reconnect (the ledger already knew this audience) started a reconciliation
+    (`mcsync.connections.check_against_audience`): run it here, so the audience itself is
+    compared, not only what mcsync last told it."""
+    import asyncio
+    import os
+    import socket
+
+    from mcsync.reconcile import run_reconciliation
+
+    owner = f"cli-{socket.gethostname()}-{os.getpid()}"
+    result = asyncio.run(run_reconciliation(settings, cipher, user_id, owner=owner))
+    if result is not None:
+        print(
+            f"compared with the audience itself: {result.listed} members listed, "
+            f"{result.differences} differences, {result.queued} contacts queued"
+        )
 
 
 def _read_audience(settings: Settings, args: argparse.Namespace) -> Audience:

@@ -112,6 +112,13 @@ OPTIONS: dict[str, SettingOption] = {
             "mcsync_operator_claim",
             "JWT claim that makes an operator, e.g. app_metadata.mcsync_role=operator",
         ),
+        _option(
+            "--metrics-host",
+            "mcsync_metrics_host",
+            "the address the metrics port listens on (0.0.0.0: every interface)",
+            str,
+            "127.0.0.1",
+        ),
     )
 }
 

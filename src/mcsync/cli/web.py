@@ -64,7 +64,8 @@ def cmd_sync_now(args: argparse.Namespace) -> int:
         run = conn.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
         if run is None or run["finished_at"] is not None:
             try:
-                request_sync_now(conn, user_id, min_interval=0)
+                # The operator's run: the user's own hourly limit is not started by it.
+                request_sync_now(conn, user_id, min_interval=0, by_user=False)
             except ReconcileError as exc:
                 print(f"mcsync sync-now: {exc}", file=sys.stderr)
                 return 2

@@ -55,7 +55,14 @@ COMMANDS = (
         "worker",
         cmd_worker,
         "run the sync worker (LISTEN + poll)",
-        settings=(*MAILCHIMP, "login_url", "poll_interval", "max_in_flight", "metrics_port"),
+        settings=(
+            *MAILCHIMP,
+            "login_url",
+            "poll_interval",
+            "max_in_flight",
+            "metrics_port",
+            "metrics_host",
+        ),
         flags=(
             flag("--once", action="store_true", help="drain everything due, then exit"),
             flag("--worker-id", help="name in leases and logs (default host:pid:random)"),

@@ -15,6 +15,7 @@ which checks the dc first.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,12 +82,44 @@ class MemberQuery(TypedDict, total=False):
 DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=30)
 
 
+# An address inside Mailchimp's error text ("x@y.com looks fake or invalid"): logs name
+# members by a hash prefix only, never by their email.
+_ADDRESS = re.compile(r"[^\s@\"'<>()\[\],;:]+@[^\s@\"'<>()\[\],;:]+")
+
+
+def without_addresses(text: str) -> str:
+    """`text` with every email address replaced by `[email]`."""
+    return _ADDRESS.sub("[email]", text)
+
+
+def error_text(error: BaseException) -> str:
+    """A failed call's error as a log may carry it: Mailchimp's title and detail (credentials
+    are cut out by MailchimpError itself and again by the log's redaction), with every email
+    address replaced, at most 300 characters."""
+    return without_addresses(str(error))[:300]
+
+
 def log_call(
-    op: str, method: str, *, status: int | None, outcome: str, started: float, **keys: Any
+    op: str,
+    method: str,
+    *,
+    status: int | None,
+    outcome: str,
+    started: float,
+    error: BaseException | None = None,
+    **keys: Any,
 ) -> float:
-    """Log one finished Mailchimp call (API or login server); returns its duration in seconds."""
+    """Log one finished Mailchimp call (API or login server); returns its duration in seconds.
+
+    A success is `info`; a failure `warning` (retried, throttled, or one contact refused) or
+    `error` (the token refused: the connection stops), with its HTTP status (None only when no
+    response came: a timeout, a network error) and its redacted `error` text."""
     elapsed = time.perf_counter() - started
-    log.info(
+    if error is not None:
+        status = status if status is not None else getattr(error, "status", None)
+        keys["error"] = error_text(error)
+    level = "info" if error is None else "error" if outcome == "connection_error" else "warning"
+    getattr(log, level)(
         "mailchimp_call",
         op=op,
         method=method,
@@ -222,6 +255,7 @@ class MailchimpClient:
                 status=status,
                 outcome=outcome,
                 started=started,
+                error=failure,
                 request_id=request_id,
                 **self._log_context,
                 **log_keys,

@@ -81,6 +81,7 @@ async def _send(
     started = time.perf_counter()
     status: int | None = None
     outcome = "ok"
+    failure: OAuthError | None = None
     try:
         async with _client(http) as client:
             try:
@@ -98,8 +99,11 @@ async def _send(
             outcome = "OAuthError"
             raise OAuthError(_describe_failure(response), status=response.status_code)
         return response
+    except OAuthError as exc:
+        failure = exc
+        raise
     finally:
-        log_call(op, method, status=status, outcome=outcome, started=started)
+        log_call(op, method, status=status, outcome=outcome, started=started, error=failure)
 
 
 async def exchange_code(

@@ -41,6 +41,7 @@ from mcsync.mailchimp.models import Audience
 from mcsync.mailchimp.oauth import authorize_url, exchange_code, fetch_metadata
 from mcsync.web.auth import AuthError, OAuthState
 from mcsync.web.context import CurrentUser, WebContext, ctx_of
+from mcsync.web.runs import spawn_run
 
 log = get_logger("mcsync.web")
 router = APIRouter()
@@ -343,6 +344,7 @@ async def _store(
         queued=queued,
     )
     if chosen:
+        spawn_run(ctx, user)  # a reconnect's check against the audience itself, if one started
         message = f'Connected to "{chosen.name}". You can close this window.'
     else:
         message = "Connected to Mailchimp. Choose an audience in the app to start syncing."

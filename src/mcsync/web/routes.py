@@ -124,6 +124,7 @@ async def choose_audience(
         double_optin=chosen.double_optin,
     )
     log.info("audience_selected", user_id=str(user), audience_id=chosen.id, queued=queued)
+    spawn_run(ctx, user)  # back to an audience used before: its check against the audience
     return await ctx.db(read_status, user, ctx.sync_now_interval)
 
 

@@ -15,9 +15,14 @@ from functools import partial
 from uuid import UUID
 
 from mcsync.config import Settings
-from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.crypto import EncryptionKeyError, TokenCipher
 from mcsync.logging import get_logger
-from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
+from mcsync.mailchimp.client import (
+    CallObserver,
+    ClientFactory,
+    MailchimpClient,
+    without_addresses,
+)
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError
 from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
@@ -28,7 +33,7 @@ from mcsync.worker.inflight import MembersInFlight
 from mcsync.worker.lanes import BULK, current_lane
 from mcsync.worker.metrics import Metrics
 from mcsync.worker.outcomes import collect_outcomes
-from mcsync.worker.store import Account, Event, Facts, WorkerStore
+from mcsync.worker.store import Account, Event, Facts, Outcomes, WorkerStore
 
 log = get_logger("mcsync.worker")
 
@@ -98,7 +103,7 @@ class AccountWorker:
                 return
             account = await self.audience_settings(account)
             await self._run_passes(account)
-        except (InvalidDataCenter, TokenBindingError) as exc:
+        except (InvalidDataCenter, EncryptionKeyError) as exc:
             await self.health.unusable(account, exc)
         finally:
             await self.store.release_account(account.user_id)
@@ -252,6 +257,7 @@ class AccountWorker:
             log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
             return False
         await self.health.after_pass(account, out, retried, gate)
+        _log_contacts(account, out)
         rejected = sum(1 for r in out.rejections if r["severity"] == "error")
         self.metrics.count_events("completed", len(out.completed) - rejected)
         self.metrics.count_events("rejected", rejected)
@@ -269,6 +275,33 @@ class AccountWorker:
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return not gate.stopped and not any(a >= MAX_ATTEMPTS for _, a in retried)
+
+
+def _log_contacts(account: Account, out: Outcomes) -> None:
+    """One line per contact whose change failed (with its `attempt` and when it is retried) or
+    that Mailchimp refused: `contact_id` is the app's id, the address is never logged."""
+    user_id = str(account.user_id)
+    for event, delay, error in out.retried:
+        log.warning(
+            "contact_retry",
+            user_id=user_id,
+            contact_id=str(event.contact_id),
+            op=event.op,
+            attempt=event.attempts + 1,
+            outcome="retried" if event.attempts + 1 < MAX_ATTEMPTS else "paused",
+            retry_in_s=round(delay, 2),
+            error=without_addresses(error)[:300],
+        )
+    for rejection in out.rejections:
+        level = log.warning if rejection["severity"] == "error" else log.info
+        level(
+            "contact_rejected" if rejection["severity"] == "error" else "contact_partly_synced",
+            user_id=user_id,
+            contact_id=rejection["contact_id"],
+            outcome=rejection["severity"],
+            field=rejection["field"],
+            reason=without_addresses(str(rejection["reason"]))[:300],
+        )
 
 
 def _forget_claim(claimed: set[int], ids: set[int], _: object) -> None:

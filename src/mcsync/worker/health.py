@@ -6,7 +6,12 @@ The state machine, per connection (`mailchimp_connections.sync_status`):
     active --5 failed attempts of a row--> paused --probe answers--> active
     active/paused --401, a 403 with a body--> error (until the user reconnects)
     active/paused --token stored unbound, by an older mcsync--> paused (probing until bound)
+    active/paused --token no configured key decrypts--> paused (probing until the key is back)
     active/paused --forged dc, a token copied from another user--> error (nothing is sent)
+
+Each state but active has a reason (`status_reason`: see `unusable_state`, REVOKED,
+"failures"), shown by `mcsync status`; a change of state is logged once, a probe that finds
+nothing changed is not.
 
 Throttling never counts as a failure: the whole account waits, nobody's attempts are spent.
 What each Mailchimp error means is `mcsync.mailchimp.errors.disposition`; every statement is
@@ -17,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from mcsync.crypto import TokenBindingError, UnboundTokenError
+from mcsync.crypto import EncryptionKeyError, TokenBindingError, UnboundTokenError
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
@@ -33,6 +38,25 @@ log = get_logger("mcsync.worker")
 PAUSED_NOTICE = "Heads up—email sync is paused right now. Your contacts are still safe."
 
 _PROBE_OUTCOMES = {"ok", "throttled", "connection_error"}  # anything else: "failed"
+# The reason a connection Mailchimp refused is in error (`status_reason`, sql/009).
+REVOKED = "token_revoked"
+
+
+def unusable_state(exc: InvalidDataCenter | EncryptionKeyError) -> tuple[str, str]:
+    """The connection state and its reason for an account no call may be made for.
+
+    Paused (probed with backoff, resumes by itself) when the operator can fix it without the
+    user: a token stored before tokens were bound (`mcsync rotate-keys`), a token no configured
+    key opens (a key removed from MCSYNC_ENCRYPTION_KEYS too early: put it back). Error (until
+    the user reconnects) when the stored row itself is wrong: a token bound to another user, a
+    forged data center."""
+    if isinstance(exc, UnboundTokenError):
+        return "paused", "token_unbound"
+    if isinstance(exc, TokenBindingError):
+        return "error", "token_not_this_users"
+    if isinstance(exc, EncryptionKeyError):
+        return "paused", "token_undecryptable"
+    return "error", "invalid_dc"
 
 
 def _log(user_id: UUID) -> Any:
@@ -58,23 +82,27 @@ class ConnectionHealth:
         )
 
     async def unusable(
-        self, account: Account, exc: InvalidDataCenter | TokenBindingError
+        self, account: Account, exc: InvalidDataCenter | EncryptionKeyError
     ) -> None:
-        """No call may be made for this row (found before any row was claimed, nothing sent)."""
+        """No call may be made for this account (found before any row was claimed, nothing
+        sent). A state with a reason (`unusable_state`), logged once per change of state: the
+        ones the operator can fix are paused and probed with backoff like failures (so a
+        removed key costs one decrypt per probe, not a loop), the others wait for a reconnect."""
         user_id, error = account.user_id, str(exc)
-        if isinstance(exc, UnboundTokenError):
-            # Stored by an older mcsync: the operator binds it (`mcsync rotate-keys`). Paused
-            # meanwhile, probing as after failures, so it resumes by itself once bound.
+        status, reason = unusable_state(exc)
+        if status == "paused":
             probe_in = self.backoff.retry(account.consecutive_failures + 1)
-            await self.store.pause_connection(user_id, PAUSED_NOTICE, error, probe_in=probe_in)
-            await self.store.reschedule_probe(user_id, probe_in, error)
-            await self.store.record_health_event(user_id, "paused", error)
-            _log(user_id).error("token_unbound", error=error)
-            return
-        # A forged dc, a token copied from another user's row: stop until the user reconnects.
-        await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
-        await self.store.record_health_event(user_id, "error", error)
-        _log(user_id).error("connection_unusable", error=error)
+            await self.store.pause_unusable(
+                user_id, PAUSED_NOTICE, error, reason=reason, probe_in=probe_in
+            )
+        else:
+            await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error, reason=reason)
+        if (account.sync_status, account.status_reason) != (status, reason):
+            await self.store.record_health_event(user_id, status, f"{reason}: {error}")
+            event = "token_unbound" if reason == "token_unbound" else "connection_unusable"
+            _log(user_id).error(
+                event, outcome=status, sync_status=status, reason=reason, error=error
+            )
 
     def observe_probe(self, op: str, outcome: str, seconds: float) -> None:
         """The probe's call, as metrics count it (`op` "probe")."""
@@ -90,14 +118,20 @@ class ConnectionHealth:
             return
         await self.store.resume_connection(account.user_id)
         await self.store.record_health_event(account.user_id, "resumed", "probe answered")
-        _log(account.user_id).info("sync_resumed", outcome="active")
+        _log(account.user_id).info(
+            "sync_resumed", outcome="active", previous_reason=account.status_reason
+        )
 
     async def _probe_failed(self, account: Account, exc: MailchimpError) -> None:
         kind = disposition(exc)
         if kind == "connection":
-            await self.store.mark_connection_error(account.user_id, PAUSED_NOTICE, str(exc))
+            await self.store.mark_connection_error(
+                account.user_id, PAUSED_NOTICE, str(exc), reason=REVOKED
+            )
             await self.store.record_health_event(account.user_id, "error", str(exc))
-            _log(account.user_id).warning("connection_error", outcome="error")
+            _log(account.user_id).warning(
+                "connection_error", outcome="error", reason=REVOKED, error=str(exc)[:200]
+            )
             return
         if kind == "throttled":  # busy, not down: ask again soon, and don't count it
             assert isinstance(exc, TransientError)
@@ -117,9 +151,11 @@ class ConnectionHealth:
         user_id = account.user_id
         if gate.connection_error is not None:
             error = str(gate.connection_error)
-            await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error)
+            await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error, reason=REVOKED)
             await self.store.record_health_event(user_id, "error", error)
-            _log(user_id).warning("connection_error", outcome="error", error=error[:200])
+            _log(user_id).warning(
+                "connection_error", outcome="error", reason=REVOKED, error=error[:200]
+            )
             return
         if out.retried:
             await self.store.record_failure(user_id, out.retried[-1][2])
@@ -129,6 +165,12 @@ class ConnectionHealth:
             )
             gate.paused = True  # the account's other passes start no further call
             await self.store.record_health_event(user_id, "paused", out.retried[-1][2])
-            _log(user_id).warning("sync_paused", outcome="paused")
+            _log(user_id).warning(
+                "sync_paused",
+                outcome="paused",
+                reason="failures",
+                attempt=MAX_ATTEMPTS,
+                error=out.retried[-1][2][:200],
+            )
         elif out.completed and not out.retried:
             await self.store.mark_synced(user_id)

@@ -171,7 +171,7 @@ class MetricsServer:
     connection figures are read through the worker's own pool on the worker's event loop."""
 
     def __init__(
-        self, metrics: Metrics, pool: AsyncConnectionPool, port: int, host: str = "0.0.0.0"
+        self, metrics: Metrics, pool: AsyncConnectionPool, port: int, host: str = "127.0.0.1"
     ) -> None:
         self.metrics = metrics
         self.pool = pool
@@ -202,7 +202,7 @@ class MetricsServer:
             target=self._server.serve_forever, name="mcsync-metrics", daemon=True
         )
         self._thread.start()
-        log.info("metrics_listening", port=self.port)
+        log.info("metrics_listening", host=self.host, port=self.port)
 
     async def stop(self) -> None:
         if self._server is not None:

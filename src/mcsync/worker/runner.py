@@ -218,7 +218,9 @@ class WorkerService:
                 return
             metrics_server = None
             if s.mcsync_metrics_port is not None:
-                metrics_server = MetricsServer(self.metrics, pool, s.mcsync_metrics_port)
+                metrics_server = MetricsServer(
+                    self.metrics, pool, s.mcsync_metrics_port, s.mcsync_metrics_host
+                )
                 await metrics_server.start()
             listener = None
             if self.listen:

@@ -75,6 +75,7 @@ class Account:
     sync_status: str
     consecutive_failures: int
     has_bulk: bool = False  # an import is waiting in mailchimp_sync_bulk
+    status_reason: str | None = None  # why it is paused or in error (sql/009)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Account:
@@ -413,10 +414,26 @@ class WorkerStore:
             (queries.NOTIFY, {}),
         )
 
-    async def mark_connection_error(self, user_id: UUID, notice: str, error: str) -> None:
+    async def mark_connection_error(
+        self, user_id: UUID, notice: str, error: str, *, reason: str
+    ) -> None:
         """The token is revoked or the account unusable: stop until the user reconnects."""
-        params = {"user_id": user_id, "notice": notice, "error": error[:500]}
+        params = {"user_id": user_id, "notice": notice, "error": error[:500], "reason": reason}
         await self._run((queries.MARK_CONNECTION_ERROR, params))
+
+    async def pause_unusable(
+        self, user_id: UUID, notice: str, error: str, *, reason: str, probe_in: float
+    ) -> None:
+        """Unusable until the operator fixes something: paused, probed after `probe_in`, one
+        failure more (so the next probe waits longer)."""
+        params = {
+            "user_id": user_id,
+            "notice": notice,
+            "error": error[:500],
+            "reason": reason,
+            "probe_in": probe_in,
+        }
+        await self._run((queries.PAUSE_UNUSABLE, params))
 
     async def set_double_optin(self, account: Account, double_optin: bool) -> None:
         """Store the audience's double opt-in setting as Mailchimp now has it."""

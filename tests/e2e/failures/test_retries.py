@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -208,6 +209,7 @@ def test_outage_longer_than_five_attempts_pauses_then_recovers_by_itself(
         fast.add_contact(other, "fine@coachmail.io")
         wait_until(lambda: connection_of_user(fast, user)["sync_status"] == "paused", 10)
         assert connection_of_user(fast, user)["notice"] == NOTICE
+        assert connection_of_user(fast, user)["status_reason"] == "failures"
         wait_until(lambda: "fine@coachmail.io" in fast.members(other), 5)
         assert connection_of_user(fast, other)["sync_status"] == "active"
 
@@ -228,6 +230,8 @@ def test_outage_longer_than_five_attempts_pauses_then_recovers_by_itself(
     assert all(members[f"o{i}@coachmail.io"]["merge_fields"]["FNAME"] == f"O{i}" for i in range(30))
     conn = connection_of_user(fast, user)
     assert conn["notice"] is None and conn["sync_status"] == "active"
+    # Resumed by itself: no old error shown beside an active connection (`mcsync status`).
+    assert conn["last_error"] is None and conn["status_reason"] is None
 
 
 def connection_of_user(h: SyncHarness, user: object) -> dict[str, object]:
@@ -252,7 +256,7 @@ def test_revoked_token_sets_error_with_the_notice_and_nothing_is_retried(
     fast.drain()
     conn = connection(fast)
     assert conn["sync_status"] == "error" and conn["notice"] == NOTICE
-    assert "401" in conn["last_error"]
+    assert "401" in conn["last_error"] and conn["status_reason"] == "token_revoked"
     (row,) = fast.queue()
     assert row["contact_id"] == cid and row["attempts"] == 0 and row["locked_by"] is None
     calls = len(fast.api_calls())
@@ -281,3 +285,34 @@ def test_reconnecting_after_401_resumes_everything_queued(fast: SyncHarness) -> 
     members = fast.members(user)
     assert members["k1@coachmail.io"]["merge_fields"]["FNAME"] == "K1b"
     assert members["k2@coachmail.io"]["merge_fields"]["FNAME"] == "K2"
+
+
+def test_failed_calls_are_logged_as_warnings_with_status_and_error_and_contacts_by_id(
+    fast: SyncHarness,
+) -> None:
+    """Failed calls were logged at info with status null and no error text, and the documented
+    `contact_id` and `attempt` keys appeared nowhere."""
+    import structlog
+
+    user = fast.add_user()
+    fast.admin.add_fault(status=503, access_token=user.token, count=1)
+    retried = fast.add_contact(user, "five03@coachmail.io")
+    with structlog.testing.capture_logs() as logs:
+        settle(fast)
+        refused = fast.add_contact(user, "test@example.com")  # refused: it looks fake
+        settle(fast)
+    calls = [e for e in logs if e["event"] == "mailchimp_call"]
+    failed = [e for e in calls if e["outcome"] != "ok"]
+    assert failed and all(e["log_level"] == "warning" for e in failed)
+    assert all(e["log_level"] == "info" for e in calls if e["outcome"] == "ok")
+    down = [e for e in failed if e["status"] == 503]
+    assert down and all("503" in e["error"] for e in down)
+    bad = [e for e in failed if e["status"] == 400]
+    assert bad and all(e["error"] for e in bad)
+    text = json.dumps(logs, default=str)
+    assert "five03@coachmail.io" not in text and "test@example.com" not in text
+    (retry,) = [e for e in logs if e["event"] == "contact_retry"]
+    assert retry["contact_id"] == str(retried) and retry["attempt"] == 1
+    assert retry["log_level"] == "warning" and "503" in retry["error"]
+    (rejected,) = [e for e in logs if e["event"] == "contact_rejected"]
+    assert rejected["contact_id"] == str(refused) and rejected["log_level"] == "warning"

@@ -130,3 +130,31 @@ def _try_scrape(port: int) -> Any:
     except httpx.HTTPError:
         time.sleep(0.05)
         return None
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        return httpx.get(f"http://{host}:{port}/metrics", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_metrics_port_listens_on_loopback_unless_metrics_host_says_otherwise(
+    fast: SyncHarness, worker_process: Any
+) -> None:
+    """It bound 0.0.0.0 with no way to choose: every user id on every interface. A server bound
+    to 127.0.0.1 does not answer on 127.0.0.2 (another loopback address); one on 0.0.0.0 does."""
+    for args, everywhere in (((), False), (("--metrics-host", "0.0.0.0"), True)):
+        port = _free_port()
+        worker = worker_process(fast).start("--metrics-port", str(port), *args)
+        try:
+            deadline = time.monotonic() + 20
+            while not _answers("127.0.0.1", port):
+                assert time.monotonic() < deadline, worker.output()
+                time.sleep(0.1)
+            assert _answers("127.0.0.2", port) is everywhere
+        finally:
+            worker.stop()
+        lines = [json.loads(line) for line in worker.output().splitlines() if line.strip()]
+        (listening,) = [e for e in lines if e["event"] == "metrics_listening"]
+        assert listening["host"] == ("0.0.0.0" if everywhere else "127.0.0.1")

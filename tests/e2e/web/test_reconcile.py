@@ -340,3 +340,109 @@ def test_worker_and_verify_agree_on_the_most_recent_contact_of_a_shared_address(
     assert [r["contact_id"] for r in sync.queue()] == [bea]
     assert sync.members(user)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Bea 2"
     assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []
+
+
+def test_a_member_archived_by_hand_is_never_drift_and_sync_now_leaves_it_alone(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The member listing leaves archived members out: a member a marketer archived was
+    reported "missing" on every verify, and Sync Now requeued it on every run."""
+    user = sync.add_user()
+    sync.add_contact(user, "kept@coachmail.io", first_name="Kept")
+    sync.add_contact(user, "shelved@coachmail.io", first_name="Shelved")
+    sync.drain()
+    sync.admin.archive(user.audience_id, "shelved@coachmail.io")
+
+    code, report = _verify(sync, user, capsys)
+    assert (code, report["in_sync"], report["differences"]) == (0, True, [])
+    for _ in range(2):
+        sync.execute(
+            "UPDATE mcsync.mcsync_reconciliations SET requested_at = now() - interval '2 hours'"
+        )
+        _request_sync_now(sync, user)
+        result = asyncio.run(
+            run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="w")
+        )
+        assert result is not None and result.queued == 0 and result.differences == 0
+        assert sync.queue() == []
+    sync.drain()
+    assert sync.members(user)["shelved@coachmail.io"]["status"] == "archived"
+
+
+def _restart_emulator(sync: SyncHarness, user: User) -> None:
+    """The emulator restarted (its state is in memory): the same account, token and audience
+    id, and an empty audience; mcsync's ledger still says every member is there."""
+    sync.admin.reset()
+    sync.admin.create_account(
+        dc="us1",
+        access_token=user.token,
+        audiences=[{"id": user.audience_id, "name": "Audience"}],
+    )
+
+
+def test_reconnecting_compares_with_the_audience_itself_and_restores_what_was_removed_outside(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audience emptied outside mcsync (an emulator restart showed it): connecting again ran
+    a "first full sync" that trusted the ledger and reported done with 3 of 34 members there."""
+    user = sync.add_user()
+    emails = [f"back{i}@coachmail.io" for i in range(6)]
+    for email in emails:
+        sync.add_contact(user, email, first_name="Back", tags=["client"])
+    sync.drain()
+    _restart_emulator(sync, user)
+    assert sync.members(user) == {}
+
+    capsys.readouterr()
+    assert main(
+        _cli(
+            sync,
+            "connect",
+            "--user-id",
+            str(user.user_id),
+            "--access-token",
+            user.token,
+            "--dc",
+            "us1",
+            "--audience-id",
+            user.audience_id,
+        )
+    ) == 0
+    assert "compared with the audience itself" in capsys.readouterr().out
+    sync.drain()
+    members = sync.members(user)
+    assert set(members) == set(emails)
+    assert all({t["name"] for t in members[e]["tags"]} == {"client"} for e in emails)
+    # Not counted as the user's own Sync Now: their button is not held back an hour.
+    with psycopg.connect(sync.db_url, autocommit=True) as conn:
+        assert request_sync_now(conn, user.user_id) == 0
+
+
+def test_a_reconnect_in_the_web_leaves_a_run_for_the_web_and_a_first_connect_none(
+    sync: SyncHarness,
+) -> None:
+    """`mcsync web` runs the check at once after its OAuth callback, and its sweeper picks up
+    any run nobody holds; a first connect (no ledger for the audience) needs none."""
+    user = sync.add_user()
+    assert asyncio.run(stale_runs(sync.db_url)) == []
+    sync.add_contact(user, "first@coachmail.io")
+    sync.drain()
+    _restart_emulator(sync, user)
+    sync.connect(user)  # what the OAuth callback stores
+    assert asyncio.run(stale_runs(sync.db_url)) == [user.user_id]
+    result = asyncio.run(
+        run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="sweeper")
+    )
+    assert result is not None and result.queued == 1
+    sync.drain()
+    assert set(sync.members(user)) == {"first@coachmail.io"}
+
+
+def test_the_operators_sync_now_does_not_start_the_users_hourly_limit(
+    sync: SyncHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = sync.add_user()
+    assert main(_cli(sync, "sync-now", "--user-id", str(user.user_id))) == 0
+    with psycopg.connect(sync.db_url, autocommit=True) as conn:
+        assert request_sync_now(conn, user.user_id) == 0  # the user's own button still works
+        assert request_sync_now(conn, user.user_id) > 3000  # and then its hour counts
