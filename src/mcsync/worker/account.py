@@ -16,11 +16,12 @@ from uuid import UUID
 
 from mcsync.config import Settings
 from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.ledger import write_ahead_ledger
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError
-from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
+from mcsync.mirror import Plan, plan_member_ops
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
 from mcsync.worker.health import ConnectionHealth
