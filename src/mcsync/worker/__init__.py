@@ -12,8 +12,7 @@ backoff.py  retry and throttle timing (`Backoff`)
 types.py    the worker's data types (`Account`, `Event`, `Facts`, `MemberOutcome`, `Outcomes`)
 
 What the ledger says before each call and after each answer is `mcsync.ledger` (pure).
+
+The package imports nothing itself (start the worker with `mcsync.worker.runner.run_worker`),
+so importing its pure modules (outcomes, types) brings in no database or HTTP client.
 """
-
-from mcsync.worker.runner import run_worker
-
-__all__ = ["run_worker"]

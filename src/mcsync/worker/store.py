@@ -25,6 +25,17 @@ from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.types import Account, Event, Facts, Outcomes
 
+# The channel the triggers NOTIFY when work is due (a hint only), and the listener's statement.
+CHANNEL = queries.CHANNEL
+LISTEN = f"LISTEN {queries.CHANNEL}"
+
+
+async def connection_rows(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
+    """Every connection's `mcsync status` row, for the metrics (`queries.STATUS_ROWS`)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queries.STATUS_ROWS)
+        return await cur.fetchall()
+
 
 async def configure_connection(conn: AsyncConnection[Any]) -> None:
     """Session settings for the worker's pooled connections (the pool's `configure`).
