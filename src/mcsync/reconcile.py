@@ -252,7 +252,7 @@ def fixes_for(
     return fixes
 
 
-# --- reading Postgres ---------------------------------------------------------------------
+# --- reading Postgres (its statements: mcsync.reconcile_store) ---------------------------
 
 
 async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:

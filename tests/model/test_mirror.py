@@ -1362,6 +1362,9 @@ NOT_MODELLED = {
     # Runs only when an audience's double opt-in setting changed in Mailchimp, read again an
     # hour after a worker first served the account; the model's audiences never change it.
     "SET_DOUBLE_OPTIN",
+    # The metrics scrape's read (worker/store.connection_rows, for mcsync.worker.metrics), never
+    # a pass's: the model runs no metrics server.
+    "STATUS_ROWS",
 }
 WORKER_SOURCES = ["store.py", "account.py", "health.py", "outcomes.py", "apply.py", "runner.py"]
 

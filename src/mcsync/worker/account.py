@@ -193,7 +193,7 @@ class AccountWorker:
             await asyncio.sleep(self.store.lease_seconds / 4)
             try:
                 if not await self.store.renew_account(account.user_id):
-                    gate.lease_lost = True
+                    gate.lose_lease()
                     log.warning("lease_lost", user_id=str(account.user_id), outcome="stopped")
                     return
             except Exception as exc:  # a blip; the next beat tries again well within the lease
@@ -246,10 +246,10 @@ class AccountWorker:
             # This pass pauses the connection: from now on the account's other passes start
             # no call (their rows are released with their attempts), before any await lets
             # one slip out while the pause is being written.
-            gate.paused = True
+            gate.pause()
         retried = await self.store.record(account, out)
         if retried is None:
-            gate.lease_lost = True
+            gate.lose_lease()
             log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
             return False
         await self.health.after_pass(account, out, retried, gate)

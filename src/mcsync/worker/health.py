@@ -121,7 +121,7 @@ class ConnectionHealth:
             await self.store.pause_connection(
                 user_id, PAUSED_NOTICE, out.retried[-1][2], probe_in=self.backoff.retry(1)
             )
-            gate.paused = True  # the account's other passes start no further call
+            gate.pause()  # the account's other passes start no further call
             _log(user_id).warning("sync_paused", outcome="paused")
         elif out.completed and not out.retried:
             await self.store.mark_synced(user_id)
