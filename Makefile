@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint typecheck bench emulator clean
+.PHONY: demo test lint typecheck bench emulator schema-sql clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
@@ -32,9 +32,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_import_contracts.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
+
+# sql/schema.sql, regenerated from the migrations (after adding one; see tests/README.md).
+schema-sql: $(STAMP)
+	$(BIN)/python -m tests.support.schema_sql
 
 emulator: $(DEMO_STAMP)
 	$(BIN)/mcsync emulator

@@ -1,7 +1,8 @@
-"""Connect, choose an audience, disconnect: the connection's lifecycle in Postgres.
+"""Connect, choose an audience, disconnect: the connection's lifecycle in Postgres, and what
+is read about connections (their status, their pending changes).
 
-Only credentials and queue state change here; Mailchimp is never called and `contacts` is
-never written."""
+The connections' store: every statement is a named one of `mcsync.queries`. Only credentials
+and queue state change here; Mailchimp is never called and `contacts` is never written."""
 
 from __future__ import annotations
 
@@ -196,3 +197,34 @@ def count_unbound_tokens(conn: psycopg.Connection[Any]) -> int:
     """How many stored tokens are still in the old form, not bound to their user."""
     row = conn.execute(queries.COUNT_UNBOUND_TOKENS, {"prefix": BOUND_PREFIX + "%"}).fetchone()
     return int(row[0]) if row else 0
+
+
+def spend_oauth_state(
+    conn: psycopg.Connection[Any], nonce: str, user_id: UUID, expires_at: datetime
+) -> bool:
+    """True the first time an OAuth state is presented, False on every replay."""
+    with conn.transaction():
+        conn.execute(queries.PRUNE_OAUTH_STATES)
+        cur = conn.execute(
+            queries.CONSUME_OAUTH_STATE,
+            {"nonce": nonce, "user_id": user_id, "expires_at": expires_at},
+        )
+        return cur.rowcount == 1
+
+
+def pending_count(conn: psycopg.Connection[Any], user_id: UUID) -> int:
+    """How many of the user's contacts wait in the queue."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        pending = cur.execute(queries.PENDING_COUNT, {"user_id": user_id}).fetchone()
+    return int(pending["count"]) if pending else 0
+
+
+def connection_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """`mcsync status`: one row per connection (`queries.STATUS_ROWS`)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(queries.STATUS_ROWS).fetchall()
+    for row in rows:
+        row["user_id"] = str(row["user_id"])
+        age = row.pop("oldest_pending_seconds")
+        row["oldest_pending_seconds"] = round(float(age), 1) if age is not None else None
+    return rows

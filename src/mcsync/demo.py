@@ -19,16 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from cryptography.fernet import Fernet
-from psycopg.rows import dict_row
 
-from mcsync import queries
 from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
 from mcsync.embedded import start_embedded_postgres
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.mirror import Contact, desired_members
-from mcsync.rows import contact_from_row
+from mcsync.reconcile_store import user_contacts
 from mcsync.source import DEFAULT_MAPPING
 from mcsync.worker.runner import WorkerService
 
@@ -81,9 +79,7 @@ SAMPLE_CONTACTS: list[dict[str, Any]] = [
 
 def _contacts(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> list[Contact]:
     """The coach's contacts as mcsync reads them (through the source mapping's view)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(queries.USER_CONTACTS, {"user_id": user_id})
-        found = [contact_from_row(r) for r in cur.fetchall()]
+    found = user_contacts(conn, user_id)
     return sorted(found, key=lambda c: (c.field("FNAME") or "", str(c.id)))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from uuid import UUID
@@ -467,80 +467,3 @@ def _rename_plan(
         renamed_from=old_hash,
     )
 
-
-def write_ahead_ledger(
-    plans: Iterable[MemberPlan], ledger: Mapping[str, LedgerMember]
-) -> list[LedgerMember]:
-    """What the ledger must say *before* the calls go out.
-
-    A call can take effect in Mailchimp while its answer is lost (a timeout, a killed worker).
-    Recording beforehand that mcsync may own a member, and that the tags it is adding or
-    removing are in doubt (`maybe_tags`: neither confirmed set nor confirmed gone), keeps the
-    promises "a deleted contact's member is archived", "a removed tag is made inactive" and
-    "a wanted tag is set" even then. A possibly-stale entry costs at most one extra idempotent
-    call later; its `fields_hash` is cleared so the next pass re-sends the fields."""
-    out: dict[str, LedgerMember] = {}
-
-    def touch(
-        email_hash: str,
-        email: str,
-        base: LedgerMember | None,
-        adding: Iterable[str],
-        removing: Sequence[str] = (),
-        *,
-        fields_change: bool = True,
-    ) -> None:
-        current = out.get(email_hash) or base
-        doubtful = [*(current.maybe_tags if current else ()), *adding, *removing]
-        gone = {t.casefold() for t in removing}
-        out[email_hash] = LedgerMember(
-            email_hash=email_hash,
-            email=email,
-            fields_hash=current.fields_hash if current and not fields_change else None,
-            tags=tuple(t for t in (current.tags if current else ()) if t.casefold() not in gone),
-            maybe_tags=tuple(clean_tags(doubtful)),
-            status=current.status if current else None,
-            archived=current.archived if current else False,
-            archive_status=current.archive_status if current else None,
-            pending_rename_from=current.pending_rename_from if current else None,
-        )
-
-    for plan in plans:
-        pending: list[Op] = list(plan.ops)
-        while pending:
-            op = pending.pop(0)
-            if isinstance(op, UpsertMember):
-                touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
-                if op.status is not None:
-                    # A restore may bring the member back with its answer lost: no longer
-                    # surely archived, but archived by mcsync if still so (archive_status kept),
-                    # so a later pass archives it again or restores it, never neither.
-                    out[op.email_hash] = replace(out[op.email_hash], archived=False)
-            elif isinstance(op, UpdateTags):
-                base = ledger.get(op.email_hash)
-                email = out.get(op.email_hash) or base or plan.desired
-                touch(
-                    op.email_hash,
-                    email.email if email else "",
-                    base,
-                    op.active,
-                    op.inactive,
-                    fields_change=False,
-                )
-            elif isinstance(op, RenameMember):
-                # Owned from now on, and the old member's tags may move with it: in doubt on the
-                # new address until Mailchimp says whether the rename happened (a refused one
-                # settles them; the next pass asks again if the answer is lost).
-                old = out.get(op.old_hash) or ledger.get(op.old_hash)
-                moving = clean_tags([*old.tags, *old.maybe_tags]) if old is not None else []
-                touch(op.email_hash, op.email, ledger.get(op.email_hash), moving)
-                out[op.email_hash] = replace(out[op.email_hash], pending_rename_from=op.old_hash)
-                # ...and the old address may be gone, tags and all: if the answer is lost and a
-                # contact wants it again, its fields and tags are sent again (a PUT re-creates
-                # it), never tags alone.
-                if old is not None:
-                    out[op.old_hash] = replace(
-                        old, fields_hash=None, tags=(), maybe_tags=tuple(moving)
-                    )
-                pending.extend(op.on_conflict)
-    return list(out.values())

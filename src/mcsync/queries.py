@@ -320,7 +320,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
     maybe_hashes = '{}', changed_at = excluded.changed_at
 """
 
-# Before the calls: the members these contacts may become (see mirror.write_ahead_ledger).
+# Before the calls: the members these contacts may become (see mcsync.ledger.write_ahead_ledger).
 WRITE_AHEAD_LINKS = """
 INSERT INTO mcsync.mailchimp_contact_links AS l (user_id, contact_id, audience_id, maybe_hashes)
 SELECT %(user_id)s, u.contact_id, %(audience_id)s, ARRAY[u.email_hash]

@@ -24,7 +24,6 @@ page; re-doing a page is harmless because every write is an idempotent upsert.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
-from mcsync import queries
+from mcsync import reconcile_store as store
 from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
 from mcsync.logging import get_logger
@@ -45,7 +44,6 @@ from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.mailchimp.errors import MailchimpError, disposition
 from mcsync.mailchimp.models import Member
 from mcsync.mirror import DesiredMember, LedgerMember, contact_recency, desired_members
-from mcsync.rows import contact_from_row, ledger_from_row
 
 log = get_logger("mcsync.reconcile")
 
@@ -276,32 +274,21 @@ def fixes_for(
     return fixes
 
 
-# --- reading Postgres ---------------------------------------------------------------------
-
-
-async def _rows(cur: Cursor, statement: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    await cur.execute(statement, params)
-    return await cur.fetchall()
+# --- reading Postgres (its statements: mcsync.reconcile_store) ---------------------------
 
 
 async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:
-    params = {"user_id": user_id, "audience_id": audience_id}
-    contacts = [contact_from_row(r) for r in await _rows(cur, queries.USER_CONTACTS, params)]
+    rows = await store.read_mirror(cur, user_id, audience_id)
     links: dict[str, list[UUID]] = {}
     # Recency as the worker sees it (one definition: mirror.contact_recency).
     synced: list[tuple[UUID, datetime]] = []
-    for r in await _rows(cur, queries.AUDIENCE_LINKS, params):
-        links.setdefault(r["email_hash"], []).append(r["contact_id"])
-        synced.append((r["contact_id"], r["changed_at"]))
-    queued = await _rows(cur, queries.PENDING_CHANGES, params)
-    pending = [(r["contact_id"], r["changed_at"]) for r in queued]
-    recency = contact_recency(synced, pending)
-    ledger = {
-        r["email_hash"]: ledger_from_row(r)
-        for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)
-    }
-    snap = Snapshot(desired_members(contacts, recency), ledger, links, {c.id for c in contacts})
-    for r in await _rows(cur, queries.USER_REJECTIONS, params):
+    for email_hash, contact_id, changed_at in rows.links:
+        links.setdefault(email_hash, []).append(contact_id)
+        synced.append((contact_id, changed_at))
+    recency = contact_recency(synced, rows.pending)
+    existing = {c.id for c in rows.contacts}
+    snap = Snapshot(desired_members(rows.contacts, recency), rows.ledger, links, existing)
+    for r in rows.rejections:
         if r["severity"] == "error":
             snap.rejected.add(r["contact_id"])
         elif r["field"]:
@@ -310,14 +297,17 @@ async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapsh
     return snap
 
 
-async def _connection(cur: Cursor, user_id: UUID) -> dict[str, Any]:
-    await cur.execute(queries.GET_CONNECTION, {"user_id": user_id})
-    row = await cur.fetchone()
+def _usable(row: dict[str, Any] | None) -> dict[str, Any]:
+    """The user's connection row, if a run can use it."""
     if row is None:
         raise ReconcileError("no Mailchimp connection for this user")
     if not row["audience_id"]:
         raise ReconcileError("no audience chosen yet")
     return row
+
+
+async def _connection(cur: Cursor, user_id: UUID) -> dict[str, Any]:
+    return _usable(await store.read_connection(cur, user_id))
 
 
 def _client(
@@ -330,32 +320,6 @@ def _client(
     return ClientFactory.from_settings(settings, http).client(
         conn_row["dc"], token, log_context={"user_id": str(conn_row["user_id"])}
     )
-
-
-async def _write_fixes(conn: AConn, fixes: Fixes, user_id: UUID, audience_id: str) -> None:
-    params: dict[str, Any] = {"user_id": user_id, "audience_id": audience_id}
-    if fixes.ledger_deletes:
-        await conn.execute(
-            queries.DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)}
-        )
-    if fixes.ledger_rows:
-        await conn.execute(
-            queries.CORRECT_LEDGER, {**params, "rows": json.dumps(list(fixes.ledger_rows.values()))}
-        )
-    if fixes.adopt:
-        await conn.execute(
-            queries.ADOPT_ORPHANS,
-            {**params, "ids": list(fixes.adopt), "hashes": list(fixes.adopt.values())},
-        )
-    if fixes.resync:
-        await conn.execute(queries.QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)})
-    if fixes.deletes:
-        ids = list(fixes.deletes)
-        await conn.execute(
-            queries.QUEUE_DELETES, {**params, "ids": ids, "emails": [fixes.deletes[i] for i in ids]}
-        )
-    if fixes.queued:
-        await conn.execute(queries.NOTIFY)
 
 
 # --- Sync Now -----------------------------------------------------------------------------
@@ -373,30 +337,15 @@ def request_sync_now(
     `by_user`: the user's own button, which starts their hourly limit; an operator's
     `mcsync sync-now` or a reconnect's check (False) does not.
     Raises ReconcileError when there is no connection or no audience yet."""
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
-        if row is None:
-            raise ReconcileError("no Mailchimp connection for this user")
-        if not row["audience_id"]:
-            raise ReconcileError("no audience chosen yet")
-        params = {"user_id": user_id, "min_interval": min_interval}
-        started = cur.execute(
-            queries.START_RECONCILIATION,
-            {**params, "audience_id": row["audience_id"], "by_user": by_user},
-        ).fetchone()
-        if started is None:
-            wait = cur.execute(queries.RECONCILIATION_RETRY_AFTER, params).fetchone()
-            return max(1, int(wait["seconds"])) if wait else 1
-        cur.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
-    return 0
+    with conn.transaction():
+        row = _usable(store.connection_row(conn, user_id))
+        wait = store.start_run(conn, user_id, row["audience_id"], min_interval, by_user=by_user)
+    return 0 if wait is None else max(1, int(wait))
 
 
 def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> None:
     """Stop a run (disconnect): its next page commit finds it finished and rolls back."""
-    conn.execute(
-        queries.FINISH_RECONCILIATION,
-        {"user_id": user_id, "owner": None, "error": reason, "queued": 0},
-    )
+    store.cancel_run(conn, user_id, reason)
 
 
 @dataclass(frozen=True)
@@ -408,13 +357,6 @@ class RunResult:
     queued: int
     differences: int
     resumed_at: int
-
-
-async def _finish(conn: AConn, user_id: UUID, owner: str, error: str | None, queued: int) -> None:
-    await conn.execute(
-        queries.FINISH_RECONCILIATION,
-        {"user_id": user_id, "owner": owner, "error": error, "queued": queued},
-    )
 
 
 @dataclass
@@ -469,7 +411,7 @@ async def run_reconciliation(
             if disposition(exc) in ("throttled", "transient"):
                 raise  # leave the run for a later takeover
             # Retrying cannot help (token revoked, audience gone): end the run and say why.
-            await _finish(conn, user_id, owner, str(exc)[:500], 0)
+            await store.finish_run(conn, user_id, owner, str(exc)[:500], 0)
             log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
             return None
         finally:
@@ -490,11 +432,7 @@ async def _claim_run(conn: AConn, user_id: UUID, owner: str) -> _Run | None:
     """Lease the user's requested run and read what it compares against; None when there is
     none to run, or it cannot go on (then it is finished with the reason)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            queries.CLAIM_RECONCILIATION,
-            {"user_id": user_id, "owner": owner, "lease_seconds": LEASE_SECONDS},
-        )
-        row = await cur.fetchone()
+        row = await store.claim_run(cur, user_id, owner, LEASE_SECONDS)
         if row is None:
             return None
         try:
@@ -502,15 +440,12 @@ async def _claim_run(conn: AConn, user_id: UUID, owner: str) -> _Run | None:
             if conn_row["audience_id"] != row["audience_id"]:
                 raise ReconcileError("the audience changed while Sync Now was running")
         except ReconcileError as exc:
-            await _finish(conn, user_id, owner, str(exc), 0)
+            await store.finish_run(conn, user_id, owner, str(exc), 0)
             log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
             return None
         audience_id: str = row["audience_id"]
         snap = await _load_snapshot(cur, user_id, audience_id)
-        seen = {
-            r["email_hash"]
-            for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})
-        }
+        seen = await store.seen_hashes(cur, user_id)
     return _Run(user_id, owner, audience_id, conn_row, snap, seen, int(row["next_offset"]))
 
 
@@ -523,21 +458,17 @@ async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
     )
     next_offset = run.offset + len(page)
     async with conn.transaction():
-        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
-        await conn.execute(
-            queries.RECORD_RECONCILE_SEEN, {"user_id": run.user_id, "hashes": list(members)}
+        await store.write_fixes(conn, fixes, run.user_id, run.audience_id)
+        advanced = await store.record_page(
+            conn,
+            run.user_id,
+            run.owner,
+            list(members),
+            next_offset=next_offset,
+            queued=fixes.queued,
+            lease_seconds=LEASE_SECONDS,
         )
-        advanced = await conn.execute(
-            queries.ADVANCE_RECONCILIATION,
-            {
-                "user_id": run.user_id,
-                "owner": run.owner,
-                "next_offset": next_offset,
-                "queued": fixes.queued,
-                "lease_seconds": LEASE_SECONDS,
-            },
-        )
-        if not advanced.rowcount:
+        if not advanced:
             # Lost the lease, or the run was cancelled: roll this page back.
             raise ReconcileError("the run was taken over or cancelled")
     run.offset = next_offset
@@ -559,12 +490,10 @@ async def _fix_missing_and_finish(conn: AConn, run: _Run, archived: list[Member]
         audience_id=run.audience_id,
         members={m.id.lower(): m for m in archived},
     )
-    params = {"user_id": run.user_id, "audience_id": run.audience_id}
     async with conn.transaction():
-        await _write_fixes(conn, fixes, run.user_id, run.audience_id)
-        await _finish(conn, run.user_id, run.owner, None, fixes.queued)
-        await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": run.user_id})
-        await conn.execute(queries.MARK_FULL_SYNCED, params)
+        await store.write_fixes(conn, fixes, run.user_id, run.audience_id)
+        await store.finish_run(conn, run.user_id, run.owner, None, fixes.queued)
+        await store.close_run(conn, run.user_id, run.audience_id)
     run.differences += len(diffs)
     run.queued += fixes.queued
 
@@ -572,8 +501,7 @@ async def _fix_missing_and_finish(conn: AConn, run: _Run, archived: list[Member]
 async def stale_runs(database_url: str) -> list[UUID]:
     """Unfinished runs nobody holds: their process died, or never got to start them."""
     async with await AConn.connect(database_url, autocommit=True) as conn:
-        cur = await conn.execute(queries.STALE_RECONCILIATIONS)
-        return [r[0] for r in await cur.fetchall()]
+        return await store.stale_runs(conn)
 
 
 # --- verify -------------------------------------------------------------------------------

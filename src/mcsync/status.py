@@ -1,23 +1,9 @@
-"""The operator's view: one row per connection (its state with the reason, sql/009)."""
+"""The operator's view: one row per connection (read by `mcsync.connections.connection_status`,
+its state with the reason, sql/009), as a table."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import psycopg
-from psycopg.rows import dict_row
-
-from mcsync import queries
-
-
-def connection_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(queries.STATUS_ROWS).fetchall()
-    for row in rows:
-        row["user_id"] = str(row["user_id"])
-        age = row.pop("oldest_pending_seconds")
-        row["oldest_pending_seconds"] = round(float(age), 1) if age is not None else None
-    return rows
 
 
 def render_status_table(rows: list[dict[str, Any]]) -> str:

@@ -1365,6 +1365,9 @@ NOT_MODELLED = {
     # A token no configured key decrypts, or one stored unbound: the model's tokens always
     # decrypt (tests/e2e/failures/test_unusable.py covers it on Postgres).
     "PAUSE_UNUSABLE",
+    # The metrics scrape's read (worker/store.connection_rows, for mcsync.worker.metrics), never
+    # a pass's: the model runs no metrics server.
+    "STATUS_ROWS",
 }
 WORKER_SOURCES = ["store.py", "account.py", "health.py", "outcomes.py", "apply.py", "runner.py"]
 

@@ -53,16 +53,14 @@ def cmd_sync_now(args: argparse.Namespace) -> int:
     The operator's Sync Now: no hourly limit, and an interrupted run is resumed where it stopped
     instead of restarted. Prints a JSON summary; exit 1 when another process holds the run."""
     import psycopg
-    from psycopg.rows import dict_row
 
-    from mcsync import queries
     from mcsync.reconcile import ReconcileError, request_sync_now, run_reconciliation
+    from mcsync.reconcile_store import run_unfinished
 
     settings, cipher = database_and_cipher(args)
     user_id: UUID = args.user_id
-    with psycopg.connect(settings.database_url, autocommit=True, row_factory=dict_row) as conn:
-        run = conn.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
-        if run is None or run["finished_at"] is not None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if not run_unfinished(conn, user_id):
             try:
                 # The operator's run: the user's own hourly limit is not started by it.
                 request_sync_now(conn, user_id, min_interval=0, by_user=False)

@@ -26,7 +26,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Run one or more beside the app (several workers share the accounts between them). SIGTERM
     stops it after the calls in flight are answered and recorded. It refuses to start without a
     database URL and a usable encryption key."""
-    from mcsync.worker import run_worker
+    from mcsync.worker.runner import run_worker
 
     # Refuse to start without a usable key, before touching anything.
     settings, _ = database_and_cipher(args)
@@ -38,7 +38,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show one row per connection: state, notice, backlog, oldest change, rejects, last error.
 
     A healthy connection is `active`, has no notice, a small backlog and a recent last sync."""
-    from mcsync.status import connection_status, render_status_table
+    from mcsync.connections import connection_status
+    from mcsync.status import render_status_table
 
     settings = settings_from(args)
     with psycopg.connect(require_database(settings), autocommit=True) as conn:

@@ -31,8 +31,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mcsync import queries
-from mcsync.connections import connect_user, get_connection
+from mcsync.connections import connect_user, get_connection, spend_oauth_state
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory
 from mcsync.mailchimp.endpoints import InvalidDataCenter, checked_dc
@@ -176,13 +175,7 @@ async def begin(request: Request) -> Response:
 
 def _spend(conn: psycopg.Connection[Any], state: OAuthState) -> bool:
     """True the first time a state is presented, False on every replay."""
-    with conn.transaction():
-        conn.execute(queries.PRUNE_OAUTH_STATES)
-        cur = conn.execute(
-            queries.CONSUME_OAUTH_STATE,
-            {"nonce": state.nonce, "user_id": state.user_id, "expires_at": state.expires_at},
-        )
-        return cur.rowcount == 1
+    return spend_oauth_state(conn, state.nonce, state.user_id, state.expires_at)
 
 
 def _page(origin: str, *, ok: bool, message: str, status: int, **extra: Any) -> HTMLResponse:

@@ -11,11 +11,10 @@ from uuid import UUID
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
-from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from mcsync import queries
-from mcsync.connections import disconnect_user, get_connection, select_audience
+from mcsync import reconcile_store
+from mcsync.connections import disconnect_user, get_connection, pending_count, select_audience
 from mcsync.logging import get_logger
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError
 from mcsync.mailchimp.models import Audience
@@ -39,12 +38,9 @@ def read_status(conn: psycopg.Connection[Any], user_id: UUID, interval: float) -
     found = get_connection(conn, user_id)
     if found is None:
         return {"connected": False, "sync_status": None, "notice": None}
-    with conn.cursor(row_factory=dict_row) as cur:
-        pending = cur.execute(queries.PENDING_COUNT, {"user_id": user_id}).fetchone()
-        run = cur.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
-        wait = cur.execute(
-            queries.RECONCILIATION_RETRY_AFTER, {"user_id": user_id, "min_interval": interval}
-        ).fetchone()
+    pending = pending_count(conn, user_id)
+    running = bool(reconcile_store.run_unfinished(conn, user_id))
+    available_in = reconcile_store.sync_now_available_in(conn, user_id, interval)
     return {
         "connected": True,
         "account_name": found.account_name,
@@ -56,11 +52,8 @@ def read_status(conn: psycopg.Connection[Any], user_id: UUID, interval: float) -
         "connected_at": _iso(found.connected_at),
         "last_synced_at": _iso(found.last_sync_at),
         "last_full_sync_at": _iso(found.last_full_sync_at),
-        "pending": int(pending["count"]) if pending else 0,
-        "sync_now": {
-            "running": bool(run and run["finished_at"] is None),
-            "available_in": int(wait["seconds"]) if wait else 0,
-        },
+        "pending": pending,
+        "sync_now": {"running": running, "available_in": available_in},
     }
 
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from mcsync.config import Settings
 from mcsync.crypto import EncryptionKeyError, TokenCipher
+from mcsync.ledger import write_ahead_ledger
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import (
     CallObserver,
@@ -25,7 +26,7 @@ from mcsync.mailchimp.client import (
 )
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError
-from mcsync.mirror import Plan, plan_member_ops, write_ahead_ledger
+from mcsync.mirror import Plan, plan_member_ops
 from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
 from mcsync.worker.health import ConnectionHealth
@@ -197,7 +198,7 @@ class AccountWorker:
             await asyncio.sleep(self.store.lease_seconds / 4)
             try:
                 if not await self.store.renew_account(account.user_id):
-                    gate.lease_lost = True
+                    gate.lose_lease()
                     log.warning("lease_lost", user_id=str(account.user_id), outcome="stopped")
                     return
             except Exception as exc:  # a blip; the next beat tries again well within the lease
@@ -250,10 +251,10 @@ class AccountWorker:
             # This pass pauses the connection: from now on the account's other passes start
             # no call (their rows are released with their attempts), before any await lets
             # one slip out while the pause is being written.
-            gate.paused = True
+            gate.pause()
         retried = await self.store.record(account, out)
         if retried is None:
-            gate.lease_lost = True
+            gate.lose_lease()
             log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
             return False
         await self.health.after_pass(account, out, retried, gate)

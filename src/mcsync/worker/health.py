@@ -163,7 +163,7 @@ class ConnectionHealth:
             await self.store.pause_connection(
                 user_id, PAUSED_NOTICE, out.retried[-1][2], probe_in=self.backoff.retry(1)
             )
-            gate.paused = True  # the account's other passes start no further call
+            gate.pause()  # the account's other passes start no further call
             await self.store.record_health_event(user_id, "paused", out.retried[-1][2])
             _log(user_id).warning(
                 "sync_paused",

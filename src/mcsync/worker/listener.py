@@ -10,8 +10,8 @@ import asyncio
 import psycopg
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from mcsync import queries
 from mcsync.logging import get_logger
+from mcsync.worker.store import CHANNEL, LISTEN
 
 log = get_logger("mcsync.worker")
 
@@ -37,10 +37,10 @@ class Listener:
         async with await psycopg.AsyncConnection.connect(
             self.database_url, autocommit=True
         ) as conn:
-            await conn.execute(f"LISTEN {queries.CHANNEL}")
+            await conn.execute(LISTEN)
             self.connected.set()
             self.wake.set()  # catch up on whatever arrived while we were not listening
-            log.info("listening", channel=queries.CHANNEL)
+            log.info("listening", channel=CHANNEL)
             try:
                 while True:
                     async for _ in conn.notifies(timeout=self.health_interval, stop_after=1):

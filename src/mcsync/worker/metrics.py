@@ -23,11 +23,10 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import queries
 from mcsync.logging import get_logger
+from mcsync.worker.store import connection_rows
 
 log = get_logger("mcsync.worker")
 
@@ -82,7 +81,7 @@ def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
 
 
 def connection_families(rows: Iterable[Mapping[str, Any]]) -> list[Metric]:
-    """The per-connection metric families for `mcsync status` rows (`queries.STATUS_ROWS`)."""
+    """The per-connection metric families for `mcsync status` rows (`store.connection_rows`)."""
     state = _gauge("mcsync_connection_state", "1 for the connection's current state", "state")
     notice = _gauge("mcsync_connection_notice", "1 while the user is shown the sync notice")
     pending = _gauge("mcsync_pending_events", "queue rows waiting for the connection")
@@ -132,12 +131,6 @@ class ConnectionCollector(Collector):
             log.warning("metrics_db_unavailable", outcome="error", error=repr(exc)[:200])
             rows = []
         yield from connection_families(rows)
-
-
-async def connection_rows(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(queries.STATUS_ROWS)
-        return await cur.fetchall()
 
 
 def _only_metrics_paths(app: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,28 +1,63 @@
 """What a pass's Mailchimp outcomes mean for its queue rows, links, rejections and ledger.
 
 Pure: `collect_outcomes` maps each member's outcome back onto the queue rows it came from;
-the store writes the result in one transaction."""
+the store writes the result in one transaction. What happened to a member has one vocabulary
+(`MemberStatus`); what it means for a queue row is one table (`ROW_FATE`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from mcsync.mirror import LedgerMember, Plan, Rejection
-from mcsync.worker.apply import AccountGate, MemberOutcome, Status
 from mcsync.worker.backoff import Backoff
-from mcsync.worker.store import Event, Facts, Outcomes
+from mcsync.worker.types import Event, Facts, MemberOutcome, MemberStatus, Outcomes
 
-# Worst first: a row's fate is the worst fate of the members it touches.
-_SEVERITY: list[Status] = [
-    "done",
-    "rejected",
-    "postponed",
-    "transient",
-    "throttled",
-    "deferred",
+if TYPE_CHECKING:
+    from mcsync.worker.gate import AccountGate
+
+# What becomes of a queue row (each is a list of `Outcomes`): done (its rejection or warning
+# recorded, its link set); retried after a backoff, an attempt spent; deferred with the whole
+# throttled account; postponed (a temporary refusal about that person); released as it was,
+# attempts unspent, to wait for the connection rather than for a delay.
+RowFate = Literal["completed", "retried", "deferred", "postponed", "released"]
+
+# Worst first: a row's fate is the worst status of the members it touches.
+SEVERITY: tuple[MemberStatus, ...] = (
     "connection",
-]
+    "deferred",
+    "throttled",
+    "transient",
+    "postponed",
+    "rejected",
+    "done",
+)
+
+# The table: a row's worst member status -> its fate, (when the account was not throttled,
+# when it was). A member never tried ("deferred") waits with a throttled account; otherwise
+# the account stopped (connection lost, paused, lease gone) and the row is released.
+ROW_FATE: dict[MemberStatus, tuple[RowFate, RowFate]] = {
+    "done": ("completed", "completed"),
+    "rejected": ("completed", "completed"),
+    "postponed": ("postponed", "postponed"),
+    "transient": ("retried", "retried"),
+    "throttled": ("deferred", "deferred"),
+    "deferred": ("released", "deferred"),
+    "connection": ("released", "released"),
+}
+
+
+def worst_status(statuses: Iterable[MemberStatus]) -> MemberStatus:
+    """The worst of a row's member statuses ("done" for a row that touches no member)."""
+    return min(statuses, key=SEVERITY.index, default="done")
+
+
+def row_fate(statuses: Iterable[MemberStatus], *, throttled: bool) -> RowFate:
+    """What becomes of a queue row whose members ended as `statuses` (see `ROW_FATE`)."""
+    when_not, when_throttled = ROW_FATE[worst_status(statuses)]
+    return when_throttled if throttled else when_not
 
 
 def collect_outcomes(
@@ -44,16 +79,14 @@ def collect_outcomes(
     emails = {c.id: c.email for c in facts.changed}
     for event in events:
         mine = by_contact.get(event.contact_id, [])
-        worst = max((o.status for o in mine), key=_SEVERITY.index, default="done")
-        if worst == "connection" or (worst == "deferred" and gate.throttled is None):
-            # Not throttled: the account stopped (lost, paused, lease gone). Release the row
-            # as it was, attempts unspent; it waits for the connection, not for a delay.
+        fate = row_fate((o.status for o in mine), throttled=gate.throttled is not None)
+        if fate == "released":
             out.released.append(event)
-        elif worst in ("throttled", "deferred"):
+        elif fate == "deferred":
             out.deferred.append(event)
-        elif worst == "postponed":
+        elif fate == "postponed":
             out.postponed.append(event)
-        elif worst == "transient":
+        elif fate == "retried":
             failed = next(o for o in mine if o.status == "transient")
             out.retried.append((event, backoff.retry(event.attempts + 1), str(failed.error)))
         else:
@@ -71,7 +104,7 @@ def _confirm_ledger(out: Outcomes, outcomes: list[MemberOutcome]) -> None:
     """The ledger as Mailchimp confirmed it; later outcomes of a hash win (they ran after)."""
     confirmed: dict[str, LedgerMember | None] = {}
     for o in outcomes:
-        confirmed.update(o.ledger)
+        confirmed.update(o.ledger.confirmed)
     for email_hash, entry in confirmed.items():
         if entry is None:
             out.ledger_deletes.append(email_hash)

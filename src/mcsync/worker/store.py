@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import select
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -23,9 +22,21 @@ from mcsync import admin_queries, queries
 from mcsync.admin_store import health_event_params
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
-from mcsync.mirror import Contact, LedgerMember, contact_recency
+from mcsync.mirror import LedgerMember, contact_recency
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 from mcsync.worker.lanes import Lanes
+from mcsync.worker.types import Account, Event, Facts, Outcomes
+
+# The channel the triggers NOTIFY when work is due (a hint only), and the listener's statement.
+CHANNEL = queries.CHANNEL
+LISTEN = f"LISTEN {queries.CHANNEL}"
+
+
+async def connection_rows(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
+    """Every connection's `mcsync status` row, for the metrics (`queries.STATUS_ROWS`)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queries.STATUS_ROWS)
+        return await cur.fetchall()
 
 _log = get_logger("mcsync.worker")
 
@@ -60,74 +71,6 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
     poller.register(conn.pgconn.socket, select.POLLIN)
     if poller.poll(0):
         await AsyncConnectionPool.check_connection(conn)
-
-
-@dataclass(frozen=True)
-class Account:
-    """A leased Mailchimp connection, as the worker serves it."""
-
-    user_id: UUID
-    audience_id: str
-    api_endpoint: str
-    dc: str
-    access_token_encrypted: str
-    double_optin: bool
-    sync_status: str
-    consecutive_failures: int
-    has_bulk: bool = False  # an import is waiting in mailchimp_sync_bulk
-    status_reason: str | None = None  # why it is paused or in error (sql/009)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Account:
-        """A claimed `mailchimp_connections` row (other columns are ignored)."""
-        return cls(**{k: v for k, v in row.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class Event:
-    """A leased queue row: one contact changed (op, the address it had, its version)."""
-
-    id: int
-    contact_id: UUID
-    op: str
-    email: str | None
-    version: int
-    attempts: int
-    changed_at: datetime
-
-
-@dataclass
-class Facts:
-    """Everything the planner needs for one claimed batch of one account."""
-
-    changed: list[Contact]
-    deleted: list[UUID]
-    sharing: list[Contact]
-    links: dict[UUID, str]
-    ledger: dict[str, LedgerMember]
-    maybe_links: dict[UUID, tuple[str, ...]] = field(default_factory=dict)
-    recency: dict[UUID, datetime] = field(default_factory=dict)
-
-
-@dataclass
-class Outcomes:
-    """What to write back after a batch, all in one transaction."""
-
-    ledger_upserts: list[LedgerMember] = field(default_factory=list)
-    ledger_deletes: list[str] = field(default_factory=list)
-    links: list[tuple[UUID, str, datetime]] = field(default_factory=list)
-    unlinks: list[UUID] = field(default_factory=list)
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    cleared_rejections: list[UUID] = field(default_factory=list)
-    completed: list[Event] = field(default_factory=list)
-    retried: list[tuple[Event, float, str]] = field(default_factory=list)
-    deferred: list[Event] = field(default_factory=list)
-    defer_seconds: float = 0.0
-    # Refused for now about that person (signup_limited): due again in `postpone_seconds`,
-    # attempts unspent, no rejection recorded.
-    postponed: list[Event] = field(default_factory=list)
-    postpone_seconds: float = 0.0
-    released: list[Event] = field(default_factory=list)
 
 
 class WorkerStore:
