@@ -55,11 +55,16 @@ DELETE_USER_REJECTIONS = (
 )
 FORGET_CONTACT_LINKS = "DELETE FROM mcsync.mailchimp_contact_links WHERE user_id = %(user_id)s"
 
-ALL_ENCRYPTED_TOKENS = "SELECT user_id, access_token_encrypted FROM mcsync.mailchimp_connections"
+# An empty token is none: an upgrade withdrew it (mcsync.distrust_exposed_rows, sql/007), and
+# the connection waits for its user to reconnect.
+ALL_ENCRYPTED_TOKENS = """
+SELECT user_id, access_token_encrypted FROM mcsync.mailchimp_connections
+ WHERE access_token_encrypted <> ''
+"""
 # Tokens still stored in the old form, not bound to their user (see mcsync.crypto).
 COUNT_UNBOUND_TOKENS = """
 SELECT count(*) FROM mcsync.mailchimp_connections
- WHERE access_token_encrypted NOT LIKE %(prefix)s
+ WHERE access_token_encrypted NOT LIKE %(prefix)s AND access_token_encrypted <> ''
 """
 SET_ENCRYPTED_TOKEN = """
 UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %(token)s, updated_at = now()

@@ -9,7 +9,7 @@ knows the rule. It rewrites exactly three forms, so SQL that must survive render
 
 - `mcsync.<name>`          a qualified object name;
 - `SCHEMA mcsync`          as in CREATE SCHEMA [IF NOT EXISTS], SET SCHEMA, ON/IN SCHEMA;
-- `'mcsync'::regnamespace` the schema as a value (catalog queries).
+- `'mcsync'::regnamespace` the schema as a value (catalog queries), `pg_catalog.`-qualified or not.
 
 The NOTIFY channel `'mcsync'` and names that merely start with `mcsync_` are left alone.
 """
@@ -29,7 +29,7 @@ _NOT_OURS = {"public", "information_schema", "auth", "storage", "extensions", "g
 
 _QUALIFIED = re.compile(r"\bmcsync\.(?=[A-Za-z_])")
 _SCHEMA_CLAUSE = re.compile(r"\bSCHEMA (IF NOT EXISTS )?mcsync\b")
-_AS_VALUE = re.compile(r"'mcsync'::regnamespace")
+_AS_VALUE = re.compile(r"'mcsync'::(pg_catalog\.)?regnamespace")
 
 
 class SchemaNameError(ValueError):
@@ -61,4 +61,4 @@ def render(sql: str, schema: str) -> str:
         return sql
     sql = _QUALIFIED.sub(f"{schema}.", sql)
     sql = _SCHEMA_CLAUSE.sub(lambda m: f"SCHEMA {m.group(1) or ''}{schema}", sql)
-    return _AS_VALUE.sub(f"'{schema}'::regnamespace", sql)
+    return _AS_VALUE.sub(lambda m: f"'{schema}'::{m.group(1) or ''}regnamespace", sql)

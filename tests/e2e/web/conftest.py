@@ -17,8 +17,8 @@ from psycopg.rows import dict_row
 from mcsync.config import Settings
 from mcsync.web import create_app
 from mcsync.web.auth import make_user_token
-from tests.conftest import WEB_LOGIN, login_url
 from tests.support.harness import SyncHarness
+from tests.support.roles import web_url
 
 JWT_SECRET = "test-jwt-secret-" + "s" * 32
 CLIENT_ID = "mcsync-test-client"
@@ -123,7 +123,7 @@ def web_settings(sync: SyncHarness, **overrides: Any) -> Settings:
     """`mcsync web`'s settings, connecting as the web login (sql/grants.sql's mcsync_web)."""
     values = {
         **sync.settings.model_dump(),
-        "database_url": login_url(sync.db_url, WEB_LOGIN),
+        "database_url": web_url(sync.db_url),
         "mcsync_jwt_secret": JWT_SECRET,
         "mailchimp_client_id": CLIENT_ID,
         "mailchimp_client_secret": CLIENT_SECRET,
