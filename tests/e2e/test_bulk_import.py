@@ -21,7 +21,7 @@ def test_the_worker_role_expands_a_large_import_in_slices(
            SELECT %s, 'slice' || g || '@coachmail.io', 'S' || g FROM generate_series(1, 1234) g""",
         (user.user_id,),
     )
-    limited = SyncHarness(worker_url(sync.db_url), sync.emulator)
+    limited = SyncHarness(sync.db_url, sync.emulator, worker_url=worker_url(sync.db_url))
     limited.settings.mcsync_claim_size = 100
     limited.settings.mcsync_max_passes = 2  # expansions of 200 ids: 7 slices
     limited.drain()

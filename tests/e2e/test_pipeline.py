@@ -270,7 +270,7 @@ def test_11_worker_runs_as_a_role_that_can_only_read_contacts(
     with psycopg.connect(worker_url) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"UPDATE {sync.app.table} SET {sync.app.column('first_name')} = 'x'")
-    limited = SyncHarness(worker_url, sync.emulator, app=sync.app)
+    limited = SyncHarness(sync.db_url, sync.emulator, worker_url=worker_url, app=sync.app)
     limited.drain()
     assert sync.members(user)["mo@coachmail.io"]["merge_fields"]["FNAME"] == "Mo"
     assert sync.queue() == []

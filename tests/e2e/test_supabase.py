@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from mcsync.migrate import SQL_DIR
+from mcsync.roles import render_roles
 from tests.conftest import create_process_logins
 from tests.support.harness import SyncHarness
 from tests.support.roles import FRESH_PREFIX, worker_url
@@ -93,8 +94,8 @@ def supabase_url(empty_db_url: str) -> Iterator[str]:
     assert run.returncode == 0, run.stderr
     grants = subprocess.run([*MCSYNC, "sql", "--grants"], capture_output=True, text=True, env=env)
     assert grants.returncode == 0, grants.stderr
-    written = (SQL_DIR / "grants.sql").read_text().strip()
-    assert grants.stdout.strip() == written.replace("mcsync_w", f"{FRESH_PREFIX}_w")
+    written = render_roles((SQL_DIR / "grants.sql").read_text(), FRESH_PREFIX)
+    assert grants.stdout.strip() == written.strip()
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         conn.execute(grants.stdout.encode())
     create_process_logins(empty_db_url)
@@ -125,7 +126,7 @@ def _attempts(url: str) -> list[sql.Composable]:
         "  AND a.attnum = 1) FROM pg_class c"
         " WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1",
     )
-    assert len(tables) == 12  # 11 tables and the source mapping's view
+    assert len(tables) == 15  # 14 tables (three from 007) and the source mapping's view
     sequences = _catalog(
         url,
         "SELECT relname FROM pg_class WHERE relnamespace = 'mcsync'::regnamespace"
