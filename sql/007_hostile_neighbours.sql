@@ -73,6 +73,12 @@ CREATE TABLE mcsync.quarantined_connections (
     quarantined_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- Audience changes are limited per user (each one starts a full sync into the new audience):
+-- how many were made since when (mcsync.connections.select_audience).
+ALTER TABLE mcsync.mailchimp_connections
+    ADD COLUMN audience_changes integer NOT NULL DEFAULT 0,
+    ADD COLUMN audience_changes_since timestamptz;
+
 -- lock_down, again: the grants it keeps are those of the roles mcsync.process_roles names
 -- (not two fixed names), and every call is qualified.
 CREATE OR REPLACE PROCEDURE mcsync.lock_down()

@@ -55,6 +55,31 @@ DELETE_USER_REJECTIONS = (
 )
 FORGET_CONTACT_LINKS = "DELETE FROM mcsync.mailchimp_contact_links WHERE user_id = %(user_id)s"
 
+# An audience change counted against the user's window (at most %(limit)s per %(window)s
+# seconds); no row when the limit is reached, and then how long until the window ends.
+COUNT_AUDIENCE_CHANGE = """
+UPDATE mcsync.mailchimp_connections
+   SET audience_changes = CASE WHEN fresh THEN 1 ELSE audience_changes + 1 END,
+       audience_changes_since = CASE WHEN fresh THEN now() ELSE audience_changes_since END
+  FROM (SELECT coalesce(audience_changes_since <= now() - make_interval(secs => %(window)s),
+                        true) AS fresh
+          FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s) w
+ WHERE user_id = %(user_id)s AND (w.fresh OR audience_changes < %(limit)s)
+RETURNING audience_changes
+"""
+AUDIENCE_CHANGE_WAIT = """
+SELECT ceil(extract(epoch FROM audience_changes_since + make_interval(secs => %(window)s) - now()))
+  FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s
+"""
+# A full sync is pending: contacts queued by one (op 'resync') not yet done.
+FULL_SYNC_PENDING = """
+SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_queue
+                WHERE user_id = %(user_id)s AND op = 'resync')
+"""
+DELETE_USER_EVENTS = """
+DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s AND op <> 'resync'
+"""
+
 # An empty token is none: an upgrade withdrew it (mcsync.distrust_exposed_rows, sql/007), and
 # the connection waits for its user to reconnect.
 ALL_ENCRYPTED_TOKENS = """
