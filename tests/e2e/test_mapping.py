@@ -109,7 +109,7 @@ CREATE TABLE public.people (
     given_name text, email text, flag boolean, scores int[], born date, owner_text text
 );
 CREATE INDEX people_owner_idx ON public.people (owner);
-CREATE TABLE public.people_tags (person text, tag text, by uuid, o text);
+CREATE TABLE public.people_tags (person text, tag text, n text, b uuid, o text);
 """
 PEOPLE_OK = """
 [source]
@@ -147,11 +147,11 @@ tags = false
             r"source\.tags\.column: .*scores is integer\[\]; need text\[\]",
         ),
         (
-            {"tags": '{ table = "public.people_tags", key = "person", name = "tag", tenant = "by" }'},
+            {"tags": '{ table = "public.people_tags", key = "person", name = "tag", tenant = "b" }'},
             r"source\.tags\.key: column public\.people_tags\.person is text; need uuid",
         ),
         (
-            {"tags": '{ table = "public.people_tags", key = "person", name = "tag", tenant = "o" }'},
+            {"tags": '{ table = "public.people_tags", key = "person", name = "n", tenant = "o" }'},
             r"source\.tags\.tenant: column public\.people_tags\.o is text; need uuid",
         ),
         (
