@@ -147,7 +147,7 @@ tags = false
             r"source\.tags\.column: .*scores is integer\[\]; need text\[\]",
         ),
         (
-            {"tags": '{ table = "public.people_tags", key = "person", name = "tag", tenant = "b" }'},
+            {"tags": '{ table = "public.people_tags", key = "person", name = "n", tenant = "b" }'},
             r"source\.tags\.key: column public\.people_tags\.person is text; need uuid",
         ),
         (
