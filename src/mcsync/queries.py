@@ -9,7 +9,7 @@ view `mcsync.source_contacts`, which `mcsync migrate` generates from the source 
 
 from __future__ import annotations
 
-from mcsync.schema import configured_schema, render
+from mcsync.schema import configured_schema, qualify_catalog_calls, render
 
 SCHEMA = configured_schema()
 
@@ -654,8 +654,9 @@ UPDATE mcsync.mailchimp_members m
 """
 
 
-# Every statement above, rendered for this process's schema (a no-op for the default `mcsync`).
+# Every statement above, rendered for this process's schema (a no-op for the default `mcsync`),
+# with its catalog functions named `pg_catalog.` (mcsync.schema.qualify_catalog_calls).
 for _name, _statement in list(globals().items()):
-    if _name.isupper() and _name != "SCHEMA" and isinstance(_statement, str):
-        globals()[_name] = render(_statement, SCHEMA)
+    if _name.isupper() and _name not in ("SCHEMA", "CHANNEL") and isinstance(_statement, str):
+        globals()[_name] = qualify_catalog_calls(render(_statement, SCHEMA))
 del _name, _statement

@@ -54,6 +54,18 @@ BEGIN INSERT INTO public.planted_calls VALUES ('jsonb_build_object/4', current_u
 CREATE FUNCTION public.to_char(d date, f text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.planted_calls VALUES ('to_char', current_user);
       RETURN pg_catalog.to_char(d::timestamp, f); END $$;
+CREATE FUNCTION public.unnest(a uuid[]) RETURNS SETOF uuid LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.planted_calls VALUES ('unnest/uuid', current_user);
+      RETURN QUERY SELECT * FROM pg_catalog.unnest(a); END $$;
+CREATE FUNCTION public.unnest(a text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.planted_calls VALUES ('unnest/text', current_user);
+      RETURN QUERY SELECT * FROM pg_catalog.unnest(a); END $$;
+CREATE FUNCTION public.array_length(a uuid[], d int) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.planted_calls VALUES ('array_length', current_user);
+      RETURN pg_catalog.array_length(a, d); END $$;
+CREATE FUNCTION public.cardinality(a uuid[]) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.planted_calls VALUES ('cardinality', current_user);
+      RETURN pg_catalog.cardinality(a); END $$;
 CREATE FUNCTION public.array_fill(a text, b int[]) RETURNS text[] LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.planted_calls VALUES ('array_fill', current_user);
       RETURN pg_catalog.array_fill(a, b); END $$;
@@ -292,7 +304,7 @@ def test_a_login_of_one_install_cannot_read_another_in_the_same_cluster(
             for login in (f"{worker}_test", f"{web}_test"):
                 # CONNECT is PUBLIC's, so the login gets in, and reads nothing of mcsync.
                 with psycopg.connect(login_url(other, login), autocommit=True) as conn:
-                    for table in ("mailchimp_connections", "source_contacts", "mailchimp_sync_queue"):
+                    for table in ("mailchimp_connections", "source_contacts", "mcsync_oauth_states"):
                         with pytest.raises(psycopg.errors.InsufficientPrivilege):
                             conn.execute(f"SELECT * FROM mcsync.{table}")
                 with psycopg.connect(login_url(own, login), autocommit=True) as conn:
