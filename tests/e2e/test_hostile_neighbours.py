@@ -304,7 +304,7 @@ def test_a_login_of_one_install_cannot_read_another_in_the_same_cluster(
             for login in (f"{worker}_test", f"{web}_test"):
                 # CONNECT is PUBLIC's, so the login gets in, and reads nothing of mcsync.
                 with psycopg.connect(login_url(other, login), autocommit=True) as conn:
-                    for table in ("mailchimp_connections", "source_contacts", "mcsync_oauth_states"):
+                    for table in ("mailchimp_connections", "source_contacts", "install"):
                         with pytest.raises(psycopg.errors.InsufficientPrivilege):
                             conn.execute(f"SELECT * FROM mcsync.{table}")
                 with psycopg.connect(login_url(own, login), autocommit=True) as conn:
