@@ -90,9 +90,11 @@ _MULTI_UNNEST = re.compile(rf"(?<![.\w\"])unnest\(({_ARG},{_ARG})\)", re.I)
 def qualify_catalog_calls(sql: str) -> str:
     """`sql` with every call of a CATALOG_FUNCTIONS function written `pg_catalog.<name>(`."""
     sql = _MULTI_UNNEST.sub(
-        lambda m: "ROWS FROM ("
-        + ", ".join(f"pg_catalog.unnest({a.strip()})" for a in m.group(1).split(","))
-        + ")",
+        lambda m: (
+            "ROWS FROM ("
+            + ", ".join(f"pg_catalog.unnest({a.strip()})" for a in m.group(1).split(","))
+            + ")"
+        ),
         sql,
     )
     return _CALL.sub(lambda m: f"pg_catalog.{m.group(1)}(", sql)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
+from psycopg import sql
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -399,7 +400,9 @@ def _filter_problem(conn: psycopg.Connection[Any], mapping: SourceMapping) -> st
         with conn.transaction():
             conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
             cur = conn.execute(
-                f"SELECT ({mapping.filter}) FROM {quote(mapping.table)} LIMIT 0".encode(),
+                sql.SQL("SELECT ({}) FROM {} LIMIT 0").format(
+                    sql.SQL(mapping.filter or "true"), sql.Identifier(*mapping.table.split("."))
+                ),
                 prepare=False,
             )
             kind = cur.description[0].type_code if cur.description else None
