@@ -33,7 +33,8 @@ def test_no_statement_calls_a_catalog_function_unqualified(pg_admin_url: str) ->
         catalog = {
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace"
+                "SELECT DISTINCT proname FROM pg_proc"
+                " WHERE pronamespace = 'pg_catalog'::regnamespace"
             ).fetchall()
         }
     unqualified = {
