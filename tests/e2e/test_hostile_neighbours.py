@@ -309,6 +309,13 @@ def test_a_login_of_one_install_cannot_read_another_in_the_same_cluster(
                             conn.execute(f"SELECT * FROM mcsync.{table}")
                 with psycopg.connect(login_url(own, login), autocommit=True) as conn:
                     conn.execute("SELECT count(*) FROM mcsync.source_contacts")
+        # A new prefix for an install takes everything from the roles it named before.
+        install_roles(one, "mcsync_one_b")
+        with psycopg.connect(login_url(one, "mcsync_one_worker_test"), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT * FROM mcsync.source_contacts")
+        with psycopg.connect(login_url(one, "mcsync_one_b_worker_test"), autocommit=True) as conn:
+            conn.execute("SELECT * FROM mcsync.source_contacts")
     finally:
         with _admin(pg_admin_url) as conn:
             for name in names:
