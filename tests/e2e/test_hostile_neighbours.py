@@ -432,3 +432,39 @@ def test_an_upgrade_of_an_exposed_install_trusts_none_of_its_rows(
     assert members["marketer@clientmail.io"]["status"] == "subscribed"
     assert members["real@clientmail.io"]["merge_fields"]["FNAME"] == "Real"
     assert emulator.admin.members("list0002") == []
+
+
+def test_the_script_for_other_tools_upgrades_an_exposed_install_the_same_way(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    url = empty_db_url
+    with _admin(url) as conn:
+        conn.execute(CONTACTS_DDL.encode())
+    _old_install(url, tmp_path)
+    good, bad = uuid.uuid4(), uuid.uuid4()
+    with _admin(url) as conn:
+        for user_id, dc in ((good, "us1"), (bad, "evil.example/x")):
+            conn.execute(
+                "INSERT INTO mailchimp_connections (user_id, access_token_encrypted, dc,"
+                " api_endpoint, audience_id) VALUES (%s, %s, %s, 'https://x', 'list0001')",
+                (user_id, f"token-of-{user_id}", dc),
+            )
+        conn.execute(
+            "INSERT INTO contacts (user_id, email) VALUES (%s, 'a@clientmail.io')", (good,)
+        )
+        conn.execute(
+            "INSERT INTO mailchimp_sync_queue (user_id, contact_id, op, email)"
+            " VALUES (%s, %s, 'delete', 'forged@clientmail.io')",
+            (good, uuid.uuid4()),
+        )
+        with conn.transaction():
+            conn.execute(migrations_script("mcsync", after="003", mapping=DEFAULT_MAPPING).encode())
+        assert conn.execute("SELECT user_id FROM mcsync.quarantined_connections").fetchall() == [
+            (bad,)
+        ]
+        assert conn.execute("SELECT op FROM mcsync.mailchimp_sync_queue").fetchall() == [
+            ("resync",)
+        ]
+        assert conn.execute("SELECT to_regclass('public.mailchimp_connections')").fetchone() == (
+            None,
+        )
