@@ -4,21 +4,98 @@
 -- through the view `mcsync.source_contacts` that `mcsync migrate` generates from the source
 -- mapping (docs/mapping.md), i.e. only the synced columns of the rows inside its filter.
 -- Apply after `mcsync migrate` (and again after any later migration), as the owner of
--- mcsync's schema and of the app's contacts table. Idempotent. `mcsync sql --grants` prints it rendered for
--- MCSYNC_SCHEMA. Both roles are NOLOGIN: give them to the logins the processes use, e.g.
+-- mcsync's schema and of the app's contacts table. Idempotent. `mcsync sql --grants` prints it
+-- rendered for MCSYNC_SCHEMA and MCSYNC_ROLE_PREFIX. Both roles are NOLOGIN: give them to the
+-- logins the processes use, e.g.
 --   CREATE ROLE mcsync_worker_login LOGIN PASSWORD '...' IN ROLE mcsync_worker;
 --   CREATE ROLE mcsync_web_login LOGIN PASSWORD '...' IN ROLE mcsync_web;
 -- Everything else (migrate, connect, disconnect, status, rotate-keys from the CLI) runs as the
 -- owner.
+--
+-- Roles are cluster-wide and CONNECT is granted to PUBLIC: a login of an install that shared its
+-- roles with another install of the same cluster could read the other's contacts, tokens and
+-- queue. So the roles belong to ONE install: this script writes the install's id on them and
+-- refuses roles another install (in a database that still exists) holds. A second install in
+-- the same cluster takes roles of its own: MCSYNC_ROLE_PREFIX=<name> (docs/install.md).
+-- Every catalog function is `pg_catalog.`-qualified: this runs with the installer's rights, and
+-- with whatever search_path the session has.
 
 DO $$
+DECLARE
+    ours CONSTANT uuid := (SELECT i.install_id FROM mcsync.install i);
+    item record;
+    claim jsonb;
+    elsewhere pg_catalog.name;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mcsync_worker') THEN
+    FOR item IN
+        SELECT r.oid, r.rolname, pg_catalog.shobj_description(r.oid, 'pg_authid') AS said
+          FROM pg_catalog.pg_roles r WHERE r.rolname IN ('mcsync_worker', 'mcsync_web')
+    LOOP
+        BEGIN
+            claim := item.said::jsonb;
+        EXCEPTION WHEN others THEN
+            claim := NULL;
+        END;
+        IF claim ->> 'mcsync_install' IS NOT NULL THEN
+            -- Claimed: by this install (a copy of its database included), or by one that
+            -- is gone, is fine.
+            CONTINUE WHEN claim ->> 'mcsync_install' = ours::pg_catalog.text
+                       OR claim ->> 'database' = pg_catalog.current_database()
+                       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d
+                                       WHERE d.datname = claim ->> 'database');
+            elsewhere := claim ->> 'database';
+        ELSE
+            -- Unclaimed (roles from before this check): refused if they hold privileges in
+            -- another database, i.e. two installs already share them.
+            SELECT d.datname INTO elsewhere
+              FROM pg_catalog.pg_shdepend s
+              JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+             WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+               AND s.refobjid = item.oid AND d.datname <> pg_catalog.current_database()
+             LIMIT 1;
+            CONTINUE WHEN elsewhere IS NULL;
+        END IF;
+        RAISE EXCEPTION 'role % belongs to the mcsync install in database %', item.rolname,
+              elsewhere
+            USING HINT = 'a login of that install would read this one: give this install roles '
+                         'of its own, e.g. MCSYNC_ROLE_PREFIX=mcsync_'
+                         || pg_catalog.current_database() || ' mcsync sql --grants '
+                         '(docs/install.md)';
+    END LOOP;
+END $$;
+
+DO $$
+DECLARE
+    item record;
+    claim text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'mcsync_worker') THEN
         CREATE ROLE mcsync_worker NOLOGIN;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mcsync_web') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'mcsync_web') THEN
         CREATE ROLE mcsync_web NOLOGIN;
     END IF;
+    -- The claim: this install's id and database, on each role (see the check above).
+    claim := pg_catalog.jsonb_build_object(
+        'mcsync_install', (SELECT i.install_id FROM mcsync.install i),
+        'database', pg_catalog.current_database())::pg_catalog.text;
+    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_worker IS %L', claim);
+    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_web IS %L', claim);
+    -- Roles an earlier run named (another prefix, or the fixed names of old) lose everything.
+    FOR item IN
+        SELECT p.role_name FROM mcsync.process_roles p
+         WHERE p.role_name NOT IN ('mcsync_worker', 'mcsync_web')
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = p.role_name)
+    LOOP
+        EXECUTE pg_catalog.format(
+            'REVOKE ALL ON ALL TABLES IN SCHEMA mcsync FROM %1$I; '
+            'REVOKE ALL ON ALL SEQUENCES IN SCHEMA mcsync FROM %1$I; '
+            'REVOKE ALL ON ALL ROUTINES IN SCHEMA mcsync FROM %1$I; '
+            'REVOKE ALL ON SCHEMA mcsync FROM %1$I', item.role_name);
+    END LOOP;
+    DELETE FROM mcsync.process_roles;
+    INSERT INTO mcsync.process_roles (process, role_name)
+    VALUES ('worker', 'mcsync_worker'), ('web', 'mcsync_web');
 END $$;
 
 -- Start from nothing, so a grant from an older grants.sql (which gave the worker every table,
@@ -65,12 +142,12 @@ DECLARE
     item record;
 BEGIN
     FOR item IN
-        SELECT c.oid::regclass AS target FROM pg_class c
-         WHERE c.relnamespace = 'mcsync'::regnamespace AND c.relkind IN ('r', 'p')
+        SELECT c.oid::pg_catalog.regclass AS target FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = 'mcsync'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
     LOOP
-        EXECUTE format('DROP POLICY IF EXISTS mcsync_processes ON %s', item.target);
-        EXECUTE format('CREATE POLICY mcsync_processes ON %s TO mcsync_worker, mcsync_web '
-                       'USING (true) WITH CHECK (true)', item.target);
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS mcsync_processes ON %s', item.target);
+        EXECUTE pg_catalog.format('CREATE POLICY mcsync_processes ON %s TO mcsync_worker, '
+                                  'mcsync_web USING (true) WITH CHECK (true)', item.target);
     END LOOP;
 END $$;
 
@@ -83,12 +160,12 @@ DO $$
 DECLARE
     item record;
 BEGIN
-    FOR item IN SELECT polname, polrelid::regclass AS target FROM pg_policy
+    FOR item IN SELECT polname, polrelid::pg_catalog.regclass AS target FROM pg_catalog.pg_policy
                  WHERE polname = 'mcsync_read_all'
     LOOP
-        EXECUTE format('DROP POLICY %I ON %s', item.polname, item.target);
+        EXECUTE pg_catalog.format('DROP POLICY %I ON %s', item.polname, item.target);
     END LOOP;
-    IF to_regclass('public.contacts') IS NOT NULL THEN
+    IF pg_catalog.to_regclass('public.contacts') IS NOT NULL THEN
         REVOKE SELECT ON public.contacts FROM mcsync_worker, mcsync_web;
     END IF;
 END $$;

@@ -14,37 +14,16 @@ from mcsync.embedded import database_url
 from mcsync.migrate import SQL_DIR, apply_migrations
 from tests.support.app_schemas import AppSchema
 from tests.support.pg import postgres_server
+from tests.support.roles import DEFAULT_PREFIX, FRESH_PREFIX, install_roles, template_prefix
 
 CONTACTS_DDL = (SQL_DIR / "example_contacts.sql").read_text()
-GRANTS_SQL = (SQL_DIR / "grants.sql").read_text()
 TEMPLATE_DB = "mcsync_test_template"
-# The logins the end-to-end tests run the worker and the web side as: members of the roles
-# sql/grants.sql defines, with nothing else (roles are per server, so made once per session).
-WORKER_LOGIN = "mcsync_test_worker"
-WEB_LOGIN = "mcsync_test_web"
-LOGIN_PASSWORD = "mcsync-test-login"
 
 
-def create_process_logins(url: str) -> None:
-    """sql/grants.sql applied to the database at `url`, and the two test logins made members
-    of its roles (idempotent)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(GRANTS_SQL.encode())
-        for login, role in ((WORKER_LOGIN, "mcsync_worker"), (WEB_LOGIN, "mcsync_web")):
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
-            if not exists:
-                conn.execute(
-                    f"CREATE ROLE {login} LOGIN PASSWORD '{LOGIN_PASSWORD}' IN ROLE {role}"
-                )
-
-
-def login_url(url: str, login: str) -> str:
-    """The same database, connected to as `login`."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(url)
-    params.update(user=login, password=LOGIN_PASSWORD)
-    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+def create_process_logins(url: str, prefix: str = FRESH_PREFIX) -> None:
+    """sql/grants.sql applied to the database at `url` for `prefix`'s roles, and the test
+    logins made members of them (tests/support/roles.py: the one place that names them)."""
+    install_roles(url, prefix)
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +42,7 @@ def pg_template(pg_admin_url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CONTACTS_DDL.encode())
     apply_migrations(url)
-    create_process_logins(url)
+    create_process_logins(url, DEFAULT_PREFIX)
     return TEMPLATE_DB
 
 
@@ -98,7 +77,7 @@ class AppTemplates:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(app.ddl.encode())
             apply_migrations(url, mapping=app.mapping)
-            create_process_logins(url)
+            create_process_logins(url, template_prefix(app.name))
             self.made[app.name] = name
         return self.made[app.name]
 

@@ -8,7 +8,7 @@ however many connections there are (docs/operators.md has the figure at 10,000).
 
 from __future__ import annotations
 
-from mcsync.schema import configured_schema, render
+from mcsync.schema import configured_schema, qualify_catalog_calls, render
 
 SCHEMA = configured_schema()
 
@@ -156,7 +156,8 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 """
 
 
+# Rendered as mcsync.queries' are: for this process's schema, catalog functions `pg_catalog.`.
 for _name, _statement in list(globals().items()):
     if _name.isupper() and _name != "SCHEMA" and isinstance(_statement, str):
-        globals()[_name] = render(_statement, SCHEMA)
+        globals()[_name] = qualify_catalog_calls(render(_statement, SCHEMA))
 del _name, _statement

@@ -92,6 +92,20 @@ def connect_user(
         return queue_full_sync(conn, user_id)
 
 
+# Each audience change starts a full sync: a few per hour are plenty for a user who picked
+# the wrong one, and flipping back and forth cannot queue the user's contacts over and over.
+AUDIENCE_CHANGES_PER_WINDOW = 5
+AUDIENCE_CHANGE_WINDOW = 3600  # seconds
+
+
+class AudienceChangeLimited(RuntimeError):
+    """Too many audience changes lately; `wait` seconds until the next is allowed."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"too many audience changes; try again in {wait} s")
+        self.wait = wait
+
+
 def select_audience(
     conn: psycopg.Connection[Any],
     *,
@@ -101,11 +115,22 @@ def select_audience(
     double_optin: bool,
 ) -> int:
     """Pick (or change) the audience. A change leaves the old audience untouched and starts a
-    full sync into the new one. Returns how many contacts were queued (0 when unchanged)."""
+    full sync into the new one. Returns how many contacts were queued (0 when unchanged, and
+    when a full sync is still pending: it goes to the new audience as it is). A change beyond
+    AUDIENCE_CHANGES_PER_WINDOW an hour raises AudienceChangeLimited and changes nothing."""
     with conn.transaction():
         current = get_connection(conn, user_id)
         if current is None:
             raise LookupError("no Mailchimp connection for this user")
+        if current.audience_id is not None and current.audience_id != audience_id:
+            limits = {
+                "user_id": user_id,
+                "limit": AUDIENCE_CHANGES_PER_WINDOW,
+                "window": AUDIENCE_CHANGE_WINDOW,
+            }
+            if conn.execute(queries.COUNT_AUDIENCE_CHANGE, limits).fetchone() is None:
+                row = conn.execute(queries.AUDIENCE_CHANGE_WAIT, limits).fetchone()
+                raise AudienceChangeLimited(max(1, int(row[0])) if row and row[0] else 1)
         conn.execute(
             queries.SET_AUDIENCE,
             {
@@ -118,6 +143,12 @@ def select_audience(
         if current.audience_id == audience_id:
             return 0
         conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
+        pending = conn.execute(queries.FULL_SYNC_PENDING, {"user_id": user_id}).fetchone()
+        if pending and pending[0]:
+            # The pending full sync goes to the audience chosen now; the old audience's own
+            # events are dropped, and nothing more is queued.
+            conn.execute(queries.DELETE_USER_EVENTS, {"user_id": user_id})
+            return 0
         conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
         check_against_audience(conn, user_id, audience_id)
         return queue_full_sync(conn, user_id)

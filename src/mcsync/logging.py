@@ -5,7 +5,10 @@ under a secret-sounding key (any case, at any depth of nested dicts and lists) i
 every string (including a rendered traceback, which structlog makes into the `exception` string
 before this step) has credentials cut out of it: `Bearer`/`OAuth`/`Basic` headers in any case,
 `key=value` and `"key": "value"` pairs for secret keys (a URL's `?code=...`, a form body, a JSON
-body), and anything shaped like a JWT or a Fernet token. The standard library's records (httpx,
+body, a `KEY=value` line; any key with a secret part, `oauth_token` or `x-api-key`), the
+password of a `scheme://user:password@host` URL, and anything shaped like a JWT or a Fernet
+token. Bytes are decoded and any other object is redacted through its repr (what the JSON
+renderer would print). The standard library's records (httpx,
 uvicorn) go through the same text redaction."""
 
 from __future__ import annotations
@@ -53,13 +56,28 @@ _SECRET_PARTS = ("token", "secret", "password", "authorization", "api_key", "api
 _KEY_ALTERNATION = "|".join(
     sorted((re.escape(k) for k in SECRET_KEYS | {"client-secret", "set-cookie"}), key=len)[::-1]
 )
+# A key name in text that is secret by one of its parts, with any prefix or suffix:
+# `oauth_token`, `x-api-key`, `MCSYNC_ENCRYPTION_KEYS`, `MAILCHIMP_CLIENT_SECRET`.
+_PREFIXED_KEY = (
+    r"[A-Za-z0-9_-]*(?:token|secret|passw(?:or)?d|api[_-]?key|authorization|cookie"
+    r"|encryption[_-]keys)[A-Za-z0-9_-]*"
+)
 _TEXT_PATTERNS = [
     # Authorization headers, any case: "Bearer abc", "bearer abc", "OAuth abc", "Basic abc".
     (re.compile(r"\b(bearer|oauth|basic)(\s+)[A-Za-z0-9._~+/=:-]+", re.I), rf"\1\2{REDACTED}"),
-    # key=value (query strings, form bodies, repr of kwargs) and key: value / "key": "value".
+    # A URL's or DSN's user information: scheme://user:password@host (a database URL in a
+    # settings repr or a connection error's traceback).
+    (
+        re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+(?=@)"),
+        rf"\1{REDACTED}",
+    ),
+    # key=value (query strings, form bodies, repr of kwargs, KEY=value environment lines) and
+    # key: value / "key": "value", for the known keys and any key with a secret part. A quoted
+    # value is cut out whole, spaces and all.
     (
         re.compile(
-            rf"""(?<![A-Za-z0-9_])(["']?(?:{_KEY_ALTERNATION})["']?\s*[=:]\s*["']?)[^"'&\s,;}}\]]+""",
+            rf"""(?<![A-Za-z0-9_-])(["']?(?:{_KEY_ALTERNATION}|{_PREFIXED_KEY})["']?\s*[=:]\s*)"""
+            r"""(?:"[^"]*"|'[^']*'|[^"'&\s,;}\])]+)""",
             re.I,
         ),
         rf"\1{REDACTED}",
@@ -95,9 +113,13 @@ def redact_value(value: Any) -> Any:
         return [redact_value(v) for v in value]
     if isinstance(value, BaseException):
         return redact_text(f"{type(value).__name__}: {value}")
-    if isinstance(value, bytes):
-        return redact_text(value.decode("utf-8", "replace"))
-    return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else reaches the line as its repr (structlog's JSON fallback): a settings
+    # object's repr names its fields and values, so it is redacted as text.
+    return redact_text(repr(value))
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -9,7 +9,7 @@ view `mcsync.source_contacts`, which `mcsync migrate` generates from the source 
 
 from __future__ import annotations
 
-from mcsync.schema import configured_schema, render
+from mcsync.schema import configured_schema, qualify_catalog_calls, render
 
 SCHEMA = configured_schema()
 
@@ -61,11 +61,41 @@ DELETE_USER_REJECTIONS = (
 )
 FORGET_CONTACT_LINKS = "DELETE FROM mcsync.mailchimp_contact_links WHERE user_id = %(user_id)s"
 
-ALL_ENCRYPTED_TOKENS = "SELECT user_id, access_token_encrypted FROM mcsync.mailchimp_connections"
+# An audience change counted against the user's window (at most %(limit)s per %(window)s
+# seconds); no row when the limit is reached, and then how long until the window ends.
+COUNT_AUDIENCE_CHANGE = """
+UPDATE mcsync.mailchimp_connections
+   SET audience_changes = CASE WHEN fresh THEN 1 ELSE audience_changes + 1 END,
+       audience_changes_since = CASE WHEN fresh THEN now() ELSE audience_changes_since END
+  FROM (SELECT coalesce(audience_changes_since <= now() - make_interval(secs => %(window)s),
+                        true) AS fresh
+          FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s) w
+ WHERE user_id = %(user_id)s AND (w.fresh OR audience_changes < %(limit)s)
+RETURNING audience_changes
+"""
+AUDIENCE_CHANGE_WAIT = """
+SELECT ceil(extract(epoch FROM audience_changes_since + make_interval(secs => %(window)s) - now()))
+  FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s
+"""
+# A full sync is pending: contacts queued by one (op 'resync') not yet done.
+FULL_SYNC_PENDING = """
+SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_queue
+                WHERE user_id = %(user_id)s AND op = 'resync')
+"""
+DELETE_USER_EVENTS = """
+DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s AND op <> 'resync'
+"""
+
+# An empty token is none: an upgrade withdrew it (mcsync.distrust_exposed_rows, sql/007), and
+# the connection waits for its user to reconnect.
+ALL_ENCRYPTED_TOKENS = """
+SELECT user_id, access_token_encrypted FROM mcsync.mailchimp_connections
+ WHERE access_token_encrypted <> ''
+"""
 # Tokens still stored in the old form, not bound to their user (see mcsync.crypto).
 COUNT_UNBOUND_TOKENS = """
 SELECT count(*) FROM mcsync.mailchimp_connections
- WHERE access_token_encrypted NOT LIKE %(prefix)s
+ WHERE access_token_encrypted NOT LIKE %(prefix)s AND access_token_encrypted <> ''
 """
 SET_ENCRYPTED_TOKEN = """
 UPDATE mcsync.mailchimp_connections SET access_token_encrypted = %(token)s, updated_at = now()
@@ -650,8 +680,9 @@ UPDATE mcsync.mailchimp_members m
 """
 
 
-# Every statement above, rendered for this process's schema (a no-op for the default `mcsync`).
+# Every statement above, rendered for this process's schema (a no-op for the default `mcsync`),
+# with its catalog functions named `pg_catalog.` (mcsync.schema.qualify_catalog_calls).
 for _name, _statement in list(globals().items()):
-    if _name.isupper() and _name != "SCHEMA" and isinstance(_statement, str):
-        globals()[_name] = render(_statement, SCHEMA)
+    if _name.isupper() and _name not in ("SCHEMA", "CHANNEL") and isinstance(_statement, str):
+        globals()[_name] = qualify_catalog_calls(render(_statement, SCHEMA))
 del _name, _statement

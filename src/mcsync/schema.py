@@ -9,7 +9,7 @@ knows the rule. It rewrites exactly three forms, so SQL that must survive render
 
 - `mcsync.<name>`          a qualified object name;
 - `SCHEMA mcsync`          as in CREATE SCHEMA [IF NOT EXISTS], SET SCHEMA, ON/IN SCHEMA;
-- `'mcsync'::regnamespace` the schema as a value (catalog queries).
+- `'mcsync'::regnamespace` the schema as a value (catalog queries), `pg_catalog.`-qualified or not.
 
 The NOTIFY channel `'mcsync'` and names that merely start with `mcsync_` are left alone.
 """
@@ -29,7 +29,7 @@ _NOT_OURS = {"public", "information_schema", "auth", "storage", "extensions", "g
 
 _QUALIFIED = re.compile(r"\bmcsync\.(?=[A-Za-z_])")
 _SCHEMA_CLAUSE = re.compile(r"\bSCHEMA (IF NOT EXISTS )?mcsync\b")
-_AS_VALUE = re.compile(r"'mcsync'::regnamespace")
+_AS_VALUE = re.compile(r"'mcsync'::(pg_catalog\.)?regnamespace")
 
 
 class SchemaNameError(ValueError):
@@ -61,4 +61,40 @@ def render(sql: str, schema: str) -> str:
         return sql
     sql = _QUALIFIED.sub(f"{schema}.", sql)
     sql = _SCHEMA_CLAUSE.sub(lambda m: f"SCHEMA {m.group(1) or ''}{schema}", sql)
-    return _AS_VALUE.sub(f"'{schema}'::regnamespace", sql)
+    return _AS_VALUE.sub(lambda m: f"'{schema}'::{m.group(1) or ''}regnamespace", sql)
+
+
+# Catalog functions mcsync's statements call. Written unqualified in src/mcsync/queries.py for
+# legibility; `qualify_catalog_calls` names each `pg_catalog.` before a statement is run, so no
+# overload a role created in `public` (an exact signature beats the catalog's polymorphic or
+# variadic one: `public.unnest(uuid[])`) ever runs in the worker or the web side (issue 17).
+# COALESCE, GREATEST, LEAST, EXTRACT, ARRAY(...), EXISTS are syntax, not functions.
+CATALOG_FUNCTIONS = frozenset(
+    {
+        "now", "make_interval", "unnest", "count", "sum", "min", "max", "avg", "array_agg",
+        "string_agg", "bool_or", "bool_and", "jsonb_agg", "jsonb_build_object",
+        "jsonb_to_recordset", "jsonb_array_elements_text", "jsonb_array_elements", "to_jsonb",
+        "ceil", "floor", "round", "abs", "cardinality", "array_length", "array_position",
+        "array_remove", "array_cat", "array_append", "pg_notify", "lower", "upper", "btrim",
+        "md5", "length", "format", "to_char", "date_trunc", "gen_random_uuid", "random",
+        "pg_advisory_xact_lock", "pg_try_advisory_xact_lock", "to_regclass", "clock_timestamp",
+    }
+)  # fmt: skip
+_CALL = re.compile(r"(?<![.\w\"])(" + "|".join(sorted(CATALOG_FUNCTIONS)) + r")\(", re.I)
+# unnest(a, b, ...) in FROM is a special form of the unqualified name only; qualified, it is
+# ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b), ...), which means the same.
+_ARG = r"(?:%\(\w+\)[sbt]|[^()])*"  # a psycopg placeholder's parentheses are not nesting
+_MULTI_UNNEST = re.compile(rf"(?<![.\w\"])unnest\(({_ARG},{_ARG})\)", re.I)
+
+
+def qualify_catalog_calls(sql: str) -> str:
+    """`sql` with every call of a CATALOG_FUNCTIONS function written `pg_catalog.<name>(`."""
+    sql = _MULTI_UNNEST.sub(
+        lambda m: (
+            "ROWS FROM ("
+            + ", ".join(f"pg_catalog.unnest({a.strip()})" for a in m.group(1).split(","))
+            + ")"
+        ),
+        sql,
+    )
+    return _CALL.sub(lambda m: f"pg_catalog.{m.group(1)}(", sql)

@@ -12,23 +12,16 @@ def test_the_worker_role_expands_a_large_import_in_slices(
 ) -> None:
     """An import larger than one expansion is split into slices once (the worker inserts the
     slices, so its role needs INSERT on the bulk table), then expanded slice by slice."""
-    from pathlib import Path
+    from tests.support.roles import regrant, worker_url
 
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    sync.execute((Path(str(repo_root)) / "sql" / "grants.sql").read_text())
-    sync.execute("DROP ROLE IF EXISTS mcsync_worker_login")
-    sync.execute("CREATE ROLE mcsync_worker_login LOGIN IN ROLE mcsync_worker")
+    regrant(sync.db_url)
     user = sync.add_user()
     sync.execute(
         """INSERT INTO contacts (user_id, email, first_name)
            SELECT %s, 'slice' || g || '@coachmail.io', 'S' || g FROM generate_series(1, 1234) g""",
         (user.user_id,),
     )
-    params = conninfo_to_dict(sync.db_url)
-    params["user"] = "mcsync_worker_login"
-    params.pop("password", None)
-    limited = SyncHarness(make_conninfo(**params), sync.emulator)
+    limited = SyncHarness(sync.db_url, sync.emulator, worker_url=worker_url(sync.db_url))
     limited.settings.mcsync_claim_size = 100
     limited.settings.mcsync_max_passes = 2  # expansions of 200 ids: 7 slices
     limited.drain()

@@ -123,6 +123,7 @@ def test_the_plain_postgres_install_works_as_written(empty_db_url: str) -> None:
         for variable in (
             "DATABASE_URL",
             "MCSYNC_ENCRYPTION_KEYS",
+            "MCSYNC_JWKS_URL",
             "MCSYNC_JWT_SECRET",
             "MCSYNC_APP_ORIGIN",
             "MAILCHIMP_CLIENT_ID",

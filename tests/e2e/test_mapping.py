@@ -86,8 +86,13 @@ def test_a_config_file_from_mcsync_config(tmp_path: Any, monkeypatch: pytest.Mon
             r"source\.merge_fields\.BIRTHDAY\.type",
         ),
         ("[source.tags]\ntable = 'public.t'", r"source\.tags\.(key|column)"),
+        # Issue 17: a join table without its tenant column is refused, and says why.
+        (
+            "[source.tags]\ntable = 'public.t'\nkey = 'contact'\nname = 'tag'",
+            r"source\.tags\.tenant: .*needs `tenant`.*same user",
+        ),
         ("[source]\nfilter = 'true; DROP TABLE contacts'", r"source\.filter: .*one SQL boolean"),
-        ("[source]\nfilter = 'true $$ || $$'", r"source\.filter: .*no '\$\$'"),
+        ("[source]\nfilter = 'true $$ || $$'", r"source\.filter: .*no dollar quotes"),
         ("[sauce]\ntable = 'public.people'", r"unknown section.*sauce"),
         ("[source\ntable = 1", r"not valid TOML"),
     ],
@@ -105,7 +110,7 @@ CREATE TABLE public.people (
     given_name text, email text, flag boolean, scores int[], born date, owner_text text
 );
 CREATE INDEX people_owner_idx ON public.people (owner);
-CREATE TABLE public.people_tags (person text, tag text);
+CREATE TABLE public.people_tags (person text, tag text, n text, b uuid, o text);
 """
 PEOPLE_OK = """
 [source]
@@ -143,8 +148,12 @@ tags = false
             r"source\.tags\.column: .*scores is integer\[\]; need text\[\]",
         ),
         (
-            {"tags": '{ table = "public.people_tags", key = "person", name = "tag" }'},
+            {"tags": '{ table = "public.people_tags", key = "person", name = "n", tenant = "b" }'},
             r"source\.tags\.key: column public\.people_tags\.person is text; need uuid",
+        ),
+        (
+            {"tags": '{ table = "public.people_tags", key = "person", name = "n", tenant = "o" }'},
+            r"source\.tags\.tenant: column public\.people_tags\.o is text; need uuid",
         ),
         (
             {"filter": '"deleted_at IS NULL"'},
@@ -269,7 +278,7 @@ def test_the_script_for_other_tools_ends_with_the_generated_triggers() -> None:
     script = migrations_script("mcsync", mapping=RENAMED_SOFT_DELETE.mapping)
     tail = script.split("generated from the source mapping")[1]
     assert 'AFTER UPDATE ON "crm"."people"' in tail
-    assert "coalesce((deleted_at IS NULL), false)" in tail
+    assert "COALESCE((deleted_at IS NULL), false)" in tail
     assert "INSERT INTO mcsync.source_mapping" in tail
 
 
@@ -339,7 +348,9 @@ def test_birthday_from_a_date_column_is_sent_as_mm_dd(
         sync.drain()
         assert sync.members(user)["bea@clientmail.io"]["merge_fields"]["BIRTHDAY"] == "12/25"
         # A tag row of its own is a change of the contact.
-        sync.execute("INSERT INTO public.client_tags VALUES (%s, 'workshop')", (cid,))
+        sync.execute(
+            "INSERT INTO public.client_tags VALUES (%s, 'workshop', %s)", (cid, user.user_id)
+        )
         sync.drain()
         assert sync.tags(user, "bea@clientmail.io") == {"vip", "workshop"}
         sync.execute("DELETE FROM public.client_tags WHERE tag = 'vip'")

@@ -41,6 +41,10 @@ MCSYNC_TABLES = {
     "mcsync_reconciliations",
     "mcsync_reconcile_seen",
     "mcsync_schema_migrations",
+    # 007 (issue 17): this install's id and process roles, and quarantined connections.
+    "install",
+    "process_roles",
+    "quarantined_connections",
 }
 
 
@@ -203,8 +207,10 @@ def test_an_install_made_by_001_003_upgrades_in_place_and_keeps_syncing(
     later = [m for m in load_migrations() if m.version >= "004"]
     assert applied == [m.name for m in later] and unbound == 1
     assert _relations(url, "public") == {"contacts"}
-    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_queue") == [(3,)]
-    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_bulk") == [(1,)]
+    # The old tables were exposed (issue 17): their pending work is not trusted but rebuilt by
+    # a full sync of every connection, the import's contacts included.
+    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_queue") == [(1003,)]
+    assert _rows(url, "SELECT count(*) FROM mcsync.mailchimp_sync_bulk") == [(0,)]
     versions = _rows(url, "SELECT version FROM mcsync.mcsync_schema_migrations ORDER BY 1")
     assert [v[0] for v in versions] == ["001", "002", "003"] + [m.version for m in later]
     # With keys: the same command binds it, and then has nothing left to say.

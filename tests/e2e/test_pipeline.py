@@ -259,25 +259,18 @@ def test_10_bulk_import_of_10000_contacts_goes_through_batch_subscribe(
 def test_11_worker_runs_as_a_role_that_can_only_read_contacts(
     sync: SyncHarness, repo_root: object
 ) -> None:
-    from pathlib import Path
+    from tests.support.roles import regrant
+    from tests.support.roles import worker_url as login_of_worker
 
-    grants = (Path(str(repo_root)) / "sql" / "grants.sql").read_text()
-    sync.execute(grants)
-    sync.execute("DROP ROLE IF EXISTS mcsync_worker_login")
-    sync.execute("CREATE ROLE mcsync_worker_login LOGIN IN ROLE mcsync_worker")
+    regrant(sync.db_url)
     user = sync.add_user()
     sync.add_contact(user, "mo@coachmail.io", first_name="Mo")
 
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(sync.db_url)
-    params["user"] = "mcsync_worker_login"
-    params.pop("password", None)
-    worker_url = make_conninfo(**params)
+    worker_url = login_of_worker(sync.db_url)
     with psycopg.connect(worker_url) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"UPDATE {sync.app.table} SET {sync.app.column('first_name')} = 'x'")
-    limited = SyncHarness(worker_url, sync.emulator, app=sync.app)
+    limited = SyncHarness(sync.db_url, sync.emulator, worker_url=worker_url, app=sync.app)
     limited.drain()
     assert sync.members(user)["mo@coachmail.io"]["merge_fields"]["FNAME"] == "Mo"
     assert sync.queue() == []

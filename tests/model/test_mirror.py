@@ -1386,6 +1386,14 @@ def _fingerprint(statement: str) -> str:
     # Whitespace and the schema qualifier (mcsync's objects moved to their own schema, sql/004)
     # change nothing the model cares about.
     unqualified = statement.replace(f"{queries.SCHEMA}.", "")
+    # Nor does naming the catalog's functions `pg_catalog.` (mcsync.schema.qualify_catalog_calls,
+    # issue 17), multi-argument unnest written as ROWS FROM included.
+    arg = r"(?:%\(\w+\)[sbt]|[^()])*"
+    unqualified = re.sub(
+        rf"ROWS FROM \(((?:unnest\({arg}\)(?:, )?)+)\)",
+        lambda m: "unnest(" + ", ".join(re.findall(rf"unnest\(({arg})\)", m.group(1))) + ")",
+        unqualified.replace("pg_catalog.", ""),
+    )
     return hashlib.sha256(" ".join(unqualified.split()).encode()).hexdigest()[:12]
 
 

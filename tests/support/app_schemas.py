@@ -25,8 +25,9 @@ class AppSchema:
     id_column: str = "id"
     # logical name (LOGICAL, and any extra merge field's column) -> the app's column
     columns: dict[str, str] = field(default_factory=dict)
-    # tags from a join table: (table, key column, name column); None: the `tags` column
-    tags_table: tuple[str, str, str] | None = None
+    # tags from a join table: (table, key column, name column, tenant column); None: the
+    # `tags` column
+    tags_table: tuple[str, str, str, str] | None = None
     tags_column: str = "tags"
     # a delete is `UPDATE ... SET <column> = now()` (a soft delete) instead of a DELETE
     soft_delete_column: str | None = None
@@ -61,7 +62,7 @@ class AppSchema:
         if self.tags_table is None:
             tags = {"column": self.tags_column}
         else:
-            tags = dict(zip(("table", "key", "name"), self.tags_table, strict=True))
+            tags = dict(zip(("table", "key", "name", "tenant"), self.tags_table, strict=True))
         return "\n".join(
             [
                 "[source]",
@@ -155,12 +156,13 @@ CREATE INDEX clients_coach_id_idx ON public.clients (coach_id);
 CREATE TABLE public.client_tags (
     client_id uuid NOT NULL REFERENCES public.clients (id) ON DELETE CASCADE,
     tag       text NOT NULL,
+    coach_id  uuid NOT NULL,
     PRIMARY KEY (client_id, tag)
 );
 """,
     table="public.clients",
     columns={"user_id": "coach_id"},
-    tags_table=("public.client_tags", "client_id", "tag"),
+    tags_table=("public.client_tags", "client_id", "tag", "coach_id"),
     extra_merge_fields=(("BIRTHDAY", "birthday"),),
 )
 

@@ -45,14 +45,14 @@ class SyncHarness:
         app: AppSchema = CONTACTS,
         **overrides: Any,
     ) -> None:
-        from tests.conftest import WORKER_LOGIN, login_url
+        from tests.support.roles import worker_url as login_of_worker
 
         self.db_url = db_url
         self.app = app
         self.emulator = emulator
         self.admin = emulator.admin
         values: dict[str, Any] = {
-            "database_url": worker_url or login_url(db_url, WORKER_LOGIN),
+            "database_url": worker_url or login_of_worker(db_url),
             "mcsync_encryption_keys": ENCRYPTION_KEY,
             "mailchimp_api_url": emulator.api_url,
             "mailchimp_login_url": emulator.login_url,
@@ -159,13 +159,17 @@ class SyncHarness:
 
     def _write_tags(self, contact_id: uuid.UUID, tags: list[str], *, replace: bool) -> None:
         assert self.app.tags_table is not None
-        table, key, name = self.app.tags_table
+        table, key, name, tenant = self.app.tags_table
+        # The app writes its tag rows as the contact's own user (the tenant column).
+        owner = f"SELECT {self.app.column('user_id')} FROM {self.app.table}"
+        owner += f" WHERE {self.app.id_column} = %s"
         with psycopg.connect(self.db_url, autocommit=True) as conn, conn.transaction():
             if replace:
                 conn.execute(f"DELETE FROM {table} WHERE {key} = %s", (contact_id,))
             for tag in dict.fromkeys(tags):
                 conn.execute(
-                    f"INSERT INTO {table} ({key}, {name}) VALUES (%s, %s)", (contact_id, tag)
+                    f"INSERT INTO {table} ({key}, {name}, {tenant}) VALUES (%s, %s, ({owner}))",
+                    (contact_id, tag, contact_id),
                 )
 
     def delete_contact(self, contact_id: uuid.UUID) -> None:

@@ -142,3 +142,83 @@ def test_a_handler_that_bypasses_the_root_logger_is_redacted_too(out: io.StringI
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+
+
+# --- issue 17, item 9: the gaps a review found, each planted -----------------------------------
+
+
+class _Settings:
+    """Stands for a settings object whose repr names its fields (pydantic's does)."""
+
+    def __init__(self, url: str, keys: str) -> None:
+        self.url, self.keys = url, keys
+
+    def __repr__(self) -> str:
+        return f"Settings(database_url={self.url!r}, encryption_keys={self.keys!r})"
+
+
+def test_a_non_string_value_is_redacted_through_its_repr(out: io.StringIO) -> None:
+    password, key = _secret(), _secret()
+    settings = _Settings(f"postgresql://mcsync:{password}@db.example:5432/app", key)
+    get_logger().info("started", settings=settings, count=3, ratio=0.5, on=True, none=None)
+    line = json.loads(_assert_clean(out, [password, key]))
+    assert "db.example" in line["settings"]  # only the secret goes
+    assert (line["count"], line["ratio"], line["on"], line["none"]) == (3, 0.5, True, None)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "MCSYNC_ENCRYPTION_KEYS={v}",
+        "export MAILCHIMP_CLIENT_SECRET={v}",
+        "DATABASE_PASSWORD='{v} with spaces'",
+        'JWT_SECRET="{v} quoted"',
+        "oauth_token={v}",
+        "x-api-key: {v}",
+        "X-Api-Key={v}",
+        "{{'oauth_token': '{v}'}}",
+    ],
+)
+def test_key_value_text_with_any_secret_key_name(out: io.StringIO, template: str) -> None:
+    value = _secret()
+    get_logger().info("env", line=template.format(v=value))
+    _assert_clean(out, [value])
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://mcsync_worker:{v}@db.example:5432/app",
+        "postgres://u:{v}@localhost/app?sslmode=require",
+        "redis://:{v}@cache:6379/0",
+        "https://user:{v}@example.com/path",
+    ],
+)
+def test_a_dsn_password_in_text_and_in_a_traceback(out: io.StringIO, dsn: str) -> None:
+    value = _secret()
+    url = dsn.format(v=value)
+    get_logger().info("connecting", target=f"connecting to {url}")
+    try:
+        raise ConnectionError(f"could not connect to {url}")
+    except ConnectionError:
+        get_logger().exception("failed")
+        logging.getLogger("psycopg").exception("failed too")
+    text = _assert_clean(out, [value])
+    assert "Traceback" in text
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_bytes_values_and_their_reprs(out: io.StringIO, kind: type) -> None:
+    value = _secret()
+    body = f"grant_type=authorization_code&code={value}&client_secret={value}".encode()
+    get_logger().info("sent", body=kind(body), nested={"raw": [kind(body)]})
+    get_logger().info("sent", text=repr(body))  # a bytes repr inside a string
+    _assert_clean(out, [value])
+
+
+@pytest.mark.parametrize("key", ["oauth_token", "x-api-key", "X-Api-Key", "mcsync_encryption_keys"])
+def test_prefixed_secret_key_names(out: io.StringIO, key: str) -> None:
+    value = _secret()
+    get_logger().info("event", **{key: value}, headers={key: value})
+    line = json.loads(_assert_clean(out, [value]))
+    assert line[key] == REDACTED and line["headers"][key] == REDACTED

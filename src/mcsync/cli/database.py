@@ -58,14 +58,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     The script is rendered for MCSYNC_SCHEMA; apply it as ONE migration, as the owner of
     the app's contacts table; it ends with what the source mapping (MCSYNC_CONFIG) generates.
     --after VERSION prints only the migrations numbered after VERSION (an upgrade);
-    --grants prints sql/grants.sql, the roles the worker and the web side log in as. See
-    docs/install.md."""
-    from mcsync.migrate import SQL_DIR, MigrationError, migrations_script
-    from mcsync.schema import configured_schema, render
+    --grants prints sql/grants.sql, the roles the worker and the web side log in as, named
+    for MCSYNC_ROLE_PREFIX (default `mcsync`: mcsync_worker, mcsync_web). See docs/install.md."""
+    from mcsync.migrate import MigrationError, migrations_script
+    from mcsync.roles import RolePrefixError, grants_script
+    from mcsync.schema import SchemaNameError
     from mcsync.source import MappingError, load_mapping
 
     if args.grants:
-        print(render((SQL_DIR / "grants.sql").read_text(), configured_schema()))
+        try:
+            print(grants_script())
+        except (RolePrefixError, SchemaNameError) as exc:
+            print(f"mcsync sql: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         print(migrations_script(after=args.after, mapping=load_mapping()))

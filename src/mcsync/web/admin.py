@@ -16,10 +16,9 @@ from uuid import UUID
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
-from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from mcsync import admin_store, queries
+from mcsync import admin_store, reconcile_store
 from mcsync.connections import disconnect_user, get_connection
 from mcsync.logging import get_logger
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError
@@ -184,9 +183,7 @@ async def resume(request: Request, operator: Operator, user_id: UUID) -> dict[st
 
 def _start_sync_now(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
     """Start a run (no hourly limit), or leave an unfinished one to be resumed. True if new."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        run = cur.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
-    if run is not None and run["finished_at"] is None:  # unfinished: resumed, not restarted
+    if reconcile_store.run_unfinished(conn, user_id):  # resumed, not restarted
         return False
     request_sync_now(conn, user_id, min_interval=0)
     return True

@@ -14,7 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mcsync import reconcile_store
-from mcsync.connections import disconnect_user, get_connection, pending_count, select_audience
+from mcsync.connections import (
+    AudienceChangeLimited,
+    disconnect_user,
+    get_connection,
+    pending_count,
+    select_audience,
+)
 from mcsync.logging import get_logger
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError
 from mcsync.mailchimp.models import Audience
@@ -101,7 +107,7 @@ class AudienceChoice(BaseModel):
 @router.put("/audience")
 async def choose_audience(
     choice: AudienceChoice, request: Request, user: CurrentUser
-) -> dict[str, Any]:
+) -> Any:
     """First choice or a change. A change starts a full sync into the new audience and leaves
     the old one as it is."""
     ctx = ctx_of(request)
@@ -109,13 +115,25 @@ async def choose_audience(
     chosen = next((a for a in listed if a.id == choice.audience_id), None)
     if chosen is None:
         raise HTTPException(404, "That audience is not in your Mailchimp account.")
-    queued = await ctx.db(
-        select_audience,
-        user_id=user,
-        audience_id=chosen.id,
-        audience_name=chosen.name,
-        double_optin=chosen.double_optin,
-    )
+    try:
+        queued = await ctx.db(
+            select_audience,
+            user_id=user,
+            audience_id=chosen.id,
+            audience_name=chosen.name,
+            double_optin=chosen.double_optin,
+        )
+    except AudienceChangeLimited as exc:
+        minutes = max(1, math.ceil(exc.wait / 60))
+        return JSONResponse(
+            {
+                "detail": "The audience was changed several times in the last hour. You can "
+                f"change it again in about {minutes} minute{'s' if minutes != 1 else ''}.",
+                "retry_after": exc.wait,
+            },
+            status_code=429,
+            headers={"Retry-After": str(exc.wait)},
+        )
     log.info("audience_selected", user_id=str(user), audience_id=chosen.id, queued=queued)
     spawn_run(ctx, user)  # back to an audience used before: its check against the audience
     return await ctx.db(read_status, user, ctx.sync_now_interval)

@@ -19,8 +19,8 @@ from psycopg.rows import dict_row
 
 from mcsync.config import Settings
 from mcsync.web import create_app
-from tests.conftest import WEB_LOGIN, login_url
 from tests.support.harness import SyncHarness
+from tests.support.roles import web_url
 from tests.support.tokens import TokenIssuer, default_issuer
 
 CLIENT_ID = "mcsync-test-client"
@@ -130,7 +130,7 @@ def web_settings(
     issuer = tokens or default_issuer()
     values = {
         **sync.settings.model_dump(),
-        "database_url": login_url(sync.db_url, WEB_LOGIN),
+        "database_url": web_url(sync.db_url),
         "mcsync_jwks_url": issuer.jwks_url,
         "mcsync_jwt_issuer": issuer.issuer_url,
         "mcsync_jwt_secret": "",

@@ -31,9 +31,9 @@ import httpx
 import pytest
 from benchmarks.processes import stop_process
 
-from tests.conftest import WEB_LOGIN, login_url
 from tests.e2e.web.admin_support import SYNCED, make_scenario, status_of, token
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
+from tests.support.roles import web_url
 from tests.support.tokens import default_issuer
 
 CHROMIUM = next(
@@ -74,7 +74,7 @@ def web_server(db_url: str, emulator: Any) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "DATABASE_URL": login_url(db_url, WEB_LOGIN),
+        "DATABASE_URL": web_url(db_url),
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MAILCHIMP_API_URL": emulator.api_url,
         "MAILCHIMP_LOGIN_URL": emulator.login_url,

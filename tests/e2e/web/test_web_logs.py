@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 from benchmarks.processes import stop_process
 
-from tests.conftest import WEB_LOGIN, login_url
-from tests.e2e.web.conftest import APP_ORIGIN, CLIENT_ID, CLIENT_SECRET, JWT_SECRET
+from tests.e2e.web.conftest import APP_ORIGIN, CLIENT_ID, CLIENT_SECRET
 from tests.support.harness import ENCRYPTION_KEY
+from tests.support.roles import web_url
+from tests.support.tokens import default_issuer
 
 
 def test_mcsync_web_logs_json_lines_uvicorns_included(db_url: str, emulator: Any) -> None:
@@ -28,14 +29,15 @@ def test_mcsync_web_logs_json_lines_uvicorns_included(db_url: str, emulator: Any
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "DATABASE_URL": login_url(db_url, WEB_LOGIN),
+        "DATABASE_URL": web_url(db_url),
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MAILCHIMP_API_URL": emulator.api_url,
         "MAILCHIMP_LOGIN_URL": emulator.login_url,
         "MAILCHIMP_CLIENT_ID": CLIENT_ID,
         "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
         "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
-        "MCSYNC_JWT_SECRET": JWT_SECRET,
+        "MCSYNC_JWKS_URL": default_issuer().jwks_url,
+        "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
         "MCSYNC_APP_ORIGIN": APP_ORIGIN,
     }
     with tempfile.NamedTemporaryFile(prefix="mcsync-web-", suffix=".log") as log:

@@ -1,0 +1,183 @@
+"""How `mcsync migrate` runs the migrations without trusting what a neighbour could have planted
+or written (issue 17).
+
+- Search path. Nothing resolves through the installer's `search_path`: a role with CREATE on
+  `public` could put an exact-signature overload (`public.format(text, regclass)`) in front of
+  a catalog function. A fresh install runs 001-004 with a new, empty staging schema first
+  (001-003 create their tables unqualified; 004 moves them into mcsync's schema; the staging
+  schema is dropped) and `pg_catalog` before anything else; an upgrade of 001-003 with
+  `pg_catalog` first and the old tables' schema after it; everything later, and everything
+  generated, with `pg_catalog, pg_temp` alone.
+- Ownership. A schema of mcsync's name owned by another role is refused, before anything runs.
+- An exposed install. Tables 001-003 put in `public` were writable by `anon` on Supabase. When
+  this run applies 004 over them, the upgrade trusts none of their rows: a connection whose dc
+  is not Mailchimp's form is quarantined (moved to mcsync.quarantined_connections) instead of
+  failing 004's check, the work tables are emptied and an unbound token two rows hold is
+  withdrawn (mcsync.distrust_exposed_rows, sql/007), and every connection gets a full sync."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from mcsync.schema import render
+
+PINNED_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
+_DC_FORM = "^[a-z]+[0-9]+$"  # 004's mailchimp_connections_dc_form
+
+
+class UntrustedSchemaError(RuntimeError):
+    """mcsync's schema exists and belongs to another role."""
+
+
+def refuse_foreign_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Raise when a schema named `schema` exists and the installing role does not own it."""
+    row = conn.execute(
+        "SELECT r.rolname, r.rolname = CURRENT_USER FROM pg_catalog.pg_namespace n"
+        " JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE n.nspname = %s",
+        (schema,),
+    ).fetchone()
+    if row is not None and not row[1]:
+        raise UntrustedSchemaError(
+            f"schema {schema} is owned by {row[0]}, not by the installing role: a schema "
+            "someone else created first must be dropped, not adopted (docs/install.md)"
+        )
+
+
+@dataclass
+class Plan:
+    """How this run sets the search_path, and what it does around 004."""
+
+    staging: str | None = None  # a fresh install's staging schema
+    exposed: bool = False  # 004 runs over tables that lived outside mcsync's schema
+    # Only False for a set of files without 004 (a test's copy of an old release), whose
+    # 001-003 must create their tables where the installer's search_path says.
+    pin: bool = True
+
+    def before(self, conn: psycopg.Connection[Any], legacy_table: str | None) -> None:
+        """Pin the search_path for the migrations (and quarantine before 004)."""
+        if self.staging is not None:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.staging)))
+            conn.execute(
+                sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(
+                    sql.Identifier(self.staging)
+                )
+            )
+            return
+        if self.exposed and legacy_table is not None:
+            old_schema = conn.execute(
+                "SELECT n.nspname FROM pg_catalog.pg_class c"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.oid = pg_catalog.to_regclass(%s)",
+                (legacy_table,),
+            ).fetchone()
+            conn.execute(
+                sql.SQL("SET LOCAL search_path = pg_catalog, {}, pg_temp").format(
+                    sql.Identifier(old_schema[0] if old_schema else "public")
+                )
+            )
+            self._quarantine(conn)
+            return
+        if self.pin:
+            conn.execute(PINNED_PATH)
+
+    @staticmethod
+    def _quarantine(conn: psycopg.Connection[Any]) -> None:
+        held = conn.execute(
+            "SELECT pg_catalog.to_regclass('mailchimp_connections') IS NOT NULL"
+        ).fetchone()
+        if held and held[0]:
+            conn.execute(
+                "CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS"
+                " SELECT * FROM mailchimp_connections WHERE dc !~ %s",
+                (_DC_FORM,),
+            )
+            conn.execute("DELETE FROM mailchimp_connections WHERE dc !~ %s", (_DC_FORM,))
+
+    def after(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        """Once the migrations are in: drop the staging schema, distrust an exposed install's
+        rows, and pin the search_path for what follows."""
+        if self.staging is not None:
+            conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(self.staging)))
+        if self.pin:
+            conn.execute(PINNED_PATH)
+        if self.exposed:
+            held = conn.execute(
+                "SELECT pg_catalog.to_regclass('pg_temp.mcsync_quarantine') IS NOT NULL"
+            ).fetchone()
+            if held and held[0]:
+                conn.execute(
+                    render(
+                        "INSERT INTO mcsync.quarantined_connections SELECT q.*,"
+                        " 'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q",
+                        schema,
+                    )
+                )
+            conn.execute(render("CALL mcsync.distrust_exposed_rows()", schema))
+
+
+def plan(pending: list[str], done: set[str]) -> Plan:
+    """The plan for migrations `pending` over an install with `done` applied (versions)."""
+    if "004" not in pending:
+        return Plan(pin=not {"001", "002", "003"} & set(pending))
+    if "001" in pending:
+        return Plan(staging=f"mcsync_staging_{secrets.token_hex(6)}")
+    return Plan(exposed=bool(done & {"001", "002", "003"}))
+
+
+# --- the same, as text, for `mcsync sql` (a migration tool of the app's own) -------------------
+
+_STAGING = "mcsync_install_staging"
+# The old tables' schema: where the tool's search_path finds them (usually `public`).
+_LEGACY_PATH = """SELECT pg_catalog.set_config('search_path', 'pg_catalog, '
+       || pg_catalog.quote_ident(n.nspname) || ', pg_temp', true)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = pg_catalog.to_regclass('mailchimp_connections');
+CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS
+    SELECT * FROM mailchimp_connections WHERE dc !~ '^[a-z]+[0-9]+$';
+DELETE FROM mailchimp_connections WHERE dc !~ '^[a-z]+[0-9]+$';
+"""
+
+
+def path_before(versions: list[str]) -> str:
+    """The script's opening: the search_path (and quarantine) `Plan.before` would set."""
+    if "004" in versions and "001" in versions:
+        return (
+            f"CREATE SCHEMA {_STAGING};\nSET LOCAL search_path = {_STAGING}, pg_catalog, pg_temp;\n"
+        )
+    if "004" in versions:
+        return _LEGACY_PATH
+    return PINNED_PATH + ";\n"
+
+
+def path_after(versions: list[str]) -> str:
+    """What `Plan.after` does, once the migrations are in."""
+    out = ""
+    if "004" in versions and "001" in versions:
+        out += f"DROP SCHEMA {_STAGING};\n"
+    out += PINNED_PATH + ";\n"
+    if "004" in versions and "001" not in versions:
+        out += (
+            "INSERT INTO mcsync.quarantined_connections SELECT q.*,"
+            " 'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q;\n"
+            "CALL mcsync.distrust_exposed_rows();\n"
+        )
+    return out
+
+
+def full_sync_after(versions: list[str]) -> str:
+    """After an exposed upgrade, every connection's contacts queued (what `queue_full_sync_all`
+    does for `mcsync migrate`)."""
+    if "004" not in versions or "001" in versions:
+        return ""
+    return (
+        "INSERT INTO mcsync.mailchimp_sync_queue (user_id, contact_id, op)\n"
+        "SELECT s.user_id, s.id, 'resync' FROM mcsync.source_contacts s\n"
+        "  JOIN mcsync.mailchimp_connections c\n"
+        "    ON c.user_id = s.user_id AND c.audience_id IS NOT NULL\n"
+        "ON CONFLICT (user_id, contact_id) DO NOTHING;\n"
+    )
