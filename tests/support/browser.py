@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-
 from benchmarks.processes import stop_process
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
@@ -150,7 +149,9 @@ def focused(page: Any) -> str:
         page.evaluate(
             """() => {
               let el = document.activeElement;
-              while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+              while (el && el.shadowRoot && el.shadowRoot.activeElement) {
+                el = el.shadowRoot.activeElement;
+              }
               if (!el || el === document.body) return "BODY";
               const label = el.getAttribute("aria-label") || el.textContent.trim().slice(0, 40);
               return `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}: ${label}`;

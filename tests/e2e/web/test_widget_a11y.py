@@ -203,7 +203,8 @@ def _no_axe_violations(page: Page, state: str) -> None:
 def _select_agrees_with_status(page: Page) -> None:
     value, state = page.evaluate(
         """() => { const r = document.querySelector("mcsync-settings").shadowRoot;
-                   return [r.querySelector("select").value, r.querySelector(".state").textContent]; }"""
+                   return [r.querySelector("select").value,
+                           r.querySelector(".state").textContent]; }"""
     )
     names = {"clients": "Clients", "news": "Newsletter"}
     if value:

@@ -155,7 +155,7 @@ def test_the_consent_screen_chooses_no_account_and_refuses_allow_without_one(
     select = re.search(r'<select id="account" name="account" required>(.*?)</select>', page.text)
     assert select is not None and '<label for="account">Account</label>' in page.text
     options = re.findall(r'<option value="([^"]*)"([^>]*)>', select.group(1))
-    assert [(v, "selected" in a) for v, a in options][0] == ("", True)  # the placeholder
+    assert options[0][0] == "" and "selected" in options[0][1]  # the placeholder
     assert not any("selected" in a for v, a in options if v)
     form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
     refused = httpx.post(emu.login_url + "/oauth2/authorize", data={**form, "decision": "allow"})
