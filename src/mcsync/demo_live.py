@@ -140,9 +140,19 @@ class MirrorWatcher:
     def _run(self) -> None:
         connection: tuple[Any, ...] | None = None
         snapshots = self.snapshots
+        told: set[tuple[Any, ...]] = set()  # rejections already said
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             while not self._stop.wait(self.interval):
                 try:
+                    rejected = conn.execute(
+                        "SELECT contact_id, email, reason FROM mcsync.mailchimp_rejected_contacts"
+                        " WHERE user_id = %s AND severity = 'error'",
+                        (self.user_id,),
+                    ).fetchall()
+                    for contact_id, email, reason in rejected:
+                        if (contact_id, email, reason) not in told:
+                            self.say(f"  not synced: {email!r}: {reason}")
+                    told = set(rejected)
                     row = conn.execute(
                         "SELECT account_name, audience_id, audience_name, sync_status"
                         " FROM mcsync.mailchimp_connections WHERE user_id = %s",

@@ -94,8 +94,11 @@ def demo_router(site: DemoSite) -> APIRouter:
     def state() -> dict[str, Any]:
         with db() as conn:
             contacts = conn.execute(
-                "SELECT id, first_name, last_name, email, phone, tags FROM contacts"
-                " WHERE user_id = %s ORDER BY created_at, id",
+                "SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.tags,"
+                " r.reason AS not_synced FROM contacts c"
+                " LEFT JOIN mcsync.mailchimp_rejected_contacts r"
+                " ON r.user_id = c.user_id AND r.contact_id = c.id AND r.severity = 'error'"
+                " WHERE c.user_id = %s ORDER BY c.created_at, c.id",
                 (site.user_id,),
             ).fetchall()
             connection = conn.execute(

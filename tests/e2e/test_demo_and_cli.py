@@ -22,6 +22,9 @@ def test_demo_once_shows_the_mirror_and_exits_zero() -> None:
     assert "mirror check: OK" in result.stdout
     assert "chloe.dubois@coachmail.io" in result.stdout  # the renamed member
     assert "(not synced)" in result.stdout  # the contact without an email
+    # The member mcsync does not own is shown with its tag.
+    (walk_in,) = [line for line in result.stdout.splitlines() if "(no contact)" in line]
+    assert "walkin@coachmail.io" in walk_in and "website-signup" in walk_in
 
 
 def _env(sync: SyncHarness) -> dict[str, str]:

@@ -123,6 +123,9 @@ def test_one_url_connect_choose_edit_and_watch_then_sigterm_cleans_up(
             expect(members).to_contain_text("ana.silva@coachmail.io", timeout=30000)
             expect(members).to_contain_text("walkin@coachmail.io")  # left alone
             process.wait_for(r"mirrored to .Sunrise Newsletter.: added ana\.silva@coachmail\.io")
+            # The typo is not synced, and the page and the terminal say why.
+            expect(contacts).to_contain_text("not synced: invalid email address", timeout=15000)
+            process.wait_for(r"not synced: 'not-an-email': invalid email address")
             page.screenshot(path=str(ARTIFACTS / "demo-connected.png"), full_page=True)
 
             # Edit on the page: rename and tag Ana; the audience and the terminal follow.
