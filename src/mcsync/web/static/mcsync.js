@@ -272,8 +272,11 @@ class McsyncSettings extends McsyncBase {
     if (!key) this._audiencesFor = "";
     if (key && key !== this._audiencesFor) {
       this._audiencesFor = key;
-      await this.loadAudiences();
+      this._audiencesLoaded = this.loadAudiences().catch(() => { this._audiencesFor = ""; });
     }
+    // A refresh that overlaps the one listing the audiences waits for that list too, so what
+    // follows (the focus after a connect) sees the picker as it will be.
+    await this._audiencesLoaded;
     if (this._connecting && this.status.connected) {
       // Connected: the Connect button is gone; take the keyboard to the next step.
       this._connecting = false;
