@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import signal
 import threading
 import time
@@ -194,7 +193,6 @@ def _embedded_database() -> Iterator[str]:
         yield pg.url
     finally:
         pg.stop()
-        shutil.rmtree(pg.data_dir, ignore_errors=True)
 
 
 @contextmanager

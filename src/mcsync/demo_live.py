@@ -21,6 +21,10 @@ from mcsync.demo_page import DemoSite, demo_router
 from mcsync.emulator.admin_client import EmulatorAdmin
 
 
+class DemoStartError(RuntimeError):
+    """A part of the demo could not start; the message says what to do."""
+
+
 class BackgroundWeb:
     """`mcsync web`'s app plus the demo page, served by uvicorn on a daemon thread."""
 
@@ -45,7 +49,10 @@ class BackgroundWeb:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("mcsync web did not start (is the port in use? try --port)")
+                raise DemoStartError(
+                    f"mcsync web could not listen on 127.0.0.1:{self.server.config.port}"
+                    " (in use? choose another with --port)"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from mcsync.cli.options import Command, flag, listen
@@ -19,6 +20,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     the audience and exits 0 when they match. Needs the `demo` extra (pip install
     'mcsync[demo]')."""
     from mcsync.demo import run_demo
+    from mcsync.demo_live import DemoStartError
     from mcsync.embedded import EmbeddedPostgresUnavailable
     from mcsync.logging import configure_logging
 
@@ -26,8 +28,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         configure_logging("WARNING")  # the demo prints its own story; worker logs: --log-level
     try:
         return run_demo(once=args.once, port=args.port, emulator_port=args.emulator_port)
-    except EmbeddedPostgresUnavailable as exc:
+    except (EmbeddedPostgresUnavailable, DemoStartError) as exc:
         print(f"mcsync demo: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"mcsync demo: the emulator's port {args.emulator_port} is in use;"
+            " choose another with --emulator-port",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:  # stopped while starting; everything started is stopped
         return 130
