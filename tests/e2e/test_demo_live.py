@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from benchmarks.processes import stop_process
 
 from tests.support.browser import ARTIFACTS, FLAGS, axe_violations, free_port, require_chromium
 from tests.support.harness import wait_until
@@ -65,9 +66,8 @@ class DemoProcess:
         return found[0]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        # SIGTERM first (a failed test still stops the embedded PostgreSQL), then SIGKILL.
+        stop_process(self.proc, grace=20)
         self._log.close()
 
 
