@@ -1,9 +1,12 @@
 """`mcsync demo`: everything on one machine, nothing to configure.
 
-An embedded PostgreSQL, the Mailchimp emulator, the migrations, a coach with sample contacts and
-the worker. It shows the app's contacts beside the audience, then keeps running so you can edit
-contacts with psql and watch them sync (Ctrl-C to stop). `--once` runs the script, checks the
-mirror and exits 0 when Mailchimp matches the contacts.
+An embedded PostgreSQL, the Mailchimp emulator, the migrations, a coach with sample contacts, the
+worker and `mcsync web`, with a page of the demo's own (demo_page.py) that embeds the real widget
+for the coach: open it, connect through the emulator's consent screen, choose an audience, and
+edit contacts there (or with psql) while the audience follows beside them; the terminal prints
+one line per change mirrored (Ctrl-C or SIGTERM stops everything and removes the database).
+`--once` runs a script instead: connects the coach directly, syncs, edits, prints the contacts
+beside the audience, and exits 0 when Mailchimp matches the contacts.
 
 The demo plays both sides. As the app, it creates the example `contacts` table and writes to
 it by its column names (the built-in source mapping describes that table); as mcsync, it reads
@@ -12,9 +15,13 @@ contacts only through the mapping's view, like the worker and Sync Now (docs/map
 from __future__ import annotations
 
 import asyncio
+import secrets
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -105,7 +112,8 @@ def _print_side_by_side(
         )
         print(f"{name:<34}{(email or '-')[:29]:<30}| {right}")
     for m in by_email.values():
-        print(f"{'(no contact)':<34}{'':<30}| {m['email_address']:<30}{m['status']:<12}")
+        tags = ",".join(sorted(t["name"] for t in m["tags"]))
+        print(f"{'(no contact)':<34}{'':<30}| {m['email_address']:<30}{m['status']:<12}{tags}")
     print()
 
 
@@ -135,36 +143,71 @@ def _mirror_matches(
 
 
 DEMO_AUDIENCE = {"id": "demo1234", "name": "Sunrise Newsletter"}
+# The live demo's account has a second audience, so the newcomer chooses one in the widget.
+SECOND_AUDIENCE = {"id": "demo5678", "name": "Workshop Leads"}
 DEMO_ACCOUNT_NAME = "Sunrise Coaching"
 WALK_IN = "walkin@coachmail.io"  # a member who signed up elsewhere: mcsync must leave them alone
+DEMO_CLIENT_ID, DEMO_CLIENT_SECRET = "mcsync-demo", "mcsync-demo-secret"
 
 
-def run_demo(*, once: bool = False) -> int:
-    """Run the demo; with `once`, exit 0 when the audience mirrors the contacts, else 1."""
+def run_demo(*, once: bool = False, port: int = 8000, emulator_port: int = 8765) -> int:
+    """Run the demo; with `once`, exit 0 when the audience mirrors the contacts, else 1.
+
+    Live (not `once`), `mcsync web` with the demo page listens on 127.0.0.1:`port` and the
+    emulator on `emulator_port` (0 for any free port) until Ctrl-C or SIGTERM."""
     from mcsync.emulator.testing import running_emulator
 
-    print("mcsync demo: starting an embedded PostgreSQL and the Mailchimp emulator...")
-    pg = start_embedded_postgres()
-    key = Fernet.generate_key().decode()
-    try:
+    print("mcsync demo: starting an embedded PostgreSQL and the Mailchimp emulator...", flush=True)
+    with _stopped_by_sigterm(), _embedded_database() as pg_url:
+        key = Fernet.generate_key().decode()
         with (
-            running_emulator(port=0 if once else 8765) as emu,
-            psycopg.connect(pg.url, autocommit=True) as conn,
+            running_emulator(port=0 if once else emulator_port) as emu,
+            psycopg.connect(pg_url, autocommit=True) as conn,
         ):
-            _prepare_database(conn, pg.url)
+            _prepare_database(conn, pg_url)
             user_id = uuid.uuid4()
+            _add_sample_contacts(conn, user_id)
+            if not once:
+                _run_live(pg_url, emu, key, user_id, port)
+                return 0
             _connect_sample_coach(conn, emu, key, user_id)
-            worker = _BackgroundWorker(_demo_settings(pg.url, key, emu))
-            _wait_for_sync(conn)
-            _edit_like_a_coach(conn)
-            problems = _show_the_mirror(conn, emu, user_id)
-            if once:
+            worker = _BackgroundWorker(_demo_settings(pg_url, key, emu))
+            try:
+                _wait_for_sync(conn)
+                _edit_like_a_coach(conn)
+                problems = _show_the_mirror(conn, emu, user_id)
+            finally:
                 worker.stop()
-                return 0 if not problems else 1
-            _keep_running(pg.url, emu, worker)
-            return 0
+            return 0 if not problems else 1
+
+
+@contextmanager
+def _embedded_database() -> Iterator[str]:
+    """A private PostgreSQL for this run; stopped and its directory removed afterwards."""
+    pg = start_embedded_postgres()
+    try:
+        yield pg.url
     finally:
         pg.stop()
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM stops the demo like Ctrl-C, so the embedded PostgreSQL is stopped and removed
+    on the way out (the default action would end the process and leave the server running)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (the demo called from a test, say): nothing to do
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
@@ -175,10 +218,8 @@ def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
     print(f"  migrations applied: {', '.join(applied) or 'none'}")
 
 
-def _connect_sample_coach(
-    conn: psycopg.Connection[Any], emu: EmulatorHandle, key: str, user_id: uuid.UUID
-) -> None:
-    """The coach's contacts, a Mailchimp account with one outside member, and the connection."""
+def _add_sample_contacts(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
+    """The coach's contacts, written as the app writes them."""
     for c in SAMPLE_CONTACTS:
         conn.execute(
             "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags, notes)"
@@ -186,6 +227,12 @@ def _connect_sample_coach(
             " %(tags)s, %(notes)s)",
             {**c, "user_id": user_id},
         )
+
+
+def _connect_sample_coach(
+    conn: psycopg.Connection[Any], emu: EmulatorHandle, key: str, user_id: uuid.UUID
+) -> None:
+    """A Mailchimp account with one outside member, and the coach's connection to it."""
     queued = connect_emulator_account(
         conn,
         TokenCipher([key]),
@@ -298,16 +345,77 @@ def _show_the_mirror(
     return problems
 
 
-def _keep_running(database_url: str, emu: EmulatorHandle, worker: _BackgroundWorker) -> None:
-    """Keep syncing while the user edits contacts with psql, until Ctrl-C."""
-    print(
-        f"\nKeep editing: psql '{database_url}'\n  e.g. UPDATE contacts SET first_name = 'Anna'"
-        " WHERE first_name = 'Ana';\n"
-        f"Emulator: {emu.url} (GET {emu.url}/_emulator/state)\nCtrl-C to stop."
+def _run_live(
+    database_url: str, emu: EmulatorHandle, key: str, user_id: uuid.UUID, port: int
+) -> None:
+    """The live demo: the account waits on the emulator's consent screen, `mcsync web` serves
+    the demo page, the worker syncs, the watcher tells; until Ctrl-C or SIGTERM."""
+    from mcsync.demo_live import BackgroundWeb, MirrorWatcher
+    from mcsync.demo_page import DemoSite
+
+    emu.admin.create_account(
+        dc="us1", account_name=DEMO_ACCOUNT_NAME, audiences=[DEMO_AUDIENCE, SECOND_AUDIENCE]
     )
+    emu.admin.add_member(DEMO_AUDIENCE["id"], WALK_IN, status="subscribed", tags=["website-signup"])
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    emu.admin.register_oauth_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, f"{url}/oauth/callback")
+    settings = _demo_settings(database_url, key, emu).model_copy(
+        update={
+            "mcsync_jwt_secret": secrets.token_urlsafe(32),
+            "mcsync_app_origin": url,
+            "mailchimp_client_id": DEMO_CLIENT_ID,
+            "mailchimp_client_secret": DEMO_CLIENT_SECRET,
+            "mailchimp_redirect_uri": f"{url}/oauth/callback",
+        }
+    )
+    site = DemoSite(
+        database_url=database_url,
+        user_id=user_id,
+        emulator_url=emu.url,
+        jwt_secret=settings.mcsync_jwt_secret,
+        account_name=DEMO_ACCOUNT_NAME,
+    )
+    running: list[Any] = []  # what to stop, in reverse, however far the start got
     try:
+        running.append(BackgroundWeb(settings, site, port=port))
+        running.append(_BackgroundWorker(settings))
+        running.append(
+            MirrorWatcher(
+                database_url,
+                emu.url,
+                user_id,
+                audiences=(DEMO_AUDIENCE["id"], SECOND_AUDIENCE["id"]),
+                say=lambda line: print(line, flush=True),
+            )
+        )
+        running[0].wait_until_up()
+        print(
+            f"""
+  Open {url}/ in a browser: the app (the real widget, signed in as the demo's coach, and
+  {len(SAMPLE_CONTACTS)} contacts) beside the Mailchimp audience.
+  1. Connect Mailchimp: the emulator's consent screen opens; choose "{DEMO_ACCOUNT_NAME}", Allow.
+  2. Choose an audience ("{DEMO_AUDIENCE['name']}" already has a member of its own, {WALK_IN}).
+  3. Edit, add or delete contacts on the page, or with psql:
+       psql '{database_url}'
+       UPDATE contacts SET first_name = 'Anna' WHERE first_name = 'Ana';
+  Each change mcsync mirrors prints a line here. Emulator: {emu.url}/_emulator/state
+  Ctrl-C stops (the demo's database goes with it).
+""",
+            flush=True,
+        )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("\nstopping...")
-        worker.stop()
+        print("\nstopping...", flush=True)
+    finally:
+        for part in reversed(running):
+            part.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -14,14 +14,22 @@ from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 MCSYNC = [sys.executable, "-m", "mcsync.cli"]
 
 
-def test_demo_once_shows_the_mirror_and_exits_zero() -> None:
+def test_demo_once_shows_the_mirror_and_exits_zero(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*MCSYNC, "demo", "--once"], capture_output=True, text=True, timeout=180
+        [*MCSYNC, "demo", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its database directory goes
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mirror check: OK" in result.stdout
     assert "chloe.dubois@coachmail.io" in result.stdout  # the renamed member
     assert "(not synced)" in result.stdout  # the contact without an email
+    # The member mcsync does not own is shown with its tag.
+    (walk_in,) = [line for line in result.stdout.splitlines() if "(no contact)" in line]
+    assert "walkin@coachmail.io" in walk_in and "website-signup" in walk_in
+    assert list(tmp_path.glob("mcsync-pg-*")) == []  # the embedded PostgreSQL's data: gone
 
 
 def _env(sync: SyncHarness) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from mcsync.cli.options import Command, flag, listen
@@ -11,21 +12,36 @@ from mcsync.cli.options import Command, flag, listen
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run everything on this machine with sample data: nothing to configure.
 
-    Starts an embedded PostgreSQL and the Mailchimp emulator, migrates, connects a sample coach,
-    syncs, edits a few contacts and prints the contacts beside the audience; then keeps running
-    so you can edit contacts with psql and watch them sync (Ctrl-C stops). Needs the `demo`
-    extra (pip install 'mcsync[demo]')."""
+    Starts an embedded PostgreSQL, the Mailchimp emulator, the worker and `mcsync web` with a
+    demo page (http://127.0.0.1:8000/): connect the sample coach through the emulator's consent
+    screen, choose an audience, edit contacts, and watch the audience follow beside them; the
+    terminal prints one line per change mirrored. Ctrl-C (or SIGTERM) stops it and removes its
+    database. `--once` runs a script instead: connects, syncs, edits, prints the contacts beside
+    the audience and exits 0 when they match. Needs the `demo` extra (pip install
+    'mcsync[demo]')."""
     from mcsync.demo import run_demo
+    from mcsync.demo_live import DemoStartError
     from mcsync.embedded import EmbeddedPostgresUnavailable
     from mcsync.logging import configure_logging
 
     if args.log_level == "INFO":
         configure_logging("WARNING")  # the demo prints its own story; worker logs: --log-level
     try:
-        return run_demo(once=args.once)
-    except EmbeddedPostgresUnavailable as exc:
+        return run_demo(once=args.once, port=args.port, emulator_port=args.emulator_port)
+    except (EmbeddedPostgresUnavailable, DemoStartError) as exc:
         print(f"mcsync demo: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"mcsync demo: the emulator's port {args.emulator_port} is in use;"
+            " choose another with --emulator-port",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:  # stopped while starting; everything started is stopped
+        return 130
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -50,7 +66,21 @@ COMMANDS = (
         "demo",
         cmd_demo,
         "embedded Postgres + emulator + worker, with sample data",
-        flags=(flag("--once", action="store_true", help="run the script, check the mirror, exit"),),
+        flags=(
+            flag("--once", action="store_true", help="run the script, check the mirror, exit"),
+            flag(
+                "--port",
+                type=int,
+                default=8000,
+                help="the demo page and mcsync web, on 127.0.0.1 (default 8000; 0: any free)",
+            ),
+            flag(
+                "--emulator-port",
+                type=int,
+                default=8765,
+                help="the Mailchimp emulator, on 127.0.0.1 (default 8765; 0: any free)",
+            ),
+        ),
     ),
     Command(
         "emulator",

@@ -73,8 +73,14 @@ def authorize_page(emu: Emulator) -> Endpoint:
         accounts = emu.store.accounts
         if not accounts:
             return _page("No accounts", "<p>Create one with POST /_emulator/accounts.</p>", 409)
-        chosen = str(q.get("account") or accounts[0].account_id)
-        options = "".join(
+        # Nothing is chosen for the user: Mailchimp's own screen asks who is signing in, and a
+        # preselected account would let a hurried Enter connect the wrong one.
+        chosen = str(q.get("account") or "")
+        placeholder = (
+            f'<option value=""{"" if chosen else " selected"} disabled>'
+            "Choose an account\u2026</option>"
+        )
+        options = placeholder + "".join(
             f'<option value="{html.escape(a.account_id)}"'
             f"{' selected' if chosen in (a.account_id, a.account_name) else ''}>"
             f"{html.escape(a.account_name)} ({html.escape(a.dc)})</option>"
@@ -92,9 +98,11 @@ def authorize_page(emu: Emulator) -> Endpoint:
         form = (
             f'<form method="post" action="/oauth2/authorize">{hidden}'
             f"<p>Allow <b>{html.escape(client_id)}</b> to access:</p>"
-            f'<select name="account">{options}</select>'
+            '<p><label for="account">Account</label> '
+            f'<select id="account" name="account" required>{options}</select></p>'
             '<button type="submit" name="decision" value="allow">Allow</button>'
-            '<button type="submit" name="decision" value="deny">Deny</button></form>'
+            '<button type="submit" name="decision" value="deny" formnovalidate>Deny</button>'
+            "</form>"
         )
         return _page("Mailchimp emulator: authorize app", form)
 
@@ -107,11 +115,9 @@ def _decide(
     extra = {"state": state} if state else {}
     if not allow:
         return RedirectResponse(_with_query(redirect_uri, {"error": "access_denied", **extra}), 302)
-    account = (
-        emu.store.account_by_id(account_ref)
-        if account_ref
-        else (emu.store.accounts[0] if emu.store.accounts else None)
-    )
+    if not account_ref:
+        return _page("Invalid request", "<p>choose an account</p>", 400)
+    account = emu.store.account_by_id(account_ref)
     if account is None:
         return _page("Invalid request", "<p>unknown account</p>", 400)
     code = secrets.token_hex(16)

@@ -286,6 +286,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             popup.wait_for_load_state()
             expect(popup.get_by_role("button", name="Allow")).to_be_visible()
             _shot(popup, "02-consent-popup")
+            popup.get_by_label("Account").select_option(account["account_id"])
             with popup.expect_event("close", timeout=15000):
                 popup.get_by_role("button", name="Allow").click()
             assert [(b["method"], b.get("origin")) for b in begins] == [("POST", origin)]
@@ -400,6 +401,7 @@ def test_connect_choose_sync_pause_recover_disconnect_in_a_real_browser(
             assert begun.status_code == 303
             lure = browser.new_page()  # a browser that never began this flow
             lure.goto(begun.headers["location"])
+            lure.get_by_label("Account").select_option(account["account_id"])
             lure.get_by_role("button", name="Allow").click()
             expect(lure.get_by_role("heading", name="Not connected")).to_be_visible()
             expect(lure.get_by_role("status")).to_contain_text(

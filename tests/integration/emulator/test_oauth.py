@@ -24,7 +24,8 @@ def authorize(emu: EmulatorHandle, client_id: str = "app", account: str | None =
     assert page.status_code == 200 and "Allow" in page.text
     form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
     options = re.findall(r'<option value="([^"]+)"( selected)?>', page.text)
-    form["account"] = account or next(v for v, sel in options if sel)
+    assert not any(sel for _, sel in options)  # no account is chosen for the user
+    form["account"] = account or options[0][0]
     form["decision"] = decision
     action = re.search(r'<form method="post" action="([^"]+)"', page.text)
     assert action is not None
@@ -143,3 +144,19 @@ def test_reauthorizing_after_revoke_gives_a_new_token(emu: EmulatorHandle) -> No
                      headers={"Authorization": f"Bearer {new}"}).status_code == 200
     assert httpx.get(emu.api_url + "/ping",
                      headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+
+
+def test_the_consent_screen_chooses_no_account_and_refuses_allow_without_one(
+    emu: EmulatorHandle,
+) -> None:
+    params = {"response_type": "code", "client_id": "app", "redirect_uri": REDIRECT, "state": "s"}
+    page = httpx.get(emu.login_url + "/oauth2/authorize", params=params)
+    assert page.status_code == 200
+    select = re.search(r'<select id="account" name="account" required>(.*?)</select>', page.text)
+    assert select is not None and '<label for="account">Account</label>' in page.text
+    options = re.findall(r'<option value="([^"]*)"([^>]*)>', select.group(1))
+    assert options[0][0] == "" and "selected" in options[0][1]  # the placeholder
+    assert not any("selected" in a for v, a in options if v)
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+    refused = httpx.post(emu.login_url + "/oauth2/authorize", data={**form, "decision": "allow"})
+    assert refused.status_code == 400 and "choose an account" in refused.text

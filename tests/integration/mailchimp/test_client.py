@@ -625,6 +625,7 @@ class _FormParser(HTMLParser):
         self.method = "get"
         self.fields: dict[str, str] = {}
         self.buttons: dict[str, tuple[str, str]] = {}
+        self.options: dict[str, list[str]] = {}
         self._select: str | None = None
         self._button: tuple[str, str] | None = None
 
@@ -639,6 +640,8 @@ class _FormParser(HTMLParser):
         elif tag == "option" and self._select:
             if self._select not in self.fields or "selected" in a:
                 self.fields[self._select] = a.get("value", "")
+            if a.get("value"):
+                self.options.setdefault(self._select, []).append(a["value"] or "")
         elif tag == "button":
             self._button = (a.get("name", ""), a.get("value", ""))
 
@@ -665,7 +668,9 @@ async def test_the_whole_oauth_dance(emu: EmulatorHandle) -> None:
         form = _FormParser()
         form.feed(page.text)
         name, value = form.buttons["Allow"]
-        data = {**form.fields, name: value}
+        # The consent screen chooses no account; the user picks the (only) one.
+        assert form.fields["account"] == ""
+        data = {**form.fields, "account": form.options["account"][0], name: value}
         assert form.method == "post"
         answer = await browser.post(urljoin(str(page.url), form.action), data=data)
         assert answer.status_code in (302, 303)

@@ -6,6 +6,9 @@
 //   el.getToken = async () => currentUserJwt;   // or: el.token = "<jwt>"
 //
 // Both talk to `mcsync web` with the app user's JWT as a Bearer token; neither stores it.
+// Neither calls before it has a way to get that token: an element upgraded before the app sets
+// `getToken` (the usual order when both scripts are modules) waits for it instead of asking
+// anonymously and showing "Sign in again".
 
 const DEFAULT_NOTICE = "Heads up\u2014email sync is paused right now. Your contacts are still safe.";
 
@@ -16,7 +19,7 @@ const BASE_CSS = `
   button { font: inherit; padding: .4rem .9rem; border-radius: 6px; border: 1px solid #9ca3af;
            background: #fff; color: #111827; cursor: pointer; }
   button.primary { background: #1f2937; color: #fff; border-color: #1f2937; }
-  button:disabled { opacity: .55; cursor: default; }
+  button:disabled, button[aria-disabled="true"] { opacity: .55; cursor: default; }
   button:focus-visible, select:focus-visible { outline: 3px solid #2563eb; outline-offset: 2px; }
 `;
 
@@ -33,6 +36,50 @@ function relativeTime(iso) {
 }
 
 class McsyncBase extends HTMLElement {
+  static get observedAttributes() { return ["token"]; }
+
+  // The token sources are accessors, so setting one after the element started refreshes it.
+  get getToken() { return this._getToken; }
+  set getToken(fn) { this._getToken = fn; this.credentialsChanged(); }
+  get token() { return this._token; }
+  set token(value) { this._token = value; this.credentialsChanged(); }
+
+  attributeChangedCallback(name, before, after) {
+    if (name === "token" && before !== after) this.credentialsChanged();
+  }
+
+  // A property set on the element before this class upgraded it is an own property that hides
+  // the accessor; take it over (the usual custom-elements "lazy property" pattern).
+  upgradeProperties() {
+    for (const name of ["getToken", "token"]) {
+      if (Object.prototype.hasOwnProperty.call(this, name)) {
+        const value = this[name];
+        delete this[name];
+        this[name] = value;
+      }
+    }
+  }
+
+  hasCredentials() {
+    return typeof this._getToken === "function" || !!this._token || this.hasAttribute("token");
+  }
+
+  credentialsChanged() {
+    if (this._started && this.isConnected && this.hasCredentials()) this.refresh();
+  }
+
+  // Start: render, take over early properties, refresh once there is a token, then poll.
+  start(pollFallback) {
+    if (!this.shadowRoot) this.render();
+    this.upgradeProperties();
+    this._started = true;
+    if (this.hasCredentials()) this.refresh();
+    clearInterval(this._poll);
+    this._poll = setInterval(() => {
+      if (this.hasCredentials()) this.refresh();
+    }, this.pollSeconds(pollFallback) * 1000);
+  }
+
   get apiBase() {
     return (this.getAttribute("api-base") || "").replace(/\/+$/, "");
   }
@@ -42,7 +89,7 @@ class McsyncBase extends HTMLElement {
   }
 
   async authHeader() {
-    const token = this.getToken ? await this.getToken() : this.token || this.getAttribute("token");
+    const token = this._getToken ? await this._getToken() : this._token || this.getAttribute("token");
     return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
@@ -65,16 +112,32 @@ class McsyncBase extends HTMLElement {
   }
 
   disconnectedCallback() {
+    this._started = false;
     clearInterval(this._poll);
     clearInterval(this._tick);
   }
 }
 
+// A button that is busy says so (aria-disabled) but keeps keyboard focus: a `disabled` button
+// drops the focus to <body>, and a keyboard or screen-reader user loses their place.
+async function whileBusy(button, work) {
+  if (button.getAttribute("aria-disabled") === "true") return;
+  button.setAttribute("aria-disabled", "true");
+  try {
+    await work();
+  } finally {
+    button.removeAttribute("aria-disabled");
+  }
+}
+
+function shown(el) {
+  return !!el && !el.hidden && el.getClientRects().length > 0;
+}
+
 class McsyncSettings extends McsyncBase {
   connectedCallback() {
-    if (!this.shadowRoot) this.render();
-    this.refresh();
-    this._poll = setInterval(() => this.refresh(), this.pollSeconds(30) * 1000);
+    this.start(30);
+    clearInterval(this._tick);
     this._tick = setInterval(() => this.paintLastSynced(), 15000);
     this._onMessage = (event) => {
       if (event.origin !== this.apiOrigin || !event.data || event.data.source !== "mcsync") return;
@@ -98,7 +161,8 @@ class McsyncSettings extends McsyncBase {
         h2 { font-size: 1.05rem; margin: 0 0 .75rem; }
         .service { display: flex; align-items: center; gap: .5rem; flex-wrap: wrap; }
         .service strong { font-weight: 600; }
-        .dot { width: .65rem; height: .65rem; border-radius: 50%; background: #9ca3af; flex: none; }
+        /* #6b7280 on white is 4.8:1 (non-text contrast asks 3:1) */
+        .dot { width: .65rem; height: .65rem; border-radius: 50%; background: #6b7280; flex: none; }
         .dot[data-state="active"] { background: #16a34a; }
         .dot[data-state="paused"] { background: #d97706; }
         .dot[data-state="error"] { background: #dc2626; }
@@ -147,21 +211,44 @@ class McsyncSettings extends McsyncBase {
       no: $(".no"), note: $(".note"), message: $(".message"),
     };
     this.el.connect.addEventListener("click", () => this.connect());
-    this.el.sync.addEventListener("click", () => this.syncNow());
-    this.el.use.addEventListener("click", () => this.chooseAudience());
+    this.el.sync.addEventListener("click", () => whileBusy(this.el.sync, () => this.syncNow()));
+    this.el.use.addEventListener("click", () => whileBusy(this.el.use, () => this.chooseAudience()));
     this.el.disconnect.addEventListener("click", () => {
       this.el.confirm.hidden = false;
       this.el.yes.focus();
     });
-    this.el.no.addEventListener("click", () => {
-      this.el.confirm.hidden = true;
-      this.el.disconnect.focus();
+    this.el.no.addEventListener("click", () => this.cancelDisconnect());
+    this.el.confirm.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") { event.preventDefault(); this.cancelDisconnect(); }
     });
-    this.el.yes.addEventListener("click", () => this.disconnect());
+    this.el.yes.addEventListener("click", () => whileBusy(this.el.yes, () => this.disconnect()));
+  }
+
+  cancelDisconnect() {
+    this.el.confirm.hidden = true;
+    this.el.disconnect.focus();
   }
 
   say(text) {
     this.el.message.textContent = text;
+  }
+
+  // A refresh that failed says why; the next one that succeeds takes that back.
+  sayProblem(text) {
+    this._problem = text;
+    this.say(text);
+    if (!this.status) this.el.state.textContent = "Not available right now";
+  }
+
+  clearProblem() {
+    if (this._problem && this.el.message.textContent === this._problem) this.say("");
+    this._problem = "";
+  }
+
+  // Where the keyboard goes once a step is done: the first of `candidates` on screen.
+  focusFirst(...candidates) {
+    const target = candidates.find(shown);
+    if (target) target.focus();
   }
 
   async refresh() {
@@ -169,21 +256,32 @@ class McsyncSettings extends McsyncBase {
     try {
       result = await this.api("GET", "/api/status");
     } catch (e) {
-      this.say("Email sync settings can't be reached right now.");
+      this.sayProblem("Email sync settings can't be reached right now.");
       return;
     }
     if (!result.ok) {
-      this.say(result.data.detail || "Email sync settings can't be shown right now.");
+      this.sayProblem(result.data.detail || "Email sync settings can't be shown right now.");
       return;
     }
+    this.clearProblem();
     this.status = result.data;
     this.paint();
     this.dispatchEvent(new CustomEvent("mcsync-change", { detail: this.status, bubbles: true }));
     // Listing audiences asks Mailchimp, so only when the connection or its audience changed.
     const key = this.status.connected ? `${this.status.connected_at}|${this.status.audience_id}` : "";
+    if (!key) this._audiencesFor = "";
     if (key && key !== this._audiencesFor) {
       this._audiencesFor = key;
-      await this.loadAudiences();
+      this._audiencesLoaded = this.loadAudiences().catch(() => { this._audiencesFor = ""; });
+    }
+    // A refresh that overlaps the one listing the audiences waits for that list too, so what
+    // follows (the focus after a connect) sees the picker as it will be.
+    await this._audiencesLoaded;
+    if (this._connecting && this.status.connected) {
+      // Connected: the Connect button is gone; take the keyboard to the next step.
+      this._connecting = false;
+      const e = this.el;
+      this.focusFirst(e.picker.hidden ? null : e.select, e.sync, e.disconnect);
     }
   }
 
@@ -197,8 +295,13 @@ class McsyncSettings extends McsyncBase {
     e.connect.hidden = !!s.connected;
     e.sync.hidden = !s.connected || !s.audience_id;
     e.disconnect.hidden = !s.connected;
-    e.note.hidden = !s.connected || !s.audience_id;
-    if (!s.connected) { e.confirm.hidden = true; e.picker.hidden = true; }
+    // "Nothing to do" is true only while syncing works; paused, the notice says what is going on.
+    e.note.hidden = !s.connected || !s.audience_id || s.sync_status !== "active";
+    if (!s.connected) {
+      e.confirm.hidden = true;
+      e.picker.hidden = true;
+      e.select.replaceChildren();
+    }
     e.notice.hidden = !(s.connected && s.sync_status !== "active");
     e.notice.textContent = s.notice || (s.sync_status === "paused" ? DEFAULT_NOTICE : "");
     this.paintLastSynced();
@@ -217,31 +320,29 @@ class McsyncSettings extends McsyncBase {
     const several = audiences.length > 1 || (this.status && this.status.needs_audience);
     this.el.picker.hidden = !several;
     if (!several) return;
+    // The select always shows what the server says is in use (after a reconnect too), or the
+    // placeholder when nothing is chosen yet: never a pick left over from an earlier connection.
     const select = this.el.select;
-    const keep = select.value;
+    const inUse = this.status.audience_id || "";
     select.replaceChildren();
-    if (!this.status.audience_id) {
-      select.append(new Option("Choose an audience\u2026", "", true, true));
-    }
+    if (!inUse) select.append(new Option("Choose an audience\u2026", "", true, true));
     for (const a of audiences) {
-      select.append(new Option(a.name, a.id, false, a.selected));
+      const selected = a.id === inUse;
+      select.append(new Option(a.name, a.id, selected, selected));
     }
-    if (keep && audiences.some((a) => a.id === keep)) select.value = keep;
+    select.value = inUse;
   }
 
   async chooseAudience() {
     const id = this.el.select.value;
     if (!id) { this.say("Choose an audience first."); this.el.select.focus(); return; }
     if (this.status && id === this.status.audience_id) { this.say("That audience is already in use."); return; }
-    this.el.use.disabled = true;
-    try {
-      const result = await this.api("PUT", "/api/audience", { audience_id: id });
-      this.say(result.ok ? `Contacts will sync to \u201c${result.data.audience_name}\u201d.`
-                         : result.data.detail || "That audience couldn't be chosen.");
-      await this.refresh();
-    } finally {
-      this.el.use.disabled = false;
-    }
+    const result = await this.api("PUT", "/api/audience", { audience_id: id });
+    this.say(result.ok ? `Contacts will sync to \u201c${result.data.audience_name}\u201d.`
+                       : result.data.detail || "That audience couldn't be chosen.");
+    await this.refresh();
+    // The button stays focused when it is still there (several audiences); else the next step.
+    this.focusFirst(this.el.use, this.el.sync);
   }
 
   async connect() {
@@ -277,74 +378,130 @@ class McsyncSettings extends McsyncBase {
     form.submit();
     form.remove();
     this.say("Finish connecting in the Mailchimp window.");
-    const watch = setInterval(() => {
-      if (popup.closed) { clearInterval(watch); this.refresh(); }
+    this._connecting = true;  // the refresh that sees the connection moves the focus on
+    const watch = setInterval(async () => {
+      if (!popup.closed) return;
+      clearInterval(watch);
+      await this.refresh();
+      if (this._connecting) {  // closed without connecting: back to where the user was
+        this._connecting = false;
+        this.focusFirst(this.el.connect);
+      }
     }, 500);
   }
 
   async syncNow() {
-    this.el.sync.disabled = true;
-    try {
-      const result = await this.api("POST", "/api/sync-now");
-      this.say(result.data.detail || (result.ok ? "Sync started." : "Sync Now didn't start."));
-      if (result.ok) setTimeout(() => this.refresh(), 1500);
-    } finally {
-      this.el.sync.disabled = false;
-    }
+    const result = await this.api("POST", "/api/sync-now");
+    this.say(result.data.detail || (result.ok ? "Sync started." : "Sync Now didn't start."));
+    if (result.ok) setTimeout(() => this.refresh(), 1500);
   }
 
   async disconnect() {
-    this.el.yes.disabled = true;
-    try {
-      const result = await this.api("DELETE", "/api/connection");
-      this.el.confirm.hidden = true;
-      this.say(result.ok ? "Mailchimp is disconnected. Nothing in Mailchimp was changed."
-                         : result.data.detail || "Mailchimp couldn't be disconnected.");
-      await this.refresh();
-      this.el.connect.focus();
-    } finally {
-      this.el.yes.disabled = false;
-    }
+    const result = await this.api("DELETE", "/api/connection");
+    this.el.confirm.hidden = true;
+    this.say(result.ok ? "Mailchimp is disconnected. Nothing in Mailchimp was changed."
+                       : result.data.detail || "Mailchimp couldn't be disconnected.");
+    await this.refresh();
+    this.focusFirst(this.el.connect, this.el.disconnect);
   }
 }
 
 class McsyncNotice extends McsyncBase {
   connectedCallback() {
-    if (!this.shadowRoot) this.render();
-    this.hidden = true;
-    this.refresh();
-    this._poll = setInterval(() => this.refresh(), this.pollSeconds(60) * 1000);
+    this.start(60);
+    // The settings panel on the same page reports every status it reads (after Disconnect, at
+    // once): no waiting for this element's own, slower poll.
+    this._onChange = (event) => {
+      if (event.target && event.target.apiBase === this.apiBase && event.detail) this.show(event.detail);
+    };
+    document.addEventListener("mcsync-change", this._onChange);
+  }
+
+  disconnectedCallback() {
+    super.disconnectedCallback();
+    document.removeEventListener("mcsync-change", this._onChange);
   }
 
   render() {
     const root = this.attachShadow({ mode: "open" });
+    // The live region (.text) is in the page from the start, empty and visually collapsed, and is
+    // filled only after it is on screen: a region revealed and filled in one step is often not
+    // announced, so a pause arriving while the page is open could go unheard.
     root.innerHTML = `
       <style>${BASE_CSS}
         .notice { display: flex; gap: .75rem; align-items: flex-start; padding: .75rem 1rem;
                   background: #fffbeb; border: 1px solid #f59e0b; border-radius: 8px; }
+        .notice:not(.open) { position: absolute; width: 1px; height: 1px; padding: 0; border: 0;
+                             overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
         .text { flex: 1; margin: 0; }
         button { border: none; background: transparent; font-size: 1.2rem; line-height: 1;
                  padding: .1rem .4rem; }
       </style>
-      <div class="notice" role="status">
-        <p class="text"></p>
-        <button type="button" class="close" aria-label="Dismiss">\u00d7</button>
+      <div class="notice">
+        <p class="text" role="status" aria-live="polite" aria-atomic="true"></p>
+        <button type="button" class="close" aria-label="Dismiss" hidden>\u00d7</button>
       </div>`;
+    this.box = root.querySelector(".notice");
     this.text = root.querySelector(".text");
-    root.querySelector(".close").addEventListener("click", () => {
-      this.dismissed = true;
-      this.hidden = true;
-    });
+    this.close = root.querySelector(".close");
+    this.close.addEventListener("click", () => this.dismiss());
   }
 
   async refresh() {
     let result;
     try { result = await this.api("GET", "/api/status"); } catch (e) { return; }
-    if (!result.ok) return;
-    const paused = result.data.connected && result.data.sync_status === "paused";
+    if (result.ok) this.show(result.data);
+  }
+
+  show(status) {
+    const paused = !!status.connected && status.sync_status === "paused";
     if (!paused) this.dismissed = false; // the next pause shows again
-    this.text.textContent = result.data.notice || DEFAULT_NOTICE;
-    this.hidden = !paused || !!this.dismissed;
+    this.setOpen(paused && !this.dismissed, status.notice || DEFAULT_NOTICE);
+  }
+
+  setOpen(open, message) {
+    if (!open) {
+      this.box.classList.remove("open");
+      this.close.hidden = true;
+      this.text.textContent = "";
+      this.removeAttribute("paused");
+      return;
+    }
+    const wasOpen = this.box.classList.contains("open");
+    this.box.classList.add("open");
+    this.close.hidden = false;
+    this.setAttribute("paused", "");
+    if (wasOpen) {
+      if (this.text.textContent !== message) this.text.textContent = message;
+      return;
+    }
+    // Fill the (already present) live region a moment after it is shown, so it is announced.
+    clearTimeout(this._fill);
+    this._fill = setTimeout(() => {
+      if (this.box.classList.contains("open")) this.text.textContent = message;
+    }, 150);
+  }
+
+  dismiss() {
+    this.dismissed = true;
+    const event = new CustomEvent("mcsync-dismiss", { bubbles: true, cancelable: true });
+    const appHandlesFocus = !this.dispatchEvent(event);
+    this.setOpen(false);
+    if (!appHandlesFocus) this.focusNearby();
+  }
+
+  // The Dismiss button is gone; put the keyboard on the next focusable thing in the page (else
+  // the previous one, else this element's container) instead of letting it fall to <body>.
+  focusNearby() {
+    const focusable = [...document.querySelectorAll(
+      'a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex="-1"])')]
+      .filter((el) => !el.disabled && !this.contains(el) && el.getClientRects().length > 0);
+    const after = (el) => this.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING;
+    const target = focusable.find(after) || focusable.filter((el) => !after(el)).pop();
+    if (target) { target.focus(); return; }
+    const container = this.parentElement || document.body;
+    if (!container.hasAttribute("tabindex")) container.setAttribute("tabindex", "-1");
+    container.focus();
   }
 }
 
