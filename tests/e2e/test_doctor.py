@@ -488,3 +488,17 @@ def test_no_install_at_all_is_named_and_the_rest_still_runs(
     assert status == 1
     assert "not installed" in only_problem(checks, "migrations")["detail"]
     assert checks["listen"]["status"] == "ok" and checks["jwt"]["status"] == "ok"
+
+
+def test_a_database_it_cannot_reach_is_named_and_the_rest_still_runs(
+    doctor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with served(b"{}") as gone:
+        port = gone.split(":")[2].split("/")[0]  # a port nothing listens on once it stops
+    monkeypatch.setenv(
+        "DATABASE_URL", f"postgresql://nobody@127.0.0.1:{port}/app?connect_timeout=3"
+    )
+    status, checks = doctor(capsys)
+    assert status == 1
+    assert "cannot connect" in only_problem(checks, "database")["detail"]
+    assert checks["listen"]["status"] == "skipped" and checks["jwt"]["status"] == "ok"

@@ -72,8 +72,9 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
     settings = options.settings
     expected = options.expected or shipped_grants(options.sql_dir)
     out: list[Check] = []
+    reachable = False
     try:
-        conn: psycopg.Connection[Any] = psycopg.connect(settings.database_url, autocommit=True)
+        conn = psycopg.connect(settings.database_url, autocommit=True)
     except psycopg.Error as exc:
         out.append(
             checks.problem(
@@ -82,20 +83,25 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
                 "check DATABASE_URL (or --database-url): the owner's connection string",
             )
         )
-        conn = None  # type: ignore[assignment]
-    if conn is not None:
+    else:
+        reachable = True
         with conn:
             out += _database_checks(conn, options, expected)
-    listen_url = options.listen_url or settings.database_url
-    out.append(
-        _guarded(
-            "listen",
-            lambda: checks.judge_listen(network.listen_round_trip(listen_url, options.listen_wait)),
+    if reachable or options.listen_url:
+        listen_url = options.listen_url or settings.database_url
+        out.append(
+            _guarded(
+                "listen",
+                lambda: checks.judge_listen(
+                    network.listen_round_trip(listen_url, options.listen_wait)
+                ),
+            )
         )
-    )
+    else:
+        out.append(checks.skipped("listen", "not checked: the database is unreachable"))
     jwks = network.fetch_jwks(options.jwks_url) if options.jwks_url else None
     out.append(checks.judge_jwt(jwks, bool(settings.mcsync_jwt_secret)))
-    if options.ping and conn is not None:
+    if options.ping and reachable:
         out.append(_guarded("mailchimp", lambda: _ping(options)))
     else:
         out.append(checks.judge_ping(None))

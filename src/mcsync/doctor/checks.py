@@ -351,6 +351,8 @@ def judge_tokens(outcomes: Counter[str] | None, stored: int) -> Check:
             f"MCSYNC_ENCRYPTION_KEYS is not set: {stored} stored token(s) cannot be checked",
             "set MCSYNC_ENCRYPTION_KEYS as the worker and the web side have it",
         )
+    if stored == 0:
+        return ok(name, "no stored token yet; the configured keys are usable")
     bad = {k: n for k, n in outcomes.items() if k in _TOKEN_WORDS and n}
     usable = outcomes["newest_key"] + outcomes["older_key"]
     older = f", {outcomes['older_key']} by an older key" if outcomes["older_key"] else ""
