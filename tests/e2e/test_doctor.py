@@ -8,7 +8,9 @@ The install is the Supabase-like one of test_supabase.py (its roles, default pri
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import shutil
 import threading
 import uuid
@@ -21,13 +23,15 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
+import structlog
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mcsync.cli import main
+from mcsync.cli import build_parser
 from mcsync.config import Settings
 from mcsync.doctor import DoctorOptions, run_doctor
 from mcsync.embedded import database_url
+from mcsync.logging import configure_logging
 from mcsync.migrate import SQL_DIR, apply_migrations
 from mcsync.source import DEFAULT_MAPPING
 from tests.conftest import _drop_database, _new_database
@@ -98,6 +102,28 @@ def doctor_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture(autouse=True)
+def logs_kept_apart() -> Iterator[io.StringIO]:
+    """The JSON logs of what the doctor calls (the Mailchimp client's) go to a buffer, not to
+    the stdout the test parses; the logging set-up is put back afterwards."""
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    configure_logging("INFO", stream=buffer)
+    yield buffer
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    structlog.reset_defaults()
+
+
+def main(argv: list[str]) -> int:
+    """`mcsync ARGV` in process, as `mcsync.cli.main` runs it but without configuring logging
+    (that would bind the process's log output to this test's captured, soon closed, stdout)."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 def doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, dict[str, str]]]:
