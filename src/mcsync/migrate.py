@@ -50,6 +50,12 @@ _EARLIER_CHECKSUMS = {
 _MAPPING_TABLE = "mcsync.source_mapping"
 
 
+def accepted_checksums(migration: Migration) -> frozenset[str]:
+    """The checksums an applied `migration` may be recorded with: its own, and those of the
+    earlier texts of a file rewritten after release (`mcsync doctor` checks against these)."""
+    return frozenset({migration.checksum, *_EARLIER_CHECKSUMS.get(migration.version, set())})
+
+
 class MigrationError(RuntimeError):
     """A migration cannot be applied safely; the message says why and what to do."""
 

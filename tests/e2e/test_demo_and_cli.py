@@ -123,8 +123,8 @@ def test_version_and_help_are_written_for_operators() -> None:
     run = subprocess.run([*MCSYNC, "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0
     assert "mirrors your app's Postgres contacts into Mailchimp" in run.stdout
-    commands = ["migrate", "rotate-keys", "worker", "status", "connect", "disconnect", "web",
-                "sync-now", "verify", "demo", "emulator"]
+    commands = ["migrate", "doctor", "rotate-keys", "worker", "status", "connect", "disconnect",
+                "web", "sync-now", "verify", "demo", "emulator"]
     for command in commands:
         assert f"    {command} " in run.stdout, command
         sub = subprocess.run([*MCSYNC, command, "--help"], capture_output=True, text=True,

@@ -253,3 +253,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def wait_while_progressing(
+    done: Callable[[], Any], progress: Callable[[], Any], stall: float = 60.0, interval: float = 0.1
+) -> Any:
+    """Wait until `done()`, for as long as `progress()` keeps changing: fail only when nothing
+    moved for `stall` seconds. A slow or shared machine (or another PostgreSQL version) takes
+    longer but still progresses; a stuck worker does not."""
+    last = progress()
+    moved = time.monotonic()
+    while True:
+        value = done()
+        if value:
+            return value
+        now = progress()
+        if now != last:
+            last, moved = now, time.monotonic()
+        elif time.monotonic() - moved > stall:
+            raise AssertionError(f"no progress for {stall}s (last state: {last!r})")
+        time.sleep(interval)

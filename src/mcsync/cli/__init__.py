@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from mcsync.cli import accounts, database, local, web, worker
+from mcsync.cli import accounts, database, doctor, local, web, worker
 from mcsync.logging import configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (database, worker, accounts, web, local):
+    for group in (database, doctor, worker, accounts, web, local):
         for command in group.COMMANDS:
             command.register(sub)
     return parser
