@@ -20,7 +20,8 @@ from mcsync.crypto import EncryptionKeyError
 from mcsync.doctor import checks, network, probes
 from mcsync.doctor.checks import Check, exit_status
 from mcsync.doctor.grants import ExpectedGrants, shipped_grants
-from mcsync.source import SourceMapping, triggers_sql
+from mcsync.source import SourceMapping
+from mcsync.source_sql import triggers_sql
 
 __all__ = ["Check", "DoctorOptions", "exit_status", "run_doctor"]
 
@@ -51,8 +52,8 @@ def _known_migrations(sql_dir: Path | None) -> list[checks.KnownMigration]:
 
 
 def trigger_names(mapping: SourceMapping) -> list[str]:
-    """The triggers the mapping generates (mcsync.source.triggers_sql), by name."""
-    return re.findall(r"CREATE TRIGGER (\w+)", triggers_sql(mapping))
+    """The triggers the mapping generates (mcsync.source_sql.triggers_sql), by name."""
+    return re.findall(r'CREATE TRIGGER "?(\w+)"?', triggers_sql(mapping).as_string(None))
 
 
 def _guarded(name: str, run: Callable[[], Check]) -> Check:
