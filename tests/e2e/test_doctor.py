@@ -33,11 +33,13 @@ from mcsync.doctor import DoctorOptions, run_doctor
 from mcsync.embedded import database_url
 from mcsync.logging import configure_logging
 from mcsync.migrate import SQL_DIR, apply_migrations
+from mcsync.roles import render_roles
 from mcsync.source import DEFAULT_MAPPING
 from tests.conftest import _drop_database, _new_database
 from tests.e2e.test_supabase import supabase_url  # noqa: F401  (the fixture)
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 from tests.support.notify_proxy import notification_dropping_proxy
+from tests.support.roles import FRESH_PREFIX
 
 # --- a JWKS the test serves itself -----------------------------------------------------------
 
@@ -96,6 +98,7 @@ def doctor_env(
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MCSYNC_JWKS_URL": jwks_url,
         "MAILCHIMP_API_URL": emulator.api_url,
+        "MCSYNC_ROLE_PREFIX": FRESH_PREFIX,  # the roles test_supabase's install made
     }
     for name in ("MCSYNC_JWT_SECRET", "MCSYNC_CONFIG", "MCSYNC_SCHEMA"):
         monkeypatch.delenv(name, raising=False)
@@ -266,11 +269,11 @@ def test_grants_not_applied_again_after_a_later_migration_are_named(
     assert checks["migrations"].status == "ok"
     grants = checks["grants"]
     assert grants.status == "problem"
-    assert "mcsync_worker lacks INSERT, SELECT on mcsync.doctor_later" in grants.detail
+    assert "mcsync_fresh_worker lacks INSERT, SELECT on mcsync.doctor_later" in grants.detail
     assert "mcsync.doctor_later has no policy" in grants.detail
     assert "mcsync sql --grants" in grants.fix
     # The fix, done: grants.sql (the upgrade's) applied again.
-    execute(url, (sql_dir / "grants.sql").read_text())
+    execute(url, render_roles((sql_dir / "grants.sql").read_text(), FRESH_PREFIX))
     assert _run(url, doctor_env, sql_dir)["grants"].status == "ok"
 
 
@@ -279,14 +282,14 @@ def test_a_privilege_a_role_never_uses_is_named(
 ) -> None:
     execute(
         doctor_env["DATABASE_URL"],
-        "GRANT TRUNCATE ON mcsync.mailchimp_sync_queue TO mcsync_worker",
-        "GRANT SELECT ON mcsync.mcsync_oauth_states TO mcsync_worker",
+        "GRANT TRUNCATE ON mcsync.mailchimp_sync_queue TO mcsync_fresh_worker",
+        "GRANT SELECT ON mcsync.mcsync_oauth_states TO mcsync_fresh_worker",
     )
     status, checks = doctor(capsys)
     assert status == 1
     detail = only_problem(checks, "grants")["detail"]
-    assert "mcsync_worker has TRUNCATE on mcsync.mailchimp_sync_queue" in detail
-    assert "mcsync_worker has SELECT on mcsync.mcsync_oauth_states" in detail
+    assert "mcsync_fresh_worker has TRUNCATE on mcsync.mailchimp_sync_queue" in detail
+    assert "mcsync_fresh_worker has SELECT on mcsync.mcsync_oauth_states" in detail
 
 
 def test_a_role_missing_is_named(doctor_env: dict[str, str], tmp_path: Path) -> None:
@@ -313,7 +316,7 @@ def test_mcsync_usable_by_public_or_another_role_names_each_one(
         "GRANT SELECT ON mcsync.mailchimp_connections TO anon",
         "GRANT SELECT ON mcsync.mailchimp_members TO PUBLIC",
         "GRANT EXECUTE ON PROCEDURE mcsync.lock_down() TO service_role",
-        "GRANT mcsync_web TO authenticated",
+        "GRANT mcsync_fresh_web TO authenticated",
         "ALTER TABLE mcsync.mailchimp_contact_links DISABLE ROW LEVEL SECURITY",
     )
     status, checks = doctor(capsys)
@@ -323,10 +326,10 @@ def test_mcsync_usable_by_public_or_another_role_names_each_one(
     assert "anon: SELECT on table mcsync.mailchimp_connections; USAGE on schema mcsync" in detail
     assert "PUBLIC: SELECT on table mcsync.mailchimp_members" in detail
     assert "service_role: EXECUTE on procedure mcsync.lock_down()" in detail
-    assert "authenticated is a member of mcsync_web" in detail
+    assert "authenticated is a member of mcsync_fresh_web" in detail
     assert "mcsync.mailchimp_contact_links has row level security off" in detail
     # The fix the doctor gives, done (and the membership revoked): all ok again.
-    execute(url, "CALL mcsync.lock_down()", "REVOKE mcsync_web FROM authenticated")
+    execute(url, "CALL mcsync.lock_down()", "REVOKE mcsync_fresh_web FROM authenticated")
     status, checks = doctor(capsys)
     assert status == 0, problems(checks)
 

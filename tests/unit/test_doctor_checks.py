@@ -22,7 +22,7 @@ from mcsync.doctor.grants import parse_grants, shipped_grants
 
 
 def test_grants_sql_is_read_for_roles_and_exactly_what_each_gets() -> None:
-    expected = shipped_grants()
+    expected = shipped_grants(prefix="mcsync")
     assert expected.roles == ("mcsync_worker", "mcsync_web")
     worker = expected.privileges["mcsync_worker"]
     assert worker[""] == {"USAGE"}

@@ -52,8 +52,11 @@ def parse_grants(text: str) -> ExpectedGrants:
     return ExpectedGrants(roles, privileges)
 
 
-def shipped_grants(sql_dir: Path | None = None) -> ExpectedGrants:
-    """What this mcsync's own sql/grants.sql gives."""
+def shipped_grants(sql_dir: Path | None = None, prefix: str | None = None) -> ExpectedGrants:
+    """What this mcsync's own sql/grants.sql gives, to the roles of `prefix` (default:
+    MCSYNC_ROLE_PREFIX, else `mcsync`; mcsync.roles)."""
     from mcsync.migrate import SQL_DIR
+    from mcsync.roles import configured_prefix, render_roles
 
-    return parse_grants(((sql_dir or SQL_DIR) / "grants.sql").read_text())
+    text = ((sql_dir or SQL_DIR) / "grants.sql").read_text()
+    return parse_grants(render_roles(text, prefix or configured_prefix()))
