@@ -115,8 +115,8 @@ def select_audience(
     double_optin: bool,
 ) -> int:
     """Pick (or change) the audience. A change leaves the old audience untouched and starts a
-    full sync into the new one. Returns how many contacts were queued (0 when unchanged, and
-    when a full sync is still pending: it goes to the new audience as it is). A change beyond
+    full sync into the new one. Returns how many contacts were queued for it (0 when unchanged;
+    rows already queued are bumped, never added twice). A change beyond
     AUDIENCE_CHANGES_PER_WINDOW an hour raises AudienceChangeLimited and changes nothing."""
     with conn.transaction():
         current = get_connection(conn, user_id)
@@ -143,13 +143,11 @@ def select_audience(
         if current.audience_id == audience_id:
             return 0
         conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
-        pending = conn.execute(queries.FULL_SYNC_PENDING, {"user_id": user_id}).fetchone()
-        if pending and pending[0]:
-            # The pending full sync goes to the audience chosen now; the old audience's own
-            # events are dropped, and nothing more is queued.
-            conn.execute(queries.DELETE_USER_EVENTS, {"user_id": user_id})
-            return 0
-        conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
+        # The old audience's own events go; every contact is (re)queued for the new one. Rows
+        # already queued (a full sync still pending, a retried rejection) are kept and bumped,
+        # not deleted and added again: flipping audiences requeues nothing new, and a row a
+        # worker holds for the old audience is sent again, to this one.
+        conn.execute(queries.DELETE_USER_EVENTS, {"user_id": user_id})
         check_against_audience(conn, user_id, audience_id)
         return queue_full_sync(conn, user_id)
 

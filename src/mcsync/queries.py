@@ -77,11 +77,7 @@ AUDIENCE_CHANGE_WAIT = """
 SELECT ceil(extract(epoch FROM audience_changes_since + make_interval(secs => %(window)s) - now()))
   FROM mcsync.mailchimp_connections WHERE user_id = %(user_id)s
 """
-# A full sync is pending: contacts queued by one (op 'resync') not yet done.
-FULL_SYNC_PENDING = """
-SELECT EXISTS (SELECT 1 FROM mcsync.mailchimp_sync_queue
-                WHERE user_id = %(user_id)s AND op = 'resync')
-"""
+# An audience change: the old audience's own events go, rows of a full sync ('resync') stay.
 DELETE_USER_EVENTS = """
 DELETE FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s AND op <> 'resync'
 """

@@ -343,6 +343,16 @@ def request_sync_now(
     return 0 if wait is None else max(1, int(wait))
 
 
+def start_operator_run(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
+    """The operator's Sync Now (`mcsync sync-now`, the /admin page): no hourly limit, and the
+    user's own limit is not started by it; a run still unfinished is resumed where it stopped,
+    not restarted. True when a new run was started. Raises ReconcileError as request_sync_now."""
+    if store.run_unfinished(conn, user_id):
+        return False
+    request_sync_now(conn, user_id, min_interval=0, by_user=False)
+    return True
+
+
 def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> None:
     """Stop a run (disconnect): its next page commit finds it finished and rolls back."""
     store.cancel_run(conn, user_id, reason)

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -100,16 +100,17 @@ def host_page() -> Iterator[tuple[str, type[_Page]]]:
 
 
 @contextmanager
-def mcsync_web(env: dict[str, str], log_name: str) -> Iterator[str]:
-    """`mcsync web` as a subprocess configured by `env` (plus MCSYNC_WEB_PORT's port chosen
-    here: pass the rest); yields its URL. Its output goes to test-artifacts/browser/."""
-    port = int(env.pop("MCSYNC_WEB_PORT"))
+def web_process(
+    env: dict[str, str], log_path: Path, port: int, *, cli_args: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`mcsync [CLI_ARGS] web --port PORT` as a subprocess, configured by `env` over this
+    process's environment as in production, its output in `log_path`; yielded once `/healthz`
+    answers, stopped (SIGTERM, then SIGKILL) on the way out unless the caller stopped it."""
     url = f"http://127.0.0.1:{port}"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / log_name
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mcsync.cli", "web", "--port", str(port)],
+            [sys.executable, "-m", "mcsync.cli", *cli_args, "web", "--port", str(port)],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -125,9 +126,19 @@ def mcsync_web(env: dict[str, str], log_name: str) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("mcsync web did not start:\n" + log_path.read_text())
                 time.sleep(0.1)
-            yield url
+            yield proc
         finally:
-            stop_process(proc, grace=10)
+            if proc.poll() is None:
+                stop_process(proc, grace=10)
+
+
+@contextmanager
+def mcsync_web(env: dict[str, str], log_name: str) -> Iterator[str]:
+    """`web_process` on MCSYNC_WEB_PORT's port (chosen by the caller, who needs it for the
+    redirect URI: pass the rest), logging to test-artifacts/browser/; yields its URL."""
+    port = int(env.pop("MCSYNC_WEB_PORT"))
+    with web_process(env, ARTIFACTS / log_name, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def axe_violations(page: Any) -> list[str]:

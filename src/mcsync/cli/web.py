@@ -54,19 +54,16 @@ def cmd_sync_now(args: argparse.Namespace) -> int:
     instead of restarted. Prints a JSON summary; exit 1 when another process holds the run."""
     import psycopg
 
-    from mcsync.reconcile import ReconcileError, request_sync_now, run_reconciliation
-    from mcsync.reconcile_store import run_unfinished
+    from mcsync.reconcile import ReconcileError, run_reconciliation, start_operator_run
 
     settings, cipher = database_and_cipher(args)
     user_id: UUID = args.user_id
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        if not run_unfinished(conn, user_id):
-            try:
-                # The operator's run: the user's own hourly limit is not started by it.
-                request_sync_now(conn, user_id, min_interval=0, by_user=False)
-            except ReconcileError as exc:
-                print(f"mcsync sync-now: {exc}", file=sys.stderr)
-                return 2
+        try:
+            start_operator_run(conn, user_id)
+        except ReconcileError as exc:
+            print(f"mcsync sync-now: {exc}", file=sys.stderr)
+            return 2
     owner = f"cli-{socket.gethostname()}-{os.getpid()}"
     result = asyncio.run(run_reconciliation(settings, cipher, user_id, owner=owner))
     if result is None:

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from mcsync import admin_store, reconcile_store
+from mcsync import admin_store
 from mcsync.connections import disconnect_user, get_connection
 from mcsync.logging import get_logger
 from mcsync.mailchimp.errors import ConnectionLevelError, MailchimpError
-from mcsync.reconcile import ReconcileError, audit, cancel_run, request_sync_now
+from mcsync.reconcile import ReconcileError, audit, cancel_run, start_operator_run
 from mcsync.web.context import WebContext, ctx_of, verified_claims
 from mcsync.web.operators import OperatorRule
 from mcsync.web.runs import spawn_run
@@ -181,20 +181,12 @@ async def resume(request: Request, operator: Operator, user_id: UUID) -> dict[st
     return {"sync_status": "active", "detail": "Mailchimp answered; syncing resumed."}
 
 
-def _start_sync_now(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
-    """Start a run (no hourly limit), or leave an unfinished one to be resumed. True if new."""
-    if reconcile_store.run_unfinished(conn, user_id):  # resumed, not restarted
-        return False
-    request_sync_now(conn, user_id, min_interval=0)
-    return True
-
-
 @router.post("/admin/api/users/{user_id}/sync-now", status_code=202)
 async def sync_now(request: Request, operator: Operator, user_id: UUID) -> dict[str, Any]:
     ctx = ctx_of(request)
     await ctx.db(_connection_or_404, user_id)
     try:
-        started = await ctx.db(_start_sync_now, user_id)
+        started = await ctx.db(start_operator_run, user_id)
     except ReconcileError as exc:
         raise HTTPException(409, f"Sync Now needs a connected audience ({exc}).") from None
     spawn_run(ctx, user_id)

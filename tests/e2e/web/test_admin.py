@@ -248,6 +248,9 @@ def test_actions_resume_sync_now_retry_disconnect_each_logged_with_the_operator(
     )
     admin.sync.drain()
     assert admin.sync.members(scenario.paused)[SYNCED]["merge_fields"]["FNAME"] == "Rosa"
+    # The operator's runs did not start the user's own hourly limit: their button still works.
+    mine = admin.client.get("/api/status", headers={"Authorization": f"Bearer {token(uid)}"})
+    assert mine.status_code == 200 and mine.json()["sync_now"]["available_in"] == 0
     assert admin.post(f"/admin/api/users/{uid}/verify")["in_sync"] is True
 
     # Retry the refused contact: queued again (and refused again, with the reason kept).

@@ -15,13 +15,7 @@ test-artifacts/ (docs/images/ holds copies of `admin-overview.png` and `admin-us
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,51 +23,30 @@ from typing import Any
 
 import httpx
 import pytest
-from benchmarks.processes import stop_process
 
 from tests.e2e.web.admin_support import SYNCED, make_scenario, status_of, token
+from tests.support.browser import FLAGS, free_port, require_chromium, web_process
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
 from tests.support.roles import web_url
 from tests.support.tokens import default_issuer
 
-CHROMIUM = next(
-    (
-        p
-        for p in (os.environ.get("MCSYNC_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
-        if p and Path(p).exists()
-    ),
-    None,
-)
-if CHROMIUM is None:
-    pytest.skip(
-        "SKIPPED LOUDLY: the operator page's browser test needs Debian's chromium "
-        "(apt-get install chromium; .ci/run installs it)",
-        allow_module_level=True,
-    )
+CHROMIUM = require_chromium()
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "admin-browser"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 STAFF = {"app_metadata": {"mcsync_role": "operator"}}
 XSS = '<img src=x onerror="window.pwned=1">'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def web_server(db_url: str, emulator: Any) -> Iterator[str]:
     """`mcsync web` as a subprocess, configured through the environment as in production."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "DATABASE_URL": web_url(db_url),
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MAILCHIMP_API_URL": emulator.api_url,
@@ -85,29 +58,8 @@ def web_server(db_url: str, emulator: Any) -> Iterator[str]:
         "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
         "MCSYNC_OPERATOR_CLAIM": "app_metadata.mcsync_role=operator",
     }
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / "mcsync-web.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcsync.cli", "web", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mcsync web did not start:\n" + log_path.read_text())
-                time.sleep(0.1)
-            yield url
-        finally:
-            stop_process(proc, grace=10)
+    with web_process(env, ARTIFACTS / "mcsync-web.log", port):
+        yield url
 
 
 def _drain(sync: SyncHarness) -> None:

@@ -17,64 +17,30 @@ test-artifacts/.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import jwt
 import pytest
-from benchmarks.processes import stop_process
 
+from tests.support.browser import ARTIFACTS, FLAGS, free_port, require_chromium, web_process
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
+from tests.support.roles import web_url
 from tests.support.tokens import TokenIssuer
 
-CHROMIUM = next(
-    (
-        p
-        for p in (os.environ.get("MCSYNC_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
-        if p and Path(p).exists()
-    ),
-    None,
-)
-if CHROMIUM is None:
-    pytest.skip(
-        "SKIPPED LOUDLY: the browser test needs Debian's chromium "
-        "(apt-get install chromium; .ci/run installs it)",
-        allow_module_level=True,
-    )
+CHROMIUM = require_chromium()
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "browser"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TOKEN_TTL = 6  # seconds: the page's tokens expire many times during the test
 CLIENT_ID, CLIENT_SECRET = "coach-app", "coach-app-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 HOST_PAGE = """<!doctype html>
@@ -156,11 +122,10 @@ def web_server(
 ) -> Iterator[str]:
     """`mcsync web` as a subprocess, configured through the environment as in production: the
     JWKS URL and issuer, no JWT secret (a short key cache, so a revocation shows quickly)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": web_url(db_url),
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MAILCHIMP_API_URL": emulator.api_url,
         "MAILCHIMP_LOGIN_URL": emulator.login_url,
@@ -173,38 +138,8 @@ def web_server(
         "MCSYNC_JWKS_REFETCH_SECONDS": "0.5",
         "MCSYNC_APP_ORIGIN": host_page[0],
     }
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / "mcsync-web.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcsync.cli",
-                "--log-level",
-                "DEBUG",
-                "web",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mcsync web did not start:\n" + log_path.read_text())
-                time.sleep(0.1)
-            yield url
-        finally:
-            stop_process(proc, grace=10)
+    with web_process(env, ARTIFACTS / "mcsync-web.log", port, cli_args=("--log-level", "DEBUG")):
+        yield url
 
 
 def _kid(token: str) -> str:

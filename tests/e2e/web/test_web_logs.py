@@ -4,31 +4,21 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-import httpx
 from benchmarks.processes import stop_process
 
 from tests.e2e.web.conftest import APP_ORIGIN, CLIENT_ID, CLIENT_SECRET
+from tests.support.browser import ARTIFACTS, free_port, web_process
 from tests.support.harness import ENCRYPTION_KEY
 from tests.support.roles import web_url
 from tests.support.tokens import default_issuer
 
 
 def test_mcsync_web_logs_json_lines_uvicorns_included(db_url: str, emulator: Any) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "DATABASE_URL": web_url(db_url),
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MAILCHIMP_API_URL": emulator.api_url,
@@ -40,29 +30,11 @@ def test_mcsync_web_logs_json_lines_uvicorns_included(db_url: str, emulator: Any
         "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
         "MCSYNC_APP_ORIGIN": APP_ORIGIN,
     }
-    with tempfile.NamedTemporaryFile(prefix="mcsync-web-", suffix=".log") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mcsync.cli", "web", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, Path(
-                    log.name
-                ).read_text()
-                time.sleep(0.1)
-        finally:
-            # uvicorn re-raises the SIGTERM it handled once shut down: -15 is a clean stop.
-            assert stop_process(proc, grace=10) in (0, -15)
-        lines = [line for line in Path(log.name).read_text().splitlines() if line.strip()]
+    log_path = ARTIFACTS / "web-logs.log"
+    with web_process(env, log_path, port) as proc:
+        # uvicorn re-raises the SIGTERM it handled once shut down: -15 is a clean stop.
+        assert stop_process(proc, grace=10) in (0, -15)
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     events = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"event", "level", "timestamp"} <= set(e) for e in events)
     said = [(e.get("logger"), e["event"]) for e in events]
