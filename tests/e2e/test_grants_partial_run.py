@@ -75,10 +75,12 @@ def test_a_refused_run_without_on_error_stop_grants_nothing_and_takes_no_claim(
     pg_admin_url: str,
 ) -> None:
     names = [f"mcsync_t_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    prefix = f"mcsync_pr{uuid.uuid4().hex[:6]}"  # roles are the cluster's: this test's own
+    worker, web = f"{prefix}_worker", f"{prefix}_web"
     try:
         one, two = (_fresh_install(pg_admin_url, n) for n in names)
-        install_roles(one, "mcsync_pr")
-        errors = _like_plain_psql(two, grants_script(prefix="mcsync_pr"))
+        install_roles(one, prefix)
+        errors = _like_plain_psql(two, grants_script(prefix=prefix))
         assert f"belongs to the mcsync install in database {names[0]}" in errors[0]
         assert "grants.sql was refused" in errors[-1]
 
@@ -90,10 +92,11 @@ def test_a_refused_run_without_on_error_stop_grants_nothing_and_takes_no_claim(
                 " JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid"
                 " WHERE s.dbid = (SELECT oid FROM pg_catalog.pg_database"
                 "                  WHERE datname = current_database())"
-                "   AND r.rolname IN ('mcsync_pr_worker', 'mcsync_pr_web')"
+                "   AND r.rolname IN (%s, %s)",
+                (worker, web),
             ).fetchone()
         assert held == (0,)
-        with psycopg.connect(login_url(two, "mcsync_pr_worker_test"), autocommit=True) as conn:
+        with psycopg.connect(login_url(two, f"{worker}_test"), autocommit=True) as conn:
             for table in ("source_contacts", "mailchimp_connections"):
                 try:
                     conn.execute(f"SELECT * FROM mcsync.{table}")
@@ -103,13 +106,12 @@ def test_a_refused_run_without_on_error_stop_grants_nothing_and_takes_no_claim(
 
         # The roles are still the first install's: it applies its grants.sql again, and its
         # login reads its own contacts.
-        install_roles(one, "mcsync_pr")
-        with psycopg.connect(login_url(one, "mcsync_pr_worker_test"), autocommit=True) as conn:
+        install_roles(one, prefix)
+        with psycopg.connect(login_url(one, f"{worker}_test"), autocommit=True) as conn:
             conn.execute("SELECT count(*) FROM mcsync.source_contacts")
     finally:
         with _admin(pg_admin_url) as conn:
             for name in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            for role in ("mcsync_pr_worker_test", "mcsync_pr_web_test", "mcsync_pr_worker",
-                         "mcsync_pr_web"):
+            for role in (f"{worker}_test", f"{web}_test", worker, web):
                 conn.execute(f'DROP ROLE IF EXISTS "{role}"')
