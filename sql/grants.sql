@@ -25,6 +25,7 @@ DECLARE
     ours CONSTANT uuid := (SELECT i.install_id FROM mcsync.install i);
     item record;
     claim jsonb;
+    new_claim text;
     elsewhere pg_catalog.name;
 BEGIN
     FOR item IN
@@ -62,13 +63,8 @@ BEGIN
                          || pg_catalog.current_database() || ' mcsync sql --grants '
                          '(docs/install.md)';
     END LOOP;
-END $$;
-
-DO $$
-DECLARE
-    item record;
-    claim text;
-BEGIN
+    -- The claim is written in the same block as the check: a refused run (psql without
+    -- ON_ERROR_STOP carries on after the error) never takes the roles from their install.
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'mcsync_worker') THEN
         CREATE ROLE mcsync_worker NOLOGIN;
     END IF;
@@ -76,11 +72,10 @@ BEGIN
         CREATE ROLE mcsync_web NOLOGIN;
     END IF;
     -- The claim: this install's id and database, on each role (see the check above).
-    claim := pg_catalog.jsonb_build_object(
-        'mcsync_install', (SELECT i.install_id FROM mcsync.install i),
-        'database', pg_catalog.current_database())::pg_catalog.text;
-    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_worker IS %L', claim);
-    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_web IS %L', claim);
+    new_claim := pg_catalog.jsonb_build_object(
+        'mcsync_install', ours, 'database', pg_catalog.current_database())::pg_catalog.text;
+    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_worker IS %L', new_claim);
+    EXECUTE pg_catalog.format('COMMENT ON ROLE mcsync_web IS %L', new_claim);
     -- Roles an earlier run named (another prefix, or the fixed names of old) lose everything.
     FOR item IN
         SELECT p.role_name FROM mcsync.process_roles p
@@ -168,4 +163,43 @@ BEGIN
     IF pg_catalog.to_regclass('public.contacts') IS NOT NULL THEN
         REVOKE SELECT ON public.contacts FROM mcsync_worker, mcsync_web;
     END IF;
+END $$;
+
+-- Last: if the check above refused these roles (so they were not claimed for this install) and
+-- the statements after it ran anyway (psql without ON_ERROR_STOP), take back what they were
+-- given here, so another install's logins never keep a grant in this database.
+DO $$
+DECLARE
+    ours CONSTANT text := (SELECT i.install_id::pg_catalog.text FROM mcsync.install i);
+    item record;
+    claimed_here boolean := true;
+BEGIN
+    FOR item IN
+        SELECT pg_catalog.shobj_description(r.oid, 'pg_authid') AS said
+          FROM pg_catalog.pg_roles r WHERE r.rolname IN ('mcsync_worker', 'mcsync_web')
+    LOOP
+        BEGIN
+            claimed_here := claimed_here AND (item.said::jsonb ->> 'mcsync_install') = ours;
+        EXCEPTION WHEN others THEN
+            claimed_here := false;
+        END;
+    END LOOP;
+    IF claimed_here THEN
+        RETURN;
+    END IF;
+    REVOKE ALL ON ALL TABLES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+    REVOKE ALL ON ALL SEQUENCES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+    REVOKE ALL ON ALL ROUTINES IN SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+    REVOKE ALL ON SCHEMA mcsync FROM mcsync_worker, mcsync_web;
+    FOR item IN
+        SELECT c.oid::pg_catalog.regclass AS target FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = 'mcsync'::pg_catalog.regnamespace AND c.relkind IN ('r', 'p')
+    LOOP
+        EXECUTE pg_catalog.format('DROP POLICY IF EXISTS mcsync_processes ON %s', item.target);
+    END LOOP;
+    -- A warning, not an error: an error would roll back the revokes above.
+    RAISE WARNING 'grants.sql was refused (see the first error): nothing was granted to '
+                    'mcsync_worker, mcsync_web in this database'
+        USING HINT = 'apply it with psql -v ON_ERROR_STOP=1, and MCSYNC_ROLE_PREFIX for a '
+                     'second install in the cluster (docs/install.md)';
 END $$;

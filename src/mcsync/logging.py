@@ -73,11 +73,12 @@ _TEXT_PATTERNS = [
     ),
     # key=value (query strings, form bodies, repr of kwargs, KEY=value environment lines) and
     # key: value / "key": "value", for the known keys and any key with a secret part. A quoted
-    # value is cut out whole, spaces and all.
+    # value is cut out whole, spaces and all. A value already redacted is left as it is, so
+    # text redacted twice (stored redacted, shown redacted) reads the same.
     (
         re.compile(
             rf"""(?<![A-Za-z0-9_-])(["']?(?:{_KEY_ALTERNATION}|{_PREFIXED_KEY})["']?\s*[=:]\s*)"""
-            r"""(?:"[^"]*"|'[^']*'|[^"'&\s,;}\])]+)""",
+            r"""(?!\[redacted\])(?:"[^"]*"|'[^']*'|[^"'&\s,;}\])]+)""",
             re.I,
         ),
         rf"\1{REDACTED}",

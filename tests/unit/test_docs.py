@@ -59,3 +59,8 @@ def _anchors(page: Path) -> set[str]:
         re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
         for heading in re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
     }
+
+
+def test_the_readme_stays_a_front_door(repo_root: Path) -> None:
+    """README is the front door (guides live in docs/): under 15,000 bytes."""
+    assert len((repo_root / "README.md").read_bytes()) < 15_000

@@ -60,6 +60,10 @@ def test_grants_name_what_is_missing_and_what_is_extra() -> None:
     assert check.status == "problem"
     assert "w lacks INSERT on mcsync.q" in check.detail
     assert "w has TRUNCATE on mcsync.q, which it never uses" in check.detail
+    # The fix as docs/install.md gives it: psql stops at the first error (else it exits 0
+    # after a refusal), and a second install's prefix is named.
+    assert '| psql -v ON_ERROR_STOP=1 "$DATABASE_URL"' in check.fix
+    assert "MCSYNC_ROLE_PREFIX" in check.fix
 
 
 def test_exposure_allows_only_the_email_key_function_to_public() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from mcsync.logging import REDACTED, configure_logging, get_logger
+from mcsync.logging import REDACTED, configure_logging, get_logger, redact_text
 
 
 @pytest.fixture
@@ -222,3 +222,22 @@ def test_prefixed_secret_key_names(out: io.StringIO, key: str) -> None:
     get_logger().info("event", **{key: value}, headers={key: value})
     line = json.loads(_assert_clean(out, [value]))
     assert line[key] == REDACTED and line["headers"][key] == REDACTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token: abc def",
+        "token_undecryptable: a stored token cannot be decrypted",
+        "MCSYNC_ENCRYPTION_KEYS=abc,def and more",
+        "password=hunter2&next=1",
+        '{"secret": "s3cret value"}',
+        "Authorization: Bearer abc.def",
+    ],
+)
+def test_redacting_twice_reads_the_same(text: str) -> None:
+    """Text is stored redacted and redacted again when shown (the operator's page): the second
+    pass must not take `[redacted]` for a value (it showed `[redacted]]`)."""
+    once = redact_text(text)
+    assert REDACTED in once
+    assert redact_text(once) == once

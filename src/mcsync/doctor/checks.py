@@ -172,7 +172,11 @@ class GrantFacts:
 
 def judge_grants(expected: ExpectedGrants, facts: GrantFacts, schema: str) -> Check:
     name = "grants"
-    fix = 'apply grants.sql again, as the owner: `mcsync sql --grants | psql "$DATABASE_URL"`'
+    fix = (
+        "apply grants.sql again, as the owner: "
+        '`mcsync sql --grants | psql -v ON_ERROR_STOP=1 "$DATABASE_URL"` (an install with '
+        "roles of its own: with its MCSYNC_ROLE_PREFIX, for the doctor too)"
+    )
     missing_roles = sorted(set(expected.roles) - facts.roles)
     if missing_roles:
         return problem(name, f"role(s) missing: {', '.join(missing_roles)}", fix)

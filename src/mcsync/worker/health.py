@@ -98,7 +98,9 @@ class ConnectionHealth:
         else:
             await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error, reason=reason)
         if (account.sync_status, account.status_reason) != (status, reason):
-            await self.store.record_health_event(user_id, status, f"{reason}: {error}")
+            # "reason (error)", not "reason: error": `token_…: <text>` reads as a secret to the
+            # redaction, which would cut the sentence's first word out.
+            await self.store.record_health_event(user_id, status, f"{reason} ({error})")
             event = "token_unbound" if reason == "token_unbound" else "connection_unusable"
             _log(user_id).error(
                 event, outcome=status, sync_status=status, reason=reason, error=error

@@ -13,9 +13,11 @@ import pytest
 import structlog
 from cryptography.fernet import Fernet
 
+from mcsync.admin_store import shown
 from mcsync.cli import build_parser
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
+from mcsync.logging import REDACTED
 from tests.e2e.failures.conftest import NOTICE, connection_of
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, User, wait_until
 
@@ -58,6 +60,14 @@ def test_an_undecryptable_token_pauses_with_a_reason_backs_off_and_resumes_once_
     assert len(unusable) == 1  # once per change of state, not once per probe
     assert unusable[0]["reason"] == "token_undecryptable" and unusable[0]["log_level"] == "error"
     assert fast.api_calls() == [] and len(fast.queue()) == 3
+    # The health history (the operator's page) keeps the whole sentence: no word of it taken
+    # for a secret, and showing it (redacted again) changes nothing.
+    [paused] = fast.execute(
+        "SELECT detail FROM mcsync.mailchimp_health_events WHERE user_id = %s AND kind = 'paused'",
+        (user.user_id,),
+    )
+    assert paused["detail"].startswith("token_undecryptable (a stored token cannot be decrypted")
+    assert REDACTED not in paused["detail"] and shown(paused["detail"]) == paused["detail"]
 
     # The operator's view says so.
     monkeypatch.setenv("DATABASE_URL", fast.db_url)
