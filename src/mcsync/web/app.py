@@ -16,7 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from mcsync.config import Settings
-from mcsync.crypto import TokenBindingError, TokenCipher
+from mcsync.connection_states import PAUSED_NOTICE, unusable_state
+from mcsync.crypto import EncryptionKeyError, TokenCipher
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import make_http_client
 from mcsync.mailchimp.endpoints import InvalidDataCenter
@@ -121,10 +122,14 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     async def unusable_connection(_: Request, exc: Exception) -> JSONResponse:
-        # A stored dc that is no data center, or a token that is not this user's: no call
-        # is made with it; the user is asked to connect again.
-        log.warning("connection_unusable", error=str(exc))
-        return JSONResponse({"detail": routes.RECONNECT}, status_code=409)
+        # No call is made with a connection mcsync cannot use. One the operator fixes (a key
+        # missing, a token not yet bound) reads as paused; a stored row that is wrong (a forged
+        # dc, another user's token) asks the user to connect again.
+        assert isinstance(exc, InvalidDataCenter | EncryptionKeyError)
+        state, reason = unusable_state(exc)
+        log.warning("connection_unusable", reason=reason, error=str(exc))
+        detail = routes.RECONNECT if state == "error" else PAUSED_NOTICE
+        return JSONResponse({"detail": detail, "reason": reason}, status_code=409)
 
     async def unauthorized(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Unauthorized)
@@ -136,7 +141,7 @@ def create_app(
 
     app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(InvalidDataCenter, unusable_connection)
-    app.add_exception_handler(TokenBindingError, unusable_connection)
+    app.add_exception_handler(EncryptionKeyError, unusable_connection)  # subclasses too
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

@@ -119,3 +119,23 @@ def test_a_token_of_another_user_is_an_error_with_its_reason_logged_once(
         "token_not_this_users"
     ]
     assert fast.api_calls() == []
+
+
+def test_the_web_side_answers_a_connection_it_cannot_use_calmly_not_with_a_500(
+    fast: SyncHarness,
+) -> None:
+    """The widget's audience list (and the operator's probe) with a token no configured key
+    opens: a 409 naming the paused state, as the worker records it; never a 500."""
+    from fastapi.testclient import TestClient
+
+    from mcsync.web import create_app
+    from tests.e2e.web.conftest import WebHarness, web_settings
+
+    user = fast.add_user(connect=False)
+    _connect_under(fast, user, Fernet.generate_key().decode())
+    settings = web_settings(fast)
+    with TestClient(create_app(settings, sweep_interval=60)) as client:
+        web = WebHarness(fast, client, settings)
+        r = client.get("/api/audiences", headers=web.headers(user.user_id))
+    assert r.status_code == 409
+    assert r.json() == {"detail": NOTICE, "reason": "token_undecryptable"}
