@@ -66,7 +66,7 @@ WITH queue AS (
     SELECT user_id FROM mcsync.mcsync_reconciliations WHERE finished_at IS NULL
 ), stats AS (
     SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
-           c.last_error, c.last_sync_at, c.connected_at, c.updated_at,
+           c.status_reason, c.last_error, c.last_sync_at, c.connected_at, c.updated_at,
            coalesce(q.pending, 0) + coalesce(b.pending, 0) AS backlog,
            least(q.oldest, b.oldest) AS oldest_pending_at,
            coalesce(r.rejected, 0) AS rejected, coalesce(r.warnings, 0) AS warnings,
@@ -104,7 +104,7 @@ SELECT
     (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                 'user_id', p.user_id, 'account_name', p.account_name,
                 'audience_id', p.audience_id, 'audience_name', p.audience_name,
-                'sync_status', p.sync_status,
+                'sync_status', p.sync_status, 'status_reason', p.status_reason,
                 'state_since', greatest(p.connected_at, e.at),
                 'backlog', p.backlog,
                 'oldest_pending_seconds',

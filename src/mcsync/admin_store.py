@@ -160,6 +160,7 @@ def user_detail(conn: psycopg.Connection[Any], user_id: UUID) -> dict[str, Any] 
         "audience_name": c["audience_name"],
         "double_optin": c["double_optin"],
         "sync_status": c["sync_status"],
+        "status_reason": c["status_reason"],  # why it is paused or in error (sql/009)
         "notice": c["notice"],
         "consecutive_failures": c["consecutive_failures"],
         "throttled_count": c["throttled_count"],

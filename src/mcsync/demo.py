@@ -362,7 +362,12 @@ def _run_live(
     emu.admin.register_oauth_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, f"{url}/oauth/callback")
     settings = _demo_settings(database_url, key, emu).model_copy(
         update={
+            # The demo signs its coach's token itself (legacy HS256, Supabase's claims): the
+            # environment's JWKS, issuer or audience, if any, are not the demo's.
             "mcsync_jwt_secret": secrets.token_urlsafe(32),
+            "mcsync_jwks_url": "",
+            "mcsync_jwt_issuer": "",
+            "mcsync_jwt_audience": "authenticated",
             "mcsync_app_origin": url,
             "mailchimp_client_id": DEMO_CLIENT_ID,
             "mailchimp_client_secret": DEMO_CLIENT_SECRET,

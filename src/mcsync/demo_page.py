@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import html
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import psycopg
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
@@ -25,23 +23,10 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from mcsync.emulator.admin_client import EmulatorAdmin
+from mcsync.web.auth import make_user_token
 
 PAGE = Path(__file__).resolve().parent / "web" / "templates" / "demo_page.html"
 CONTACT_COLUMNS = ("first_name", "last_name", "email", "phone", "tags")
-
-
-def coach_token(secret: str, user_id: uuid.UUID, *, ttl: float = 12 * 3600) -> str:
-    """The demo coach's session token, shaped like a Supabase access token for a signed-in user
-    (`sub` the user's uuid, `aud` and `role` "authenticated"), signed with the demo's secret."""
-    now = int(time.time())
-    claims = {
-        "sub": str(user_id),
-        "aud": "authenticated",
-        "role": "authenticated",
-        "iat": now,
-        "exp": now + int(ttl),
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @dataclass(frozen=True)
@@ -82,7 +67,7 @@ def demo_router(site: DemoSite) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
         config = {
-            "token": coach_token(site.jwt_secret, site.user_id),
+            "token": make_user_token(site.jwt_secret, site.user_id, ttl=12 * 3600),
             "account": site.account_name,
         }
         body = PAGE.read_text().replace(

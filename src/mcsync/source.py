@@ -40,6 +40,8 @@ from pydantic import (
     field_validator,
 )
 
+from mcsync.schema import PINNED_PATH
+
 CONFIG_ENV = "MCSYNC_CONFIG"
 VIEW = "mcsync.source_contacts"
 
@@ -402,7 +404,7 @@ def _filter_problem(conn: psycopg.Connection[Any], mapping: SourceMapping) -> st
     with the triggers' search_path), or None."""
     try:
         with conn.transaction():
-            conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+            conn.execute(PINNED_PATH)
             cur = conn.execute(
                 sql.SQL("SELECT ({}) FROM {} LIMIT 0").format(
                     sql.SQL(mapping.filter or "true"), sql.Identifier(*mapping.table.split("."))

@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from mcsync.schema import PINNED_PATH as SCHEMA_PINNED_PATH
 from mcsync.source import (
     MergeField,
     SourceMapping,
@@ -34,7 +35,7 @@ from mcsync.source import (
 )
 
 # The search_path every generated statement is built under, and the triggers run with.
-PINNED_PATH = sql.SQL("SET LOCAL search_path = pg_catalog, pg_temp")
+PINNED_PATH = sql.SQL(SCHEMA_PINNED_PATH)
 
 
 def _name(qualified: str) -> sql.Identifier:

@@ -24,9 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from mcsync.schema import render
+from mcsync.schema import PINNED_PATH, render
 
-PINNED_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
 _DC_FORM = "^[a-z]+[0-9]+$"  # 004's mailchimp_connections_dc_form
 
 

@@ -98,7 +98,6 @@ def doctor_env(
         "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "MCSYNC_JWKS_URL": jwks_url,
         "MAILCHIMP_API_URL": emulator.api_url,
-        "MCSYNC_ROLE_PREFIX": FRESH_PREFIX,  # the roles test_supabase's install made
     }
     for name in ("MCSYNC_JWT_SECRET", "MCSYNC_CONFIG", "MCSYNC_SCHEMA"):
         monkeypatch.delenv(name, raising=False)

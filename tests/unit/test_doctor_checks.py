@@ -110,3 +110,18 @@ def test_tokens_are_counted_by_kind() -> None:
     assert "put the key" in check.fix
     assert judge_tokens(Counter({"newest_key": 2}), 2).status == "ok"
     assert judge_tokens(None, 2).status == "problem"
+
+
+def test_tokens_an_upgrade_withdrew_are_no_key_problem() -> None:
+    """sql/007 empties the tokens of an exposed install's copied rows: those users reconnect;
+    the keys are fine, and `rotate-keys` is not the fix."""
+    from cryptography.fernet import Fernet
+
+    from mcsync.crypto import TokenCipher
+    from mcsync.doctor.probes import classify_token
+
+    key = Fernet.generate_key()
+    assert classify_token(TokenCipher([key.decode()]), Fernet(key), "u", "") == "withdrawn"
+    check = judge_tokens(Counter({"newest_key": 2, "withdrawn": 1}), 3)
+    assert check.status == "ok"
+    assert "2 stored token(s)" in check.detail and "1 withdrawn" in check.detail

@@ -68,6 +68,13 @@ def _guarded(name: str, run: Callable[[], Check]) -> Check:
         )
 
 
+def _guarded_value(read: Callable[[], str | None]) -> str | None:
+    try:
+        return read()
+    except psycopg.Error:
+        return None  # the grants check that follows says what cannot be read
+
+
 def run_doctor(options: DoctorOptions) -> list[Check]:
     """Every check, in the order an operator fixes them."""
     settings = options.settings
@@ -87,6 +94,10 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
     else:
         reachable = True
         with conn:
+            if options.expected is None:
+                # The roles grants.sql last named for this install, else MCSYNC_ROLE_PREFIX.
+                prefix = _guarded_value(lambda: probes.installed_role_prefix(conn, options.schema))
+                expected = shipped_grants(options.sql_dir, prefix)
             out += _database_checks(conn, options, expected)
     if reachable or options.listen_url:
         listen_url = options.listen_url or settings.database_url

@@ -336,7 +336,13 @@ def judge_listen(facts: ListenFacts) -> Check:
 # --- stored tokens ---------------------------------------------------------------------------
 
 TokenOutcome = Literal[
-    "newest_key", "older_key", "unbound", "other_user", "undecryptable", "malformed"
+    "newest_key",
+    "older_key",
+    "unbound",
+    "other_user",
+    "undecryptable",
+    "malformed",
+    "withdrawn",  # emptied by an upgrade of an exposed install (sql/007): the user reconnects
 ]
 _TOKEN_WORDS: dict[str, str] = {
     "unbound": "in the old unbound form",
@@ -360,6 +366,10 @@ def judge_tokens(outcomes: Counter[str] | None, stored: int) -> Check:
     bad = {k: n for k, n in outcomes.items() if k in _TOKEN_WORDS and n}
     usable = outcomes["newest_key"] + outcomes["older_key"]
     older = f", {outcomes['older_key']} by an older key" if outcomes["older_key"] else ""
+    # Not a problem of the keys: those users connect again (sql/007).
+    withdrawn = outcomes["withdrawn"]
+    aside = f"; {withdrawn} withdrawn by an upgrade (their users reconnect)" if withdrawn else ""
+    stored -= withdrawn
     if bad:
         counts = "; ".join(f"{n} {_TOKEN_WORDS[k]}" for k, n in sorted(bad.items()))
         fix = (
@@ -368,13 +378,16 @@ def judge_tokens(outcomes: Counter[str] | None, stored: int) -> Check:
             if "undecryptable" in bad
             else "run `mcsync rotate-keys` (binds old tokens); copied rows: the user reconnects"
         )
-        return problem(name, f"{usable} of {stored} token(s) decrypt{older}; {counts}", fix)
+        return problem(
+            name, f"{usable} of {stored} token(s) decrypt{older}; {counts}{aside}", fix
+        )
     if older:
         return ok(
             name,
-            f"all {stored} token(s) decrypt{older} (run `mcsync rotate-keys` before dropping it)",
+            f"all {stored} token(s) decrypt{older} (run `mcsync rotate-keys` before dropping "
+            f"it){aside}",
         )
-    return ok(name, f"all {stored} stored token(s) decrypt with the newest key")
+    return ok(name, f"all {stored} stored token(s) decrypt with the newest key{aside}")
 
 
 # --- JWT verification ------------------------------------------------------------------------

@@ -187,6 +187,16 @@ def postgrest_settings(conn: Conn) -> list[PostgrestSetting]:
     return out
 
 
+def installed_role_prefix(conn: Conn, schema: str) -> str | None:
+    """The role prefix grants.sql last named for this install (mcsync.process_roles, sql/007),
+    or None when it has not been applied (or the install predates 007)."""
+    table = render("mcsync.process_roles", schema)
+    if _one(conn, "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,)) is not True:
+        return None
+    worker = _one(conn, f"SELECT role_name FROM {table} WHERE process = 'worker'")
+    return str(worker).removesuffix("_worker") if worker and worker.endswith("_worker") else None
+
+
 def stored_tokens(conn: Conn, schema: str) -> list[tuple[Any, str]]:
     table = render("mcsync.mailchimp_connections", schema)
     return [
@@ -196,13 +206,18 @@ def stored_tokens(conn: Conn, schema: str) -> list[tuple[Any, str]]:
 
 def connections_to_ping(conn: Conn, schema: str) -> list[tuple[Any, str, str]]:
     table = render("mcsync.mailchimp_connections", schema)
-    sql = f"SELECT user_id, dc, access_token_encrypted FROM {table} ORDER BY connected_at"
+    sql = (
+        f"SELECT user_id, dc, access_token_encrypted FROM {table}"
+        " WHERE access_token_encrypted <> '' ORDER BY connected_at"
+    )
     return [(r[0], r[1], r[2]) for r in conn.execute(sql)]
 
 
 def classify_token(cipher: TokenCipher, newest: Fernet, user_id: Any, stored: str) -> str:
     """What happens when the processes decrypt this stored token (one of checks.TokenOutcome).
     The token itself never leaves this function."""
+    if stored == "":  # withdrawn by an upgrade (sql/007): the connection waits for its user
+        return "withdrawn"
     try:
         cipher.decrypt(stored, user_id)
     except UnboundTokenError:

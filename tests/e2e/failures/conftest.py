@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from benchmarks.processes import stop_process
 
+from mcsync.connection_states import PAUSED_NOTICE
 from mcsync.embedded import database_url
 from mcsync.migrate import apply_migrations
-from mcsync.connection_states import PAUSED_NOTICE
 from tests.conftest import CONTACTS_DDL, create_process_logins
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 

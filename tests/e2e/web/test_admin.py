@@ -163,6 +163,7 @@ def test_overview_totals_filter_sort_search_and_pages(admin: Admin, scenario: Sc
     by_user = {r["user_id"]: r for r in page["rows"]}
     paused = by_user[str(scenario.paused.user_id)]
     assert paused["sync_status"] == "paused" and paused["rejected"] == 1
+    assert paused["status_reason"] == "failures"  # the reason, as `mcsync status` shows it
     assert "500" in paused["last_error"]
     assert paused["state_since"] is not None
     # Sorted by backlog (the default), largest first.
@@ -202,7 +203,7 @@ def test_one_user_shows_health_rejections_pending_and_the_audit(
 ) -> None:
     uid = scenario.paused.user_id
     detail = admin.get(f"/admin/api/users/{uid}")
-    assert detail["sync_status"] == "paused"
+    assert detail["sync_status"] == "paused" and detail["status_reason"] == "failures"
     paused_event = next(e for e in detail["health"] if e["kind"] == "paused")
     assert paused_event["by"] == "worker" and "500" in paused_event["detail"]
     (rejected,) = detail["rejected"]

@@ -115,7 +115,7 @@ def test_operator_finds_the_paused_user_reads_the_reason_audits_and_resumes(
             page.get_by_role("button", name="Apply").click()
             expect(page.get_by_text("Page 1 of 1 (1 matching)")).to_be_visible()
             table = page.get_by_role("table", name="Connections")
-            expect(table.get_by_role("cell", name="paused", exact=True)).to_be_visible()
+            expect(table.get_by_role("cell", name="paused (failures)", exact=True)).to_be_visible()
 
             # Open it: the health history, the rejected contact with Mailchimp's reason.
             page.get_by_role("link", name=f"Open user {paused_id}").click()

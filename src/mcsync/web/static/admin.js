@@ -54,6 +54,11 @@ function since(iso) {
   return iso ? `${ago((Date.now() - new Date(iso).getTime()) / 1000)} ago` : "—";
 }
 
+// A state with its reason when it has one (sql/009): "paused (token_undecryptable)".
+function stateText(c) {
+  return c.status_reason ? `${c.sync_status} (${c.status_reason})` : c.sync_status;
+}
+
 function cell(row, text, className) {
   const td = document.createElement("td");
   td.textContent = text === null || text === undefined || text === "" ? "—" : String(text);
@@ -103,7 +108,7 @@ async function loadOverview() {
     tr.appendChild(first);
     cell(tr, r.account_name);
     cell(tr, r.audience_name);
-    cell(tr, r.sync_status, `state-${r.sync_status}`);
+    cell(tr, stateText(r), `state-${r.sync_status}`);
     cell(tr, since(r.state_since)).title = r.state_since ? new Date(r.state_since).toLocaleString() : "";
     cell(tr, r.backlog, "num");
     cell(tr, ago(r.oldest_pending_seconds), "num");
@@ -146,7 +151,7 @@ async function loadUser(userId) {
   view.user = u.user_id;
   $("user-title").textContent = `User ${u.user_id}`;
   facts($("user-facts"), [
-    ["State", u.sync_status], ["Account", u.account_name], ["Audience", u.audience_name],
+    ["State", stateText(u)], ["Account", u.account_name], ["Audience", u.audience_name],
     ["Failures in a row", u.consecutive_failures], ["Times throttled", u.throttled_count],
     ["Next probe", when(u.next_probe_at)], ["Connected", when(u.connected_at)],
     ["Last sync", when(u.last_sync_at)], ["Last full sync", when(u.last_full_sync_at)],
