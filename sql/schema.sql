@@ -31,6 +31,7 @@ BEGIN
     DELETE FROM mcsync.mcsync_reconciliations;
     UPDATE mcsync.mailchimp_connections c
        SET sync_status = 'error',
+           status_reason = 'token_withdrawn',
            notice = 'Please reconnect Mailchimp to keep your contacts in sync.',
            last_error = 'token held by more than one connection; reconnect required',
            access_token_encrypted = '',  -- none: see ALL_ENCRYPTED_TOKENS

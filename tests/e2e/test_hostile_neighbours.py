@@ -405,7 +405,7 @@ def test_an_upgrade_of_an_exposed_install_trusts_none_of_its_rows(
         rows = {
             r[0]: r[1:]
             for r in conn.execute(
-                "SELECT user_id, sync_status, access_token_encrypted, notice"
+                "SELECT user_id, sync_status, access_token_encrypted, notice, status_reason"
                 " FROM mcsync.mailchimp_connections"
             ).fetchall()
         }
@@ -420,8 +420,9 @@ def test_an_upgrade_of_an_exposed_install_trusts_none_of_its_rows(
     assert quarantined == [(forged_dc_id, "evil.example/x", "dc not of Mailchimp's form")]
     # The ciphertext two rows held is nobody's: both ask their user, calmly, to reconnect.
     for held_twice in (thief_id, victim_id):
-        status, token, notice = rows[held_twice]
-        assert (status, token) == ("error", "") and notice.startswith("Please reconnect")
+        status, token, notice, reason = rows[held_twice]
+        assert (status, token, reason) == ("error", "", "token_withdrawn")
+        assert notice.startswith("Please reconnect")
     assert rows[coach_id][0] == "active"
     assert ledger == (0,) and queue == [(contact[0], "resync")]  # rebuilt, not carried over
 
