@@ -16,7 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mcsync import admin_queries, queries
-from mcsync.logging import redact_text
+from mcsync.logging import redact_credentials
 
 # Sort orders the overview offers, as SQL (chosen by key: never text from the request).
 SORTS = {
@@ -42,7 +42,7 @@ def shown(text: str | None, limit: int = 500) -> str | None:
     """Free text fit for the operator's page: credentials redacted, addresses masked."""
     if text is None:
         return None
-    return _EMAIL.sub(r"\1***@\2", redact_text(str(text)))[:limit]
+    return _EMAIL.sub(r"\1***@\2", redact_credentials(str(text)))[:limit]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -241,3 +241,18 @@ def test_redacting_twice_reads_the_same(text: str) -> None:
     once = redact_text(text)
     assert REDACTED in once
     assert redact_text(once) == once
+
+
+def test_no_log_line_names_an_email_address() -> None:
+    """The app's contacts are people: an address in any logged text (a Mailchimp error's
+    detail, a worker's pause reason) is replaced, and the operator's page masks its own way."""
+    from mcsync.admin_store import shown
+
+    said = "ana.silva@clientmail.io looks fake or invalid, please enter a real email address."
+    assert redact_text(said) == "[email] looks fake or invalid, please enter a real email address."
+    assert redact_text(redact_text(said)) == redact_text(said)
+    assert shown(said).startswith("a***@clientmail.io looks fake")  # type: ignore[union-attr]
+    # A DSN's password is still cut out first; its host stays readable.
+    assert redact_text("postgres://app:hunter2@db.internal/app") == (
+        "postgres://app:[redacted]@db.internal/app"
+    )

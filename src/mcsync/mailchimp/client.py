@@ -15,7 +15,6 @@ which checks the dc first.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import httpx
 import structlog
 
 from mcsync.emails import subscriber_hash
+from mcsync.logging import without_addresses
 from mcsync.mailchimp.endpoints import api_base
 
 if TYPE_CHECKING:  # the settings import mcsync.mailchimp.endpoints: no cycle at run time
@@ -84,14 +84,6 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=10, 
 
 # An address inside Mailchimp's error text ("x@y.com looks fake or invalid"): logs name
 # members by a hash prefix only, never by their email.
-_ADDRESS = re.compile(r"[^\s@\"'<>()\[\],;:]+@[^\s@\"'<>()\[\],;:]+")
-
-
-def without_addresses(text: str) -> str:
-    """`text` with every email address replaced by `[email]`."""
-    return _ADDRESS.sub("[email]", text)
-
-
 def error_text(error: BaseException) -> str:
     """A failed call's error as a log may carry it: Mailchimp's title and detail (credentials
     are cut out by MailchimpError itself and again by the log's redaction), with every email

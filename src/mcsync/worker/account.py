@@ -17,13 +17,8 @@ from uuid import UUID
 from mcsync.config import Settings
 from mcsync.crypto import EncryptionKeyError, TokenCipher
 from mcsync.ledger import write_ahead_ledger
-from mcsync.logging import get_logger
-from mcsync.mailchimp.client import (
-    CallObserver,
-    ClientFactory,
-    MailchimpClient,
-    without_addresses,
-)
+from mcsync.logging import get_logger, without_addresses
+from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError
 from mcsync.mirror import Plan, plan_member_ops
