@@ -23,6 +23,9 @@ from uuid import UUID
 
 from mcsync.emails import ASCII_SPACES, normalize_email, subscriber_hash
 
+# How json.dumps(..., ensure_ascii=False) writes a string (see fields_hash).
+_json_text = json.encoder.encode_basestring
+
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
 ACTIVE_STATUSES = ("subscribed", "pending")
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
@@ -190,8 +193,17 @@ def merge_fields_of(contact: Contact) -> dict[str, str]:
 
 
 def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
-    """A fingerprint of what was sent: the ledger compares it to know when to send again."""
-    canonical = json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)
+    """A fingerprint of what was sent: the ledger compares it to know when to send again.
+
+    The text hashed is `json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)`
+    (ledgers hold hashes of it), written out here without building a JSON encoder per call,
+    which cost the worker more than the hash itself; anything but text takes `json.dumps`."""
+    items = sorted(merge_fields.items())
+    if type(email) is str and all(type(k) is str and type(v) is str for k, v in items):
+        pairs = ", ".join([f"[{_json_text(k)}, {_json_text(v)}]" for k, v in items])
+        canonical = f"[{_json_text(email)}, [{pairs}]]"
+    else:
+        canonical = json.dumps([email, items], ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -201,9 +213,12 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for tag in tags:
-        name = (tag or "").strip()[:TAG_NAME_LIMIT].strip()
-        if name and name.casefold() not in seen:
-            seen.add(name.casefold())
+        name = tag.strip() if tag else ""
+        if len(name) > TAG_NAME_LIMIT:
+            name = name[:TAG_NAME_LIMIT].strip()
+        key = name.casefold()
+        if name and key not in seen:
+            seen.add(key)
             out.append(name)
     return out
 
@@ -466,4 +481,3 @@ def _rename_plan(
         _sorted_ids(contact_ids),
         renamed_from=old_hash,
     )
-
