@@ -253,23 +253,37 @@ def desired_members(
     Fields come from the most recently changed contact of an address (`recency`; ties and
     unknowns broken by contact id, so the answer never depends on input order)."""
     recency = recency or {}
-    groups: dict[str, list[Contact]] = {}
+    # Per address: its first contact's normalized email, and every contact with it.
+    groups: dict[str, tuple[str, list[Contact]]] = {}
     for contact in contacts:
         email = normalize_email(contact.email)
         if email is not None:
-            groups.setdefault(subscriber_hash(email), []).append(contact)
+            email_hash = subscriber_hash(email)
+            if email_hash in groups:
+                groups[email_hash][1].append(contact)
+            else:
+                groups[email_hash] = (email, [contact])
     out: dict[str, DesiredMember] = {}
-    for email_hash, group in groups.items():
-        group.sort(key=lambda c: (recency.get(c.id, _EPOCH), str(c.id)), reverse=True)
-        lead = group[0]
-        email = normalize_email(lead.email)
-        assert email is not None
+    for email_hash, (email, group) in groups.items():
+        if len(group) == 1:
+            # A contact alone at its address (an import's every contact): nothing to order.
+            lead = group[0]
+            tags = clean_tags(lead.tags)
+            contact_ids: tuple[UUID, ...] = (lead.id,)
+        else:
+            group.sort(key=lambda c: (recency.get(c.id, _EPOCH), str(c.id)), reverse=True)
+            lead = group[0]
+            lead_email = normalize_email(lead.email)
+            assert lead_email is not None
+            email = lead_email
+            tags = clean_tags(t for c in group for t in c.tags)
+            contact_ids = tuple(sorted((c.id for c in group), key=str))
         out[email_hash] = DesiredMember(
             email_hash=email_hash,
             email=email,
             merge_fields=merge_fields_of(lead),
-            tags=tuple(clean_tags(t for c in group for t in c.tags)),
-            contact_ids=tuple(sorted((c.id for c in group), key=str)),
+            tags=tuple(tags),
+            contact_ids=contact_ids,
         )
     return out
 
