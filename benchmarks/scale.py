@@ -15,7 +15,11 @@ Sizes: 10k/100k/1M (quick: 500/2,000); `--scale-sizes 10000,100000` or
 MCSYNC_BENCH_SCALE_SIZES overrides them. Each import has a time cap (1 h; quick 60 s;
 `--scale-cap-s` or MCSYNC_BENCH_SCALE_CAP_S): an import stopped by it is reported over the
 contacts drained by then, and not mirror-checked. Also kept per size (JSON `series.tables`):
-each mcsync table's buffers read, HOT and other updates and dead rows over the import.
+each mcsync table's buffers read, HOT and other updates and dead rows over the import; and
+(JSON `series.storage_bytes`, and as metrics per contact) each table's bytes on disk with its
+indexes once the import is mirrored (pg_total_relation_size), mcsync's tables against the app's
+`contacts` row, whose indexes are listed apart (mcsync's email index on it counts as mcsync's;
+the queue's space, empty once drained and reused, is shown but not counted as knowledge).
 `--profile` runs the worker under cProfile.
 """
 
@@ -96,6 +100,7 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
                 common.log(f"scale: stopped at the {cap_s:.0f} s cap, {drained:,} of {n:,} drained")
         # After the worker stopped: its backends have exited, so their counters are flushed.
         tables = table_activity(url)
+        storage = table_storage(url)
     cpu_s = done.since(committed)
     seconds = finished - started
     return {
@@ -109,6 +114,7 @@ def _import(ctx: common.Context, n: int, cap_s: float) -> dict[str, Any]:
         "peak_rss_mb": peak_mb,
         "problems": problems,
         "tables": tables,
+        "storage": storage,
         "profile": str(profile) if profile else None,
     }
 
@@ -134,6 +140,91 @@ def table_activity(url: str) -> dict[str, dict[str, int]]:
         conn.execute("SELECT pg_stat_force_next_flush()")
         rows = conn.execute(TABLE_ACTIVITY).fetchall()
     return {r[0]: dict(zip(keys, (int(v) for v in r[1:]), strict=True)) for r in rows}
+
+
+# What each table holds on disk once the import is mirrored, with its indexes and TOAST
+# (pg_total_relation_size: what hosted PostgreSQL bills), as the import left it (dead rows
+# included: the space is not given back until a VACUUM FULL). mcsync's tables, and the app's
+# `contacts` with each of its indexes apart, so mcsync's own index on it
+# (`contacts_mcsync_email_idx`) reads separately from the app's row.
+TABLE_STORAGE = """
+SELECT c.relname, pg_catalog.pg_total_relation_size(c.oid), pg_catalog.pg_relation_size(c.oid),
+       pg_catalog.pg_indexes_size(c.oid), NULL::text
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND ((n.nspname = 'mcsync' AND c.relname LIKE 'mailchimp%%')
+                            OR (n.nspname = 'public' AND c.relname = 'contacts'))
+UNION ALL
+SELECT i.relname, pg_catalog.pg_relation_size(i.oid), 0, 0, t.relname
+  FROM pg_catalog.pg_index x
+  JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+ WHERE n.nspname = 'public' AND t.relname = 'contacts'
+ ORDER BY 1
+"""
+
+
+def table_storage(url: str) -> dict[str, dict[str, Any]]:
+    """Bytes on disk per table (total, heap, indexes) and per index of `contacts`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(TABLE_STORAGE).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for name, total, heap, indexes, table in rows:
+        if table is None:
+            out[name] = {"total": int(total), "heap": int(heap), "indexes": int(indexes)}
+        else:
+            out[name] = {"total": int(total), "index_of": table}
+    return out
+
+
+# mcsync's knowledge per mirrored contact: what it must keep (the ledger, the links) ...
+KNOWLEDGE_TABLES = ("mailchimp_members", "mailchimp_contact_links")
+# ... and the work tables an import passes through: empty once drained, their space reused by
+# the next changes (not given back to the disk).
+WORK_TABLES = ("mailchimp_sync_queue", "mailchimp_sync_bulk")
+
+
+def storage_metrics(r: dict[str, Any]) -> list[common.Metric]:
+    """Bytes per mirrored contact per table: mcsync's against the app's contact row."""
+    n = max(r["drained"], 1)
+    storage: dict[str, dict[str, Any]] = r["storage"]
+    size = f"import of {r['n']:,}"
+    email_index = sum(v["total"] for k, v in storage.items() if v.get("index_of") and "mcsync" in k)
+    app_row = storage.get("contacts", {"total": 0})["total"] - email_index
+    out = [
+        common.Metric(
+            f"storage per contact, {name}, {size}",
+            round(storage[name]["total"] / n),
+            "B",
+            note=f"heap {storage[name]['heap'] / n:.0f} B, "
+            f"indexes {storage[name]['indexes'] / n:.0f} B"
+            + ("; empty once drained, its space reused" if name in WORK_TABLES else ""),
+        )
+        for name in (*KNOWLEDGE_TABLES, *WORK_TABLES)
+        if name in storage
+    ]
+    knowledge = sum(storage[t]["total"] for t in KNOWLEDGE_TABLES if t in storage) + email_index
+    out += [
+        common.Metric(
+            f"storage per contact, mcsync's email index on contacts, {size}",
+            round(email_index / n),
+            "B",
+        ),
+        common.Metric(
+            f"storage per contact, the app's contacts row with its own indexes, {size}",
+            round(app_row / n),
+            "B",
+        ),
+        common.Metric(
+            f"storage per contact, mcsync's knowledge, {size}",
+            round(knowledge / n),
+            "B",
+            target=("<=", round(app_row / n)),
+            note="ledger + links + the email index on contacts, with their indexes; "
+            "target: at or under the app's contact row",
+        ),
+    ]
+    return out
 
 
 def run(ctx: common.Context) -> common.ScenarioResult:
@@ -178,6 +269,7 @@ def run(ctx: common.Context) -> common.ScenarioResult:
                 note="" if r["problems"] is not None else "not checked: not drained",
             ),
         ]
+        result.metrics += storage_metrics(r)
     for proc in common.PROCESSES:
         base = first["cpu_ms"][proc]
         result.metrics.append(
@@ -217,6 +309,8 @@ def run(ctx: common.Context) -> common.ScenarioResult:
         "contacts_per_s": [round(r["rate"], 1) for r in runs],
         "peak_rss_mb": [round(r["peak_rss_mb"], 1) for r in runs],
         "tables": {str(r["n"]): r["tables"] for r in runs},
+        # Bytes on disk per table once mirrored: divide by the size for bytes per contact.
+        "storage_bytes": {str(r["n"]): r["storage"] for r in runs},
     }
     for r in runs:
         if r["profile"]:

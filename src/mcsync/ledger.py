@@ -311,7 +311,7 @@ class MemberLedger:
         tag mcsync never sent would later be made inactive, and a marketer's tag of the same
         name with it."""
         hashes = {plan.email_hash, *([plan.renamed_from] if plan.renamed_from else [])}
-        for email_hash in sorted(hashes & set(self.ahead)):
+        for email_hash in sorted(h for h in hashes if h in self.ahead):
             entry = self.current(email_hash)
             if entry is None:
                 continue

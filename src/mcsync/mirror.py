@@ -23,6 +23,9 @@ from uuid import UUID
 
 from mcsync.emails import ASCII_SPACES, normalize_email, subscriber_hash
 
+# How json.dumps(..., ensure_ascii=False) writes a string (see fields_hash).
+_json_text = json.encoder.encode_basestring
+
 MERGE_TEXT_LIMIT = 255  # bytes; Mailchimp truncates text merge fields there
 ACTIVE_STATUSES = ("subscribed", "pending")
 TAG_NAME_LIMIT = 100  # characters; Mailchimp refuses the whole call for a longer tag name
@@ -190,8 +193,17 @@ def merge_fields_of(contact: Contact) -> dict[str, str]:
 
 
 def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
-    """A fingerprint of what was sent: the ledger compares it to know when to send again."""
-    canonical = json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)
+    """A fingerprint of what was sent: the ledger compares it to know when to send again.
+
+    The text hashed is `json.dumps([email, sorted(merge_fields.items())], ensure_ascii=False)`
+    (ledgers hold hashes of it), written out here without building a JSON encoder per call,
+    which cost the worker more than the hash itself; anything but text takes `json.dumps`."""
+    items = sorted(merge_fields.items())
+    if type(email) is str and all(type(k) is str and type(v) is str for k, v in items):
+        pairs = ", ".join([f"[{_json_text(k)}, {_json_text(v)}]" for k, v in items])
+        canonical = f"[{_json_text(email)}, [{pairs}]]"
+    else:
+        canonical = json.dumps([email, items], ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -201,9 +213,12 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for tag in tags:
-        name = (tag or "").strip()[:TAG_NAME_LIMIT].strip()
-        if name and name.casefold() not in seen:
-            seen.add(name.casefold())
+        name = tag.strip() if tag else ""
+        if len(name) > TAG_NAME_LIMIT:
+            name = name[:TAG_NAME_LIMIT].strip()
+        key = name.casefold()
+        if name and key not in seen:
+            seen.add(key)
             out.append(name)
     return out
 
@@ -238,23 +253,37 @@ def desired_members(
     Fields come from the most recently changed contact of an address (`recency`; ties and
     unknowns broken by contact id, so the answer never depends on input order)."""
     recency = recency or {}
-    groups: dict[str, list[Contact]] = {}
+    # Per address: its first contact's normalized email, and every contact with it.
+    groups: dict[str, tuple[str, list[Contact]]] = {}
     for contact in contacts:
         email = normalize_email(contact.email)
         if email is not None:
-            groups.setdefault(subscriber_hash(email), []).append(contact)
+            email_hash = subscriber_hash(email)
+            if email_hash in groups:
+                groups[email_hash][1].append(contact)
+            else:
+                groups[email_hash] = (email, [contact])
     out: dict[str, DesiredMember] = {}
-    for email_hash, group in groups.items():
-        group.sort(key=lambda c: (recency.get(c.id, _EPOCH), str(c.id)), reverse=True)
-        lead = group[0]
-        email = normalize_email(lead.email)
-        assert email is not None
+    for email_hash, (email, group) in groups.items():
+        if len(group) == 1:
+            # A contact alone at its address (an import's every contact): nothing to order.
+            lead = group[0]
+            tags = clean_tags(lead.tags)
+            contact_ids: tuple[UUID, ...] = (lead.id,)
+        else:
+            group.sort(key=lambda c: (recency.get(c.id, _EPOCH), str(c.id)), reverse=True)
+            lead = group[0]
+            lead_email = normalize_email(lead.email)
+            assert lead_email is not None
+            email = lead_email
+            tags = clean_tags(t for c in group for t in c.tags)
+            contact_ids = tuple(sorted((c.id for c in group), key=str))
         out[email_hash] = DesiredMember(
             email_hash=email_hash,
             email=email,
             merge_fields=merge_fields_of(lead),
-            tags=tuple(clean_tags(t for c in group for t in c.tags)),
-            contact_ids=tuple(sorted((c.id for c in group), key=str)),
+            tags=tuple(tags),
+            contact_ids=contact_ids,
         )
     return out
 
@@ -466,4 +495,3 @@ def _rename_plan(
         _sorted_ids(contact_ids),
         renamed_from=old_hash,
     )
-

@@ -12,6 +12,7 @@ import itertools
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,11 +57,52 @@ class Tag:
     name: str
 
 
+class StatusIndex:
+    """An audience's members by status (hash -> member, in the order they took the status), so
+    a listing filtered by status reads only those members, not the whole audience (Mailchimp
+    answers from its own indexes; a scan made the archived listing cost the emulator time in
+    proportion to the audience). Kept by `Member.status`'s setter and `Audience`'s methods."""
+
+    def __init__(self) -> None:
+        self.by_status: dict[str, dict[str, Member]] = {}
+
+    def add(self, member: Member) -> None:
+        self.by_status.setdefault(member.status, {})[member.id] = member
+
+    def discard(self, member: Member, status: str | None = None) -> None:
+        self.by_status.get(status or member.status, {}).pop(member.id, None)
+
+    def members(self, status: str) -> Iterator[Member]:
+        """The members with `status`; read it before the next change to the audience."""
+        return iter(self.by_status.get(status, {}).values())
+
+    def count(self, status: str) -> int:
+        return len(self.by_status.get(status, ()))
+
+
+class _IndexedStatus:
+    """`Member.status`, which moves the member between its audience's `StatusIndex` entries
+    whatever code sets it (rules, admin, batch)."""
+
+    def __get__(self, member: Member | None, owner: type | None = None) -> str:
+        if member is None:
+            raise AttributeError("status")  # no class-level default: the field is required
+        return member.__dict__["_status"]
+
+    def __set__(self, member: Member, status: str) -> None:
+        old = member.__dict__.get("_status")
+        member.__dict__["_status"] = status
+        index: StatusIndex | None = member.__dict__.get("_index")
+        if index is not None and old != status:
+            index.discard(member, old)
+            index.add(member)
+
+
 @dataclass
 class Member:
     id: str
     email_address: str
-    status: str
+    status: str  # indexed: see _IndexedStatus, installed below
     merge_fields: dict[str, Any]
     contact_id: str = field(default_factory=lambda: secrets.token_hex(16))
     unique_email_id: str = field(default_factory=lambda: secrets.token_hex(5))
@@ -88,6 +130,11 @@ class Member:
         self.last_changed_at = time.time()
 
 
+# Installed after the dataclass is built (it then has no default for `status`); its generated
+# __init__ sets the status through it like every later change.
+setattr(Member, "status", _IndexedStatus())  # noqa: B010
+
+
 @dataclass
 class Audience:
     id: str
@@ -104,6 +151,7 @@ class Audience:
     date_created: str = field(default_factory=iso_now)
     web_id: int = field(default_factory=lambda: next(_web_ids))
     _tag_ids: itertools.count = field(default_factory=lambda: itertools.count(1001))
+    statuses: StatusIndex = field(default_factory=StatusIndex, repr=False)
 
     def tag_for(self, name: str) -> Tag:
         """The audience's tag of that name, created on first use."""
@@ -131,15 +179,21 @@ class Audience:
 
     def add(self, member: Member) -> None:
         self.members[member.id] = member
+        member.__dict__["_index"] = self.statuses
+        self.statuses.add(member)
 
     def rename(self, member: Member, new_email: str) -> None:
         del self.members[member.id]
+        self.statuses.discard(member)
         member.id = subscriber_hash(new_email)
         member.email_address = new_email
         self.members[member.id] = member
+        self.statuses.add(member)
 
     def forget(self, member: Member) -> None:
         del self.members[member.id]
+        self.statuses.discard(member)
+        member.__dict__.pop("_index", None)
         self.forgotten.add(member.id)
 
 

@@ -22,7 +22,8 @@ from mcsync.mailchimp.client import CallObserver, ClientFactory, MailchimpClient
 from mcsync.mailchimp.endpoints import InvalidDataCenter
 from mcsync.mailchimp.errors import MailchimpError
 from mcsync.mirror import Plan, plan_member_ops
-from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans
+from mcsync.worker.apply import AccountGate, MemberApplier, apply_plans, list_archived_members
+from mcsync.worker.archived import ArchivedListing
 from mcsync.worker.backoff import MAX_ATTEMPTS, Backoff
 from mcsync.worker.health import ConnectionHealth
 from mcsync.worker.inflight import MembersInFlight
@@ -132,15 +133,22 @@ class AccountWorker:
         """Keep up to `max_passes` passes of `claim_size` contacts going, all sharing one gate
         (so never more than `max_in_flight` calls), until nothing is due or a pass says stop."""
         gate = AccountGate(self.settings.max_in_flight)
+        # One archived listing at a time for all of this account's passes (see
+        # mcsync.worker.archived): the passes that reach a batch meanwhile share the next one.
+        archived = ArchivedListing(
+            partial(list_archived_members, self._client(account), account.audience_id, gate)
+        )
         heartbeat = asyncio.create_task(self._heartbeat(account, gate))
         try:
-            await self._keep_passes_going(account, gate)
+            await self._keep_passes_going(account, gate, archived)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _keep_passes_going(self, account: Account, gate: AccountGate) -> None:
+    async def _keep_passes_going(
+        self, account: Account, gate: AccountGate, archived: ArchivedListing
+    ) -> None:
         members = MembersInFlight()
         passes: set[asyncio.Task[bool]] = set()
         claimed: set[int] = set()
@@ -168,7 +176,9 @@ class AccountWorker:
                 if events:
                     ids = {e.id for e in events}
                     claimed.update(ids)
-                    task = asyncio.create_task(self._process(account, events, gate, members))
+                    task = asyncio.create_task(
+                        self._process(account, events, gate, members, archived)
+                    )
                     task.add_done_callback(partial(_forget_claim, claimed, ids))
                     passes.add(task)
                     continue
@@ -200,7 +210,12 @@ class AccountWorker:
                 log.warning("lease_renew_failed", user_id=str(account.user_id), error=repr(exc))
 
     async def _process(
-        self, account: Account, events: list[Event], gate: AccountGate, members: MembersInFlight
+        self,
+        account: Account,
+        events: list[Event],
+        gate: AccountGate,
+        members: MembersInFlight,
+        archived: ArchivedListing | None = None,
     ) -> bool:
         started = time.perf_counter()
         while True:
@@ -211,7 +226,9 @@ class AccountWorker:
             if await members.try_acquire(touched, read_at):
                 break
         try:
-            return await self._apply_and_record(account, events, gate, facts, plan, started)
+            return await self._apply_and_record(
+                account, events, gate, facts, plan, started, archived
+            )
         finally:
             await members.release(touched)
 
@@ -223,6 +240,7 @@ class AccountWorker:
         facts: Facts,
         plan: Plan,
         started: float,
+        archived: ArchivedListing | None = None,
     ) -> bool:
         written_ahead = write_ahead_ledger(plan.members, facts.ledger)
         new_links = {
@@ -237,6 +255,7 @@ class AccountWorker:
             written_ahead=written_ahead,
             before_archive=partial(self.store.mark_archiving, account),
             user_id=str(account.user_id),
+            archived_listing=archived,
         )
         outcomes = await apply_plans(
             applier, plan.members, batch_threshold=self.settings.batch_threshold

@@ -33,11 +33,12 @@ from mcsync.mirror import (
     UpdateTags,
     UpsertMember,
 )
+from mcsync.worker.archived import ARCHIVED_PAGE_SIZE, ArchivedListing, list_archived
 from mcsync.worker.batch import BATCH_LIMIT, apply_batch_chunk, batchable, payload_problem
 from mcsync.worker.gate import AccountGate, Deferred
 from mcsync.worker.types import MemberOutcome
 
-__all__ = ["AccountGate", "Deferred", "MemberApplier", "apply_plans"]
+__all__ = ["AccountGate", "Deferred", "MemberApplier", "apply_plans", "list_archived_members"]
 
 log = get_logger("mcsync.worker")
 
@@ -59,6 +60,7 @@ class MemberApplier:
         written_ahead: Sequence[LedgerMember] = (),
         before_archive: Callable[[str, str], Awaitable[None]] | None = None,
         user_id: str = "",
+        archived_listing: ArchivedListing | None = None,
     ) -> None:
         self.client = client
         self.list_id = list_id
@@ -69,6 +71,8 @@ class MemberApplier:
         # Records the status a member had just before mcsync archives it (see archive_status).
         self.before_archive = before_archive
         self.user_id = user_id
+        # The account's archived listing, shared by its passes (None: each lists its own).
+        self.archived_listing = archived_listing
         # Tag names (casefolded) per member that went out in a call this pass, whatever its
         # answer: only these can have been set or removed by it (see `settle_unsent`).
         self.asked: dict[str, set[str]] = {}
@@ -126,27 +130,21 @@ class MemberApplier:
             self.asked.setdefault(email_hash, set()).update(n.casefold() for n in names)
 
     async def archived_hashes(self) -> set[str]:
-        """The audience's archived members (their hashes), read just before a batch subscribe.
+        """The audience's archived members (their hashes), listed after this pass reached its
+        batch subscribe: through the account's shared listing when there is one
+        (`mcsync.worker.archived`), else by a listing of its own.
 
         Whether a batch `status_if_new` brings an archived member back is unrecorded (the
         emulator's `batch_status_if_new_unarchives` plays both answers), so a member archived
         by hand, which the ledger cannot know, is never sent through batch subscribe: only the
         single path (a PUT without `status`, which leaves it archived) touches it."""
-        out: set[str] = set()
-        offset = 0
-        while True:
-            page = await self.gate.call(
-                self.client.list_members,
-                self.list_id,
-                count=1000,
-                offset=offset,
-                status="archived",
-                fields=["members.id"],
-            )
-            out |= {m.id for m in page.members}
-            offset += len(page.members)
-            if not page.members or offset >= page.total_items:
-                return out
+        if self.archived_listing is not None:
+            return await self.archived_listing.archived()
+        return await self.list_archived()
+
+    async def list_archived(self) -> set[str]:
+        """One listing of the audience's archived members of its own."""
+        return await list_archived_members(self.client, self.list_id, self.gate)
 
     def known_archived(self, email_hash: str) -> bool:
         """The ledger says the member is archived, or mcsync may have just archived it (an
@@ -333,6 +331,26 @@ class MemberApplier:
             # left be, and the new address created as a member of its own.
             return op.on_missing, True
         return (), False
+
+
+async def list_archived_members(
+    client: MailchimpClient, list_id: str, gate: AccountGate
+) -> set[str]:
+    """The hashes of the audience's archived members, ids only, through the account's gate:
+    one call per 1,000 archived members."""
+
+    async def page(offset: int) -> tuple[list[str], int]:
+        answer = await gate.call(
+            client.list_members,
+            list_id,
+            count=ARCHIVED_PAGE_SIZE,
+            offset=offset,
+            status="archived",
+            fields=["members.id"],
+        )
+        return [m.id for m in answer.members], answer.total_items
+
+    return await list_archived(page)
 
 
 def _tags_for(op: Op, email_hash: str) -> bool:
