@@ -29,6 +29,7 @@ from mcsync.mirror import (
     UpdateTags,
     UpsertMember,
     clean_tags,
+    tags_after_rename,
 )
 
 # --- before the calls ---------------------------------------------------------------------
@@ -340,8 +341,9 @@ def _moved(
     """The tags of a member renamed from `old` (its entry before the pass): the old member's,
     except those the plan's tag calls still to come change, which stay in doubt until Mailchimp
     confirms them (like every tag of a call whose answer may be lost), as do those in doubt
-    before on either address (`new`: the new address's entry before the pass)."""
-    tags, maybe = _tags_of(old)
+    before on either address (`new`: the new address's entry before the pass), the ones the
+    planner settles after the rename (`mcsync.mirror.tags_after_rename`, one rule for both)."""
+    tags, maybe = tags_after_rename(old, new)
     pending = [
         t
         for o in plan.ops
@@ -350,7 +352,7 @@ def _moved(
     ]
     doubted = {t.casefold() for t in pending}
     kept = tuple(t for t in tags if t.casefold() not in doubted)
-    return kept, (*maybe, *(new.maybe_tags if new is not None else ()), *pending)
+    return kept, (*maybe, *pending)
 
 
 def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:

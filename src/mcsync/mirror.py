@@ -301,6 +301,19 @@ def tag_changes(
     return active, inactive
 
 
+def tags_after_rename(
+    old: LedgerMember | None, new: LedgerMember | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tags a member renamed from `old` carries (confirmed, in doubt), by the two entries
+    as the pass read them: the old member's, and in doubt also those the new address's entry
+    holds (`new`: an earlier attempt of this email change, written ahead, whose tag call may
+    have been applied to the renamed member with its answer lost, e.g. the worker died before
+    recording). The planner settles exactly these after the rename; the ledger records them."""
+    tags = old.tags if old is not None else ()
+    maybe = (*(old.maybe_tags if old is not None else ()), *(new.maybe_tags if new else ()))
+    return tags, maybe
+
+
 def _upsert_ops(
     desired: DesiredMember,
     ledger: LedgerMember | None,
@@ -371,7 +384,14 @@ def plan_member_ops(
             member = _upsert_plan(target, ledger.get(email_hash), contact_ids, double_optin)
         else:
             contact_ids |= dependents.get(old_hash, set())
-            member = _rename_plan(target, old_hash, ledger[old_hash], contact_ids, double_optin)
+            member = _rename_plan(
+                target,
+                old_hash,
+                ledger[old_hash],
+                ledger.get(email_hash),
+                contact_ids,
+                double_optin,
+            )
         plan.members.append(member)
     return plan
 
@@ -470,13 +490,15 @@ def _rename_plan(
     target: DesiredMember,
     old_hash: str,
     old_entry: LedgerMember,
+    new_entry: LedgerMember | None,
     contact_ids: set[UUID],
     double_optin: bool,
 ) -> MemberPlan:
-    """Rename the old member to the target's address, then settle its tags; if the address is
-    taken, or the old member is gone, create the target fresh instead."""
+    """Rename the old member to the target's address, then settle its tags (those of
+    `tags_after_rename`); if the address is taken, or the old member is gone, create the target
+    fresh instead."""
     fresh = _upsert_ops(target, None, (), double_optin)
-    active, inactive = tag_changes(target.tags, old_entry.tags, old_entry.maybe_tags)
+    active, inactive = tag_changes(target.tags, *tags_after_rename(old_entry, new_entry))
     after_rename: list[Op] = []
     if active or inactive:
         after_rename.append(UpdateTags(target.email_hash, active, inactive))

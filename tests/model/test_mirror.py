@@ -468,6 +468,30 @@ def test_two_contacts_leaving_one_address_rename_it_once() -> None:
     assert planned == {a.id, b.id}
 
 
+def test_email_change_asked_again_settles_the_tags_in_doubt_on_the_new_address() -> None:
+    """Found by the fault soak: an email change whose pass died before recording (the rename
+    and its tag call applied, nothing recorded) leaves the new address's entry written ahead,
+    with the tag call's tags in doubt there only. Asked again, the rename carries them (the
+    ledger keeps them in doubt after it), so its tag call must settle them: a tag no contact
+    wants any more is made inactive, never left in doubt with the queue drained."""
+    before = contact(1, "ann@x.com", "Ann", tags=["lead"])
+    after = contact(1, "bob@x.com", "Ann", tags=["lead"])
+    old = replace(synced(before), fields_hash=None, tags=(), maybe_tags=("lead",))
+    new = LedgerMember(
+        email_hash=h("bob@x.com"),
+        email="bob@x.com",
+        fields_hash=None,
+        tags=(),
+        maybe_tags=("lead", "VIP"),
+        pending_rename_from=h("ann@x.com"),
+    )
+    p = plan(changed=[after], links={after.id: h("ann@x.com")}, ledger=[old, new])
+    (member,) = p.members
+    assert member.renamed_from == h("ann@x.com")
+    assert isinstance(member.ops[0], RenameMember)
+    assert member.ops[1:] == (UpdateTags(h("bob@x.com"), ("lead",), ("VIP",)),)
+
+
 def test_email_cleared_archives_the_old_member() -> None:
     before = contact(1, "ann@x.com", "Ann", tags=["vip"])
     after = contact(1, None, "Ann", tags=["vip"])
@@ -912,6 +936,8 @@ def check_invariants(world: World) -> None:
         entry = world.db.ledger.get(email_hash)
         assert entry is not None and not entry.archived, f"ledger of {want.email}: {entry}"
         assert entry.fields_hash == want.fields_hash, f"ledger fields of {want.email}"
+        # Drained, no tag is left in doubt: each was sent again or made inactive, and answered.
+        assert entry.maybe_tags == (), f"tags left in doubt on {want.email}: {entry}"
 
     for member in members.values():
         cid = member.contact_id
@@ -1173,6 +1199,28 @@ def test_tags_an_email_change_brings_stay_in_doubt_until_confirmed() -> None:
         world.update(contact(1, "bob@x.com", "Ann", tags=["vip"]))
         world.drain()
         assert "vip" in world.tags_of(world.members[h("bob@x.com")])
+        check_invariants(world)
+
+
+def test_an_email_change_asked_again_after_a_dead_pass_leaves_no_tag_behind() -> None:
+    """Found by the fault soak (a worker killed, or Postgres restarted, between a pass's calls
+    and its record): the rename ann -> bob and its tag call adding VIP took effect, nothing was
+    recorded, and VIP stayed in doubt on bob's written-ahead entry only. Asked again once the
+    contact no longer had VIP, the rename's tag call was planned from ann's entry alone, so VIP
+    stayed on bob (and in doubt in the ledger) with the queue drained."""
+    with new_world() as world:
+        world.insert(contact(1, "ann@x.com", "Ann"))
+        world.drain()
+        world.update(contact(1, "bob@x.com", "Ann", tags=["VIP"]))
+        world.db.crash_rate = 1.0
+        world.one_pass()  # PATCH ann -> bob, POST tags VIP: both applied; the worker dies
+        world.db.crash_rate = 0.0
+        assert "vip" in world.tags_of(world.members[h("bob@x.com")])
+        assert world.db.ledger[h("bob@x.com")].maybe_tags == ("VIP",)
+        world.update(contact(1, "bob@x.com", "Ann", tags=[]))
+        world.drain()  # PATCH ann: 404; GET bob (our rename happened); PUT bob; VIP inactive
+        assert "vip" not in world.tags_of(world.members[h("bob@x.com")])
+        assert world.db.ledger[h("bob@x.com")].maybe_tags == ()
         check_invariants(world)
 
 
