@@ -40,6 +40,8 @@ from pydantic import (
     field_validator,
 )
 
+from mcsync.install_store import leads_an_index, table_columns
+
 CONFIG_ENV = "MCSYNC_CONFIG"
 VIEW = "mcsync.source_contacts"
 
@@ -272,41 +274,12 @@ class _Column:
 
 
 def _columns(conn: psycopg.Connection[Any], table: str) -> dict[str, _Column] | None:
-    schema, name = table.split(".")
-    rows = conn.execute(
-        """SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                  t.typcategory::pg_catalog.text, e.typcategory::pg_catalog.text
-             FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_catalog.pg_attribute a
-               ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-            WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')""",
-        (schema, name),
-    ).fetchall()
-    if not rows:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (schema, name),
-        ).fetchone()
-        return {} if exists else None
-    return {r[0]: _Column(r[1], r[2], r[3]) for r in rows}
+    rows = table_columns(conn, table)
+    return None if rows is None else {r[0]: _Column(r[1], r[2], r[3]) for r in rows}
 
 
 def _leads_an_index(conn: psycopg.Connection[Any], table: str, column: str) -> bool:
-    schema, name = table.split(".")
-    row = conn.execute(
-        """SELECT 1 FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-            WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s""",
-        (schema, name, column),
-    ).fetchone()
-    return row is not None
+    return leads_an_index(conn, table, column)
 
 
 def check_against_catalog(conn: psycopg.Connection[Any], mapping: SourceMapping) -> list[str]:

@@ -436,27 +436,19 @@ def install(
     for a full reconciliation. Runs in the caller's transaction (the migrations'), under the
     pinned search_path for the rest of it: the filter is checked, and the view built, with the
     same one."""
+    from mcsync import install_store as store
     from mcsync.schema import render
 
     conn.execute(PINNED_PATH)
     warnings = check_against_catalog(conn, mapping)
     types = column_types(conn, mapping.table)
-    previous = conn.execute(
-        render("SELECT fingerprint FROM mcsync.source_mapping", schema)
-    ).fetchone()
+    previous = store.installed_mapping_fingerprint(conn, schema)
     conn.execute(generated_sql(mapping, types, schema))
     conn.execute(render("CALL mcsync.lock_down()", schema))
-    conn.execute(
-        render(
-            "INSERT INTO mcsync.source_mapping (singleton, mapping, fingerprint)"
-            " VALUES (true, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
-            " mapping = excluded.mapping, fingerprint = excluded.fingerprint,"
-            " applied_at = pg_catalog.now()",
-            schema,
-        ),
-        (json.dumps(mapping.model_dump(mode="json")), mapping.fingerprint),
+    store.record_source_mapping(
+        conn, json.dumps(mapping.model_dump(mode="json")), mapping.fingerprint, schema
     )
-    changed = previous is not None and previous[0] != mapping.fingerprint
+    changed = previous is not None and previous != mapping.fingerprint
     queued = 0
     if changed:
         from mcsync.connections import queue_full_sync_all

@@ -36,6 +36,7 @@ STORES = {
     "mcsync.reconcile_store",  # reconciliation's (Sync Now, sync-now, verify)
     "mcsync.connections",  # the connections': connect, audience, disconnect, status
     "mcsync.admin_store",  # the operator's page (its statements in mcsync.queries.admin)
+    "mcsync.install_store",  # the migration runner's bookkeeping, the mapping's record and check
 }
 STATEMENTS = ("mcsync.queries",)  # the package and its modules (importing one runs it)
 

@@ -4,7 +4,9 @@
   states (and NOTIFY, the hint every writer sends);
 - `mcsync.queries.worker`: claiming, reading what the planner needs, recording, health;
 - `mcsync.queries.reconcile`: Sync Now runs, `mcsync sync-now`, `mcsync verify`;
-- `mcsync.queries.admin`: the operator's page and the health history.
+- `mcsync.queries.admin`: the operator's page and the health history;
+- `mcsync.queries.install`: the migration runner's bookkeeping, the source mapping's record, the
+  mapping check's catalog reads.
 
 Parameters are psycopg named placeholders; array parameters are passed as Python lists.
 mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema). The
@@ -21,13 +23,13 @@ from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType, ModuleType
 
-from mcsync.queries import admin, connections, reconcile, worker
+from mcsync.queries import admin, connections, install, reconcile, worker
 from mcsync.schema import checked_schema, configured_schema, qualify_catalog_calls, render
 
 # The channel the triggers and NOTIFY send to (a name, not a statement: never rendered).
 CHANNEL = "mcsync"
 
-STATEMENT_MODULES: tuple[ModuleType, ...] = (connections, worker, reconcile, admin)
+STATEMENT_MODULES: tuple[ModuleType, ...] = (connections, worker, reconcile, admin, install)
 
 
 def written(module: ModuleType) -> dict[str, str]:
