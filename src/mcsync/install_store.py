@@ -95,3 +95,61 @@ def leads_an_index(conn: Conn, table: str, column: str) -> bool:
 
 def _name(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split("."))
+
+
+# --- the upgrade's moves (which of them run is mcsync.upgrade's plan) -------------------------
+
+
+def schema_owner(conn: Conn, schema: str) -> tuple[str, bool] | None:
+    """The owner of the schema named `schema`, and whether it is the installing role; None
+    when there is no such schema."""
+    row = conn.execute(statements(_CATALOG).SCHEMA_OWNER, {"schema": schema}).fetchone()
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+def pin_search_path(conn: Conn) -> None:
+    """Unqualified names resolve in the catalog only, for the rest of the transaction."""
+    conn.execute(statements(_CATALOG).PIN_SEARCH_PATH)
+
+
+def stage_in(conn: Conn, staging: str) -> None:
+    """A fresh install: create the staging schema and resolve unqualified names there first."""
+    name = sql.Identifier(staging)
+    conn.execute(sql.SQL(statements(_CATALOG).CREATE_STAGING).format(staging=name))
+    conn.execute(sql.SQL(statements(_CATALOG).STAGING_SEARCH_PATH).format(staging=name))
+
+
+def drop_staging(conn: Conn, staging: str) -> None:
+    conn.execute(sql.SQL(statements(_CATALOG).DROP_STAGING).format(staging=sql.Identifier(staging)))
+
+
+def resolve_in_legacy_schema(conn: Conn, legacy_table: str) -> None:
+    """An old install: unqualified names resolve (after the catalog) in the schema its
+    `legacy_table` lives in (`public` when it cannot be found)."""
+    q = statements(_CATALOG)
+    row = conn.execute(q.LEGACY_SCHEMA, {"table": legacy_table}).fetchone()
+    legacy = sql.Identifier(row[0] if row else "public")
+    conn.execute(sql.SQL(q.LEGACY_SEARCH_PATH).format(legacy=legacy))
+
+
+def quarantine_connections(conn: Conn, dc_form: str) -> None:
+    """Set aside an old install's connections whose dc does not match `dc_form`."""
+    q = statements(_CATALOG)
+    held = conn.execute(q.HAS_LEGACY_CONNECTIONS).fetchone()
+    if held and held[0]:
+        conn.execute(q.QUARANTINE_CONNECTIONS, {"dc_form": dc_form})
+        conn.execute(q.DROP_QUARANTINED_CONNECTIONS, {"dc_form": dc_form})
+
+
+def distrust_exposed_rows(conn: Conn, schema: str) -> None:
+    """After 004 over an exposed install: keep what was quarantined, distrust the rest."""
+    q = statements(schema)
+    held = conn.execute(q.HAS_QUARANTINE).fetchone()
+    if held and held[0]:
+        conn.execute(q.KEEP_QUARANTINED_CONNECTIONS)
+    conn.execute(q.DISTRUST_EXPOSED_ROWS)
+
+
+def lock_down(conn: Conn, schema: str) -> None:
+    """Revoke from PUBLIC and strangers what a generation just created (sql/004)."""
+    conn.execute(statements(schema).LOCK_DOWN)

@@ -33,9 +33,6 @@ from mcsync.source import (
     column_types,
 )
 
-# The search_path every generated statement is built under, and the triggers run with.
-PINNED_PATH = sql.SQL("SET LOCAL search_path = pg_catalog, pg_temp")
-
 
 def _name(qualified: str) -> sql.Identifier:
     """A checked `schema.table` as a quoted, two-part identifier."""
@@ -397,8 +394,8 @@ def generated_sql(
 ) -> sql.Composed:
     """Everything the mapping generates: mcsync's old triggers dropped, then the index, the view
     and the triggers. (Without `column_types`, BIRTHDAY and DATE columns are taken to be dates.)
-    Every name is qualified; run it under PINNED_PATH all the same (`install` does, and
-    `mcsync sql` says so first)."""
+    Every name is qualified; run it under the pinned search_path all the same (`install` does,
+    install_store.pin_search_path, and `mcsync sql` says so first)."""
     return sql.Composed(
         [
             sql.SQL(_PREPARE).format(
@@ -437,14 +434,13 @@ def install(
     pinned search_path for the rest of it: the filter is checked, and the view built, with the
     same one."""
     from mcsync import install_store as store
-    from mcsync.schema import render
 
-    conn.execute(PINNED_PATH)
+    store.pin_search_path(conn)
     warnings = check_against_catalog(conn, mapping)
     types = column_types(conn, mapping.table)
     previous = store.installed_mapping_fingerprint(conn, schema)
     conn.execute(generated_sql(mapping, types, schema))
-    conn.execute(render("CALL mcsync.lock_down()", schema))
+    store.lock_down(conn, schema)
     store.record_source_mapping(
         conn, json.dumps(mapping.model_dump(mode="json")), mapping.fingerprint, schema
     )

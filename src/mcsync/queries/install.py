@@ -57,3 +57,41 @@ SELECT 1 FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
  WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attname = %(column)s
 """
+
+# --- the upgrade's moves (mcsync.upgrade decides which run) -----------------------------------
+# Who owns a schema of that name (and whether it is the installing role): one someone else
+# created first is refused, never adopted.
+SCHEMA_OWNER = """
+SELECT r.rolname, r.rolname = CURRENT_USER FROM pg_catalog.pg_namespace n
+  JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE n.nspname = %(schema)s
+"""
+# Where unqualified names resolve while the migrations run: the catalog first, never the
+# installer's search_path. A fresh install's 001-003 create their tables in a staging schema
+# (`{staging}`) that 004 empties; an old install's tables are found where they were (`{legacy}`).
+PIN_SEARCH_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
+STAGING_SEARCH_PATH = "SET LOCAL search_path = {staging}, pg_catalog, pg_temp"
+LEGACY_SEARCH_PATH = "SET LOCAL search_path = pg_catalog, {legacy}, pg_temp"
+CREATE_STAGING = "CREATE SCHEMA {staging}"
+DROP_STAGING = "DROP SCHEMA {staging}"
+# The schema an old install's tables live in (the one `mailchimp_connections` resolves to).
+LEGACY_SCHEMA = """
+SELECT n.nspname FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = pg_catalog.to_regclass(%(table)s)
+"""
+# An exposed install's connections whose dc is not of Mailchimp's form are set aside before
+# 004 (its constraint would refuse them) and kept, with the reason, once it ran.
+HAS_LEGACY_CONNECTIONS = "SELECT pg_catalog.to_regclass('mailchimp_connections') IS NOT NULL"
+QUARANTINE_CONNECTIONS = """
+CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS
+SELECT * FROM mailchimp_connections WHERE dc !~ %(dc_form)s
+"""
+DROP_QUARANTINED_CONNECTIONS = "DELETE FROM mailchimp_connections WHERE dc !~ %(dc_form)s"
+HAS_QUARANTINE = "SELECT pg_catalog.to_regclass('pg_temp.mcsync_quarantine') IS NOT NULL"
+KEEP_QUARANTINED_CONNECTIONS = """
+INSERT INTO mcsync.quarantined_connections SELECT q.*,
+ 'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q
+"""
+DISTRUST_EXPOSED_ROWS = "CALL mcsync.distrust_exposed_rows()"
+# After the generated view and triggers: revoke what PUBLIC and strangers may hold on them.
+LOCK_DOWN = "CALL mcsync.lock_down()"
