@@ -37,6 +37,7 @@ STORES = {
     "mcsync.connections",  # the connections': connect, audience, disconnect, status
     "mcsync.admin_store",  # the operator's page (its statements in mcsync.queries.admin)
     "mcsync.install_store",  # the migration runner's bookkeeping, the mapping's record and check
+    "mcsync.doctor.probes",  # the doctor's reads and its LISTEN/NOTIFY round trip
 }
 STATEMENTS = ("mcsync.queries",)  # the package and its modules (importing one runs it)
 

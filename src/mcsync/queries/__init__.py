@@ -6,7 +6,8 @@
 - `mcsync.queries.reconcile`: Sync Now runs, `mcsync sync-now`, `mcsync verify`;
 - `mcsync.queries.admin`: the operator's page and the health history;
 - `mcsync.queries.install`: the migration runner's bookkeeping, the source mapping's record, the
-  mapping check's catalog reads.
+  mapping check's catalog reads, the upgrade's moves;
+- `mcsync.queries.doctor`: `mcsync doctor`'s reads and its LISTEN/NOTIFY round trip.
 
 Parameters are psycopg named placeholders; array parameters are passed as Python lists.
 mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema). The
@@ -23,13 +24,20 @@ from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType, ModuleType
 
-from mcsync.queries import admin, connections, install, reconcile, worker
+from mcsync.queries import admin, connections, doctor, install, reconcile, worker
 from mcsync.schema import checked_schema, configured_schema, qualify_catalog_calls, render
 
 # The channel the triggers and NOTIFY send to (a name, not a statement: never rendered).
 CHANNEL = "mcsync"
 
-STATEMENT_MODULES: tuple[ModuleType, ...] = (connections, worker, reconcile, admin, install)
+STATEMENT_MODULES: tuple[ModuleType, ...] = (
+    connections,
+    worker,
+    reconcile,
+    admin,
+    install,
+    doctor,
+)
 
 
 def written(module: ModuleType) -> dict[str, str]:
