@@ -38,6 +38,7 @@ STORES = {
     "mcsync.admin_store",  # the operator's page (its statements in mcsync.queries.admin)
     "mcsync.install_store",  # the migration runner's bookkeeping, the mapping's record and check
     "mcsync.doctor.probes",  # the doctor's reads and its LISTEN/NOTIFY round trip
+    "mcsync.demo_store",  # `mcsync demo`: the app's side as it plays it, and what it shows
 }
 STATEMENTS = ("mcsync.queries",)  # the package and its modules (importing one runs it)
 

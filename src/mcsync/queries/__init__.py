@@ -7,7 +7,8 @@
 - `mcsync.queries.admin`: the operator's page and the health history;
 - `mcsync.queries.install`: the migration runner's bookkeeping, the source mapping's record, the
   mapping check's catalog reads, the upgrade's moves;
-- `mcsync.queries.doctor`: `mcsync doctor`'s reads and its LISTEN/NOTIFY round trip.
+- `mcsync.queries.doctor`: `mcsync doctor`'s reads and its LISTEN/NOTIFY round trip;
+- `mcsync.queries.demo`: `mcsync demo`, which plays the app (never run by mcsync's processes).
 
 Parameters are psycopg named placeholders; array parameters are passed as Python lists.
 mcsync's own objects are always schema-qualified (`mcsync.<table>`, see mcsync.schema). The
@@ -16,7 +17,8 @@ modules hold the statements as written, for the default schema; a store runs the
 told otherwise) and with every catalog function named `pg_catalog.` (issue 17). Nothing
 rewrites a module's globals. The app's contacts are read only through the view
 `mcsync.source_contacts`, which `mcsync migrate` generates from the source mapping
-(mcsync.source): no statement here names the app's table or columns."""
+(mcsync.source): no statement mcsync's processes run names the app's table or columns (the
+demo's, which plays the app, do)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from functools import cache
 from types import MappingProxyType, ModuleType
 
-from mcsync.queries import admin, connections, doctor, install, reconcile, worker
+from mcsync.queries import admin, connections, demo, doctor, install, reconcile, worker
 from mcsync.schema import checked_schema, configured_schema, qualify_catalog_calls, render
 
 # The channel the triggers and NOTIFY send to (a name, not a statement: never rendered).
@@ -37,6 +39,7 @@ STATEMENT_MODULES: tuple[ModuleType, ...] = (
     admin,
     install,
     doctor,
+    demo,
 )
 
 
