@@ -93,6 +93,40 @@ def leads_an_index(conn: Conn, table: str, column: str) -> bool:
     return conn.execute(statements(_CATALOG).LEADS_AN_INDEX, params).fetchone() is not None
 
 
+def key_facts(conn: Conn, table: str, column: str) -> tuple[bool, bool] | None:
+    """Whether the app's `table`.`column` is NOT NULL, and whether it is unique by itself;
+    None when there is no such column."""
+    schema, name = table.split(".")
+    params = {"schema": schema, "name": name, "column": column}
+    row = conn.execute(statements(_CATALOG).KEY_FACTS, params).fetchone()
+    return (bool(row[0]), bool(row[1])) if row else None
+
+
+def filter_type(conn: Conn, expression: str, table: str) -> int | None:
+    """The type oid of the mapping's filter `expression` over the app's `table`, evaluated with
+    the triggers' search_path (set in a savepoint that is rolled back); raises psycopg.Error
+    when it is no valid expression there."""
+    q = statements(_CATALOG)
+    try:
+        with conn.transaction():
+            conn.execute(q.PIN_SEARCH_PATH)
+            cur = conn.execute(
+                sql.SQL(q.FILTER_TYPE).format(filter=sql.SQL(expression), table=_name(table)),
+                prepare=False,
+            )
+            kind = cur.description[0].type_code if cur.description else None
+            raise _Rollback(kind)
+    except _Rollback as done:
+        return done.kind
+
+
+class _Rollback(Exception):
+    """Leaves the check's savepoint without keeping its SET LOCAL."""
+
+    def __init__(self, kind: int | None) -> None:
+        self.kind = kind
+
+
 def _name(table: str) -> sql.Identifier:
     return sql.Identifier(*table.split("."))
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
-from psycopg import sql
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,7 +39,7 @@ from pydantic import (
     field_validator,
 )
 
-from mcsync.install_store import leads_an_index, table_columns
+from mcsync.install_store import filter_type, leads_an_index, table_columns
 
 CONFIG_ENV = "MCSYNC_CONFIG"
 VIEW = "mcsync.source_contacts"
@@ -374,23 +373,9 @@ def _filter_problem(conn: psycopg.Connection[Any], mapping: SourceMapping) -> st
     """Why the filter is not a boolean expression over the source table's columns (evaluated
     with the triggers' search_path), or None."""
     try:
-        with conn.transaction():
-            conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
-            cur = conn.execute(
-                sql.SQL("SELECT ({}) FROM {} LIMIT 0").format(
-                    sql.SQL(mapping.filter or "true"), sql.Identifier(*mapping.table.split("."))
-                ),
-                prepare=False,
-            )
-            kind = cur.description[0].type_code if cur.description else None
-            if kind != 16:  # bool
-                return f"{mapping.filter!r} is not a boolean expression"
-            raise _Rollback
-    except _Rollback:
-        return None
+        kind = filter_type(conn, mapping.filter or "true", mapping.table)
     except psycopg.Error as exc:
         return f"{mapping.filter!r}: {exc.diag.message_primary or exc}"
-
-
-class _Rollback(Exception):
-    """Leaves the check's savepoint without keeping its SET LOCAL."""
+    if kind != 16:  # bool
+        return f"{mapping.filter!r} is not a boolean expression"
+    return None

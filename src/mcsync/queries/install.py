@@ -95,3 +95,22 @@ INSERT INTO mcsync.quarantined_connections SELECT q.*,
 DISTRUST_EXPOSED_ROWS = "CALL mcsync.distrust_exposed_rows()"
 # After the generated view and triggers: revoke what PUBLIC and strangers may hold on them.
 LOCK_DOWN = "CALL mcsync.lock_down()"
+
+# --- what the mapping check reads of the app's table (mcsync.source, mcsync.source_keys) --------
+# Whether the column is NOT NULL, and whether a primary key or a unique index (not partial, no
+# expression) is on exactly that column: only then is the column unique by itself.
+KEY_FACTS = """
+SELECT a.attnotnull,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+                  AND i.indpred IS NULL AND i.indexprs IS NULL
+                  AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum) AS unique_alone
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped AND a.attnum > 0
+ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attname = %(column)s
+"""
+# The mapping's filter, typed by the server over the app's table (no row read). Its holes:
+# `{filter}` the mapping's expression (checked by mcsync.source: no dollar quote, no `;`),
+# `{table}` a quoted Identifier. Run under PIN_SEARCH_PATH, as the triggers evaluate it.
+FILTER_TYPE = "SELECT ({filter}) FROM {table} LIMIT 0"
