@@ -79,8 +79,6 @@ class AccountSession:
         self._imports_left = account.has_bulk
         self._told_to_stop = False
         self._failure: BaseException | None = None
-        if self._imports_left:
-            self.take_bulk_lane()
 
     @property
     def claimed(self) -> frozenset[int]:
@@ -94,8 +92,9 @@ class AccountSession:
 
     @property
     def stopping(self) -> bool:
-        """No new pass starts: one said stop or failed, or the gate stopped the calls."""
-        return self._told_to_stop or self.gate.stopped
+        """No new pass starts: one said stop (the gate stopped its calls, or it spent a row's
+        last attempt) or failed."""
+        return self._told_to_stop
 
     @property
     def failure(self) -> BaseException | None:
@@ -225,6 +224,8 @@ class AccountWorker:
     async def _keep_passes_going(self, session: AccountSession) -> None:
         account = session.account
         passes: set[asyncio.Task[bool]] = set()
+        if session.imports_left:
+            session.take_bulk_lane()  # here, in the serving task, not in the heartbeat's
         while True:
             if not session.stopping and len(passes) < self.settings.max_passes:
                 events = await self.store.claim_due_events(
