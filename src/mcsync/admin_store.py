@@ -1,6 +1,6 @@
 """The operator's view in Postgres: the overview page, one user's detail, the health history.
 
-Thin: every statement is in `mcsync.admin_queries`. What leaves here is safe to show on a
+Thin: every statement is in `mcsync.queries.admin`. What leaves here is safe to show on a
 staff page: never a token or ciphertext, and every free text (Mailchimp's errors, reasons)
 passes `shown`, which cuts credentials out (mcsync.logging's patterns) and masks addresses."""
 
@@ -15,8 +15,9 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from mcsync import admin_queries, queries
 from mcsync.logging import redact_credentials
+from mcsync.queries import statements
+from mcsync.queries.admin import HEALTH_EVENTS_KEPT
 
 # Sort orders the overview offers, as SQL (chosen by key: never text from the request).
 SORTS = {
@@ -61,7 +62,7 @@ def health_event_params(
         "kind": kind,
         "actor": actor,
         "detail": shown(detail),
-        "keep": admin_queries.HEALTH_EVENTS_KEPT,
+        "keep": HEALTH_EVENTS_KEPT,
     }
 
 
@@ -75,7 +76,7 @@ def record_health_event(
 ) -> None:
     """Add `kind` to the connection's health history (a repeat bumps the latest event)."""
     conn.execute(
-        admin_queries.RECORD_HEALTH_EVENT,
+        statements().RECORD_HEALTH_EVENT,
         health_event_params(user_id, kind, actor=actor, detail=detail),
     )
 
@@ -106,7 +107,7 @@ class OverviewQuery:
 
 def overview(conn: psycopg.Connection[Any], query: OverviewQuery) -> dict[str, Any]:
     """Totals, how many connections match, and the page's rows: one statement."""
-    statement = admin_queries.OVERVIEW.replace("/*ORDER*/", SORTS[query.sort])
+    statement = statements().OVERVIEW.replace("/*ORDER*/", SORTS[query.sort])
     search = query.search.strip()
     params = {
         "state": query.state,
@@ -146,13 +147,13 @@ def user_detail(conn: psycopg.Connection[Any], user_id: UUID) -> dict[str, Any] 
     """One connection as the operator sees it; None when the user has none."""
     uid = {"user_id": user_id}
     with conn.cursor(row_factory=dict_row) as cur:
-        c = cur.execute(queries.GET_CONNECTION, uid).fetchone()
+        c = cur.execute(statements().GET_CONNECTION, uid).fetchone()
         if c is None:
             return None
-        events = cur.execute(admin_queries.HEALTH_EVENTS, {**uid, "limit": 50}).fetchall()
-        rejected = cur.execute(admin_queries.REJECTED_CONTACTS, {**uid, "limit": 200}).fetchall()
-        pending = cur.execute(admin_queries.PENDING_BY_KIND, uid).fetchall()
-        run = cur.execute(queries.GET_RECONCILIATION, uid).fetchone()
+        events = cur.execute(statements().HEALTH_EVENTS, {**uid, "limit": 50}).fetchall()
+        rejected = cur.execute(statements().REJECTED_CONTACTS, {**uid, "limit": 200}).fetchall()
+        pending = cur.execute(statements().PENDING_BY_KIND, uid).fetchall()
+        run = cur.execute(statements().GET_RECONCILIATION, uid).fetchone()
     return {
         "user_id": str(user_id),
         "account_name": c["account_name"],
@@ -217,9 +218,9 @@ def user_detail(conn: psycopg.Connection[Any], user_id: UUID) -> dict[str, Any] 
 def retry_rejected(conn: psycopg.Connection[Any], user_id: UUID) -> int:
     """Queue every refused contact of the user again. Returns how many."""
     with conn.transaction():
-        n = conn.execute(admin_queries.RETRY_REJECTED, {"user_id": user_id}).rowcount
+        n = conn.execute(statements().RETRY_REJECTED, {"user_id": user_id}).rowcount
         if n:
-            conn.execute(queries.NOTIFY)
+            conn.execute(statements().NOTIFY)
     return n
 
 
@@ -227,6 +228,6 @@ def resume(conn: psycopg.Connection[Any], user_id: UUID) -> None:
     """The connection answered a probe: active again, every waiting row due now."""
     uid = {"user_id": user_id}
     with conn.transaction():
-        conn.execute(queries.RESUME_CONNECTION, uid)
-        conn.execute(queries.MAKE_USER_EVENTS_DUE, uid)
-        conn.execute(queries.NOTIFY)
+        conn.execute(statements().RESUME_CONNECTION, uid)
+        conn.execute(statements().MAKE_USER_EVENTS_DUE, uid)
+        conn.execute(statements().NOTIFY)

@@ -14,9 +14,9 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from mcsync import queries
 from mcsync.crypto import BOUND_PREFIX, TokenCipher, is_bound
 from mcsync.mailchimp.endpoints import checked_dc
+from mcsync.queries import statements
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _row_to_connection(row: dict[str, Any]) -> Connection:
 
 def get_connection(conn: psycopg.Connection[Any], user_id: UUID) -> Connection | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
+        row = cur.execute(statements().GET_CONNECTION, {"user_id": user_id}).fetchone()
     return _row_to_connection(row) if row else None
 
 
@@ -72,7 +72,7 @@ def connect_user(
     with conn.transaction():
         previous = get_connection(conn, user_id)
         conn.execute(
-            queries.UPSERT_CONNECTION,
+            statements().UPSERT_CONNECTION,
             {
                 "user_id": user_id,
                 "token": cipher.encrypt(access_token, user_id),
@@ -85,7 +85,7 @@ def connect_user(
             },
         )
         if previous is not None and previous.audience_id != audience_id:
-            conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
+            conn.execute(statements().FORGET_CONTACT_LINKS, {"user_id": user_id})
         if audience_id is None:
             return 0
         check_against_audience(conn, user_id, audience_id)
@@ -128,11 +128,11 @@ def select_audience(
                 "limit": AUDIENCE_CHANGES_PER_WINDOW,
                 "window": AUDIENCE_CHANGE_WINDOW,
             }
-            if conn.execute(queries.COUNT_AUDIENCE_CHANGE, limits).fetchone() is None:
-                row = conn.execute(queries.AUDIENCE_CHANGE_WAIT, limits).fetchone()
+            if conn.execute(statements().COUNT_AUDIENCE_CHANGE, limits).fetchone() is None:
+                row = conn.execute(statements().AUDIENCE_CHANGE_WAIT, limits).fetchone()
                 raise AudienceChangeLimited(max(1, int(row[0])) if row and row[0] else 1)
         conn.execute(
-            queries.SET_AUDIENCE,
+            statements().SET_AUDIENCE,
             {
                 "user_id": user_id,
                 "audience_id": audience_id,
@@ -142,12 +142,12 @@ def select_audience(
         )
         if current.audience_id == audience_id:
             return 0
-        conn.execute(queries.FORGET_CONTACT_LINKS, {"user_id": user_id})
+        conn.execute(statements().FORGET_CONTACT_LINKS, {"user_id": user_id})
         # The old audience's own events go; every contact is (re)queued for the new one. Rows
         # already queued (a full sync still pending, a retried rejection) are kept and bumped,
         # not deleted and added again: flipping audiences requeues nothing new, and a row a
         # worker holds for the old audience is sent again, to this one.
-        conn.execute(queries.DELETE_USER_EVENTS, {"user_id": user_id})
+        conn.execute(statements().DELETE_USER_EVENTS, {"user_id": user_id})
         check_against_audience(conn, user_id, audience_id)
         return queue_full_sync(conn, user_id)
 
@@ -164,7 +164,7 @@ def check_against_audience(conn: psycopg.Connection[Any], user_id: UUID, audienc
     from mcsync.reconcile import request_sync_now
 
     params = {"user_id": user_id, "audience_id": audience_id}
-    row = conn.execute(queries.AUDIENCE_HAS_LEDGER, params).fetchone()
+    row = conn.execute(statements().AUDIENCE_HAS_LEDGER, params).fetchone()
     if not (row and row[0]):
         return False
     return request_sync_now(conn, user_id, min_interval=0, by_user=False) == 0
@@ -172,16 +172,16 @@ def check_against_audience(conn: psycopg.Connection[Any], user_id: UUID, audienc
 
 def queue_full_sync(conn: psycopg.Connection[Any], user_id: UUID) -> int:
     """Queue every contact of the user, and every contact mcsync synced that is gone since."""
-    n = conn.execute(queries.QUEUE_ALL_CONTACTS, {"user_id": user_id}).rowcount
-    n += conn.execute(queries.QUEUE_VANISHED_CONTACTS, {"user_id": user_id}).rowcount
-    conn.execute(queries.NOTIFY)
+    n = conn.execute(statements().QUEUE_ALL_CONTACTS, {"user_id": user_id}).rowcount
+    n += conn.execute(statements().QUEUE_VANISHED_CONTACTS, {"user_id": user_id}).rowcount
+    conn.execute(statements().NOTIFY)
     return n
 
 
 def queue_full_sync_all(conn: psycopg.Connection[Any]) -> int:
     """`queue_full_sync` for every connection with an audience (after the source mapping
     changed, so every audience follows the new mapping). Returns how many were queued."""
-    users = conn.execute(queries.CONNECTED_USERS).fetchall()
+    users = conn.execute(statements().CONNECTED_USERS).fetchall()
     return sum(queue_full_sync(conn, row[0]) for row in users)
 
 
@@ -189,19 +189,19 @@ def disconnect_user(conn: psycopg.Connection[Any], user_id: UUID) -> bool:
     """Remove the credentials and pending events. Mailchimp and `contacts` stay untouched; the
     ledger stays, so a later reconnect still knows which members and tags mcsync owns."""
     with conn.transaction():
-        conn.execute(queries.DELETE_USER_QUEUE, {"user_id": user_id})
-        conn.execute(queries.DELETE_USER_REJECTIONS, {"user_id": user_id})
-        return conn.execute(queries.DELETE_CONNECTION, {"user_id": user_id}).rowcount > 0
+        conn.execute(statements().DELETE_USER_QUEUE, {"user_id": user_id})
+        conn.execute(statements().DELETE_USER_REJECTIONS, {"user_id": user_id})
+        return conn.execute(statements().DELETE_CONNECTION, {"user_id": user_id}).rowcount > 0
 
 
 def rotate_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
     """Re-encrypt every stored token with the newest key, bound to its row's user (a token
     still in the old unbound form gets bound here; see mcsync.crypto)."""
     with conn.transaction():
-        rows = conn.execute(queries.ALL_ENCRYPTED_TOKENS).fetchall()
+        rows = conn.execute(statements().ALL_ENCRYPTED_TOKENS).fetchall()
         for user_id, token in rows:
             conn.execute(
-                queries.SET_ENCRYPTED_TOKEN,
+                statements().SET_ENCRYPTED_TOKEN,
                 {"user_id": user_id, "token": cipher.rotate(token, user_id)},
             )
     return len(rows)
@@ -212,10 +212,10 @@ def bind_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
     Returns how many were bound."""
     bound = 0
     with conn.transaction():
-        for user_id, token in conn.execute(queries.ALL_ENCRYPTED_TOKENS).fetchall():
+        for user_id, token in conn.execute(statements().ALL_ENCRYPTED_TOKENS).fetchall():
             if not is_bound(token):
                 conn.execute(
-                    queries.SET_ENCRYPTED_TOKEN,
+                    statements().SET_ENCRYPTED_TOKEN,
                     {"user_id": user_id, "token": cipher.rotate(token, user_id)},
                 )
                 bound += 1
@@ -224,7 +224,7 @@ def bind_tokens(conn: psycopg.Connection[Any], cipher: TokenCipher) -> int:
 
 def count_unbound_tokens(conn: psycopg.Connection[Any]) -> int:
     """How many stored tokens are still in the old form, not bound to their user."""
-    row = conn.execute(queries.COUNT_UNBOUND_TOKENS, {"prefix": BOUND_PREFIX + "%"}).fetchone()
+    row = conn.execute(statements().COUNT_UNBOUND_TOKENS, {"prefix": BOUND_PREFIX + "%"}).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -233,9 +233,9 @@ def spend_oauth_state(
 ) -> bool:
     """True the first time an OAuth state is presented, False on every replay."""
     with conn.transaction():
-        conn.execute(queries.PRUNE_OAUTH_STATES)
+        conn.execute(statements().PRUNE_OAUTH_STATES)
         cur = conn.execute(
-            queries.CONSUME_OAUTH_STATE,
+            statements().CONSUME_OAUTH_STATE,
             {"nonce": nonce, "user_id": user_id, "expires_at": expires_at},
         )
         return cur.rowcount == 1
@@ -244,14 +244,14 @@ def spend_oauth_state(
 def pending_count(conn: psycopg.Connection[Any], user_id: UUID) -> int:
     """How many of the user's contacts wait in the queue."""
     with conn.cursor(row_factory=dict_row) as cur:
-        pending = cur.execute(queries.PENDING_COUNT, {"user_id": user_id}).fetchone()
+        pending = cur.execute(statements().PENDING_COUNT, {"user_id": user_id}).fetchone()
     return int(pending["count"]) if pending else 0
 
 
 def connection_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    """`mcsync status`: one row per connection (`queries.STATUS_ROWS`)."""
+    """`mcsync status`: one row per connection (`STATUS_ROWS`)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(queries.STATUS_ROWS).fetchall()
+        rows = cur.execute(statements().STATUS_ROWS).fetchall()
     for row in rows:
         row["user_id"] = str(row["user_id"])
         age = row.pop("oldest_pending_seconds")

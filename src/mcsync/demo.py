@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from cryptography.fernet import Fernet
 
+from mcsync import demo_store
 from mcsync.config import Settings
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenCipher
@@ -221,12 +222,7 @@ def _prepare_database(conn: psycopg.Connection[Any], url: str) -> None:
 def _add_sample_contacts(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> None:
     """The coach's contacts, written as the app writes them."""
     for c in SAMPLE_CONTACTS:
-        conn.execute(
-            "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags, notes)"
-            " VALUES (%(user_id)s, %(first_name)s, %(last_name)s, %(email)s, %(phone)s,"
-            " %(tags)s, %(notes)s)",
-            {**c, "user_id": user_id},
-        )
+        demo_store.add_sample_contact(conn, {**c, "user_id": user_id})
 
 
 def _connect_sample_coach(
@@ -302,22 +298,14 @@ def _wait_for_sync(conn: psycopg.Connection[Any], timeout: float = 30) -> None:
     """Until the queue is empty (or `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not conn.execute("SELECT 1 FROM mcsync.mailchimp_sync_queue LIMIT 1").fetchone():
+        if not demo_store.queue_has_work(conn):
             return
         time.sleep(0.1)
 
 
 def _edit_like_a_coach(conn: psycopg.Connection[Any]) -> None:
     """Tag, rename, and edit a column mcsync does not sync; then wait for the worker."""
-    conn.execute(
-        "UPDATE contacts SET tags = array_append(tags, 'workshop') WHERE first_name = 'Ana'"
-    )
-    conn.execute(
-        "UPDATE contacts SET email = 'chloe.dubois@coachmail.io' WHERE first_name = 'Chloé'"
-    )
-    conn.execute(
-        "UPDATE contacts SET notes = 'unsynced column: no API call' WHERE first_name = 'Ben'"
-    )
+    demo_store.edit_like_a_coach(conn)
     time.sleep(0.3)
     _wait_for_sync(conn)
 
@@ -328,9 +316,7 @@ def _show_the_mirror(
     """Print contacts beside members, the rejections and the mirror check; return its problems."""
     members = emu.admin.members(DEMO_AUDIENCE["id"])
     _print_side_by_side(conn, user_id, members)
-    rejected = conn.execute(
-        "SELECT email, severity, reason FROM mcsync.mailchimp_rejected_contacts"
-    ).fetchall()
+    rejected = demo_store.all_rejections(conn)
     for email, severity, reason in rejected:
         print(f"  {severity}: {email!r}: {reason}")
     problems = [p for p in _mirror_matches(conn, user_id, members) if WALK_IN not in p]

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import uvicorn
 
+from mcsync import demo_store
 from mcsync.config import Settings
 from mcsync.demo_page import DemoSite, demo_router
 from mcsync.emulator.admin_client import EmulatorAdmin
@@ -151,20 +152,12 @@ class MirrorWatcher:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             while not self._stop.wait(self.interval):
                 try:
-                    rejected = conn.execute(
-                        "SELECT contact_id, email, reason FROM mcsync.mailchimp_rejected_contacts"
-                        " WHERE user_id = %s AND severity = 'error'",
-                        (self.user_id,),
-                    ).fetchall()
+                    rejected = demo_store.user_refusals(conn, self.user_id)
                     for contact_id, email, reason in rejected:
                         if (contact_id, email, reason) not in told:
                             self.say(f"  not synced: {email!r}: {reason}")
                     told = set(rejected)
-                    row = conn.execute(
-                        "SELECT account_name, audience_id, audience_name, sync_status"
-                        " FROM mcsync.mailchimp_connections WHERE user_id = %s",
-                        (self.user_id,),
-                    ).fetchone()
+                    row = demo_store.demo_connection(conn, self.user_id)
                     if row != connection:
                         self._connection_changed(connection, row)
                         connection = row
@@ -174,7 +167,7 @@ class MirrorWatcher:
                     members = snapshot(self.admin.members(audience_id))
                     if audience_id in snapshots:
                         for line in member_changes(snapshots[audience_id], members):
-                            self.say(f"  mirrored to \u201c{row[2]}\u201d: {line}")  # type: ignore[index]
+                            self.say(f"  mirrored to \u201c{row[2]}\u201d: {line}")
                     snapshots[audience_id] = members
                 except Exception as exc:  # the demo is stopping, or a blip: say it, go on
                     if not self._stop.is_set():

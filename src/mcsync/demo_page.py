@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
+from mcsync import demo_store
 from mcsync.emulator.admin_client import EmulatorAdmin
 from mcsync.web.auth import make_user_token
 
@@ -78,19 +79,8 @@ def demo_router(site: DemoSite) -> APIRouter:
     @router.get("/demo/state")
     def state() -> dict[str, Any]:
         with db() as conn:
-            contacts = conn.execute(
-                "SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.tags,"
-                " r.reason AS not_synced FROM contacts c"
-                " LEFT JOIN mcsync.mailchimp_rejected_contacts r"
-                " ON r.user_id = c.user_id AND r.contact_id = c.id AND r.severity = 'error'"
-                " WHERE c.user_id = %s ORDER BY c.created_at, c.id",
-                (site.user_id,),
-            ).fetchall()
-            connection = conn.execute(
-                "SELECT audience_id, audience_name, sync_status"
-                " FROM mcsync.mailchimp_connections WHERE user_id = %s",
-                (site.user_id,),
-            ).fetchone()
+            contacts = demo_store.contacts_shown(conn, site.user_id)
+            connection = demo_store.demo_connection(conn, site.user_id)
         audience = None
         members: list[dict[str, Any]] = []
         if connection and connection["audience_id"]:
@@ -109,35 +99,22 @@ def demo_router(site: DemoSite) -> APIRouter:
     def add(contact: ContactIn) -> dict[str, str]:
         values = {**contact.values(), "user_id": site.user_id}
         with db() as conn:
-            row = conn.execute(
-                "INSERT INTO contacts (user_id, first_name, last_name, email, phone, tags)"
-                " VALUES (%(user_id)s, %(first_name)s, %(last_name)s, %(email)s, %(phone)s,"
-                " %(tags)s) RETURNING id",
-                values,
-            ).fetchone()
+            row = demo_store.add_contact(conn, values)
         assert row is not None
         return {"id": str(row["id"])}
 
     @router.put("/demo/contacts/{contact_id}")
     def edit(contact_id: uuid.UUID, contact: ContactIn) -> dict[str, str]:
         with db() as conn:
-            done = conn.execute(
-                "UPDATE contacts SET first_name = %(first_name)s, last_name = %(last_name)s,"
-                " email = %(email)s, phone = %(phone)s, tags = %(tags)s, updated_at = now()"
-                " WHERE id = %(id)s AND user_id = %(user_id)s",
-                {**contact.values(), "id": contact_id, "user_id": site.user_id},
-            )
-            if done.rowcount == 0:
+            values = {**contact.values(), "id": contact_id, "user_id": site.user_id}
+            if not demo_store.edit_contact(conn, values):
                 raise HTTPException(404, "no such contact")
         return {"id": str(contact_id)}
 
     @router.delete("/demo/contacts/{contact_id}")
     def delete(contact_id: uuid.UUID) -> dict[str, str]:
         with db() as conn:
-            done = conn.execute(
-                "DELETE FROM contacts WHERE id = %s AND user_id = %s", (contact_id, site.user_id)
-            )
-            if done.rowcount == 0:
+            if not demo_store.delete_contact(conn, contact_id, site.user_id):
                 raise HTTPException(404, "no such contact")
         return {"id": str(contact_id)}
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from mcsync import install_store as store
 from mcsync import upgrade as script
 from mcsync.crypto import TokenCipher
 from mcsync.schema import configured_schema, render
@@ -26,18 +27,10 @@ from mcsync.upgrade import UntrustedSchemaError, plan, refuse_foreign_schema
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-# Any constant works; it only has to be the same for every mcsync process.
-_ADVISORY_LOCK_KEY = 0x6D6373796E63
-
 # Where the bookkeeping lives: in mcsync's schema since 004, before that wherever the
 # search_path put it (the runner of 001-003 created it unqualified).
 _BOOKKEEPING = "mcsync.mcsync_schema_migrations"
 _OLD_BOOKKEEPING = "mcsync_schema_migrations"
-_CREATE_BOOKKEEPING = """CREATE TABLE mcsync_schema_migrations (
-    version    text PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now())"""
 
 
 # Files rewritten after release whose earlier text an install may have applied: the checksum of
@@ -119,15 +112,8 @@ def migrations_script(
     if mapping is not None:
         parts.append("\n-- ===== generated from the source mapping (docs/mapping.md) =====\n")
         parts.append(generated_text(mapping, schema=schema))
-        parts.append(
-            render(
-                "INSERT INTO mcsync.source_mapping (singleton, mapping, fingerprint)"
-                f" VALUES (true, {_literal(mapping.model_dump_json())}, '{mapping.fingerprint}')"
-                " ON CONFLICT (singleton) DO UPDATE SET mapping = excluded.mapping,"
-                " fingerprint = excluded.fingerprint, applied_at = pg_catalog.now();\n",
-                schema,
-            )
-        )
+        record = store.source_mapping_record(mapping.model_dump_json(), mapping.fingerprint, schema)
+        parts.append(record.as_string(None) + ";\n")
         parts.append(render(script.full_sync_after(versions), schema))
     # What was generated is locked down like the rest (PUBLIC's EXECUTE on the trigger
     # functions, a database's default privileges on the view).
@@ -135,14 +121,9 @@ def migrations_script(
     return "\n".join(parts)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _bookkeeping_table(conn: psycopg.Connection[Any], schema: str) -> str | None:
     for name in (render(_BOOKKEEPING, schema), _OLD_BOOKKEEPING):
-        found = conn.execute("SELECT pg_catalog.to_regclass(%s)", (name,)).fetchone()
-        if found is not None and found[0] is not None:
+        if store.table_named(conn, name, schema):
             return name
     return None
 
@@ -174,25 +155,20 @@ def apply_migrations(
     migrations = load_migrations(sql_dir)
     applied_now: list[str] = []
     with psycopg.connect(database_url) as conn, conn.transaction():
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+        store.lock_migrations(conn, schema)
         try:
             refuse_foreign_schema(conn, schema)
         except UntrustedSchemaError as exc:
             raise MigrationError(f"{exc}; nothing was applied") from exc
         table = _bookkeeping_table(conn, schema)
-        done = {}
-        if table is not None:
-            done = {
-                row[0]: (row[1], row[2])
-                for row in conn.execute(f"SELECT version, name, checksum FROM {table}").fetchall()
-            }
+        done = {} if table is None else store.applied_migrations(conn, table, schema)
         # Where unqualified names resolve from here on (mcsync.upgrade): never the installer's
         # search_path, so nothing a neighbour planted in `public` runs.
         pending = [m.version for m in migrations if m.version not in done]
         how = plan(pending, set(done))
         how.before(conn, table if table == _OLD_BOOKKEEPING else None)
         if table is None:
-            conn.execute(_CREATE_BOOKKEEPING)
+            store.create_bookkeeping(conn, schema)
             table = _OLD_BOOKKEEPING
         for migration in migrations:
             if migration.version in done:
@@ -214,16 +190,18 @@ def apply_migrations(
                     f"{migration.name} failed: {detail}{hint}; nothing was applied"
                 ) from exc
             table = _bookkeeping_table(conn, schema) or table  # 004 moves it
-            conn.execute(
-                f"INSERT INTO {table} (version, name, checksum) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
+            store.record_migration(
+                conn,
+                table,
+                schema,
+                version=migration.version,
+                name=migration.name,
+                checksum=migration.checksum,
             )
             applied_now.append(migration.name)
         how.after(conn, schema)
         # Installs whose files predate the mapping (a test's older sql_dir) have no table for it.
-        mapping_table = render(_MAPPING_TABLE, schema)
-        found = conn.execute("SELECT pg_catalog.to_regclass(%s)", (mapping_table,)).fetchone()
-        if found is not None and found[0] is not None:
+        if store.table_named(conn, render(_MAPPING_TABLE, schema), schema):
             try:
                 installed = install(conn, mapping, schema)
             except MappingError as exc:

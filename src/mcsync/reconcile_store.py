@@ -16,8 +16,8 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
-from mcsync import queries
 from mcsync.mirror import Contact, LedgerMember
+from mcsync.queries import statements
 from mcsync.rows import contact_from_row, ledger_from_row
 
 if TYPE_CHECKING:
@@ -46,17 +46,17 @@ async def _rows(cur: Cursor, statement: str, params: dict[str, Any]) -> list[dic
 
 async def read_mirror(cur: Cursor, user_id: UUID, audience_id: str) -> MirrorRows:
     params = {"user_id": user_id, "audience_id": audience_id}
-    contacts = [contact_from_row(r) for r in await _rows(cur, queries.USER_CONTACTS, params)]
+    contacts = [contact_from_row(r) for r in await _rows(cur, statements().USER_CONTACTS, params)]
     links = [
         (r["email_hash"], r["contact_id"], r["changed_at"])
-        for r in await _rows(cur, queries.AUDIENCE_LINKS, params)
+        for r in await _rows(cur, statements().AUDIENCE_LINKS, params)
     ]
-    queued = await _rows(cur, queries.PENDING_CHANGES, params)
+    queued = await _rows(cur, statements().PENDING_CHANGES, params)
     ledger = {
         r["email_hash"]: ledger_from_row(r)
-        for r in await _rows(cur, queries.AUDIENCE_LEDGER, params)
+        for r in await _rows(cur, statements().AUDIENCE_LEDGER, params)
     }
-    rejections = await _rows(cur, queries.USER_REJECTIONS, params)
+    rejections = await _rows(cur, statements().USER_REJECTIONS, params)
     pending = [(r["contact_id"], r["changed_at"]) for r in queued]
     return MirrorRows(contacts, links, pending, ledger, rejections)
 
@@ -64,12 +64,12 @@ async def read_mirror(cur: Cursor, user_id: UUID, audience_id: str) -> MirrorRow
 def user_contacts(conn: psycopg.Connection[Any], user_id: UUID) -> list[Contact]:
     """The user's contacts as mcsync reads them (through the source mapping's view)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(queries.USER_CONTACTS, {"user_id": user_id})
+        cur.execute(statements().USER_CONTACTS, {"user_id": user_id})
         return [contact_from_row(r) for r in cur.fetchall()]
 
 
 async def read_connection(cur: Cursor, user_id: UUID) -> dict[str, Any] | None:
-    await cur.execute(queries.GET_CONNECTION, {"user_id": user_id})
+    await cur.execute(statements().GET_CONNECTION, {"user_id": user_id})
     return await cur.fetchone()
 
 
@@ -78,7 +78,7 @@ async def claim_run(
 ) -> dict[str, Any] | None:
     """Lease the user's requested run; its row, or None when there is none to run."""
     await cur.execute(
-        queries.CLAIM_RECONCILIATION,
+        statements().CLAIM_RECONCILIATION,
         {"user_id": user_id, "owner": owner, "lease_seconds": lease_seconds},
     )
     return await cur.fetchone()
@@ -86,33 +86,39 @@ async def claim_run(
 
 async def seen_hashes(cur: Cursor, user_id: UUID) -> set[str]:
     """The members a run's earlier pages listed."""
-    return {r["email_hash"] for r in await _rows(cur, queries.RECONCILE_SEEN, {"user_id": user_id})}
+    return {
+        r["email_hash"] for r in await _rows(cur, statements().RECONCILE_SEEN, {"user_id": user_id})
+    }
 
 
 async def write_fixes(conn: AConn[Any], fixes: Fixes, user_id: UUID, audience_id: str) -> None:
     params: dict[str, Any] = {"user_id": user_id, "audience_id": audience_id}
     if fixes.ledger_deletes:
         await conn.execute(
-            queries.DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)}
+            statements().DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)}
         )
     if fixes.ledger_rows:
         await conn.execute(
-            queries.CORRECT_LEDGER, {**params, "rows": json.dumps(list(fixes.ledger_rows.values()))}
+            statements().CORRECT_LEDGER,
+            {**params, "rows": json.dumps(list(fixes.ledger_rows.values()))},
         )
     if fixes.adopt:
         await conn.execute(
-            queries.ADOPT_ORPHANS,
+            statements().ADOPT_ORPHANS,
             {**params, "ids": list(fixes.adopt), "hashes": list(fixes.adopt.values())},
         )
     if fixes.resync:
-        await conn.execute(queries.QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)})
+        await conn.execute(
+            statements().QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)}
+        )
     if fixes.deletes:
         ids = list(fixes.deletes)
         await conn.execute(
-            queries.QUEUE_DELETES, {**params, "ids": ids, "emails": [fixes.deletes[i] for i in ids]}
+            statements().QUEUE_DELETES,
+            {**params, "ids": ids, "emails": [fixes.deletes[i] for i in ids]},
         )
     if fixes.queued:
-        await conn.execute(queries.NOTIFY)
+        await conn.execute(statements().NOTIFY)
 
 
 async def record_page(
@@ -127,9 +133,9 @@ async def record_page(
 ) -> bool:
     """Note the members a page listed and advance the run; False if the lease is lost or the
     run was cancelled (the caller rolls the page back)."""
-    await conn.execute(queries.RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": hashes})
+    await conn.execute(statements().RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": hashes})
     advanced = await conn.execute(
-        queries.ADVANCE_RECONCILIATION,
+        statements().ADVANCE_RECONCILIATION,
         {
             "user_id": user_id,
             "owner": owner,
@@ -145,21 +151,21 @@ async def finish_run(
     conn: AConn[Any], user_id: UUID, owner: str, error: str | None, queued: int
 ) -> None:
     await conn.execute(
-        queries.FINISH_RECONCILIATION,
+        statements().FINISH_RECONCILIATION,
         {"user_id": user_id, "owner": owner, "error": error, "queued": queued},
     )
 
 
 async def close_run(conn: AConn[Any], user_id: UUID, audience_id: str) -> None:
     """A run that went through the whole audience: forget its hashes, note the full sync."""
-    await conn.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
+    await conn.execute(statements().CLEAR_RECONCILE_SEEN, {"user_id": user_id})
     await conn.execute(
-        queries.MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
+        statements().MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
     )
 
 
 async def stale_runs(conn: AConn[Any]) -> list[UUID]:
-    cur = await conn.execute(queries.STALE_RECONCILIATIONS)
+    cur = await conn.execute(statements().STALE_RECONCILIATIONS)
     return [r[0] for r in await cur.fetchall()]
 
 
@@ -168,7 +174,7 @@ async def stale_runs(conn: AConn[Any]) -> list[UUID]:
 
 def connection_row(conn: psycopg.Connection[Any], user_id: UUID) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(queries.GET_CONNECTION, {"user_id": user_id}).fetchone()
+        return cur.execute(statements().GET_CONNECTION, {"user_id": user_id}).fetchone()
 
 
 def start_run(
@@ -185,18 +191,19 @@ def start_run(
     params = {"user_id": user_id, "min_interval": min_interval}
     with conn.cursor(row_factory=dict_row) as cur:
         started = cur.execute(
-            queries.START_RECONCILIATION, {**params, "audience_id": audience_id, "by_user": by_user}
+            statements().START_RECONCILIATION,
+            {**params, "audience_id": audience_id, "by_user": by_user},
         ).fetchone()
         if started is None:
-            wait = cur.execute(queries.RECONCILIATION_RETRY_AFTER, params).fetchone()
+            wait = cur.execute(statements().RECONCILIATION_RETRY_AFTER, params).fetchone()
             return float(wait["seconds"]) if wait else 0.0
-        cur.execute(queries.CLEAR_RECONCILE_SEEN, {"user_id": user_id})
+        cur.execute(statements().CLEAR_RECONCILE_SEEN, {"user_id": user_id})
     return None
 
 
 def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> None:
     conn.execute(
-        queries.FINISH_RECONCILIATION,
+        statements().FINISH_RECONCILIATION,
         {"user_id": user_id, "owner": None, "error": reason, "queued": 0},
     )
 
@@ -204,16 +211,15 @@ def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> Non
 def run_unfinished(conn: psycopg.Connection[Any], user_id: UUID) -> bool | None:
     """Whether the user's run is still going (None: the user never asked for one)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        run = cur.execute(queries.GET_RECONCILIATION, {"user_id": user_id}).fetchone()
+        run = cur.execute(statements().GET_RECONCILIATION, {"user_id": user_id}).fetchone()
     return None if run is None else run["finished_at"] is None
 
 
-def sync_now_available_in(
-    conn: psycopg.Connection[Any], user_id: UUID, min_interval: float
-) -> int:
+def sync_now_available_in(conn: psycopg.Connection[Any], user_id: UUID, min_interval: float) -> int:
     """Seconds until the user may ask for Sync Now again (0: now)."""
     with conn.cursor(row_factory=dict_row) as cur:
         wait = cur.execute(
-            queries.RECONCILIATION_RETRY_AFTER, {"user_id": user_id, "min_interval": min_interval}
+            statements().RECONCILIATION_RETRY_AFTER,
+            {"user_id": user_id, "min_interval": min_interval},
         ).fetchone()
     return int(wait["seconds"]) if wait else 0

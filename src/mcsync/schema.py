@@ -67,7 +67,7 @@ def render(sql: str, schema: str) -> str:
     return _AS_VALUE.sub(lambda m: f"'{schema}'::{m.group(1) or ''}regnamespace", sql)
 
 
-# Catalog functions mcsync's statements call. Written unqualified in src/mcsync/queries.py for
+# Catalog functions mcsync's statements call. Written unqualified in src/mcsync/queries/ for
 # legibility; `qualify_catalog_calls` names each `pg_catalog.` before a statement is run, so no
 # overload a role created in `public` (an exact signature beats the catalog's polymorphic or
 # variadic one: `public.unnest(uuid[])`) ever runs in the worker or the web side (issue 17).

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
-from psycopg import sql
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -40,7 +39,7 @@ from pydantic import (
     field_validator,
 )
 
-from mcsync.schema import PINNED_PATH
+from mcsync.install_store import filter_type, leads_an_index, table_columns
 
 CONFIG_ENV = "MCSYNC_CONFIG"
 VIEW = "mcsync.source_contacts"
@@ -274,41 +273,12 @@ class _Column:
 
 
 def _columns(conn: psycopg.Connection[Any], table: str) -> dict[str, _Column] | None:
-    schema, name = table.split(".")
-    rows = conn.execute(
-        """SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                  t.typcategory::pg_catalog.text, e.typcategory::pg_catalog.text
-             FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_catalog.pg_attribute a
-               ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-             LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-            WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')""",
-        (schema, name),
-    ).fetchall()
-    if not rows:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-            (schema, name),
-        ).fetchone()
-        return {} if exists else None
-    return {r[0]: _Column(r[1], r[2], r[3]) for r in rows}
+    rows = table_columns(conn, table)
+    return None if rows is None else {r[0]: _Column(r[1], r[2], r[3]) for r in rows}
 
 
 def _leads_an_index(conn: psycopg.Connection[Any], table: str, column: str) -> bool:
-    schema, name = table.split(".")
-    row = conn.execute(
-        """SELECT 1 FROM pg_catalog.pg_index i
-             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-            WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s""",
-        (schema, name, column),
-    ).fetchone()
-    return row is not None
+    return leads_an_index(conn, table, column)
 
 
 def check_against_catalog(conn: psycopg.Connection[Any], mapping: SourceMapping) -> list[str]:
@@ -403,23 +373,9 @@ def _filter_problem(conn: psycopg.Connection[Any], mapping: SourceMapping) -> st
     """Why the filter is not a boolean expression over the source table's columns (evaluated
     with the triggers' search_path), or None."""
     try:
-        with conn.transaction():
-            conn.execute(PINNED_PATH)
-            cur = conn.execute(
-                sql.SQL("SELECT ({}) FROM {} LIMIT 0").format(
-                    sql.SQL(mapping.filter or "true"), sql.Identifier(*mapping.table.split("."))
-                ),
-                prepare=False,
-            )
-            kind = cur.description[0].type_code if cur.description else None
-            if kind != 16:  # bool
-                return f"{mapping.filter!r} is not a boolean expression"
-            raise _Rollback
-    except _Rollback:
-        return None
+        kind = filter_type(conn, mapping.filter or "true", mapping.table)
     except psycopg.Error as exc:
         return f"{mapping.filter!r}: {exc.diag.message_primary or exc}"
-
-
-class _Rollback(Exception):
-    """Leaves the check's savepoint without keeping its SET LOCAL."""
+    if kind != 16:  # bool
+        return f"{mapping.filter!r} is not a boolean expression"
+    return None

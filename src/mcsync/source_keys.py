@@ -18,27 +18,8 @@ from typing import Any
 
 import psycopg
 
+from mcsync.install_store import key_facts
 from mcsync.source import SourceMapping, quote
-
-# Whether the column is NOT NULL, and whether a primary key or a unique index (not partial, no
-# expression) is on exactly that column: only then is the column unique by itself.
-_KEY_FACTS = """
-SELECT a.attnotnull,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
-                  AND i.indpred IS NULL AND i.indexprs IS NULL
-                  AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum) AS unique_alone
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped AND a.attnum > 0
- WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s
-"""
-
-
-def _facts(conn: psycopg.Connection[Any], table: str, column: str) -> tuple[bool, bool] | None:
-    schema, name = table.split(".")
-    row = conn.execute(_KEY_FACTS, (schema, name, column)).fetchone()
-    return (bool(row[0]), bool(row[1])) if row else None
 
 
 def key_problems(conn: psycopg.Connection[Any], mapping: SourceMapping) -> list[str]:
@@ -46,7 +27,7 @@ def key_problems(conn: psycopg.Connection[Any], mapping: SourceMapping) -> list[
     A column that does not exist is left to the mapping check's own message."""
     problems: list[str] = []
     table, qtable = mapping.table, quote(mapping.table)
-    facts = _facts(conn, table, mapping.id)
+    facts = key_facts(conn, table, mapping.id)
     if facts is not None:
         not_null, unique = facts
         column = quote(mapping.id)
@@ -63,7 +44,7 @@ def key_problems(conn: psycopg.Connection[Any], mapping: SourceMapping) -> list[
                 f"{qtable} ALTER COLUMN {column} SET DEFAULT gen_random_uuid(), "
                 f"ALTER COLUMN {column} SET NOT NULL; (a primary key is NOT NULL too)"
             )
-    tenant = _facts(conn, table, mapping.tenant)
+    tenant = key_facts(conn, table, mapping.tenant)
     if tenant is not None and not tenant[0]:
         column = quote(mapping.tenant)
         problems.append(

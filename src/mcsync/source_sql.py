@@ -24,7 +24,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from mcsync.schema import PINNED_PATH as SCHEMA_PINNED_PATH
 from mcsync.source import (
     MergeField,
     SourceMapping,
@@ -33,9 +32,6 @@ from mcsync.source import (
     check_against_catalog,
     column_types,
 )
-
-# The search_path every generated statement is built under, and the triggers run with.
-PINNED_PATH = sql.SQL(SCHEMA_PINNED_PATH)
 
 
 def _name(qualified: str) -> sql.Identifier:
@@ -398,8 +394,8 @@ def generated_sql(
 ) -> sql.Composed:
     """Everything the mapping generates: mcsync's old triggers dropped, then the index, the view
     and the triggers. (Without `column_types`, BIRTHDAY and DATE columns are taken to be dates.)
-    Every name is qualified; run it under PINNED_PATH all the same (`install` does, and
-    `mcsync sql` says so first)."""
+    Every name is qualified; run it under the pinned search_path all the same (`install` does,
+    install_store.pin_search_path, and `mcsync sql` says so first)."""
     return sql.Composed(
         [
             sql.SQL(_PREPARE).format(
@@ -437,27 +433,18 @@ def install(
     for a full reconciliation. Runs in the caller's transaction (the migrations'), under the
     pinned search_path for the rest of it: the filter is checked, and the view built, with the
     same one."""
-    from mcsync.schema import render
+    from mcsync import install_store as store
 
-    conn.execute(PINNED_PATH)
+    store.pin_search_path(conn)
     warnings = check_against_catalog(conn, mapping)
     types = column_types(conn, mapping.table)
-    previous = conn.execute(
-        render("SELECT fingerprint FROM mcsync.source_mapping", schema)
-    ).fetchone()
+    previous = store.installed_mapping_fingerprint(conn, schema)
     conn.execute(generated_sql(mapping, types, schema))
-    conn.execute(render("CALL mcsync.lock_down()", schema))
-    conn.execute(
-        render(
-            "INSERT INTO mcsync.source_mapping (singleton, mapping, fingerprint)"
-            " VALUES (true, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
-            " mapping = excluded.mapping, fingerprint = excluded.fingerprint,"
-            " applied_at = pg_catalog.now()",
-            schema,
-        ),
-        (json.dumps(mapping.model_dump(mode="json")), mapping.fingerprint),
+    store.lock_down(conn, schema)
+    store.record_source_mapping(
+        conn, json.dumps(mapping.model_dump(mode="json")), mapping.fingerprint, schema
     )
-    changed = previous is not None and previous[0] != mapping.fingerprint
+    changed = previous is not None and previous != mapping.fingerprint
     queued = 0
     if changed:
         from mcsync.connections import queue_full_sync_all

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from mcsync.schema import PINNED_PATH, render
+from mcsync import install_store as store
+from mcsync.schema import PINNED_PATH  # as `mcsync sql` writes it into its script
 
 _DC_FORM = "^[a-z]+[0-9]+$"  # 004's mailchimp_connections_dc_form
 
@@ -35,11 +35,7 @@ class UntrustedSchemaError(RuntimeError):
 
 def refuse_foreign_schema(conn: psycopg.Connection[Any], schema: str) -> None:
     """Raise when a schema named `schema` exists and the installing role does not own it."""
-    row = conn.execute(
-        "SELECT r.rolname, r.rolname = CURRENT_USER FROM pg_catalog.pg_namespace n"
-        " JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE n.nspname = %s",
-        (schema,),
-    ).fetchone()
+    row = store.schema_owner(conn, schema)
     if row is not None and not row[1]:
         raise UntrustedSchemaError(
             f"schema {schema} is owned by {row[0]}, not by the installing role: a schema "
@@ -60,63 +56,24 @@ class Plan:
     def before(self, conn: psycopg.Connection[Any], legacy_table: str | None) -> None:
         """Pin the search_path for the migrations (and quarantine before 004)."""
         if self.staging is not None:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.staging)))
-            conn.execute(
-                sql.SQL("SET LOCAL search_path = {}, pg_catalog, pg_temp").format(
-                    sql.Identifier(self.staging)
-                )
-            )
+            store.stage_in(conn, self.staging)
             return
         if self.exposed and legacy_table is not None:
-            old_schema = conn.execute(
-                "SELECT n.nspname FROM pg_catalog.pg_class c"
-                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.oid = pg_catalog.to_regclass(%s)",
-                (legacy_table,),
-            ).fetchone()
-            conn.execute(
-                sql.SQL("SET LOCAL search_path = pg_catalog, {}, pg_temp").format(
-                    sql.Identifier(old_schema[0] if old_schema else "public")
-                )
-            )
-            self._quarantine(conn)
+            store.resolve_in_legacy_schema(conn, legacy_table)
+            store.quarantine_connections(conn, _DC_FORM)
             return
         if self.pin:
-            conn.execute(PINNED_PATH)
-
-    @staticmethod
-    def _quarantine(conn: psycopg.Connection[Any]) -> None:
-        held = conn.execute(
-            "SELECT pg_catalog.to_regclass('mailchimp_connections') IS NOT NULL"
-        ).fetchone()
-        if held and held[0]:
-            conn.execute(
-                "CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS"
-                " SELECT * FROM mailchimp_connections WHERE dc !~ %s",
-                (_DC_FORM,),
-            )
-            conn.execute("DELETE FROM mailchimp_connections WHERE dc !~ %s", (_DC_FORM,))
+            store.pin_search_path(conn)
 
     def after(self, conn: psycopg.Connection[Any], schema: str) -> None:
         """Once the migrations are in: drop the staging schema, distrust an exposed install's
         rows, and pin the search_path for what follows."""
         if self.staging is not None:
-            conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(self.staging)))
+            store.drop_staging(conn, self.staging)
         if self.pin:
-            conn.execute(PINNED_PATH)
+            store.pin_search_path(conn)
         if self.exposed:
-            held = conn.execute(
-                "SELECT pg_catalog.to_regclass('pg_temp.mcsync_quarantine') IS NOT NULL"
-            ).fetchone()
-            if held and held[0]:
-                conn.execute(
-                    render(
-                        "INSERT INTO mcsync.quarantined_connections SELECT q.*,"
-                        " 'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q",
-                        schema,
-                    )
-                )
-            conn.execute(render("CALL mcsync.distrust_exposed_rows()", schema))
+            store.distrust_exposed_rows(conn, schema)
 
 
 def plan(pending: list[str], done: set[str]) -> Plan:

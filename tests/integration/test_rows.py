@@ -11,11 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from mcsync import mirror, queries, reconcile
+from mcsync import mirror, reconcile
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.emulator.state import subscriber_hash as emulated_hash
 from mcsync.mailchimp import client
 from mcsync.mirror import LedgerMember
+from mcsync.queries import statements
 from mcsync.rows import ledger_from_row, ledger_to_row
 from tests.support.harness import SyncHarness
 
@@ -60,9 +61,10 @@ def test_the_store_and_the_reconciliation_read_the_same_ledger(sync: SyncHarness
     )
     params = {"user_id": user.user_id, "audience_id": user.audience_id}
     with psycopg.connect(sync.db_url, autocommit=True) as conn:
-        conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps([ledger_to_row(member)])})
+        rows = json.dumps([ledger_to_row(member)])
+        conn.execute(statements().UPSERT_LEDGER, {**params, "rows": rows})
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": [member.email_hash]})
+            cur.execute(statements().LEDGER_BY_HASH, {**params, "hashes": [member.email_hash]})
             (worker_row,) = cur.fetchall()
     assert ledger_from_row(worker_row) == member
 

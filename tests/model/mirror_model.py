@@ -56,7 +56,6 @@ import httpx
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import admin_queries, queries
 from mcsync.crypto import TokenCipher
 from mcsync.emulator.app import create_app
 from mcsync.emulator.runtime import Emulator
@@ -71,6 +70,7 @@ from mcsync.mirror import (
     normalize_email,
     subscriber_hash,
 )
+from mcsync.queries import statements
 from mcsync.worker.account import AccountSettings, AccountWorker, plan_for
 from mcsync.worker.backoff import Backoff
 from mcsync.worker.runner import Worker
@@ -89,13 +89,8 @@ CIPHER = TokenCipher(["H0t3Qs6dU8p2i0h7zqQ9rR0Hk2a8u9vN1kS4yQ7s6xM="])
 
 T = TypeVar("T")
 
-# Statement text -> its name in mcsync.queries (or mcsync.admin_queries: the health history).
-STATEMENT_NAMES: dict[str, str] = {
-    value: name
-    for module in (queries, admin_queries)
-    for name, value in vars(module).items()
-    if name.isupper() and isinstance(value, str) and name not in ("CHANNEL", "SCHEMA")
-}
+# Statement text, as the worker's store runs it -> its name in mcsync.queries.
+STATEMENT_NAMES: dict[str, str] = {value: name for name, value in statements().named.items()}
 
 
 
@@ -744,7 +739,7 @@ class DatabaseSession:
         db = self.db
         if (
             self.in_transaction
-            and statement is queries.HOLDS_ACCOUNT
+            and statement is statements().HOLDS_ACCOUNT
             and db.crash_rate
             and db.crash_rng.random() < db.crash_rate
         ):

@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from mcsync.config import Settings
 from mcsync.crypto import EncryptionKeyError, TokenCipher
+from mcsync.doctor import probes
 from mcsync.doctor.checks import JwksFacts, ListenFacts
 
 # Supabase's transaction-mode pooler listens on this port (the session-mode one on 5432).
@@ -33,15 +34,15 @@ def listen_round_trip(database_url: str, wait: float = 2.0) -> ListenFacts:
     pids: set[int] = set()
     port = str(conninfo_to_dict(database_url).get("port") or "")
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"LISTEN {channel}")
-        pids.add(_pid(conn))
+        probes.listen(conn, channel)
+        pids.add(probes.backend_pid(conn))
         started = time.monotonic()
-        conn.execute("SELECT pg_catalog.pg_notify(%s, 'mcsync doctor')", (channel,))
-        pids.add(_pid(conn))
+        probes.notify(conn, channel)
+        pids.add(probes.backend_pid(conn))
         notified = any(n.channel == channel for n in conn.notifies(timeout=wait, stop_after=1))
         elapsed = (time.monotonic() - started) * 1000
-        pids.add(_pid(conn))
-        conn.execute(f"UNLISTEN {channel}")
+        pids.add(probes.backend_pid(conn))
+        probes.unlisten(conn, channel)
     return ListenFacts(
         notified,
         wait,
@@ -49,11 +50,6 @@ def listen_round_trip(database_url: str, wait: float = 2.0) -> ListenFacts:
         pooler_port=port == SUPABASE_TRANSACTION_POOLER_PORT,
         elapsed_ms=elapsed if notified else None,
     )
-
-
-def _pid(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT pg_catalog.pg_backend_pid()").fetchone()
-    return int(row[0]) if row else 0
 
 
 def fetch_jwks(url: str, timeout: float = 5.0) -> JwksFacts:

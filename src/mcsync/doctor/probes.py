@@ -1,7 +1,7 @@
-"""The doctor's reads of the database: each returns the facts one judgement of
-mcsync.doctor.checks needs. Catalog functions are `pg_catalog.`-qualified and mcsync's objects
-named through mcsync.schema.render, so no search_path (the app's, a pooler's) changes what is
-read. Read-only; run as the owner (the role operator commands use)."""
+"""The doctor's store: its reads of the database, each returning the facts one judgement of
+mcsync.doctor.checks needs, and its LISTEN/NOTIFY round trip. Every statement is a named one of
+`mcsync.queries.doctor`, rendered for the install's schema, so no search_path (the app's, a
+pooler's) changes what is read. Read-only; run as the owner (the role operator commands use)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from cryptography.fernet import Fernet, InvalidToken
+from psycopg import sql
 
 from mcsync.crypto import EncryptionKeyError, TokenBindingError, TokenCipher, UnboundTokenError
 from mcsync.doctor.checks import (
@@ -20,93 +21,65 @@ from mcsync.doctor.checks import (
     MigrationFacts,
     PostgrestSetting,
 )
-from mcsync.schema import render
+from mcsync.queries import Statements, statements
+from mcsync.schema import DEFAULT_SCHEMA
 
 Conn = psycopg.Connection[Any]
 
 
-def _one(conn: Conn, sql: str, params: Any = None) -> Any:
-    row = conn.execute(sql, params).fetchone()
+def _q(schema: str = DEFAULT_SCHEMA) -> Statements:
+    """The statements for `schema`; the default's for those that name no object of mcsync's."""
+    return statements(schema)
+
+
+def _one(conn: Conn, statement: str, params: Any = None) -> Any:
+    row = conn.execute(statement, params).fetchone()
     return row[0] if row else None
 
 
 def schema_exists(conn: Conn, schema: str) -> bool:
-    return bool(_one(conn, "SELECT pg_catalog.to_regnamespace(%s) IS NOT NULL", (schema,)))
+    return bool(_one(conn, _q(schema).SCHEMA_EXISTS, {"schema": schema}))
 
 
 def _tables(conn: Conn, schema: str, kinds: str = "rpvmf") -> frozenset[str]:
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_catalog.pg_class c"
-        " WHERE c.relnamespace = pg_catalog.to_regnamespace(%s)"
-        " AND c.relkind::text = ANY (pg_catalog.string_to_array(%s, NULL))",
-        (schema, kinds),
-    ).fetchall()
+    params = {"schema": schema, "kinds": kinds}
+    rows = conn.execute(_q(schema).SCHEMA_RELATIONS, params).fetchall()
     return frozenset(r[0] for r in rows)
+
+
+def _has_relation(conn: Conn, schema: str, name: str) -> bool:
+    return bool(_one(conn, _q(schema).HAS_RELATION, {"name": f"{schema}.{name}"}))
 
 
 def migration_facts(conn: Conn, schema: str) -> MigrationFacts:
     if not schema_exists(conn, schema):
         return MigrationFacts(None, False)
-    table = render("mcsync.mcsync_schema_migrations", schema)
     recorded = None
-    if _one(conn, "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,)):
-        rows = conn.execute(f"SELECT version, name, checksum FROM {table}").fetchall()
+    if _has_relation(conn, schema, "mcsync_schema_migrations"):
+        rows = conn.execute(_q(schema).RECORDED_MIGRATIONS).fetchall()
         recorded = {r[0]: (r[1], r[2]) for r in rows}
     return MigrationFacts(recorded, True, _tables(conn, schema))
 
 
 def mapping_facts(conn: Conn, schema: str, trigger_names: list[str]) -> MappingFacts:
-    mapping_table = render("mcsync.source_mapping", schema)
+    q = _q(schema)
     fingerprint = None
-    if _one(conn, "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (mapping_table,)):
-        fingerprint = _one(conn, f"SELECT fingerprint FROM {mapping_table}")
-    view = render("mcsync.source_contacts", schema)
-    view_exists = bool(_one(conn, "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (view,)))
-    # mcsync's triggers: those of the mapping's names whose function lives in its schema.
-    rows = conn.execute(
-        "SELECT t.tgname::text FROM pg_catalog.pg_trigger t"
-        " JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid"
-        " WHERE NOT t.tgisinternal AND p.pronamespace = pg_catalog.to_regnamespace(%s)"
-        " AND t.tgname = ANY (%s)",
-        (schema, trigger_names),
-    ).fetchall()
+    if _has_relation(conn, schema, "source_mapping"):
+        fingerprint = _one(conn, q.MAPPING_FINGERPRINT)
+    view_exists = _has_relation(conn, schema, "source_contacts")
+    params = {"schema": schema, "names": trigger_names}
+    rows = conn.execute(q.MCSYNC_TRIGGERS, params).fetchall()
     return MappingFacts(fingerprint, view_exists, frozenset(r[0] for r in rows))
 
 
-# Every privilege on the schema and its objects, one row per (grantee, object, privilege):
-# the grantee's name ('PUBLIC' for 0), whether it is the object's owner, and the object.
-_ACL = """
-SELECT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END,
-       a.grantee = o.owner, o.kind, o.name, a.privilege_type
-  FROM (
-        SELECT 'schema' AS kind, '' AS name, n.nspowner AS owner, n.nspacl AS acl
-          FROM pg_catalog.pg_namespace n WHERE n.oid = pg_catalog.to_regnamespace(%(schema)s)
-        UNION ALL
-        SELECT CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view' ELSE 'table' END,
-               c.relname::text, c.relowner, c.relacl
-          FROM pg_catalog.pg_class c
-         WHERE c.relnamespace = pg_catalog.to_regnamespace(%(schema)s)
-           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-        UNION ALL
-        SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
-               p.oid::pg_catalog.regprocedure::text, p.proowner, p.proacl
-          FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = pg_catalog.to_regnamespace(%(schema)s)
-       ) o,
-       LATERAL pg_catalog.aclexplode(o.acl) a
-"""
-
-
 def _acl(conn: Conn, schema: str) -> list[tuple[str, bool, str, str, str]]:
-    return [tuple(r) for r in conn.execute(_ACL, {"schema": schema}).fetchall()]
+    return [tuple(r) for r in conn.execute(_q(schema).SCHEMA_ACL, {"schema": schema}).fetchall()]
 
 
 def grant_facts(conn: Conn, schema: str, roles: tuple[str, ...]) -> GrantFacts:
+    q = _q(schema)
     existing = frozenset(
-        r[0]
-        for r in conn.execute(
-            "SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY (%s)", (list(roles),)
-        ).fetchall()
+        r[0] for r in conn.execute(q.ROLES_NAMED, {"roles": list(roles)}).fetchall()
     )
     held: dict[str, dict[str, frozenset[str]]] = {role: {} for role in existing}
     for grantee, _owner, kind, name, privilege in _acl(conn, schema):
@@ -116,12 +89,7 @@ def grant_facts(conn: Conn, schema: str, roles: tuple[str, ...]) -> GrantFacts:
             held[grantee][obj] = held[grantee].get(obj, frozenset()) | {privilege}
     # Tables (not views) without a policy that names every one of mcsync's roles.
     no_policy = conn.execute(
-        "SELECT c.relname FROM pg_catalog.pg_class c"
-        " WHERE c.relnamespace = pg_catalog.to_regnamespace(%(schema)s) AND c.relkind IN ('r', 'p')"
-        "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid"
-        "     AND (SELECT pg_catalog.array_agg(r.rolname::text) FROM pg_catalog.pg_roles r"
-        "           WHERE r.oid = ANY (p.polroles)) @> %(roles)s::text[])",
-        {"schema": schema, "roles": list(existing)},
+        q.TABLES_WITHOUT_POLICY, {"schema": schema, "roles": list(existing)}
     ).fetchall()
     return GrantFacts(existing, held, frozenset(r[0] for r in no_policy))
 
@@ -136,22 +104,11 @@ def exposure_facts(conn: Conn, schema: str, roles: tuple[str, ...]) -> ExposureF
         for grantee, is_owner, kind, name, privilege in _acl(conn, schema)
         if not is_owner and grantee not in roles
     ]
-    no_rls = conn.execute(
-        "SELECT c.relname FROM pg_catalog.pg_class c"
-        " WHERE c.relnamespace = pg_catalog.to_regnamespace(%s) AND c.relkind IN ('r', 'p')"
-        " AND NOT c.relrowsecurity",
-        (schema,),
-    ).fetchall()
+    q = _q(schema)
+    no_rls = conn.execute(q.TABLES_WITHOUT_RLS, {"schema": schema}).fetchall()
     # A role that cannot log in but is a member of mcsync's roles borrows their rights
     # (e.g. `GRANT mcsync_web TO anon`); logins in them are how the processes are meant to run.
-    borrowed = conn.execute(
-        "SELECT m.rolname::text, r.rolname::text FROM pg_catalog.pg_auth_members a"
-        " JOIN pg_catalog.pg_roles r ON r.oid = a.roleid"
-        " JOIN pg_catalog.pg_roles m ON m.oid = a.member"
-        " WHERE r.rolname = ANY (%s) AND NOT m.rolcanlogin AND m.rolname <> ALL (%s)"
-        " ORDER BY 1, 2",
-        (list(roles), list(roles)),
-    ).fetchall()
+    borrowed = conn.execute(q.BORROWED_ROLES, {"roles": list(roles)}).fetchall()
     return ExposureFacts(
         grantees, frozenset(r[0] for r in no_rls), [(r[0], r[1]) for r in borrowed]
     )
@@ -166,16 +123,7 @@ def _target(kind: str, schema: str, name: str) -> str:
 def postgrest_settings(conn: Conn) -> list[PostgrestSetting]:
     """`pgrst.db_schemas` wherever PostgREST's in-database configuration can set it: on this
     database, on a role (its authenticator), or on a role in this database."""
-    rows = conn.execute(
-        "SELECT d.datname::text, r.rolname::text, c.setting"
-        "  FROM pg_catalog.pg_db_role_setting s"
-        "  LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase"
-        "  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole,"
-        "  LATERAL pg_catalog.unnest(s.setconfig) AS c(setting)"
-        " WHERE (s.setdatabase = 0 OR d.datname = pg_catalog.current_database())"
-        "   AND c.setting LIKE 'pgrst.db\\_schemas=%'"
-        " ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
-    ).fetchall()
+    rows = conn.execute(_q().POSTGREST_SCHEMAS).fetchall()
     out = []
     for database, role, setting in rows:
         where = " in ".join(
@@ -190,27 +138,41 @@ def postgrest_settings(conn: Conn) -> list[PostgrestSetting]:
 def installed_role_prefix(conn: Conn, schema: str) -> str | None:
     """The role prefix grants.sql last named for this install (mcsync.process_roles, sql/007),
     or None when it has not been applied (or the install predates 007)."""
-    table = render("mcsync.process_roles", schema)
-    if _one(conn, "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (table,)) is not True:
+    if not _has_relation(conn, schema, "process_roles"):
         return None
-    worker = _one(conn, f"SELECT role_name FROM {table} WHERE process = 'worker'")
+    worker = _one(conn, _q(schema).INSTALLED_WORKER_ROLE)
     return str(worker).removesuffix("_worker") if worker and worker.endswith("_worker") else None
 
 
 def stored_tokens(conn: Conn, schema: str) -> list[tuple[Any, str]]:
-    table = render("mcsync.mailchimp_connections", schema)
-    return [
-        (r[0], r[1]) for r in conn.execute(f"SELECT user_id, access_token_encrypted FROM {table}")
-    ]
+    return [(r[0], r[1]) for r in conn.execute(_q(schema).STORED_TOKENS)]
 
 
 def connections_to_ping(conn: Conn, schema: str) -> list[tuple[Any, str, str]]:
-    table = render("mcsync.mailchimp_connections", schema)
-    sql = (
-        f"SELECT user_id, dc, access_token_encrypted FROM {table}"
-        " WHERE access_token_encrypted <> '' ORDER BY connected_at"
-    )
-    return [(r[0], r[1], r[2]) for r in conn.execute(sql)]
+    return [(r[0], r[1], r[2]) for r in conn.execute(_q(schema).CONNECTIONS_TO_PING)]
+
+
+# --- the LISTEN/NOTIFY round trip (mcsync.doctor.network times it) --------------------------
+
+
+def listen(conn: Conn, channel: str) -> None:
+    query = sql.SQL(_q().DOCTOR_LISTEN).format(channel=sql.Identifier(channel))
+    conn.execute(query)
+
+
+def notify(conn: Conn, channel: str) -> None:
+    conn.execute(_q().DOCTOR_NOTIFY, {"channel": channel})
+
+
+def unlisten(conn: Conn, channel: str) -> None:
+    query = sql.SQL(_q().DOCTOR_UNLISTEN).format(channel=sql.Identifier(channel))
+    conn.execute(query)
+
+
+def backend_pid(conn: Conn) -> int:
+    """The server session this transaction ran on."""
+    row = conn.execute(_q().BACKEND_PID).fetchone()
+    return int(row[0]) if row else 0
 
 
 def classify_token(cipher: TokenCipher, newest: Fernet, user_id: Any, stored: str) -> str:

@@ -58,6 +58,85 @@ class AccountSettings:
         )
 
 
+class AccountSession:
+    """One account while this worker serves it: everything its concurrent passes share.
+
+    It owns the gate (the in-flight cap and the reasons every pass stops starting calls), the
+    members in flight (two passes never plan the same member), the queue rows claimed by
+    passes still running (never claimed twice), the lane its passes take, whether an import is
+    left to expand, and why the passes stop (a pass said so, or failed). Each is changed only
+    through the named methods below; a fresh session is made each time the account is served."""
+
+    def __init__(self, account: Account, max_in_flight: int) -> None:
+        self.account = account
+        self.gate = AccountGate(max_in_flight)
+        self.members = MembersInFlight()
+        self._claimed: set[int] = set()
+        self._imports_left = account.has_bulk
+        self._told_to_stop = False
+        self._failure: BaseException | None = None
+        # The audience's archived members, listed at most once at a time for all passes
+        # (mcsync.worker.archived); set by the worker, which holds the Mailchimp client.
+        self.archived: ArchivedListing | None = None
+
+    @property
+    def claimed(self) -> frozenset[int]:
+        """The queue rows the running passes hold (a new claim leaves them out)."""
+        return frozenset(self._claimed)
+
+    @property
+    def imports_left(self) -> bool:
+        """Whether an import (mailchimp_sync_bulk rows) may still have contacts to expand."""
+        return self._imports_left
+
+    @property
+    def stopping(self) -> bool:
+        """No new pass starts: one said stop (the gate stopped its calls, or it spent a row's
+        last attempt) or failed."""
+        return self._told_to_stop
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The first error a pass raised (raised again once every pass has ended)."""
+        return self._failure
+
+    def claim(self, events: list[Event]) -> set[int]:
+        """`events` taken by a new pass: their ids, to `forget_claim` when it ends."""
+        ids = {e.id for e in events}
+        self._claimed.update(ids)
+        return ids
+
+    def forget_claim(self, ids: set[int], _task: object = None) -> None:
+        """A pass ended (its rows are recorded or released): a later claim may see them."""
+        self._claimed.difference_update(ids)
+
+    def take_bulk_lane(self) -> None:
+        """Bulk work: the passes started from here on (which inherit the serving task's
+        context) take the bulk lane, leaving room for other accounts' edits (see
+        mcsync.worker.lanes)."""
+        current_lane.set(BULK)
+
+    def imports_expanded(self, rows: int) -> None:
+        """An import's next slice became `rows` queue rows; none means it is all expanded."""
+        self._imports_left = rows > 0
+
+    def pass_ended(self, task: asyncio.Task[bool]) -> None:
+        """A pass is done: one that failed, or answered False (stop), stops new passes."""
+        if task.exception() is not None:
+            self._failure = self._failure or task.exception()
+            self._told_to_stop = True
+        elif not task.result():
+            self._told_to_stop = True
+
+    def pause(self) -> None:
+        """The connection is being paused: no pass starts another call (see AccountGate)."""
+        self.gate.pause()
+
+    def lose_lease(self) -> None:
+        """Another worker holds the account now: no call, nothing recorded (see AccountGate)."""
+        self.gate.lose_lease()
+
+
 class AccountWorker:
     """Serves one leased account at a time (the worker runs one `serve` per account)."""
 
@@ -132,91 +211,70 @@ class AccountWorker:
     async def _run_passes(self, account: Account) -> None:
         """Keep up to `max_passes` passes of `claim_size` contacts going, all sharing one gate
         (so never more than `max_in_flight` calls), until nothing is due or a pass says stop."""
-        gate = AccountGate(self.settings.max_in_flight)
+        session = AccountSession(account, self.settings.max_in_flight)
         # One archived listing at a time for all of this account's passes (see
         # mcsync.worker.archived): the passes that reach a batch meanwhile share the next one.
-        archived = ArchivedListing(
-            partial(list_archived_members, self._client(account), account.audience_id, gate)
+        session.archived = ArchivedListing(
+            partial(list_archived_members, self._client(account), account.audience_id, session.gate)
         )
-        heartbeat = asyncio.create_task(self._heartbeat(account, gate))
+        heartbeat = asyncio.create_task(self._heartbeat(session))
         try:
-            await self._keep_passes_going(account, gate, archived)
+            await self._keep_passes_going(session)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
-    async def _keep_passes_going(
-        self, account: Account, gate: AccountGate, archived: ArchivedListing
-    ) -> None:
-        members = MembersInFlight()
+    async def _keep_passes_going(self, session: AccountSession) -> None:
+        account = session.account
         passes: set[asyncio.Task[bool]] = set()
-        claimed: set[int] = set()
-        stop = False
-        failure: BaseException | None = None
-        imports_left = account.has_bulk
-        if imports_left:
-            current_lane.set(BULK)
+        if session.imports_left:
+            session.take_bulk_lane()  # here, in the serving task, not in the heartbeat's
         while True:
-            if not stop and len(passes) < self.settings.max_passes:
+            if not session.stopping and len(passes) < self.settings.max_passes:
                 events = await self.store.claim_due_events(
-                    account.user_id, self.settings.claim_size, exclude=claimed
+                    account.user_id, self.settings.claim_size, exclude=session.claimed
                 )
                 if len(events) >= self.settings.batch_threshold:
-                    # Bulk work: this account's passes (the ones started from here on, which
-                    # inherit this task's context) take the bulk lane, leaving room for
-                    # other accounts' edits (see mcsync.worker.lanes).
-                    current_lane.set(BULK)
-                if imports_left and len(events) < self.settings.claim_size:
+                    session.take_bulk_lane()
+                if session.imports_left and len(events) < self.settings.claim_size:
                     # The queue runs low: turn the next slice of an import into queue rows.
                     chunk = self.settings.claim_size * self.settings.max_passes
-                    imports_left = await self.store.expand_bulk(account.user_id, chunk) > 0
-                    if imports_left and not events:
+                    session.imports_expanded(await self.store.expand_bulk(account.user_id, chunk))
+                    if session.imports_left and not events:
                         continue
                 if events:
-                    ids = {e.id for e in events}
-                    claimed.update(ids)
-                    task = asyncio.create_task(
-                        self._process(account, events, gate, members, archived)
-                    )
-                    task.add_done_callback(partial(_forget_claim, claimed, ids))
+                    ids = session.claim(events)
+                    task = asyncio.create_task(self._process(session, events))
+                    task.add_done_callback(partial(session.forget_claim, ids))
                     passes.add(task)
                     continue
             if not passes:
                 break
             done, passes = await asyncio.wait(passes, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task.exception() is not None:
-                    failure = failure or task.exception()
-                    stop = True
-                elif not task.result():
-                    stop = True
-        if gate.throttled is not None:
-            await self.health.hold_back(account, gate.throttled)
-        if failure is not None:
-            raise failure
+                session.pass_ended(task)
+        if session.gate.throttled is not None:
+            await self.health.hold_back(account, session.gate.throttled)
+        if session.failure is not None:
+            raise session.failure
 
-    async def _heartbeat(self, account: Account, gate: AccountGate) -> None:
+    async def _heartbeat(self, session: AccountSession) -> None:
         """Renew the account's and its rows' leases while passes run; if another worker has
         taken the account over (this one stalled past its lease), stop starting calls."""
+        user_id = session.account.user_id
         while True:
             await asyncio.sleep(self.store.lease_seconds / 4)
             try:
-                if not await self.store.renew_account(account.user_id):
-                    gate.lose_lease()
-                    log.warning("lease_lost", user_id=str(account.user_id), outcome="stopped")
+                if not await self.store.renew_account(user_id):
+                    session.lose_lease()
+                    log.warning("lease_lost", user_id=str(user_id), outcome="stopped")
                     return
             except Exception as exc:  # a blip; the next beat tries again well within the lease
-                log.warning("lease_renew_failed", user_id=str(account.user_id), error=repr(exc))
+                log.warning("lease_renew_failed", user_id=str(user_id), error=repr(exc))
 
-    async def _process(
-        self,
-        account: Account,
-        events: list[Event],
-        gate: AccountGate,
-        members: MembersInFlight,
-        archived: ArchivedListing | None = None,
-    ) -> bool:
+    async def _process(self, session: AccountSession, events: list[Event]) -> bool:
+        account, members = session.account, session.members
         started = time.perf_counter()
         while True:
             read_at = members.epoch
@@ -226,22 +284,19 @@ class AccountWorker:
             if await members.try_acquire(touched, read_at):
                 break
         try:
-            return await self._apply_and_record(
-                account, events, gate, facts, plan, started, archived
-            )
+            return await self._apply_and_record(session, events, facts, plan, started)
         finally:
             await members.release(touched)
 
     async def _apply_and_record(
         self,
-        account: Account,
+        session: AccountSession,
         events: list[Event],
-        gate: AccountGate,
         facts: Facts,
         plan: Plan,
         started: float,
-        archived: ArchivedListing | None = None,
     ) -> bool:
+        account, gate = session.account, session.gate
         written_ahead = write_ahead_ledger(plan.members, facts.ledger)
         new_links = {
             cid: h for cid, h in plan.links.items() if h is not None and h != facts.links.get(cid)
@@ -255,7 +310,7 @@ class AccountWorker:
             written_ahead=written_ahead,
             before_archive=partial(self.store.mark_archiving, account),
             user_id=str(account.user_id),
-            archived_listing=archived,
+            archived_listing=session.archived,
         )
         outcomes = await apply_plans(
             applier, plan.members, batch_threshold=self.settings.batch_threshold
@@ -265,10 +320,10 @@ class AccountWorker:
             # This pass pauses the connection: from now on the account's other passes start
             # no call (their rows are released with their attempts), before any await lets
             # one slip out while the pause is being written.
-            gate.pause()
+            session.pause()
         retried = await self.store.record(account, out)
         if retried is None:
-            gate.lose_lease()
+            session.lose_lease()
             log.warning("lease_lost", user_id=str(account.user_id), outcome="not_recorded")
             return False
         await self.health.after_pass(account, out, retried, gate)
@@ -317,10 +372,6 @@ def _log_contacts(account: Account, out: Outcomes) -> None:
             field=rejection["field"],
             reason=without_addresses(str(rejection["reason"]))[:300],
         )
-
-
-def _forget_claim(claimed: set[int], ids: set[int], _: object) -> None:
-    claimed.difference_update(ids)
 
 
 def plan_for(facts: Facts, double_optin: bool) -> Plan:

@@ -11,7 +11,7 @@ import psycopg
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from mcsync.logging import get_logger
-from mcsync.worker.store import CHANNEL, LISTEN
+from mcsync.worker.store import CHANNEL, Hints
 
 log = get_logger("mcsync.worker")
 
@@ -34,18 +34,15 @@ class Listener:
                 await self._listen_once()
 
     async def _listen_once(self) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True
-        ) as conn:
-            await conn.execute(LISTEN)
+        async with Hints.listening(self.database_url) as hints:
             self.connected.set()
             self.wake.set()  # catch up on whatever arrived while we were not listening
             log.info("listening", channel=CHANNEL)
             try:
                 while True:
-                    async for _ in conn.notifies(timeout=self.health_interval, stop_after=1):
+                    if await hints.arrived(self.health_interval):
                         self.wake.set()
-                    # A quiet spell: make sure the connection is still alive.
-                    await conn.execute("SELECT 1")
+                    # A quiet spell (or a hint): make sure the connection is still alive.
+                    await hints.ping()
             finally:
                 self.connected.clear()

@@ -1,7 +1,8 @@
 """The worker's Postgres side: claims, the facts the planner needs, and recording outcomes.
 
-Thin on purpose: every statement is in `mcsync.queries`; this module only moves rows between
-Postgres and the planner's types. No transaction is ever held across a Mailchimp call."""
+Thin on purpose: every statement is in `mcsync.queries` (rendered for the store's schema
+when the store is made); this module only moves rows between Postgres and the planner's
+types. No transaction is ever held across a Mailchimp call."""
 
 from __future__ import annotations
 
@@ -18,25 +19,58 @@ from psycopg import AsyncConnection, pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from mcsync import admin_queries, queries
 from mcsync.admin_store import health_event_params
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mirror import LedgerMember, contact_recency
+from mcsync.queries import CHANNEL, Statements, statements
 from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.types import Account, Event, Facts, Outcomes
 
-# The channel the triggers NOTIFY when work is due (a hint only), and the listener's statement.
-CHANNEL = queries.CHANNEL
-LISTEN = f"LISTEN {queries.CHANNEL}"
+__all__ = ["CHANNEL", "Hints", "WorkerStore", "connection_rows"]
 
 
-async def connection_rows(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
-    """Every connection's `mcsync status` row, for the metrics (`queries.STATUS_ROWS`)."""
+async def connection_rows(
+    pool: AsyncConnectionPool, queries: Statements | None = None
+) -> list[dict[str, Any]]:
+    """Every connection's `mcsync status` row, for the metrics (`STATUS_ROWS`), as `queries`
+    renders it (this process's schema when None)."""
+    queries = queries or statements()
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(queries.STATUS_ROWS)
         return await cur.fetchall()
+
+
+class Hints:
+    """The worker's dedicated LISTEN connection for the triggers' hint (NOTIFY on `CHANNEL`).
+
+    A session of its own, never a pooled connection: a LISTEN lives as long as its session."""
+
+    def __init__(self, conn: AsyncConnection[Any], queries: Statements) -> None:
+        self._conn = conn
+        self._queries = queries
+
+    @classmethod
+    @asynccontextmanager
+    async def listening(cls, database_url: str, schema: str | None = None) -> AsyncIterator[Hints]:
+        """A connection that LISTENs on `CHANNEL`, closed on leaving."""
+        queries = statements(schema)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute(queries.LISTEN)
+            yield cls(conn, queries)
+
+    async def arrived(self, seconds: float) -> bool:
+        """Whether a hint arrives within `seconds`."""
+        got = False
+        async for _ in self._conn.notifies(timeout=seconds, stop_after=1):
+            got = True
+        return got
+
+    async def ping(self) -> None:
+        """A round trip: raises if the connection is gone."""
+        await self._conn.execute(self._queries.PING)
+
 
 _log = get_logger("mcsync.worker")
 
@@ -51,7 +85,7 @@ async def configure_connection(conn: AsyncConnection[Any]) -> None:
     contact that grew with the tables. Sequential scans are only a last resort here; tables
     without a usable index are still read (the setting only prices scans, it forbids nothing).
     A plain SET, so it also holds through a session-mode pooler."""
-    await conn.execute("SET enable_seqscan = off")
+    await conn.execute(statements().SESSION_SETTINGS)
 
 
 async def check_connection(conn: AsyncConnection[Any]) -> None:
@@ -86,8 +120,11 @@ class WorkerStore:
         lease_seconds: float,
         *,
         lanes: Lanes | None = None,
+        schema: str | None = None,
     ) -> None:
         self.pool = pool
+        # Every statement, rendered for `schema` (MCSYNC_SCHEMA when None) now, not per call.
+        self.queries = statements(schema)
         self.lanes = lanes
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -123,7 +160,7 @@ class WorkerStore:
         """Lease up to `limit` accounts with due work (or a due probe), leaving out `busy`
         (this worker serves them already)."""
         rows = await self._lease(
-            queries.CLAIM_ACCOUNTS, housekeeping=True, limit=limit, busy=list(busy)
+            self.queries.CLAIM_ACCOUNTS, housekeeping=True, limit=limit, busy=list(busy)
         )
         return [Account.from_row(r) for r in rows]
 
@@ -131,7 +168,7 @@ class WorkerStore:
         """Extend the leases; False when this worker no longer holds the account."""
         async with self._connection(housekeeping=True) as conn:
             cur = await conn.execute(
-                queries.RENEW_ACCOUNT_LEASE,
+                self.queries.RENEW_ACCOUNT_LEASE,
                 {"user_id": user_id, "owner": self.owner, "lease_seconds": self.lease_seconds},
             )
             row = await cur.fetchone()
@@ -141,19 +178,19 @@ class WorkerStore:
         """Note the status a member had just before mcsync archives it (see archive_status)."""
         params = {"user_id": account.user_id, "audience_id": account.audience_id}
         await self._run(
-            (queries.MARK_ARCHIVING, {**params, "email_hash": email_hash, "status": status})
+            (self.queries.MARK_ARCHIVING, {**params, "email_hash": email_hash, "status": status})
         )
 
     async def release_account(self, user_id: UUID) -> None:
         """Give the account's lease back (its rows' leases simply expire or were released)."""
-        await self._run((queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner}))
+        await self._run((self.queries.RELEASE_ACCOUNT, {"user_id": user_id, "owner": self.owner}))
 
     async def claim_due_events(
         self, user_id: UUID, limit: int, *, exclude: Iterable[int] = ()
     ) -> list[Event]:
         """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
         rows = await self._lease(
-            queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
+            self.queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
         )
         return [Event(**r) for r in rows]
 
@@ -162,8 +199,8 @@ class WorkerStore:
         import larger than that is first split into slices of `chunk`, once."""
         params = {"user_id": user_id, "chunk": chunk}
         async with self._connection() as conn, conn.transaction():
-            await conn.execute(queries.SPLIT_OLDEST_BULK_ROW, params)
-            return (await conn.execute(queries.EXPAND_OLDEST_BULK_ROW, params)).rowcount
+            await conn.execute(self.queries.SPLIT_OLDEST_BULK_ROW, params)
+            return (await conn.execute(self.queries.EXPAND_OLDEST_BULK_ROW, params)).rowcount
 
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
         """Everything the planner needs for these claimed rows: the contacts as they are now,
@@ -171,10 +208,10 @@ class WorkerStore:
         ids = [e.contact_id for e in events]
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.CONTACTS_BY_ID, {**params, "ids": ids})
+            await cur.execute(self.queries.CONTACTS_BY_ID, {**params, "ids": ids})
             changed = [contact_from_row(r) for r in await cur.fetchall()]
             present = {c.id for c in changed}
-            await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": ids})
+            await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": ids})
             link_rows = await cur.fetchall()
             links = {r["contact_id"]: r["email_hash"] for r in link_rows if r["email_hash"]}
             maybe_links = {
@@ -190,11 +227,10 @@ class WorkerStore:
             lowered = sorted({e.lower() for e in emails if e})
             by_id = {c.id: c for c in changed}
             await cur.execute(
-                queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered, "known": list(by_id)}
+                self.queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered, "known": list(by_id)}
             )
             sharing = [
-                by_id[r["id"]] if r["known"] else contact_from_row(r)
-                for r in await cur.fetchall()
+                by_id[r["id"]] if r["known"] else contact_from_row(r) for r in await cur.fetchall()
             ]
 
             hashes = {subscriber_hash(e) for e in lowered} | linked
@@ -205,9 +241,9 @@ class WorkerStore:
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
             if others:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
-                await cur.execute(queries.LINKS_BY_CONTACT, {**params, "ids": others})
+                await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
                 synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
-                await cur.execute(queries.PENDING_BY_CONTACT, {**params, "ids": others})
+                await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
                 pending += [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
         recency = contact_recency(synced, pending)
         return Facts(
@@ -220,13 +256,12 @@ class WorkerStore:
             recency=recency,
         )
 
-    @staticmethod
     async def _ledger(
-        cur: Any, params: dict[str, Any], hashes: set[str]
+        self, cur: Any, params: dict[str, Any], hashes: set[str]
     ) -> dict[str, LedgerMember]:
         if not hashes:
             return {}
-        await cur.execute(queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
+        await cur.execute(self.queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
         return {r["email_hash"]: ledger_from_row(r) for r in await cur.fetchall()}
 
     async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
@@ -236,7 +271,7 @@ class WorkerStore:
         retried: list[tuple[int, int]] = []
         async with self._connection() as conn, conn.transaction():
             holds = await conn.execute(
-                queries.HOLDS_ACCOUNT, {"user_id": account.user_id, "owner": self.owner}
+                self.queries.HOLDS_ACCOUNT, {"user_id": account.user_id, "owner": self.owner}
             )
             if await holds.fetchone() is None:
                 return None
@@ -246,20 +281,20 @@ class WorkerStore:
                     {"contact_id": str(c), "email_hash": h, "changed_at": t.isoformat()}
                     for c, h, t in out.links
                 ]
-                await conn.execute(queries.UPSERT_LINKS, {**params, "rows": json.dumps(rows)})
+                await conn.execute(self.queries.UPSERT_LINKS, {**params, "rows": json.dumps(rows)})
             if out.unlinks:
-                await conn.execute(queries.DELETE_LINKS, {**params, "ids": out.unlinks})
+                await conn.execute(self.queries.DELETE_LINKS, {**params, "ids": out.unlinks})
             if out.cleared_rejections:
                 await conn.execute(
-                    queries.CLEAR_REJECTIONS, {**params, "ids": out.cleared_rejections}
+                    self.queries.CLEAR_REJECTIONS, {**params, "ids": out.cleared_rejections}
                 )
             if out.rejections:
                 await conn.execute(
-                    queries.UPSERT_REJECTIONS, {**params, "rows": json.dumps(out.rejections)}
+                    self.queries.UPSERT_REJECTIONS, {**params, "rows": json.dumps(out.rejections)}
                 )
             if out.completed:
                 await conn.execute(
-                    queries.COMPLETE_EVENTS,
+                    self.queries.COMPLETE_EVENTS,
                     {
                         "ids": [e.id for e in out.completed],
                         "versions": [e.version for e in out.completed],
@@ -267,7 +302,7 @@ class WorkerStore:
                 )
             if out.retried:
                 cur = await conn.execute(
-                    queries.RETRY_EVENTS,
+                    self.queries.RETRY_EVENTS,
                     {
                         "ids": [e.id for e, _, _ in out.retried],
                         "delays": [d for _, d, _ in out.retried],
@@ -277,18 +312,20 @@ class WorkerStore:
                 retried = [(r[0], r[1]) for r in await cur.fetchall()]
             if out.deferred:
                 await conn.execute(
-                    queries.DEFER_EVENTS,
+                    self.queries.DEFER_EVENTS,
                     {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
                 )
             if out.postponed:
                 await conn.execute(
-                    queries.DEFER_EVENTS,
+                    self.queries.DEFER_EVENTS,
                     {"ids": [e.id for e in out.postponed], "delay": out.postpone_seconds},
                 )
             leftover = [e.id for e in [*out.completed, *out.released]]
             if leftover:
                 # Completed rows that a newer change kept, and rows given back untouched.
-                await conn.execute(queries.RELEASE_EVENTS, {"ids": leftover, "owner": self.owner})
+                await conn.execute(
+                    self.queries.RELEASE_EVENTS, {"ids": leftover, "owner": self.owner}
+                )
         return retried
 
     async def write_ahead(
@@ -302,19 +339,18 @@ class WorkerStore:
             await self._write_ledger(conn, params, Outcomes(ledger_upserts=entries))
             if links:
                 await conn.execute(
-                    queries.WRITE_AHEAD_LINKS,
+                    self.queries.WRITE_AHEAD_LINKS,
                     {**params, "ids": list(links), "hashes": list(links.values())},
                 )
 
-    @staticmethod
     async def _write_ledger(
-        conn: AsyncConnection[Any], params: dict[str, Any], out: Outcomes
+        self, conn: AsyncConnection[Any], params: dict[str, Any], out: Outcomes
     ) -> None:
         if out.ledger_deletes:
-            await conn.execute(queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
+            await conn.execute(self.queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
         if out.ledger_upserts:
             rows = [ledger_to_row(m) for m in out.ledger_upserts]
-            await conn.execute(queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
+            await conn.execute(self.queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
 
     # --- connection health (see mcsync.worker.health) ----------------------------------------
 
@@ -327,34 +363,34 @@ class WorkerStore:
         """Count a throttle, and make every row of the account wait `delay` seconds."""
         uid = {"user_id": user_id}
         await self._run(
-            (queries.COUNT_THROTTLED, uid),
-            (queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.owner}),
+            (self.queries.COUNT_THROTTLED, uid),
+            (self.queries.DEFER_USER_EVENTS, {**uid, "delay": delay, "owner": self.owner}),
         )
 
     async def count_throttled(self, user_id: UUID) -> None:
-        await self._run((queries.COUNT_THROTTLED, {"user_id": user_id}))
+        await self._run((self.queries.COUNT_THROTTLED, {"user_id": user_id}))
 
     async def record_failure(self, user_id: UUID, error: str) -> None:
         """One more failure in a row toward pausing the connection."""
-        await self._run((queries.RECORD_FAILURE, {"user_id": user_id, "error": error[:500]}))
+        await self._run((self.queries.RECORD_FAILURE, {"user_id": user_id, "error": error[:500]}))
 
     async def pause_connection(
         self, user_id: UUID, notice: str, error: str, *, probe_in: float
     ) -> None:
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
-        await self._run((queries.PAUSE_CONNECTION, params))
+        await self._run((self.queries.PAUSE_CONNECTION, params))
 
     async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
         params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
-        await self._run((queries.RESCHEDULE_PROBE, params))
+        await self._run((self.queries.RESCHEDULE_PROBE, params))
 
     async def resume_connection(self, user_id: UUID) -> None:
         """Active again: every waiting row is due now, and the workers are woken."""
         uid = {"user_id": user_id}
         await self._run(
-            (queries.RESUME_CONNECTION, uid),
-            (queries.MAKE_USER_EVENTS_DUE, uid),
-            (queries.NOTIFY, {}),
+            (self.queries.RESUME_CONNECTION, uid),
+            (self.queries.MAKE_USER_EVENTS_DUE, uid),
+            (self.queries.NOTIFY, {}),
         )
 
     async def mark_connection_error(
@@ -362,7 +398,7 @@ class WorkerStore:
     ) -> None:
         """The token is revoked or the account unusable: stop until the user reconnects."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "reason": reason}
-        await self._run((queries.MARK_CONNECTION_ERROR, params))
+        await self._run((self.queries.MARK_CONNECTION_ERROR, params))
 
     async def pause_unusable(
         self, user_id: UUID, notice: str, error: str, *, reason: str, probe_in: float
@@ -376,15 +412,15 @@ class WorkerStore:
             "reason": reason,
             "probe_in": probe_in,
         }
-        await self._run((queries.PAUSE_UNUSABLE, params))
+        await self._run((self.queries.PAUSE_UNUSABLE, params))
 
     async def set_double_optin(self, account: Account, double_optin: bool) -> None:
         """Store the audience's double opt-in setting as Mailchimp now has it."""
         params = {"user_id": account.user_id, "audience_id": account.audience_id}
-        await self._run((queries.SET_DOUBLE_OPTIN, {**params, "double_optin": double_optin}))
+        await self._run((self.queries.SET_DOUBLE_OPTIN, {**params, "double_optin": double_optin}))
 
     async def mark_synced(self, user_id: UUID) -> None:
-        await self._run((queries.MARK_SYNCED, {"user_id": user_id}))
+        await self._run((self.queries.MARK_SYNCED, {"user_id": user_id}))
 
     async def record_health_event(self, user_id: UUID, kind: str, detail: str | None) -> None:
         """Add to the connection's short health history (the operator's page shows it).
@@ -393,7 +429,7 @@ class WorkerStore:
         a failure to write it is logged and never stops a pause or a resume."""
         params = health_event_params(user_id, kind, detail=detail)
         try:
-            await self._run((admin_queries.RECORD_HEALTH_EVENT, params))
+            await self._run((self.queries.RECORD_HEALTH_EVENT, params))
         except psycopg.Error as exc:
             _log.warning(
                 "health_event_not_recorded", user_id=str(user_id), kind=kind, error=str(exc)[:200]

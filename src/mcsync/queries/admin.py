@@ -1,16 +1,12 @@
 """The SQL of the operator's view (`/admin`) and of the health history, named for what it does.
 
-Written like `mcsync.queries` (named placeholders, every mcsync object schema-qualified,
-rendered once at import for MCSYNC_SCHEMA), kept in a module of its own because only the
+Written like the other statements of `mcsync.queries` (named placeholders, every mcsync object
+schema-qualified, for the default schema), kept in a module of its own because only the
 operator's page and the health history use it. The overview is ONE statement per page: totals,
 the filtered count and the page's rows come back together, so a page costs one round trip
 however many connections there are (docs/operators.md has the figure at 10,000)."""
 
 from __future__ import annotations
-
-from mcsync.schema import configured_schema, qualify_catalog_calls, render
-
-SCHEMA = configured_schema()
 
 HEALTH_EVENTS_KEPT = 50  # per connection; older ones are trimmed as new ones are written
 
@@ -154,10 +150,3 @@ SELECT user_id, contact_id, 'resync' FROM mcsync.mailchimp_rejected_contacts
 ON CONFLICT (user_id, contact_id) DO UPDATE
    SET version = q.version + 1, next_retry_at = pg_catalog.now(), attempts = 0
 """
-
-
-# Rendered as mcsync.queries' are: for this process's schema, catalog functions `pg_catalog.`.
-for _name, _statement in list(globals().items()):
-    if _name.isupper() and _name != "SCHEMA" and isinstance(_statement, str):
-        globals()[_name] = qualify_catalog_calls(render(_statement, SCHEMA))
-del _name, _statement
