@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from mcsync.config import Settings
 from mcsync.web import create_app
-from tests.support.harness import SyncHarness
+from tests.support.harness import SyncHarness, wait_until
 from tests.support.roles import web_url
 from tests.support.tokens import TokenIssuer, default_issuer
 
@@ -95,6 +95,19 @@ class WebHarness:
 
     def connect(self, user_id: uuid.UUID, account_id: str) -> httpx.Response:
         return self.client.get(self.consent(user_id, account_id))
+
+    def wait_for_runs(self, user_id: uuid.UUID) -> None:
+        """Until the user's reconciliation (a reconnect's check, run by the web side's sweeper)
+        has finished: while it holds the connection row, a worker's claim passes the account
+        by (the worker would serve it next time; a test's one drain would not)."""
+        wait_until(
+            lambda: not self.rows(
+                "SELECT 1 FROM mcsync.mcsync_reconciliations"
+                " WHERE user_id = %s AND finished_at IS NULL",
+                (user_id,),
+            ),
+            timeout=30,
+        )
 
     def status(self, user_id: uuid.UUID) -> dict[str, Any]:
         r = self.client.get("/api/status", headers=self.headers(user_id))

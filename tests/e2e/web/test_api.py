@@ -375,6 +375,7 @@ def test_disconnect_removes_credentials_and_pending_work_only(web: WebHarness) -
     assert (
         len(web.rows("SELECT 1 FROM mcsync.mailchimp_sync_queue WHERE user_id = %s", (user,))) == 2
     )
+    web.wait_for_runs(user)
     web.sync.drain()
     assert set(web.members("l1")) == {"cy@clientmail.io", "di@clientmail.io"}
 
