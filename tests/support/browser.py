@@ -24,7 +24,9 @@ import httpx
 import pytest
 from benchmarks.processes import stop_process
 
-from tests.support.tokens import default_issuer, new_key
+from tests.support.harness import ENCRYPTION_KEY
+from tests.support.roles import web_url
+from tests.support.tokens import TokenIssuer, default_issuer, new_key
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 FLAGS = [
@@ -97,6 +99,34 @@ def host_page() -> Iterator[tuple[str, type[_Page]]]:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler
     finally:
         server.shutdown()
+
+
+def web_env(
+    db_url: str,
+    emulator: Any,
+    port: int,
+    client: tuple[str, str],
+    *,
+    tokens: TokenIssuer | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """`mcsync web`'s environment as production sets it: its own login, the emulator for
+    Mailchimp, the app's OAuth client `client` (id, secret) redirecting to this port, users
+    verified by the JWKS of `tokens` (the shared test issuer by default) and no JWT secret;
+    `extra` adds or replaces variables."""
+    issuer = tokens or default_issuer()
+    return {
+        "DATABASE_URL": web_url(db_url),
+        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "MAILCHIMP_API_URL": emulator.api_url,
+        "MAILCHIMP_LOGIN_URL": emulator.login_url,
+        "MAILCHIMP_CLIENT_ID": client[0],
+        "MAILCHIMP_CLIENT_SECRET": client[1],
+        "MAILCHIMP_REDIRECT_URI": f"http://127.0.0.1:{port}/oauth/callback",
+        "MCSYNC_JWKS_URL": issuer.jwks_url,
+        "MCSYNC_JWT_ISSUER": issuer.issuer_url,
+        **extra,
+    }
 
 
 @contextmanager

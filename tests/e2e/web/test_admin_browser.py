@@ -25,10 +25,8 @@ import httpx
 import pytest
 
 from tests.e2e.web.admin_support import SYNCED, make_scenario, status_of, token
-from tests.support.browser import FLAGS, free_port, require_chromium, web_process
-from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
-from tests.support.roles import web_url
-from tests.support.tokens import default_issuer
+from tests.support.browser import FLAGS, free_port, require_chromium, web_env, web_process
+from tests.support.harness import SyncHarness, wait_until
 
 CHROMIUM = require_chromium()
 
@@ -46,18 +44,13 @@ def web_server(db_url: str, emulator: Any) -> Iterator[str]:
     """`mcsync web` as a subprocess, configured through the environment as in production."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        "DATABASE_URL": web_url(db_url),
-        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
-        "MAILCHIMP_API_URL": emulator.api_url,
-        "MAILCHIMP_LOGIN_URL": emulator.login_url,
-        "MAILCHIMP_CLIENT_ID": "coach-app",
-        "MAILCHIMP_CLIENT_SECRET": "coach-app-secret",
-        "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
-        "MCSYNC_JWKS_URL": default_issuer().jwks_url,
-        "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
-        "MCSYNC_OPERATOR_CLAIM": "app_metadata.mcsync_role=operator",
-    }
+    env = web_env(
+        db_url,
+        emulator,
+        port,
+        ("coach-app", "coach-app-secret"),
+        MCSYNC_OPERATOR_CLAIM="app_metadata.mcsync_role=operator",
+    )
     with web_process(env, ARTIFACTS / "mcsync-web.log", port):
         yield url
 

@@ -28,9 +28,15 @@ import httpx
 import jwt
 import pytest
 
-from tests.support.browser import ARTIFACTS, FLAGS, free_port, require_chromium, web_process
-from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
-from tests.support.roles import web_url
+from tests.support.browser import (
+    ARTIFACTS,
+    FLAGS,
+    free_port,
+    require_chromium,
+    web_env,
+    web_process,
+)
+from tests.support.harness import SyncHarness, wait_until
 from tests.support.tokens import TokenIssuer
 
 CHROMIUM = require_chromium()
@@ -124,20 +130,16 @@ def web_server(
     JWKS URL and issuer, no JWT secret (a short key cache, so a revocation shows quickly)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        "DATABASE_URL": web_url(db_url),
-        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
-        "MAILCHIMP_API_URL": emulator.api_url,
-        "MAILCHIMP_LOGIN_URL": emulator.login_url,
-        "MAILCHIMP_CLIENT_ID": CLIENT_ID,
-        "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
-        "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
-        "MCSYNC_JWKS_URL": tokens.jwks_url,
-        "MCSYNC_JWT_ISSUER": tokens.issuer_url,
-        "MCSYNC_JWKS_CACHE_SECONDS": "2",
-        "MCSYNC_JWKS_REFETCH_SECONDS": "0.5",
-        "MCSYNC_APP_ORIGIN": host_page[0],
-    }
+    env = web_env(
+        db_url,
+        emulator,
+        port,
+        (CLIENT_ID, CLIENT_SECRET),
+        tokens=tokens,
+        MCSYNC_JWKS_CACHE_SECONDS="2",
+        MCSYNC_JWKS_REFETCH_SECONDS="0.5",
+        MCSYNC_APP_ORIGIN=host_page[0],
+    )
     with web_process(env, ARTIFACTS / "mcsync-web.log", port, cli_args=("--log-level", "DEBUG")):
         yield url
 

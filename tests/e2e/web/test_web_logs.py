@@ -9,27 +9,12 @@ from typing import Any
 from benchmarks.processes import stop_process
 
 from tests.e2e.web.conftest import APP_ORIGIN, CLIENT_ID, CLIENT_SECRET
-from tests.support.browser import ARTIFACTS, free_port, web_process
-from tests.support.harness import ENCRYPTION_KEY
-from tests.support.roles import web_url
-from tests.support.tokens import default_issuer
+from tests.support.browser import ARTIFACTS, free_port, web_env, web_process
 
 
 def test_mcsync_web_logs_json_lines_uvicorns_included(db_url: str, emulator: Any) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "DATABASE_URL": web_url(db_url),
-        "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
-        "MAILCHIMP_API_URL": emulator.api_url,
-        "MAILCHIMP_LOGIN_URL": emulator.login_url,
-        "MAILCHIMP_CLIENT_ID": CLIENT_ID,
-        "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
-        "MAILCHIMP_REDIRECT_URI": f"{url}/oauth/callback",
-        "MCSYNC_JWKS_URL": default_issuer().jwks_url,
-        "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
-        "MCSYNC_APP_ORIGIN": APP_ORIGIN,
-    }
+    env = web_env(db_url, emulator, port, (CLIENT_ID, CLIENT_SECRET), MCSYNC_APP_ORIGIN=APP_ORIGIN)
     log_path = ARTIFACTS / "web-logs.log"
     with web_process(env, log_path, port) as proc:
         # uvicorn re-raises the SIGTERM it handled once shut down: -15 is a clean stop.

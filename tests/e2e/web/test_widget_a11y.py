@@ -29,10 +29,9 @@ from tests.support.browser import (
     mcsync_web,
     require_chromium,
     tab_to,
+    web_env,
 )
-from tests.support.harness import ENCRYPTION_KEY, SyncHarness, wait_until
-from tests.support.roles import web_url
-from tests.support.tokens import default_issuer
+from tests.support.harness import SyncHarness, wait_until
 
 CHROMIUM = require_chromium()
 
@@ -89,19 +88,14 @@ def stack(db_url: str, emulator: Any) -> Iterator[tuple[SyncHarness, str, Any, s
         port = free_port()
         web = f"http://127.0.0.1:{port}"
         sync.admin.register_oauth_client(CLIENT_ID, CLIENT_SECRET, f"{web}/oauth/callback")
-        env = {
-            "MCSYNC_WEB_PORT": str(port),
-            "DATABASE_URL": web_url(db_url),
-            "MCSYNC_ENCRYPTION_KEYS": ENCRYPTION_KEY,
-            "MAILCHIMP_API_URL": emulator.api_url,
-            "MAILCHIMP_LOGIN_URL": emulator.login_url,
-            "MAILCHIMP_CLIENT_ID": CLIENT_ID,
-            "MAILCHIMP_CLIENT_SECRET": CLIENT_SECRET,
-            "MAILCHIMP_REDIRECT_URI": f"{web}/oauth/callback",
-            "MCSYNC_JWKS_URL": default_issuer().jwks_url,
-            "MCSYNC_JWT_ISSUER": default_issuer().issuer_url,
-            "MCSYNC_APP_ORIGIN": origin,
-        }
+        env = web_env(
+            db_url,
+            emulator,
+            port,
+            (CLIENT_ID, CLIENT_SECRET),
+            MCSYNC_WEB_PORT=str(port),
+            MCSYNC_APP_ORIGIN=origin,
+        )
         with mcsync_web(env, "a11y-mcsync-web.log") as url:
             yield sync, origin, handler, url
 
