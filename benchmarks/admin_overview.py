@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import Context, Metric, ScenarioResult, log, median, percentile
-from mcsync import admin_store, queries
+from mcsync import admin_store
+from mcsync.queries import statements
 
 NAME = "admin_overview"
 TITLE = "Operator overview: first page at 10,000 connections"
@@ -93,11 +94,11 @@ def run(ctx: Context) -> ScenarioResult:
             }
             # The baseline: what an operator had before, `mcsync status` (every connection, one
             # subquery per connection per figure), on the same data.
-            conn.execute(queries.STATUS_ROWS).fetchall()
+            conn.execute(statements().STATUS_ROWS).fetchall()
             status_ms = []
             for _ in range(5):
                 started = time.perf_counter()
-                conn.execute(queries.STATUS_ROWS).fetchall()
+                conn.execute(statements().STATUS_ROWS).fetchall()
                 status_ms.append((time.perf_counter() - started) * 1000)
             for label, query in cases.items():
                 times = _timed(conn, query)
