@@ -39,9 +39,9 @@ def _blocks(step: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", step, re.S)
 
 
-def _as(url: str, user: str) -> str:
+def _as(url: str, user: str, password: str = "doc-owner") -> str:
     params = conninfo_to_dict(url)
-    params.update(user=user, password="doc-owner")
+    params.update(user=user, password=password)
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
@@ -103,7 +103,7 @@ def test_the_plain_postgres_install_works_as_written(empty_db_url: str) -> None:
             for statement in statements:
                 conn.execute(statement.encode())
         with psycopg.connect(
-            _as(empty_db_url, logins["mcsync_worker_login"]), autocommit=True
+            _as(empty_db_url, logins["mcsync_worker_login"], "doc-login"), autocommit=True
         ) as w:
             # The worker's login reads the contacts through the view, and not the app's table.
             assert w.execute("SELECT count(*) FROM mcsync.source_contacts").fetchone() == (0,)
