@@ -61,7 +61,10 @@ class Database:
     def session(
         cls, url: str, *, max_size: int = CLI_POOL_SIZE, application_name: str = "mcsync-cli"
     ) -> Iterator[Database]:
-        """One command's Database: open for the `with` block, closed after it."""
+        """One command's Database: open for the `with` block, closed after it. A database that
+        does not answer raises psycopg.OperationalError with the server's reason at once (one
+        plain connect first), not the pool's timeout 30 seconds later."""
+        psycopg.connect(url, autocommit=True, application_name=application_name).close()
         database = cls.for_url(url, max_size=max_size, application_name=application_name)
         database.open()
         try:
