@@ -57,21 +57,19 @@ def _rows(conn: Conn, statement: str, params: dict[str, Any]) -> list[dict[str, 
 
 
 def read_mirror(conn: Conn, user_id: UUID, audience_id: str) -> MirrorRows:
-    """The user's contacts, links, pending changes, ledger and rejections for `audience_id`,
-    read in one transaction (one consistent view)."""
+    """The user's contacts, links, pending changes, ledger and rejections for `audience_id`."""
     params = {"user_id": user_id, "audience_id": audience_id}
-    with conn.transaction():
-        contacts = [contact_from_row(r) for r in _rows(conn, statements().USER_CONTACTS, params)]
-        links = [
-            (r["email_hash"], r["contact_id"], r["changed_at"])
-            for r in _rows(conn, statements().AUDIENCE_LINKS, params)
-        ]
-        queued = _rows(conn, statements().PENDING_CHANGES, params)
-        ledger = {
-            r["email_hash"]: ledger_from_row(r)
-            for r in _rows(conn, statements().AUDIENCE_LEDGER, params)
-        }
-        rejections = _rows(conn, statements().USER_REJECTIONS, params)
+    contacts = [contact_from_row(r) for r in _rows(conn, statements().USER_CONTACTS, params)]
+    links = [
+        (r["email_hash"], r["contact_id"], r["changed_at"])
+        for r in _rows(conn, statements().AUDIENCE_LINKS, params)
+    ]
+    queued = _rows(conn, statements().PENDING_CHANGES, params)
+    ledger = {
+        r["email_hash"]: ledger_from_row(r)
+        for r in _rows(conn, statements().AUDIENCE_LEDGER, params)
+    }
+    rejections = _rows(conn, statements().USER_REJECTIONS, params)
     pending = [(r["contact_id"], r["changed_at"]) for r in queued]
     return MirrorRows(contacts, links, pending, ledger, rejections)
 

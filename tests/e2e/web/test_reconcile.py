@@ -18,7 +18,13 @@ from mcsync.mailchimp.client import MailchimpClient
 from mcsync.mailchimp.errors import TransientError
 from mcsync.mailchimp.models import Member, Tag
 from mcsync.mirror import Contact, LedgerMember, desired_members, subscriber_hash
-from mcsync.reconcile import Snapshot, compare_member, missing_members, request_sync_now
+from mcsync.reconcile import (
+    Snapshot,
+    cancel_run,
+    compare_member,
+    missing_members,
+    request_sync_now,
+)
 from mcsync.web.app import WEB_APPLICATION_NAME
 from tests.e2e.web.conftest import (
     WebHarness,
@@ -213,6 +219,47 @@ def test_an_interrupted_run_resumes_at_the_next_page(
         f"Renamed {i}" for i in range(5)
     }
     assert verify_audit(web_settings(sync), sync.cipher, user.user_id) == []
+
+
+def test_a_run_cancelled_mid_page_writes_nothing_of_that_page(
+    sync: SyncHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's fixes and its progress are one transaction: when the run was cancelled (a
+    disconnect) while its page was being listed, the page's commit finds the run finished and
+    rolls back, so nothing of that page is queued and the run stays where the disconnect left
+    it."""
+    user = sync.add_user()
+    ids = [sync.add_contact(user, f"p{i}@clientmail.io", first_name=f"P{i}") for i in range(4)]
+    sync.drain()
+    for i, cid in enumerate(ids):
+        sync.update_contact(cid, first_name=f"Changed {i}")
+    _lose_pending_events(sync, user)
+
+    real = MailchimpClient.list_members
+    calls = {"n": 0}
+
+    async def disconnected_during_the_second_page(
+        self: MailchimpClient, *a: Any, **kw: Any
+    ) -> Any:
+        calls["n"] += 1
+        page = await real(self, *a, **kw)
+        if calls["n"] == 2:
+            with psycopg.connect(sync.db_url, autocommit=True) as conn:
+                cancel_run(conn, user.user_id, "disconnected")
+        return page
+
+    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_during_the_second_page)
+    _request_sync_now(sync, user)
+    assert (
+        sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w", page_size=2)
+        is None
+    )
+    [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
+    assert run["error"] == "disconnected" and run["finished_at"] is not None
+    assert run["next_offset"] == 2 and run["queued"] == 2  # the first page only
+    assert len(sync.queue()) == 2
+    seen = sync.execute("SELECT email_hash FROM mcsync.mcsync_reconcile_seen")
+    assert len(seen) == 2
 
 
 def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
