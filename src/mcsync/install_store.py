@@ -3,7 +3,8 @@ source mapping's record, and the catalog reads that check a mapping against the 
 
 Thin: every statement is a named one of `mcsync.queries.install`, rendered for the install's
 schema; the migration files and the generated view and triggers (mcsync.source_sql) are the
-only other SQL the installer runs. Everything runs in the caller's transaction."""
+only other SQL the installer runs. Everything runs in the caller's transaction. The `*_script`
+functions give the upgrade's moves as text, for `mcsync sql` (mcsync.upgrade chooses which)."""
 
 from __future__ import annotations
 
@@ -166,13 +167,21 @@ def resolve_in_legacy_schema(conn: Conn, legacy_table: str) -> None:
     conn.execute(sql.SQL(q.LEGACY_SEARCH_PATH).format(legacy=legacy))
 
 
+def _quarantine(dc_form: str) -> list[sql.Composed]:
+    q = statements(_CATALOG)
+    form = sql.Literal(dc_form)
+    return [
+        sql.SQL(q.QUARANTINE_CONNECTIONS).format(dc_form=form),
+        sql.SQL(q.DROP_QUARANTINED_CONNECTIONS).format(dc_form=form),
+    ]
+
+
 def quarantine_connections(conn: Conn, dc_form: str) -> None:
     """Set aside an old install's connections whose dc does not match `dc_form`."""
-    q = statements(_CATALOG)
-    held = conn.execute(q.HAS_LEGACY_CONNECTIONS).fetchone()
+    held = conn.execute(statements(_CATALOG).HAS_LEGACY_CONNECTIONS).fetchone()
     if held and held[0]:
-        conn.execute(q.QUARANTINE_CONNECTIONS, {"dc_form": dc_form})
-        conn.execute(q.DROP_QUARANTINED_CONNECTIONS, {"dc_form": dc_form})
+        for statement in _quarantine(dc_form):
+            conn.execute(statement)
 
 
 def distrust_exposed_rows(conn: Conn, schema: str) -> None:
@@ -187,3 +196,49 @@ def distrust_exposed_rows(conn: Conn, schema: str) -> None:
 def lock_down(conn: Conn, schema: str) -> None:
     """Revoke from PUBLIC and strangers what a generation just created (sql/004)."""
     conn.execute(statements(schema).LOCK_DOWN)
+
+
+# --- the same moves as script text, for `mcsync sql` (mcsync.upgrade says which) -------------
+
+
+def _script(*parts: str | sql.Composable) -> str:
+    """Statements as a script's lines, each ended by `;`."""
+    texts = (p if isinstance(p, str) else p.as_string(None) for p in parts)
+    return "".join(t.strip() + ";\n" for t in texts)
+
+
+def pinned_path_script() -> str:
+    """`pin_search_path`, as text."""
+    return _script(statements(_CATALOG).PIN_SEARCH_PATH)
+
+
+def staging_script(staging: str) -> tuple[str, str]:
+    """`stage_in` and `drop_staging`, as text: the script's opening and its closing."""
+    q = statements(_CATALOG)
+    name = sql.Identifier(staging)
+    opening = _script(
+        sql.SQL(q.CREATE_STAGING).format(staging=name),
+        sql.SQL(q.STAGING_SEARCH_PATH).format(staging=name),
+    )
+    return opening, _script(sql.SQL(q.DROP_STAGING).format(staging=name))
+
+
+def legacy_path_script(dc_form: str) -> str:
+    """`resolve_in_legacy_schema` and `quarantine_connections`, as text."""
+    return _script(statements(_CATALOG).LEGACY_SEARCH_PATH_FOUND, *_quarantine(dc_form))
+
+
+def distrust_exposed_rows_script(schema: str) -> str:
+    """`distrust_exposed_rows`, as text (the script's quarantine always exists)."""
+    q = statements(schema)
+    return _script(q.KEEP_QUARANTINED_CONNECTIONS, q.DISTRUST_EXPOSED_ROWS)
+
+
+def full_sync_script(schema: str) -> str:
+    """Every connection's contacts queued, as text."""
+    return _script(statements(schema).QUEUE_EVERY_CONNECTED_CONTACT)
+
+
+def lock_down_script(schema: str) -> str:
+    """`lock_down`, as text."""
+    return _script(statements(schema).LOCK_DOWN)

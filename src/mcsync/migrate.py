@@ -108,16 +108,16 @@ def migrations_script(
     for migration in chosen:
         parts.append(f"\n-- ===== {migration.name} =====\n")
         parts.append(migration.rendered(schema))
-    parts.append(render(script.path_after(versions), schema))
+    parts.append(script.path_after(versions, schema))
     if mapping is not None:
         parts.append("\n-- ===== generated from the source mapping (docs/mapping.md) =====\n")
         parts.append(generated_text(mapping, schema=schema))
         record = store.source_mapping_record(mapping.model_dump_json(), mapping.fingerprint, schema)
         parts.append(record.as_string(None) + ";\n")
-        parts.append(render(script.full_sync_after(versions), schema))
+        parts.append(script.full_sync_after(versions, schema))
     # What was generated is locked down like the rest (PUBLIC's EXECUTE on the trigger
     # functions, a database's default privileges on the view).
-    parts.append(render("CALL mcsync.lock_down();\n", schema))
+    parts.append(script.lock_down(schema))
     return "\n".join(parts)
 
 

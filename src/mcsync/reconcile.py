@@ -33,12 +33,11 @@ from uuid import UUID
 
 import httpx
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor
-from psycopg.rows import dict_row
 
 from mcsync import reconcile_store as store
 from mcsync.config import Settings
 from mcsync.crypto import TokenCipher
+from mcsync.database import Database
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.mailchimp.errors import MailchimpError, disposition
@@ -52,10 +51,6 @@ LEASE_SECONDS = 120.0
 SYNC_NOW_INTERVAL = 3600  # seconds: Sync Now at most once an hour per user
 _PLACEHOLDER_NS = uuid.UUID("6d637379-6e63-4f72-8068-616e4f727068")
 _FIELDS = ("merge_fields", "tags")
-
-
-AConn = AsyncConnection
-Cursor = AsyncCursor[dict[str, Any]]
 
 
 class ReconcileError(RuntimeError):
@@ -277,8 +272,7 @@ def fixes_for(
 # --- reading Postgres (its statements: mcsync.reconcile_store) ---------------------------
 
 
-async def _load_snapshot(cur: Cursor, user_id: UUID, audience_id: str) -> Snapshot:
-    rows = await store.read_mirror(cur, user_id, audience_id)
+def _snapshot(rows: store.MirrorRows) -> Snapshot:
     links: dict[str, list[UUID]] = {}
     # Recency as the worker sees it (one definition: mirror.contact_recency).
     synced: list[tuple[UUID, datetime]] = []
@@ -306,8 +300,12 @@ def _usable(row: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
-async def _connection(cur: Cursor, user_id: UUID) -> dict[str, Any]:
-    return _usable(await store.read_connection(cur, user_id))
+def _audit_facts(
+    conn: psycopg.Connection[Any], user_id: UUID
+) -> tuple[dict[str, Any], store.MirrorRows]:
+    """The connection row and the mirror an audit compares against (one step)."""
+    conn_row = _usable(store.connection_row(conn, user_id))
+    return conn_row, store.read_mirror(conn, user_id, conn_row["audience_id"])
 
 
 def _client(
@@ -386,6 +384,7 @@ class _Run:
 
 
 async def run_reconciliation(
+    db: Database,
     settings: Settings,
     cipher: TokenCipher,
     user_id: UUID,
@@ -394,38 +393,40 @@ async def run_reconciliation(
     page_size: int = PAGE_SIZE,
     http: httpx.AsyncClient | None = None,
 ) -> RunResult | None:
-    """Run (or resume) the user's requested reconciliation. None when there is nothing to run,
-    another process holds it, or it had to stop (the log says why)."""
-    async with await AConn.connect(settings.database_url, autocommit=True) as conn:
-        run = await _claim_run(conn, user_id, owner)
-        if run is None:
-            return None
-        start = run.offset
-        log.info(
-            "reconcile_started", user_id=str(user_id), audience_id=run.audience_id, resumed_at=start
+    """Run (or resume) the user's requested reconciliation on the process's `db`. None when
+    there is nothing to run, another process holds it, or it had to stop (the log says why).
+
+    Each step borrows a pooled connection for itself only (claim, one per page, the end):
+    none is held while Mailchimp is asked."""
+    run = await _claim_run(db, user_id, owner)
+    if run is None:
+        return None
+    start = run.offset
+    log.info(
+        "reconcile_started", user_id=str(user_id), audience_id=run.audience_id, resumed_at=start
+    )
+    client = _client(settings, cipher, run.connection, http)
+    try:
+        async for page in client.iter_pages(
+            run.audience_id, offset=run.offset, page_size=page_size, fields=_FIELDS
+        ):
+            await _fix_page(db, run, page.members)
+        archived = await archived_among(
+            client, run.audience_id, unseen(run.snap, run.seen), page_size=page_size
         )
-        client = _client(settings, cipher, run.connection, http)
-        try:
-            async for page in client.iter_pages(
-                run.audience_id, offset=run.offset, page_size=page_size, fields=_FIELDS
-            ):
-                await _fix_page(conn, run, page.members)
-            archived = await archived_among(
-                client, run.audience_id, unseen(run.snap, run.seen), page_size=page_size
-            )
-            await _fix_missing_and_finish(conn, run, archived)
-        except ReconcileError as exc:
-            log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
-            return None
-        except MailchimpError as exc:
-            if disposition(exc) in ("throttled", "transient"):
-                raise  # leave the run for a later takeover
-            # Retrying cannot help (token revoked, audience gone): end the run and say why.
-            await store.finish_run(conn, user_id, owner, str(exc)[:500], 0)
-            log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
-            return None
-        finally:
-            await client.aclose()
+        await _fix_missing_and_finish(db, run, archived)
+    except ReconcileError as exc:
+        log.warning("reconcile_stopped", user_id=str(user_id), reason=str(exc))
+        return None
+    except MailchimpError as exc:
+        if disposition(exc) in ("throttled", "transient"):
+            raise  # leave the run for a later takeover
+        # Retrying cannot help (token revoked, audience gone): end the run and say why.
+        await db.run(store.finish_run, user_id, owner, str(exc)[:500], 0)
+        log.warning("reconcile_failed", user_id=str(user_id), error=str(exc))
+        return None
+    finally:
+        await client.aclose()
     log.info(
         "reconcile_finished",
         user_id=str(user_id),
@@ -438,28 +439,28 @@ async def run_reconciliation(
     return RunResult(user_id, run.listed, run.queued, run.differences, start)
 
 
-async def _claim_run(conn: AConn, user_id: UUID, owner: str) -> _Run | None:
+async def _claim_run(db: Database, user_id: UUID, owner: str) -> _Run | None:
     """Lease the user's requested run and read what it compares against; None when there is
     none to run, or it cannot go on (then it is finished with the reason)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        row = await store.claim_run(cur, user_id, owner, LEASE_SECONDS)
-        if row is None:
-            return None
-        try:
-            conn_row = await _connection(cur, user_id)
-            if conn_row["audience_id"] != row["audience_id"]:
-                raise ReconcileError("the audience changed while Sync Now was running")
-        except ReconcileError as exc:
-            await store.finish_run(conn, user_id, owner, str(exc), 0)
-            log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
-            return None
-        audience_id: str = row["audience_id"]
-        snap = await _load_snapshot(cur, user_id, audience_id)
-        seen = await store.seen_hashes(cur, user_id)
-    return _Run(user_id, owner, audience_id, conn_row, snap, seen, int(row["next_offset"]))
+    claimed = await db.run(store.claim_run, user_id, owner, LEASE_SECONDS)
+    if claimed is None:
+        return None
+    try:
+        conn_row = _usable(claimed.connection)
+        if conn_row["audience_id"] != claimed.run["audience_id"]:
+            raise ReconcileError("the audience changed while Sync Now was running")
+    except ReconcileError as exc:
+        await db.run(store.finish_run, user_id, owner, str(exc), 0)
+        log.info("reconcile_abandoned", user_id=str(user_id), reason=str(exc))
+        return None
+    assert claimed.mirror is not None and claimed.seen is not None  # read for a usable row
+    audience_id: str = claimed.run["audience_id"]
+    snap = _snapshot(claimed.mirror)
+    offset = int(claimed.run["next_offset"])
+    return _Run(user_id, owner, audience_id, conn_row, snap, claimed.seen, offset)
 
 
-async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
+async def _fix_page(db: Database, run: _Run, page: list[Member]) -> None:
     """Compare one page, and commit its fixes, the hashes seen and the next offset together."""
     members = {m.id.lower(): m for m in page}
     diffs = [d for m in page for d in compare_member(m, run.snap)]
@@ -467,20 +468,19 @@ async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
         diffs, run.snap, user_id=run.user_id, audience_id=run.audience_id, members=members
     )
     next_offset = run.offset + len(page)
-    async with conn.transaction():
-        await store.write_fixes(conn, fixes, run.user_id, run.audience_id)
-        advanced = await store.record_page(
-            conn,
-            run.user_id,
-            run.owner,
-            list(members),
-            next_offset=next_offset,
-            queued=fixes.queued,
-            lease_seconds=LEASE_SECONDS,
-        )
-        if not advanced:
-            # Lost the lease, or the run was cancelled: roll this page back.
-            raise ReconcileError("the run was taken over or cancelled")
+    advanced = await db.run(
+        store.commit_page,
+        fixes,
+        run.user_id,
+        run.audience_id,
+        run.owner,
+        list(members),
+        next_offset=next_offset,
+        lease_seconds=LEASE_SECONDS,
+    )
+    if not advanced:
+        # Lost the lease, or the run was cancelled: the page was rolled back.
+        raise ReconcileError("the run was taken over or cancelled")
     run.offset = next_offset
     run.seen.update(members)
     run.listed += len(page)
@@ -488,7 +488,7 @@ async def _fix_page(conn: AConn, run: _Run, page: list[Member]) -> None:
     run.queued += fixes.queued
 
 
-async def _fix_missing_and_finish(conn: AConn, run: _Run, archived: list[Member]) -> None:
+async def _fix_missing_and_finish(db: Database, run: _Run, archived: list[Member]) -> None:
     """After the last page: restore what mcsync archived and a contact wants again, queue the
     members the listings never showed, and end the run."""
     diffs = [d for m in archived for d in compare_member(m, run.snap)]
@@ -500,24 +500,21 @@ async def _fix_missing_and_finish(conn: AConn, run: _Run, archived: list[Member]
         audience_id=run.audience_id,
         members={m.id.lower(): m for m in archived},
     )
-    async with conn.transaction():
-        await store.write_fixes(conn, fixes, run.user_id, run.audience_id)
-        await store.finish_run(conn, run.user_id, run.owner, None, fixes.queued)
-        await store.close_run(conn, run.user_id, run.audience_id)
+    await db.run(store.commit_last_page, fixes, run.user_id, run.audience_id, run.owner)
     run.differences += len(diffs)
     run.queued += fixes.queued
 
 
-async def stale_runs(database_url: str) -> list[UUID]:
+async def stale_runs(db: Database) -> list[UUID]:
     """Unfinished runs nobody holds: their process died, or never got to start them."""
-    async with await AConn.connect(database_url, autocommit=True) as conn:
-        return await store.stale_runs(conn)
+    return await db.run(store.stale_runs)
 
 
 # --- verify -------------------------------------------------------------------------------
 
 
 async def audit(
+    db: Database,
     settings: Settings,
     cipher: TokenCipher,
     user_id: UUID,
@@ -525,11 +522,10 @@ async def audit(
     page_size: int = PAGE_SIZE,
     http: httpx.AsyncClient | None = None,
 ) -> list[Difference]:
-    """Every difference between the user's contacts and the audience. Writes nothing."""
-    async with await AConn.connect(settings.database_url, autocommit=True) as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            conn_row = await _connection(cur, user_id)
-            snap = await _load_snapshot(cur, user_id, conn_row["audience_id"])
+    """Every difference between the user's contacts and the audience. Writes nothing; a
+    pooled connection of `db` is borrowed once, to read the mirror, before Mailchimp is."""
+    conn_row, rows = await db.run(_audit_facts, user_id)
+    snap = _snapshot(rows)
     diffs: list[Difference] = []
     seen: set[str] = set()
     async with _client(settings, cipher, conn_row, http) as client:

@@ -1,8 +1,11 @@
 """Reconciliation's Postgres side: every statement Sync Now, `mcsync sync-now` and `mcsync
 verify` run, each a named one of `mcsync.queries`. What the rows mean is `mcsync.reconcile`.
 
-Runs are leased (`claim_run`, `record_page`): a page's fixes, the hashes it saw and the next
-offset are written in one transaction by the caller."""
+Synchronous, each function one step on one connection (`mcsync.database.Database.run` runs it
+on a pooled one): a run is leased and what it compares against read (`claim_run`); a page's
+fixes, the hashes it saw and the next offset are written in one transaction (`commit_page`,
+rolled back when the lease was lost); the last page's fixes and the run's end likewise
+(`commit_last_page`). No connection is held between steps, so none across a Mailchimp call."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
 from mcsync.mirror import Contact, LedgerMember
@@ -23,8 +25,7 @@ from mcsync.rows import contact_from_row, ledger_from_row
 if TYPE_CHECKING:
     from mcsync.reconcile import Fixes
 
-AConn = AsyncConnection
-Cursor = AsyncCursor[dict[str, Any]]
+Conn = psycopg.Connection[Any]
 
 
 @dataclass
@@ -39,90 +40,99 @@ class MirrorRows:
     rejections: list[dict[str, Any]]
 
 
-async def _rows(cur: Cursor, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    await cur.execute(statement, params)
-    return await cur.fetchall()
+@dataclass
+class ClaimedRun:
+    """A leased run: its row, the user's connection row (None: gone), and, when that row can
+    serve the run, what the run compares against (the mirror, the hashes earlier pages saw)."""
+
+    run: dict[str, Any]
+    connection: dict[str, Any] | None
+    mirror: MirrorRows | None = None
+    seen: set[str] | None = None
 
 
-async def read_mirror(cur: Cursor, user_id: UUID, audience_id: str) -> MirrorRows:
+def _rows(conn: Conn, statement: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(statement, params).fetchall()
+
+
+def read_mirror(conn: Conn, user_id: UUID, audience_id: str) -> MirrorRows:
+    """The user's contacts, links, pending changes, ledger and rejections for `audience_id`."""
     params = {"user_id": user_id, "audience_id": audience_id}
-    contacts = [contact_from_row(r) for r in await _rows(cur, statements().USER_CONTACTS, params)]
+    contacts = [contact_from_row(r) for r in _rows(conn, statements().USER_CONTACTS, params)]
     links = [
         (r["email_hash"], r["contact_id"], r["changed_at"])
-        for r in await _rows(cur, statements().AUDIENCE_LINKS, params)
+        for r in _rows(conn, statements().AUDIENCE_LINKS, params)
     ]
-    queued = await _rows(cur, statements().PENDING_CHANGES, params)
+    queued = _rows(conn, statements().PENDING_CHANGES, params)
     ledger = {
         r["email_hash"]: ledger_from_row(r)
-        for r in await _rows(cur, statements().AUDIENCE_LEDGER, params)
+        for r in _rows(conn, statements().AUDIENCE_LEDGER, params)
     }
-    rejections = await _rows(cur, statements().USER_REJECTIONS, params)
+    rejections = _rows(conn, statements().USER_REJECTIONS, params)
     pending = [(r["contact_id"], r["changed_at"]) for r in queued]
     return MirrorRows(contacts, links, pending, ledger, rejections)
 
 
-def user_contacts(conn: psycopg.Connection[Any], user_id: UUID) -> list[Contact]:
+def user_contacts(conn: Conn, user_id: UUID) -> list[Contact]:
     """The user's contacts as mcsync reads them (through the source mapping's view)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statements().USER_CONTACTS, {"user_id": user_id})
         return [contact_from_row(r) for r in cur.fetchall()]
 
 
-async def read_connection(cur: Cursor, user_id: UUID) -> dict[str, Any] | None:
-    await cur.execute(statements().GET_CONNECTION, {"user_id": user_id})
-    return await cur.fetchone()
+def claim_run(conn: Conn, user_id: UUID, owner: str, lease_seconds: float) -> ClaimedRun | None:
+    """Lease the user's requested run, then read the connection row and, when its audience is
+    still the run's, what the run compares against. None when there is no run to take."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        run = cur.execute(
+            statements().CLAIM_RECONCILIATION,
+            {"user_id": user_id, "owner": owner, "lease_seconds": lease_seconds},
+        ).fetchone()
+    if run is None:
+        return None
+    connection = connection_row(conn, user_id)
+    if connection is None or connection["audience_id"] != run["audience_id"]:
+        return ClaimedRun(run, connection)
+    mirror = read_mirror(conn, user_id, run["audience_id"])
+    return ClaimedRun(run, connection, mirror, seen_hashes(conn, user_id))
 
 
-async def claim_run(
-    cur: Cursor, user_id: UUID, owner: str, lease_seconds: float
-) -> dict[str, Any] | None:
-    """Lease the user's requested run; its row, or None when there is none to run."""
-    await cur.execute(
-        statements().CLAIM_RECONCILIATION,
-        {"user_id": user_id, "owner": owner, "lease_seconds": lease_seconds},
-    )
-    return await cur.fetchone()
-
-
-async def seen_hashes(cur: Cursor, user_id: UUID) -> set[str]:
+def seen_hashes(conn: Conn, user_id: UUID) -> set[str]:
     """The members a run's earlier pages listed."""
     return {
-        r["email_hash"] for r in await _rows(cur, statements().RECONCILE_SEEN, {"user_id": user_id})
+        r["email_hash"] for r in _rows(conn, statements().RECONCILE_SEEN, {"user_id": user_id})
     }
 
 
-async def write_fixes(conn: AConn[Any], fixes: Fixes, user_id: UUID, audience_id: str) -> None:
+def write_fixes(conn: Conn, fixes: Fixes, user_id: UUID, audience_id: str) -> None:
     params: dict[str, Any] = {"user_id": user_id, "audience_id": audience_id}
     if fixes.ledger_deletes:
-        await conn.execute(
-            statements().DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)}
-        )
+        conn.execute(statements().DELETE_LEDGER, {**params, "hashes": sorted(fixes.ledger_deletes)})
     if fixes.ledger_rows:
-        await conn.execute(
+        conn.execute(
             statements().CORRECT_LEDGER,
             {**params, "rows": json.dumps(list(fixes.ledger_rows.values()))},
         )
     if fixes.adopt:
-        await conn.execute(
+        conn.execute(
             statements().ADOPT_ORPHANS,
             {**params, "ids": list(fixes.adopt), "hashes": list(fixes.adopt.values())},
         )
     if fixes.resync:
-        await conn.execute(
-            statements().QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)}
-        )
+        conn.execute(statements().QUEUE_RESYNC, {**params, "ids": sorted(fixes.resync, key=str)})
     if fixes.deletes:
         ids = list(fixes.deletes)
-        await conn.execute(
+        conn.execute(
             statements().QUEUE_DELETES,
             {**params, "ids": ids, "emails": [fixes.deletes[i] for i in ids]},
         )
     if fixes.queued:
-        await conn.execute(statements().NOTIFY)
+        conn.execute(statements().NOTIFY)
 
 
-async def record_page(
-    conn: AConn[Any],
+def record_page(
+    conn: Conn,
     user_id: UUID,
     owner: str,
     hashes: list[str],
@@ -132,9 +142,9 @@ async def record_page(
     lease_seconds: float,
 ) -> bool:
     """Note the members a page listed and advance the run; False if the lease is lost or the
-    run was cancelled (the caller rolls the page back)."""
-    await conn.execute(statements().RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": hashes})
-    advanced = await conn.execute(
+    run was cancelled."""
+    conn.execute(statements().RECORD_RECONCILE_SEEN, {"user_id": user_id, "hashes": hashes})
+    advanced = conn.execute(
         statements().ADVANCE_RECONCILIATION,
         {
             "user_id": user_id,
@@ -147,38 +157,74 @@ async def record_page(
     return bool(advanced.rowcount)
 
 
-async def finish_run(
-    conn: AConn[Any], user_id: UUID, owner: str, error: str | None, queued: int
-) -> None:
-    await conn.execute(
+def commit_page(
+    conn: Conn,
+    fixes: Fixes,
+    user_id: UUID,
+    audience_id: str,
+    owner: str,
+    hashes: list[str],
+    *,
+    next_offset: int,
+    lease_seconds: float,
+) -> bool:
+    """One page in one transaction: its fixes, the hashes it saw and the next offset. False,
+    with nothing written, when the lease was lost or the run cancelled meanwhile."""
+    advanced = False
+    with conn.transaction():
+        write_fixes(conn, fixes, user_id, audience_id)
+        advanced = record_page(
+            conn,
+            user_id,
+            owner,
+            hashes,
+            next_offset=next_offset,
+            queued=fixes.queued,
+            lease_seconds=lease_seconds,
+        )
+        if not advanced:
+            raise psycopg.Rollback()  # leaves the block, rolled back
+    return advanced
+
+
+def finish_run(conn: Conn, user_id: UUID, owner: str, error: str | None, queued: int) -> None:
+    conn.execute(
         statements().FINISH_RECONCILIATION,
         {"user_id": user_id, "owner": owner, "error": error, "queued": queued},
     )
 
 
-async def close_run(conn: AConn[Any], user_id: UUID, audience_id: str) -> None:
+def close_run(conn: Conn, user_id: UUID, audience_id: str) -> None:
     """A run that went through the whole audience: forget its hashes, note the full sync."""
-    await conn.execute(statements().CLEAR_RECONCILE_SEEN, {"user_id": user_id})
-    await conn.execute(
-        statements().MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id}
-    )
+    conn.execute(statements().CLEAR_RECONCILE_SEEN, {"user_id": user_id})
+    conn.execute(statements().MARK_FULL_SYNCED, {"user_id": user_id, "audience_id": audience_id})
 
 
-async def stale_runs(conn: AConn[Any]) -> list[UUID]:
-    cur = await conn.execute(statements().STALE_RECONCILIATIONS)
-    return [r[0] for r in await cur.fetchall()]
+def commit_last_page(
+    conn: Conn, fixes: Fixes, user_id: UUID, audience_id: str, owner: str
+) -> None:
+    """After the last page, in one transaction: the last fixes, the run finished and closed."""
+    with conn.transaction():
+        write_fixes(conn, fixes, user_id, audience_id)
+        finish_run(conn, user_id, owner, None, fixes.queued)
+        close_run(conn, user_id, audience_id)
 
 
-# --- Sync Now (synchronous connections: the web side, the CLI) ------------------------------
+def stale_runs(conn: Conn) -> list[UUID]:
+    """Unfinished runs nobody holds."""
+    return [r[0] for r in conn.execute(statements().STALE_RECONCILIATIONS).fetchall()]
 
 
-def connection_row(conn: psycopg.Connection[Any], user_id: UUID) -> dict[str, Any] | None:
+# --- Sync Now's requests (the web side, the CLI) ---------------------------------------------
+
+
+def connection_row(conn: Conn, user_id: UUID) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(statements().GET_CONNECTION, {"user_id": user_id}).fetchone()
 
 
 def start_run(
-    conn: psycopg.Connection[Any],
+    conn: Conn,
     user_id: UUID,
     audience_id: str,
     min_interval: float,
@@ -201,21 +247,21 @@ def start_run(
     return None
 
 
-def cancel_run(conn: psycopg.Connection[Any], user_id: UUID, reason: str) -> None:
+def cancel_run(conn: Conn, user_id: UUID, reason: str) -> None:
     conn.execute(
         statements().FINISH_RECONCILIATION,
         {"user_id": user_id, "owner": None, "error": reason, "queued": 0},
     )
 
 
-def run_unfinished(conn: psycopg.Connection[Any], user_id: UUID) -> bool | None:
+def run_unfinished(conn: Conn, user_id: UUID) -> bool | None:
     """Whether the user's run is still going (None: the user never asked for one)."""
     with conn.cursor(row_factory=dict_row) as cur:
         run = cur.execute(statements().GET_RECONCILIATION, {"user_id": user_id}).fetchone()
     return None if run is None else run["finished_at"] is None
 
 
-def sync_now_available_in(conn: psycopg.Connection[Any], user_id: UUID, min_interval: float) -> int:
+def sync_now_available_in(conn: Conn, user_id: UUID, min_interval: float) -> int:
     """Seconds until the user may ask for Sync Now again (0: now)."""
     with conn.cursor(row_factory=dict_row) as cur:
         wait = cur.execute(

@@ -20,9 +20,6 @@ import os
 import re
 
 DEFAULT_SCHEMA = "mcsync"
-# The search_path every statement mcsync generates or installs runs under: the catalog alone, so
-# nothing another role created (in `public`, say) is found in place of a catalog function.
-PINNED_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
 SCHEMA_ENV = "MCSYNC_SCHEMA"
 
 # A plain lower-case identifier: it is written into SQL unquoted, so nothing else is allowed.

@@ -24,7 +24,6 @@ from typing import Any
 import psycopg
 
 from mcsync import install_store as store
-from mcsync.schema import PINNED_PATH  # as `mcsync sql` writes it into its script
 
 _DC_FORM = "^[a-z]+[0-9]+$"  # 004's mailchimp_connections_dc_form
 
@@ -86,54 +85,39 @@ def plan(pending: list[str], done: set[str]) -> Plan:
 
 
 # --- the same, as text, for `mcsync sql` (a migration tool of the app's own) -------------------
+# The statements are install_store's (mcsync.queries.install); this only chooses among them.
 
 _STAGING = "mcsync_install_staging"
-# The old tables' schema: where the tool's search_path finds them (usually `public`).
-_LEGACY_PATH = """SELECT pg_catalog.set_config('search_path', 'pg_catalog, '
-       || pg_catalog.quote_ident(n.nspname) || ', pg_temp', true)
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.oid = pg_catalog.to_regclass('mailchimp_connections');
-CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS
-    SELECT * FROM mailchimp_connections WHERE dc !~ '^[a-z]+[0-9]+$';
-DELETE FROM mailchimp_connections WHERE dc !~ '^[a-z]+[0-9]+$';
-"""
 
 
 def path_before(versions: list[str]) -> str:
     """The script's opening: the search_path (and quarantine) `Plan.before` would set."""
     if "004" in versions and "001" in versions:
-        return (
-            f"CREATE SCHEMA {_STAGING};\nSET LOCAL search_path = {_STAGING}, pg_catalog, pg_temp;\n"
-        )
+        return store.staging_script(_STAGING)[0]
     if "004" in versions:
-        return _LEGACY_PATH
-    return PINNED_PATH + ";\n"
+        return store.legacy_path_script(_DC_FORM)
+    return store.pinned_path_script()
 
 
-def path_after(versions: list[str]) -> str:
+def path_after(versions: list[str], schema: str) -> str:
     """What `Plan.after` does, once the migrations are in."""
     out = ""
     if "004" in versions and "001" in versions:
-        out += f"DROP SCHEMA {_STAGING};\n"
-    out += PINNED_PATH + ";\n"
+        out += store.staging_script(_STAGING)[1]
+    out += store.pinned_path_script()
     if "004" in versions and "001" not in versions:
-        out += (
-            "INSERT INTO mcsync.quarantined_connections SELECT q.*,"
-            " 'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q;\n"
-            "CALL mcsync.distrust_exposed_rows();\n"
-        )
+        out += store.distrust_exposed_rows_script(schema)
     return out
 
 
-def full_sync_after(versions: list[str]) -> str:
+def full_sync_after(versions: list[str], schema: str) -> str:
     """After an exposed upgrade, every connection's contacts queued (what `queue_full_sync_all`
     does for `mcsync migrate`)."""
     if "004" not in versions or "001" in versions:
         return ""
-    return (
-        "INSERT INTO mcsync.mailchimp_sync_queue (user_id, contact_id, op)\n"
-        "SELECT s.user_id, s.id, 'resync' FROM mcsync.source_contacts s\n"
-        "  JOIN mcsync.mailchimp_connections c\n"
-        "    ON c.user_id = s.user_id AND c.audience_id IS NOT NULL\n"
-        "ON CONFLICT (user_id, contact_id) DO NOTHING;\n"
-    )
+    return store.full_sync_script(schema)
+
+
+def lock_down(schema: str) -> str:
+    """What was generated is locked down like the rest (`install_store.lock_down`)."""
+    return store.lock_down_script(schema)

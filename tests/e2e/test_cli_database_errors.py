@@ -13,6 +13,7 @@ import sys
 import uuid
 
 import psycopg
+from cryptography.fernet import Fernet
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -89,9 +90,18 @@ def test_a_database_that_does_not_answer_is_one_line_without_the_password() -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"postgresql://owner:hunter2-secret@127.0.0.1:{port}/app?connect_timeout=3"
-    for command in (["status"], ["migrate"], ["disconnect", "--user-id", str(uuid.uuid4())]):
+    user = ["--user-id", str(uuid.uuid4())]
+    keys = ["--encryption-keys", Fernet.generate_key().decode()]
+    for command in (
+        ["status"],
+        ["migrate"],
+        ["disconnect", *user],
+        ["sync-now", *user, *keys],  # these open a pool for the command
+        ["verify", *user, *keys],
+    ):
         run = _mcsync(*command, database_url=url)
         assert run.returncode == 1, run
         assert "Traceback" not in run.stderr, run.stderr
         assert run.stderr.startswith(f"mcsync {command[0]}: cannot use the database:"), run.stderr
         assert "hunter2" not in run.stderr + run.stdout
+        assert f"port {port} failed" in run.stderr, run.stderr  # the reason, not a pool timeout

@@ -6,7 +6,6 @@ a second install in the same cluster, a role that created a schema named `mcsync
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -124,8 +123,8 @@ def _view_dependencies(url: str) -> set[str]:
 
 
 def test_overloads_planted_before_the_install_never_run(planted_db: str, emulator: Any) -> None:
-    from mcsync.reconcile import audit, request_sync_now, run_reconciliation
-    from tests.e2e.web.conftest import web_settings
+    from mcsync.reconcile import request_sync_now
+    from tests.e2e.web.conftest import sync_now_run, verify_audit, web_settings
 
     apply_migrations(planted_db)  # migrate
     install_roles(planted_db)  # grants, as `mcsync sql --grants | psql` would
@@ -142,8 +141,8 @@ def test_overloads_planted_before_the_install_never_run(planted_db: str, emulato
     settings = web_settings(sync)  # Sync Now and verify, as the web login
     with psycopg.connect(planted_db, autocommit=True) as conn:
         assert request_sync_now(conn, user.user_id, min_interval=0) == 0
-    asyncio.run(run_reconciliation(settings, sync.cipher, user.user_id, owner="t"))
-    assert asyncio.run(audit(settings, sync.cipher, user.user_id)) == []
+    sync_now_run(settings, sync.cipher, user.user_id, owner="t")
+    assert verify_audit(settings, sync.cipher, user.user_id) == []
     apply_migrations(planted_db)  # a rerun regenerates everything
     install_roles(planted_db)
     assert _planted_calls(planted_db) == []

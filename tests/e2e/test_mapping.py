@@ -5,7 +5,6 @@ itself runs against other schemas in tests/e2e/test_pipeline.py."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from mcsync.migrate import MigrationError, apply_migrations, migrations_script
-from mcsync.reconcile import request_sync_now, run_reconciliation
+from mcsync.reconcile import request_sync_now
 from mcsync.source import DEFAULT_MAPPING, MappingError, load_mapping, parse_mapping
 from tests.conftest import AppTemplates, app_database
 from tests.support.app_schemas import CONTACTS, RENAMED_SOFT_DELETE, TAG_TABLE_BIRTHDAY
@@ -313,7 +312,7 @@ def test_soft_delete_archives_and_undelete_restores(soft_deleting: SyncHarness) 
 def test_rows_outside_the_filter_never_reach_mailchimp_not_even_by_sync_now(
     soft_deleting: SyncHarness,
 ) -> None:
-    from tests.e2e.web.conftest import web_settings
+    from tests.e2e.web.conftest import sync_now_run, web_settings
 
     sync = soft_deleting
     user = sync.add_user(connect=False)
@@ -326,7 +325,7 @@ def test_rows_outside_the_filter_never_reach_mailchimp_not_even_by_sync_now(
     assert set(sync.members(user)) == {"new@clientmail.io"}
     with psycopg.connect(sync.db_url, autocommit=True) as conn:
         assert request_sync_now(conn, user.user_id) == 0
-    asyncio.run(run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="t"))
+    sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="t")
     sync.drain()
     assert set(sync.members(user)) == {"new@clientmail.io"}
     assert sync.queue() == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 
@@ -11,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from mcsync import mirror, reconcile
+from mcsync import mirror, reconcile, reconcile_store
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.emulator.state import subscriber_hash as emulated_hash
 from mcsync.mailchimp import client
@@ -68,12 +67,7 @@ def test_the_store_and_the_reconciliation_read_the_same_ledger(sync: SyncHarness
             (worker_row,) = cur.fetchall()
     assert ledger_from_row(worker_row) == member
 
-    async def snapshot() -> reconcile.Snapshot:
-        async with (
-            await psycopg.AsyncConnection.connect(sync.db_url, autocommit=True) as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            return await reconcile._load_snapshot(cur, user.user_id, user.audience_id)
-
+    with psycopg.connect(sync.db_url, autocommit=True) as conn:
+        mirror_rows = reconcile_store.read_mirror(conn, user.user_id, user.audience_id)
     # Every field, maybe_tags included (a positional copy once dropped them).
-    assert asyncio.run(snapshot()).ledger == {member.email_hash: member}
+    assert reconcile._snapshot(mirror_rows).ledger == {member.email_hash: member}

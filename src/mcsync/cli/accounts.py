@@ -63,10 +63,12 @@ def _compare_with_audience(settings: Settings, cipher: TokenCipher, user_id: UUI
     import os
     import socket
 
+    from mcsync.database import Database
     from mcsync.reconcile import run_reconciliation
 
     owner = f"cli-{socket.gethostname()}-{os.getpid()}"
-    result = asyncio.run(run_reconciliation(settings, cipher, user_id, owner=owner))
+    with Database.session(require_database(settings)) as db:
+        result = asyncio.run(run_reconciliation(db, settings, cipher, user_id, owner=owner))
     if result is not None:
         print(
             f"compared with the audience itself: {result.listed} members listed, "

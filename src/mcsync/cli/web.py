@@ -52,20 +52,20 @@ def cmd_sync_now(args: argparse.Namespace) -> int:
 
     The operator's Sync Now: no hourly limit, and an interrupted run is resumed where it stopped
     instead of restarted. Prints a JSON summary; exit 1 when another process holds the run."""
-    import psycopg
-
+    from mcsync.database import Database
     from mcsync.reconcile import ReconcileError, run_reconciliation, start_operator_run
 
     settings, cipher = database_and_cipher(args)
     user_id: UUID = args.user_id
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        try:
-            start_operator_run(conn, user_id)
-        except ReconcileError as exc:
-            print(f"mcsync sync-now: {exc}", file=sys.stderr)
-            return 2
     owner = f"cli-{socket.gethostname()}-{os.getpid()}"
-    result = asyncio.run(run_reconciliation(settings, cipher, user_id, owner=owner))
+    with Database.session(settings.database_url) as db:  # the command's one pool
+        with db.connection() as conn:
+            try:
+                start_operator_run(conn, user_id)
+            except ReconcileError as exc:
+                print(f"mcsync sync-now: {exc}", file=sys.stderr)
+                return 2
+        result = asyncio.run(run_reconciliation(db, settings, cipher, user_id, owner=owner))
     if result is None:
         print(
             "mcsync sync-now: the run is held by another process, or had to stop (see the log)",
@@ -91,12 +91,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     Lists each difference (kind, address, detail). Exit status: 0 in sync, 1 on drift, 2 when it
     cannot check (no connection, Mailchimp unreachable)."""
+    from mcsync.database import Database
     from mcsync.mailchimp.errors import MailchimpError
     from mcsync.reconcile import ReconcileError, audit
 
     settings, cipher = database_and_cipher(args)
     try:
-        diffs = asyncio.run(audit(settings, cipher, args.user_id))
+        with Database.session(settings.database_url) as db:
+            diffs = asyncio.run(audit(db, settings, cipher, args.user_id))
     except (ReconcileError, MailchimpError) as exc:
         print(f"mcsync verify: {exc}", file=sys.stderr)
         return 2

@@ -81,18 +81,36 @@ SELECT n.nspname FROM pg_catalog.pg_class c
 """
 # An exposed install's connections whose dc is not of Mailchimp's form are set aside before
 # 004 (its constraint would refuse them) and kept, with the reason, once it ran.
+# `{dc_form}` is a Literal, so the same text is run by `mcsync migrate` and printed by `mcsync sql`.
 HAS_LEGACY_CONNECTIONS = "SELECT pg_catalog.to_regclass('mailchimp_connections') IS NOT NULL"
 QUARANTINE_CONNECTIONS = """
 CREATE TEMP TABLE mcsync_quarantine ON COMMIT DROP AS
-SELECT * FROM mailchimp_connections WHERE dc !~ %(dc_form)s
+SELECT * FROM mailchimp_connections WHERE dc !~ {dc_form}
 """
-DROP_QUARANTINED_CONNECTIONS = "DELETE FROM mailchimp_connections WHERE dc !~ %(dc_form)s"
+DROP_QUARANTINED_CONNECTIONS = "DELETE FROM mailchimp_connections WHERE dc !~ {dc_form}"
 HAS_QUARANTINE = "SELECT pg_catalog.to_regclass('pg_temp.mcsync_quarantine') IS NOT NULL"
 KEEP_QUARANTINED_CONNECTIONS = """
 INSERT INTO mcsync.quarantined_connections SELECT q.*,
  'dc not of Mailchimp''s form' FROM pg_temp.mcsync_quarantine q
 """
 DISTRUST_EXPOSED_ROWS = "CALL mcsync.distrust_exposed_rows()"
+# The same moves where only a script runs them (`mcsync sql`, mcsync.upgrade assembles it): the
+# old tables' schema is found by the script itself, where LEGACY_SCHEMA then LEGACY_SEARCH_PATH
+# would be two round trips; and every connection's contacts are queued after an exposed
+# upgrade (what `queue_full_sync_all` does for `mcsync migrate`).
+LEGACY_SEARCH_PATH_FOUND = """
+SELECT pg_catalog.set_config('search_path', 'pg_catalog, '
+       || pg_catalog.quote_ident(n.nspname) || ', pg_temp', true)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = pg_catalog.to_regclass('mailchimp_connections')
+"""
+QUEUE_EVERY_CONNECTED_CONTACT = """
+INSERT INTO mcsync.mailchimp_sync_queue (user_id, contact_id, op)
+SELECT s.user_id, s.id, 'resync' FROM mcsync.source_contacts s
+  JOIN mcsync.mailchimp_connections c
+    ON c.user_id = s.user_id AND c.audience_id IS NOT NULL
+ON CONFLICT (user_id, contact_id) DO NOTHING
+"""
 # After the generated view and triggers: revoke what PUBLIC and strangers may hold on them.
 LOCK_DOWN = "CALL mcsync.lock_down()"
 

@@ -120,7 +120,7 @@ async def verify(request: Request, operator: Operator, user_id: UUID) -> dict[st
     ctx = ctx_of(request)
     await ctx.db(_connection_or_404, user_id)
     try:
-        diffs = await audit(ctx.settings, ctx.cipher, user_id, http=ctx.http)
+        diffs = await audit(ctx.database, ctx.settings, ctx.cipher, user_id, http=ctx.http)
     except ReconcileError as exc:
         raise HTTPException(409, f"Cannot audit: {exc}.") from None
     except ConnectionLevelError as exc:

@@ -13,11 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import ConnectionPool
 
 from mcsync.config import Settings
 from mcsync.connection_states import PAUSED_NOTICE, unusable_state
 from mcsync.crypto import EncryptionKeyError, TokenCipher
+from mcsync.database import Database
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import make_http_client
 from mcsync.mailchimp.endpoints import InvalidDataCenter
@@ -31,6 +31,8 @@ from mcsync.web.runs import stop_all, sweep
 log = get_logger("mcsync.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# How the web process's connections show in pg_stat_activity.
+WEB_APPLICATION_NAME = "mcsync-web"
 
 
 class ConfigError(RuntimeError):
@@ -59,22 +61,21 @@ def create_app(
         )
     except OperatorRuleError as exc:
         raise ConfigError(str(exc)) from None
-    pool = ConnectionPool(
-        settings.database_url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}
-    )
+    # The process's one pool (issue 18): every route, Sync Now's runs, the sweeper, audits.
+    database = Database.for_url(settings.database_url, application_name=WEB_APPLICATION_NAME)
     ctx = WebContext(
         settings=settings,
         cipher=cipher,
         verifier=verifier,
         signer=signer,
-        pool=pool,
+        database=database,
         sync_now_interval=sync_now_interval,
         sweep_interval=sweep_interval,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        pool.open(wait=True, timeout=30)
+        database.open()
         log.info(
             "web_auth",
             jwks_url=verifier.jwks.url if verifier.jwks else None,
@@ -99,7 +100,7 @@ def create_app(
             await stop_all(ctx)
             http: httpx.AsyncClient = ctx.http
             await http.aclose()
-            pool.close()
+            database.close()
 
     app = FastAPI(
         title="mcsync", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None

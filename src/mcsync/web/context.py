@@ -13,12 +13,11 @@ from uuid import UUID
 import httpx
 import psycopg
 from fastapi import Depends, HTTPException, Request
-from psycopg_pool import ConnectionPool
-from starlette.concurrency import run_in_threadpool
 
 from mcsync.config import Settings
 from mcsync.connections import Connection
 from mcsync.crypto import TokenCipher
+from mcsync.database import Database
 from mcsync.logging import get_logger
 from mcsync.mailchimp.client import ClientFactory, MailchimpClient
 from mcsync.reconcile import SYNC_NOW_INTERVAL
@@ -34,7 +33,7 @@ class WebContext:
     cipher: TokenCipher
     verifier: TokenVerifier  # the app users' JWTs
     signer: StateSigner  # mcsync's own OAuth states
-    pool: ConnectionPool
+    database: Database  # the process's one pool: routes, Sync Now's runs, the sweeper, audits
     sync_now_interval: float = SYNC_NOW_INTERVAL
     sweep_interval: float = 60.0
     http: httpx.AsyncClient | None = None
@@ -43,13 +42,9 @@ class WebContext:
     running: set[UUID] = field(default_factory=set)
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a sync psycopg function (connections.py) on a pooled connection, off the loop."""
-
-        def call() -> T:
-            with self.pool.connection() as conn:
-                return fn(conn, *args, **kwargs)
-
-        return await run_in_threadpool(call)
+        """Run a sync psycopg function (connections.py) on a pooled connection, off the loop
+        (`Database.run`)."""
+        return await self.database.run(fn, *args, **kwargs)
 
     @property
     def app_origins(self) -> list[str]:

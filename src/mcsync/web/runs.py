@@ -1,5 +1,6 @@
 """Sync Now runs in the web process: one background task per user, plus a sweeper that takes
-over runs whose process died (their lease expired) so an interrupted run always finishes."""
+over runs whose process died (their lease expired) so an interrupted run always finishes.
+Both borrow the web process's one pool (`WebContext.database`), a connection per step."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ log = get_logger("mcsync.web")
 
 async def _run(ctx: WebContext, user_id: UUID) -> None:
     try:
-        await run_reconciliation(ctx.settings, ctx.cipher, user_id, owner=ctx.owner, http=ctx.http)
+        await run_reconciliation(
+            ctx.database, ctx.settings, ctx.cipher, user_id, owner=ctx.owner, http=ctx.http
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a run must never take the web process down; the sweeper retries
@@ -40,7 +43,7 @@ async def sweep(ctx: WebContext) -> None:
     """Forever: resume unfinished runs nobody holds."""
     while True:
         try:
-            for user_id in await stale_runs(ctx.settings.database_url):
+            for user_id in await stale_runs(ctx.database):
                 spawn_run(ctx, user_id)
         except Exception as exc:  # the database may blink; try again next round
             log.warning("reconcile_sweep_failed", error=str(exc))

@@ -5,6 +5,7 @@ verified against a JWKS (tests/support/tokens.py serves one over real HTTP), no 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ from fastapi.testclient import TestClient
 from psycopg.rows import dict_row
 
 from mcsync.config import Settings
+from mcsync.crypto import TokenCipher
+from mcsync.database import Database
+from mcsync.reconcile import Difference, RunResult, audit, run_reconciliation, stale_runs
 from mcsync.web import create_app
 from tests.support.harness import SyncHarness, wait_until
 from tests.support.roles import web_url
@@ -154,6 +158,27 @@ def web_settings(
         **overrides,
     }
     return Settings(**values)
+
+
+def sync_now_run(
+    settings: Settings, cipher: TokenCipher, user_id: uuid.UUID, **options: Any
+) -> RunResult | None:
+    """Run (or resume) the user's requested reconciliation as a process does: on a Database of
+    its own (settings' login), borrowed a step at a time."""
+    with Database.session(settings.database_url) as db:
+        return asyncio.run(run_reconciliation(db, settings, cipher, user_id, **options))
+
+
+def verify_audit(settings: Settings, cipher: TokenCipher, user_id: uuid.UUID) -> list[Difference]:
+    """`mcsync verify`'s audit, on a Database of settings' login."""
+    with Database.session(settings.database_url) as db:
+        return asyncio.run(audit(db, settings, cipher, user_id))
+
+
+def stale_run_ids(database_url: str) -> list[uuid.UUID]:
+    """The runs the web's sweeper would take over now."""
+    with Database.session(database_url) as db:
+        return asyncio.run(stale_runs(db))
 
 
 @pytest.fixture

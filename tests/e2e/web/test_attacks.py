@@ -4,7 +4,6 @@ copied into another user's row must decrypt for nobody."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from fastapi.testclient import TestClient
 from mcsync.connections import connect_user
 from mcsync.crypto import TokenBindingError, TokenCipher
 from mcsync.mailchimp.endpoints import InvalidDataCenter, api_base, checked_dc
-from mcsync.reconcile import request_sync_now, run_reconciliation
+from mcsync.reconcile import request_sync_now
 from mcsync.web import create_app
-from tests.e2e.web.conftest import WebHarness, web_settings
+from tests.e2e.web.conftest import WebHarness, sync_now_run, web_settings
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness
 
 FORGED_DC_TEMPLATE = "http://{dc}.invalid/3.0"  # what the real template does: dc is the host
@@ -117,7 +116,7 @@ def test_a_forged_dc_in_the_database_never_sends_a_request(
     settings = web_settings(sync, mailchimp_api_url=FORGED_DC_TEMPLATE)
     _request_sync_now(sync, user.user_id)
     with pytest.raises(InvalidDataCenter):
-        asyncio.run(run_reconciliation(settings, sync.cipher, user.user_id, owner="x"))
+        sync_now_run(settings, sync.cipher, user.user_id, owner="x")
     with TestClient(create_app(settings, sweep_interval=60)) as client:
         web = WebHarness(sync, client, settings)
         r = client.get("/api/audiences", headers=web.headers(user.user_id))
@@ -174,7 +173,7 @@ def test_a_token_ciphertext_copied_to_another_users_row_decrypts_for_nobody(
     # Sync Now refuses it as well.
     _request_sync_now(sync, victim.user_id)
     with pytest.raises(TokenBindingError):
-        asyncio.run(run_reconciliation(web_settings(sync), sync.cipher, victim.user_id, owner="x"))
+        sync_now_run(web_settings(sync), sync.cipher, victim.user_id, owner="x")
 
 
 def test_binding_survives_key_rotation() -> None:

@@ -20,14 +20,19 @@ from mcsync.mailchimp.models import Member, Tag
 from mcsync.mirror import Contact, LedgerMember, desired_members, subscriber_hash
 from mcsync.reconcile import (
     Snapshot,
-    audit,
+    cancel_run,
     compare_member,
     missing_members,
     request_sync_now,
-    run_reconciliation,
-    stale_runs,
 )
-from tests.e2e.web.conftest import web_settings
+from mcsync.web.app import WEB_APPLICATION_NAME
+from tests.e2e.web.conftest import (
+    WebHarness,
+    stale_run_ids,
+    sync_now_run,
+    verify_audit,
+    web_settings,
+)
 from tests.model.mirror_model import person
 from tests.support.app_schemas import ALL_SCHEMAS
 from tests.support.harness import ENCRYPTION_KEY, SyncHarness, User
@@ -187,39 +192,74 @@ def test_an_interrupted_run_resumes_at_the_next_page(
     monkeypatch.setattr(MailchimpClient, "list_members", dies_on_the_second_page)
     _request_sync_now(sync, user)
     with pytest.raises(TransientError):
-        asyncio.run(
-            run_reconciliation(
+        sync_now_run(
                 web_settings(sync), sync.cipher, user.user_id, owner="first", page_size=2
             )
-        )
     [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
     assert run["next_offset"] == 2 and run["finished_at"] is None
     assert len(sync.queue()) == 2  # the first page's work is already queued
 
     # While the first runner's lease lives, nobody else takes the run.
     assert (
-        asyncio.run(
-            run_reconciliation(
+        sync_now_run(
                 web_settings(sync), sync.cipher, user.user_id, owner="second", page_size=2
             )
-        )
         is None
     )
     sync.execute(
         "UPDATE mcsync.mcsync_reconciliations SET lease_until = now() - interval '1 second'"
     )
-    result = asyncio.run(
-        run_reconciliation(
+    result = sync_now_run(
             web_settings(sync), sync.cipher, user.user_id, owner="second", page_size=2
         )
-    )
     assert result is not None and result.resumed_at == 2 and result.listed == 3
     assert {r["contact_id"] for r in sync.queue()} == set(ids)
     sync.drain()
     assert {m["merge_fields"]["FNAME"] for m in sync.members(user).values()} == {
         f"Renamed {i}" for i in range(5)
     }
-    assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []
+    assert verify_audit(web_settings(sync), sync.cipher, user.user_id) == []
+
+
+def test_a_run_cancelled_mid_page_writes_nothing_of_that_page(
+    sync: SyncHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's fixes and its progress are one transaction: when the run was cancelled (a
+    disconnect) while its page was being listed, the page's commit finds the run finished and
+    rolls back, so nothing of that page is queued and the run stays where the disconnect left
+    it."""
+    user = sync.add_user()
+    ids = [sync.add_contact(user, f"p{i}@clientmail.io", first_name=f"P{i}") for i in range(4)]
+    sync.drain()
+    for i, cid in enumerate(ids):
+        sync.update_contact(cid, first_name=f"Changed {i}")
+    _lose_pending_events(sync, user)
+
+    real = MailchimpClient.list_members
+    calls = {"n": 0}
+
+    async def disconnected_during_the_second_page(
+        self: MailchimpClient, *a: Any, **kw: Any
+    ) -> Any:
+        calls["n"] += 1
+        page = await real(self, *a, **kw)
+        if calls["n"] == 2:
+            with psycopg.connect(sync.db_url, autocommit=True) as conn:
+                cancel_run(conn, user.user_id, "disconnected")
+        return page
+
+    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_during_the_second_page)
+    _request_sync_now(sync, user)
+    assert (
+        sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w", page_size=2)
+        is None
+    )
+    [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
+    assert run["error"] == "disconnected" and run["finished_at"] is not None
+    assert run["next_offset"] == 2 and run["queued"] == 2  # the first page only
+    assert len(sync.queue()) == 2
+    seen = sync.execute("SELECT email_hash FROM mcsync.mcsync_reconcile_seen")
+    assert len(seen) == 2
 
 
 def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
@@ -310,12 +350,12 @@ def test_a_revoked_token_ends_the_run_instead_of_retrying_forever(sync: SyncHarn
     sync.admin.revoke(user.token)
     _request_sync_now(sync, user)
     assert (
-        asyncio.run(run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="w"))
+        sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w")
         is None
     )
     [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
     assert run["finished_at"] is not None and "401" in run["error"]
-    assert asyncio.run(stale_runs(sync.db_url)) == []
+    assert stale_run_ids(sync.db_url) == []
 
 
 def test_worker_and_verify_agree_on_the_most_recent_contact_of_a_shared_address(
@@ -339,7 +379,7 @@ def test_worker_and_verify_agree_on_the_most_recent_contact_of_a_shared_address(
     sync.drain()
     assert [r["contact_id"] for r in sync.queue()] == [bea]
     assert sync.members(user)["shared@coachmail.io"]["merge_fields"]["FNAME"] == "Bea 2"
-    assert asyncio.run(audit(web_settings(sync), sync.cipher, user.user_id)) == []
+    assert verify_audit(web_settings(sync), sync.cipher, user.user_id) == []
 
 
 def test_a_member_archived_by_hand_is_never_drift_and_sync_now_leaves_it_alone(
@@ -360,9 +400,7 @@ def test_a_member_archived_by_hand_is_never_drift_and_sync_now_leaves_it_alone(
             "UPDATE mcsync.mcsync_reconciliations SET requested_at = now() - interval '2 hours'"
         )
         _request_sync_now(sync, user)
-        result = asyncio.run(
-            run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="w")
-        )
+        result = sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w")
         assert result is not None and result.queued == 0 and result.differences == 0
         assert sync.queue() == []
     sync.drain()
@@ -424,15 +462,13 @@ def test_a_reconnect_in_the_web_leaves_a_run_for_the_web_and_a_first_connect_non
     """`mcsync web` runs the check at once after its OAuth callback, and its sweeper picks up
     any run nobody holds; a first connect (no ledger for the audience) needs none."""
     user = sync.add_user()
-    assert asyncio.run(stale_runs(sync.db_url)) == []
+    assert stale_run_ids(sync.db_url) == []
     sync.add_contact(user, "first@coachmail.io")
     sync.drain()
     _restart_emulator(sync, user)
     sync.connect(user)  # what the OAuth callback stores
-    assert asyncio.run(stale_runs(sync.db_url)) == [user.user_id]
-    result = asyncio.run(
-        run_reconciliation(web_settings(sync), sync.cipher, user.user_id, owner="sweeper")
-    )
+    assert stale_run_ids(sync.db_url) == [user.user_id]
+    result = sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="sweeper")
     assert result is not None and result.queued == 1
     sync.drain()
     assert set(sync.members(user)) == {"first@coachmail.io"}
@@ -446,3 +482,65 @@ def test_the_operators_sync_now_does_not_start_the_users_hourly_limit(
     with psycopg.connect(sync.db_url, autocommit=True) as conn:
         assert request_sync_now(conn, user.user_id) == 0  # the user's own button still works
         assert request_sync_now(conn, user.user_id) > 3000  # and then its hour counts
+
+
+def test_the_web_process_reconciles_on_its_one_pool_and_holds_no_connection_across_mailchimp(
+    web: WebHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: Sync Now's runs, the sweeper that takes them over and the routes share the web
+    process's one pool. More runs than the pool has connections are stopped together inside
+    their Mailchimp call; at that moment Postgres shows the web login's backends, and each is
+    one of the pool's (its application_name), no more of them than the pool's size. (Each
+    run used to open a connection of its own and hold it through the audience's pages.)"""
+    sync = web.sync
+    ctx = web.client.app.state.mcsync  # type: ignore[attr-defined]
+    runs = ctx.database.max_size + 4
+    users = [sync.add_user() for _ in range(runs)]
+    for user in users:
+        sync.add_contact(user, f"one-{user.audience_id}@clientmail.io", first_name="One")
+    sync.drain()
+    for user in users:  # a change the worker never hears of: each run queues one contact
+        sync.execute(
+            "UPDATE contacts SET first_name = 'Renamed' WHERE user_id = %s", (user.user_id,)
+        )
+        _lose_pending_events(sync, user)
+    web_login = psycopg.conninfo.conninfo_to_dict(web.settings.database_url)["user"]
+
+    real = MailchimpClient.list_members
+    arrived: list[int] = []
+    seen: dict[str, Any] = {}
+    all_in = asyncio.Event()
+
+    async def held_until_every_run_is_in_mailchimp(
+        self: MailchimpClient, *a: Any, **kw: Any
+    ) -> Any:
+        if not all_in.is_set():
+            arrived.append(1)
+            if len(arrived) == runs:
+                seen["backends"] = sync.execute(
+                    "SELECT application_name FROM pg_catalog.pg_stat_activity"
+                    " WHERE usename = %s AND datname = pg_catalog.current_database()",
+                    (web_login,),
+                )
+                all_in.set()
+            await asyncio.wait_for(all_in.wait(), timeout=60)
+        return await real(self, *a, **kw)
+
+    monkeypatch.setattr(MailchimpClient, "list_members", held_until_every_run_is_in_mailchimp)
+    for user in users:  # an operator's runs: nobody holds them, so the sweeper takes them
+        with psycopg.connect(sync.db_url, autocommit=True) as conn:
+            assert request_sync_now(conn, user.user_id, min_interval=0, by_user=False) == 0
+    for user in users:
+        web.wait_for_runs(user.user_id)
+
+    backends = [r["application_name"] for r in seen["backends"]]
+    assert 1 <= len(backends) <= ctx.database.max_size, backends
+    assert set(backends) == {WEB_APPLICATION_NAME}
+    finished = sync.execute(
+        "SELECT error, queued FROM mcsync.mcsync_reconciliations WHERE finished_at IS NOT NULL"
+    )
+    assert finished == [{"error": None, "queued": 1}] * runs
+    sync.drain()
+    for user in users:
+        [member] = sync.members(user).values()
+        assert member["merge_fields"]["FNAME"] == "Renamed"
