@@ -53,6 +53,9 @@ class Database:
             open=False,
             name=application_name,
             kwargs={"autocommit": True, "application_name": application_name},
+            # A connection is checked (one round trip) before it is lent: after a restart of
+            # Postgres the next request or sweep gets a fresh one instead of an error.
+            check=ConnectionPool.check_connection,
         )
         return cls(pool)
 

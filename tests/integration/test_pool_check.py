@@ -1,4 +1,5 @@
-"""The worker pool's connection check: dead connections are caught, live ones cost no query."""
+"""The pools' connection checks: the worker's catches dead connections and costs live ones no query;
+the web's replaces a dead connection before lending it."""
 
 from __future__ import annotations
 
@@ -45,3 +46,28 @@ def test_a_connection_postgres_terminated_fails_the_check(db_url: str) -> None:
                 await check_connection(victim)
 
     asyncio.run(scenario())
+
+
+def test_the_web_pool_lends_a_live_connection_after_its_backend_died(db_url: str) -> None:
+    from mcsync.database import Database
+
+    def backend_pid(conn: psycopg.Connection) -> int:  # type: ignore[type-arg]
+        return int(conn.info.backend_pid)
+
+    database = Database.for_url(db_url, max_size=1, application_name="mcsync-pool-check")
+    database.open()
+    try:
+        first = asyncio.run(database.run(backend_pid))
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+            deadline = time.monotonic() + 5
+            while (
+                admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [first]).fetchone()
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
+        # The one pooled connection is dead: the check on lending replaces it, no error.
+        second = asyncio.run(database.run(backend_pid))
+        assert second != first
+    finally:
+        database.close()
