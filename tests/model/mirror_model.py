@@ -470,17 +470,14 @@ class MemoryDatabase:
 
     def sql_UPSERT_LINKS(self, p: dict[str, Any]) -> int:
         """ON CONFLICT (user_id, contact_id) DO UPDATE SET audience_id, email_hash,
-        maybe_hashes = '{}', changed_at = excluded.changed_at."""
-        rows = json.loads(p["rows"])
-        keys = [r["contact_id"] for r in rows]
-        assert len(keys) == len(set(keys)), "ON CONFLICT DO UPDATE cannot affect a row twice"
-        for r in rows:
-            cid = _uuid(r["contact_id"])
-            self.links[cid] = LinkRow(
-                cid, p["audience_id"], r["email_hash"], [], datetime.fromisoformat(r["changed_at"])
-            )
+        maybe_hashes = NULL (nothing in doubt), changed_at = excluded.changed_at."""
+        ids = [_uuid(i) for i in p["ids"]]
+        assert len(ids) == len(set(ids)), "ON CONFLICT DO UPDATE cannot affect a row twice"
+        for cid, h, changed in zip(ids, p["hashes"], p["changed"], strict=True):
+            assert isinstance(changed, datetime) and changed.tzinfo is not None
+            self.links[cid] = LinkRow(cid, p["audience_id"], h, [], changed)
         self.work_writes += 1
-        return len(rows)
+        return len(ids)
 
     def sql_WRITE_AHEAD_LINKS(self, p: dict[str, Any]) -> int:
         """A new row gets email_hash NULL, maybe_hashes {hash}, changed_at DEFAULT now();

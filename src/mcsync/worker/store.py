@@ -277,11 +277,15 @@ class WorkerStore:
                 return None
             await self._write_ledger(conn, params, out)
             if out.links:
-                rows = [
-                    {"contact_id": str(c), "email_hash": h, "changed_at": t.isoformat()}
-                    for c, h, t in out.links
-                ]
-                await conn.execute(self.queries.UPSERT_LINKS, {**params, "rows": json.dumps(rows)})
+                await conn.execute(
+                    self.queries.UPSERT_LINKS,
+                    {
+                        **params,
+                        "ids": [c for c, _, _ in out.links],
+                        "hashes": [h for _, h, _ in out.links],
+                        "changed": [t for _, _, t in out.links],
+                    },
+                )
             if out.unlinks:
                 await conn.execute(self.queries.DELETE_LINKS, {**params, "ids": out.unlinks})
             if out.cleared_rejections:
