@@ -189,18 +189,25 @@ SELECT pg_catalog.encode(email_hash, 'hex') AS email_hash, email,
 
 # --- recording outcomes ------------------------------------------------------------------------
 
+# Typed arrays, one per column (mcsync.rows.ledger_params), not a JSON document per row: no
+# JSON to parse, no sub-select per row to rebuild the tag arrays (each member's tags are a
+# slice of one flat array). An empty `maybe_tags` is stored as NULL (sql/010).
 UPSERT_LEDGER = """
 INSERT INTO mcsync.mailchimp_members AS m
     (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived,
      archive_status, pending_rename_from)
 SELECT %(user_id)s, %(audience_id)s, pg_catalog.decode(u.email_hash, 'hex'), u.email,
        pg_catalog.decode(u.fields_hash, 'hex'),
-       coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
-       (SELECT array_agg(t) FROM jsonb_array_elements_text(u.maybe_tags) t),
+       (%(tags)b::text[])[u.tags_from:u.tags_to],
+       CASE WHEN u.maybe_to >= u.maybe_from
+            THEN (%(maybe_tags)b::text[])[u.maybe_from:u.maybe_to] END,
        u.status, u.archived, u.archive_status, u.pending_rename_from
-  FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(email_hash text, email text, fields_hash text, tags jsonb, maybe_tags jsonb,
-            status text, archived boolean, archive_status text, pending_rename_from text)
+  FROM unnest(%(hashes)b::text[], %(emails)b::text[], %(fields_hashes)b::text[],
+              %(tags_from)b::int4[], %(tags_to)b::int4[], %(maybe_from)b::int4[],
+              %(maybe_to)b::int4[], %(statuses)b::text[], %(archived)b::bool[],
+              %(archive_statuses)b::text[], %(renames)b::text[])
+       AS u(email_hash, email, fields_hash, tags_from, tags_to, maybe_from, maybe_to, status,
+            archived, archive_status, pending_rename_from)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
     maybe_tags = excluded.maybe_tags, archive_status = excluded.archive_status,
