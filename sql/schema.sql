@@ -154,7 +154,7 @@ CREATE TABLE mcsync.mailchimp_contact_links (
     changed_at timestamp with time zone DEFAULT now() NOT NULL,
     maybe_hashes bytea[]
 )
-WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='50');
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='55');
 
 CREATE TABLE mcsync.mailchimp_health_events (
     id bigint NOT NULL,
