@@ -155,8 +155,9 @@ SELECT id, known,
                            AND mcsync.mcsync_email_key(c.email) = k.email OFFSET 0) s) c
 """
 
-# Hashes are stored as 16 bytes and given to the worker as 32 hex digits (sql/010): the store
-# converts, so the planner's types and the Mailchimp paths keep one spelling.
+# Hashes are stored as 16 bytes (sql/010) and read and written as 32 hex digits: these
+# statements convert (pg_catalog.encode / decode), so the planner and the Mailchimp paths keep
+# one spelling. A member in doubt is NULL when there is none.
 LINKS_BY_CONTACT = """
 SELECT l.contact_id, pg_catalog.encode(l.email_hash, 'hex') AS email_hash,
        CASE WHEN l.maybe_hashes IS NOT NULL
