@@ -1,4 +1,4 @@
--- mcsync's schema as migrations 001-009 leave it: every table, index, constraint,
+-- mcsync's schema as migrations 001-010 leave it: every table, index, constraint,
 -- function and privilege of the `mcsync` schema, in one file to read.
 --
 -- GENERATED: do not edit. After adding a migration, run `make schema-sql`
@@ -150,11 +150,11 @@ CREATE TABLE mcsync.mailchimp_contact_links (
     user_id uuid NOT NULL,
     contact_id uuid NOT NULL,
     audience_id text NOT NULL,
-    email_hash text,
-    maybe_hashes text[] DEFAULT '{}'::text[] NOT NULL,
-    changed_at timestamp with time zone DEFAULT now() NOT NULL
+    email_hash bytea,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    maybe_hashes bytea[]
 )
-WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='55');
 
 CREATE TABLE mcsync.mailchimp_health_events (
     id bigint NOT NULL,
@@ -179,16 +179,15 @@ ALTER TABLE mcsync.mailchimp_health_events ALTER COLUMN id ADD GENERATED ALWAYS 
 CREATE TABLE mcsync.mailchimp_members (
     user_id uuid NOT NULL,
     audience_id text NOT NULL,
-    email_hash text NOT NULL,
+    email_hash bytea NOT NULL,
     email text NOT NULL,
-    fields_hash text,
+    fields_hash bytea,
     tags text[] DEFAULT '{}'::text[] NOT NULL,
-    maybe_tags text[] DEFAULT '{}'::text[] NOT NULL,
+    maybe_tags text[],
     status text,
     archived boolean DEFAULT false NOT NULL,
     archive_status text,
-    pending_rename_from text,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL
+    pending_rename_from text
 )
 WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
 
@@ -351,8 +350,6 @@ ALTER TABLE ONLY mcsync.process_roles
 
 ALTER TABLE ONLY mcsync.source_mapping
     ADD CONSTRAINT source_mapping_pkey PRIMARY KEY (singleton);
-
-CREATE INDEX mailchimp_contact_links_member_idx ON mcsync.mailchimp_contact_links USING btree (user_id, audience_id, email_hash);
 
 CREATE INDEX mailchimp_health_events_user_idx ON mcsync.mailchimp_health_events USING btree (user_id, id);
 

@@ -6,7 +6,7 @@ same way everywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcsync.mirror import Contact, LedgerMember
@@ -40,16 +40,36 @@ def ledger_from_row(row: Mapping[str, Any]) -> LedgerMember:
     )
 
 
-def ledger_to_row(member: LedgerMember) -> dict[str, Any]:
-    """A `LedgerMember` as the JSON object `UPSERT_LEDGER` reads."""
+def ledger_params(members: Sequence[LedgerMember]) -> dict[str, Any]:
+    """`LedgerMember`s as the typed arrays `UPSERT_LEDGER` reads: one array per column, one
+    element per member (PostgreSQL unnests them together, no JSON to parse). Each member's tags
+    are a slice of one flat array: `tags[tags_from:tags_to]` (1-based, inclusive; empty when
+    `tags_to < tags_from`), and the same for `maybe_tags`."""
+    tags: list[str] = []
+    maybe: list[str] = []
+    tags_from: list[int] = []
+    tags_to: list[int] = []
+    maybe_from: list[int] = []
+    maybe_to: list[int] = []
+    for m in members:
+        tags_from.append(len(tags) + 1)
+        tags.extend(m.tags)
+        tags_to.append(len(tags))
+        maybe_from.append(len(maybe) + 1)
+        maybe.extend(m.maybe_tags)
+        maybe_to.append(len(maybe))
     return {
-        "email_hash": member.email_hash,
-        "email": member.email,
-        "fields_hash": member.fields_hash,
-        "tags": list(member.tags),
-        "maybe_tags": list(member.maybe_tags),
-        "archive_status": member.archive_status,
-        "pending_rename_from": member.pending_rename_from,
-        "status": member.status,
-        "archived": member.archived,
+        "hashes": [m.email_hash for m in members],
+        "emails": [m.email for m in members],
+        "fields_hashes": [m.fields_hash for m in members],
+        "tags": tags,
+        "tags_from": tags_from,
+        "tags_to": tags_to,
+        "maybe_tags": maybe,
+        "maybe_from": maybe_from,
+        "maybe_to": maybe_to,
+        "statuses": [m.status for m in members],
+        "archived": [m.archived for m in members],
+        "archive_statuses": [m.archive_status for m in members],
+        "renames": [m.pending_rename_from for m in members],
     }

@@ -346,3 +346,82 @@ def test_render_rewrites_only_mcsyncs_names() -> None:
     for bad in ("public", "Mixed", "x; DROP TABLE contacts", "pg_catalog", ""):
         with pytest.raises(SchemaNameError):
             render(sql, bad)
+
+
+def test_010_narrows_the_ledger_and_links_of_an_install_and_keeps_what_they_knew(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """Migration 010 stores hashes as bytes and nothing in doubt as NULL: an install with
+    rows written by 001-009 reads, after it, exactly as before (hex hashes, tags and members in
+    doubt, renames in doubt), through the statements the worker and the reconciliation run."""
+    from psycopg.rows import dict_row
+
+    from mcsync.emails import subscriber_hash
+    from mcsync.mirror import LedgerMember
+    from mcsync.queries import statements
+    from mcsync.rows import ledger_from_row
+
+    url = _with_contacts(empty_db_url)
+    before = tmp_path / "before"
+    before.mkdir()
+    for f in SQL_DIR.glob("00[1-9]_*.sql"):
+        (before / f.name).write_text(f.read_text())
+    assert apply_migrations(url, before)[-1] == "009_connection_reason.sql"
+    user_id, audience = uuid.uuid4(), "list0001"
+    ana, bo, cy = (subscriber_hash(f"{n}@example.com") for n in ("ana", "bo", "cy"))
+    owned = LedgerMember(
+        email_hash=ana,
+        email="ana@example.com",
+        fields_hash="0123456789abcdef" * 2,
+        tags=("vip", "lead"),
+        status="subscribed",
+        archived=False,
+    )
+    in_doubt = LedgerMember(
+        email_hash=bo,
+        email="bo@example.com",
+        fields_hash=None,
+        tags=(),
+        maybe_tags=("new",),
+        status=None,
+        archived=True,
+        archive_status="subscribed",
+        pending_rename_from=cy,
+    )
+    linked, written_ahead, unlinked = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for m in (owned, in_doubt):
+            conn.execute(
+                "INSERT INTO mcsync.mailchimp_members (user_id, audience_id, email_hash, email,"
+                " fields_hash, tags, maybe_tags, status, archived, archive_status,"
+                " pending_rename_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (user_id, audience, m.email_hash, m.email, m.fields_hash, list(m.tags),
+                 list(m.maybe_tags), m.status, m.archived, m.archive_status,
+                 m.pending_rename_from),
+            )  # fmt: skip
+        conn.execute(
+            "INSERT INTO mcsync.mailchimp_contact_links (user_id, contact_id, audience_id,"
+            " email_hash, maybe_hashes) VALUES (%s, %s, %s, %s, '{}'), (%s, %s, %s, NULL, %s),"
+            " (%s, %s, %s, NULL, '{}')",
+            (user_id, linked, audience, ana, user_id, written_ahead, audience, [bo, cy],
+             user_id, unlinked, audience),
+        )  # fmt: skip
+
+    assert apply_migrations(url) == ["010_narrow_ledger.sql"]
+    params = {"user_id": user_id, "audience_id": audience}
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(statements().LEDGER_BY_HASH, {**params, "hashes": sorted([ana, bo])})
+        ledger = {r["email_hash"]: ledger_from_row(r) for r in cur.fetchall()}
+        cur.execute(statements().AUDIENCE_LEDGER, params)
+        audience_ledger = {r["email_hash"]: ledger_from_row(r) for r in cur.fetchall()}
+        ids = [linked, written_ahead, unlinked]
+        cur.execute(statements().LINKS_BY_CONTACT, {**params, "ids": ids})
+        links = {r["contact_id"]: (r["email_hash"], r["maybe_hashes"]) for r in cur.fetchall()}
+        stored = cur.execute(
+            "SELECT pg_typeof(email_hash)::text AS hash, maybe_tags FROM mcsync.mailchimp_members"
+            " WHERE email_hash = decode(%s, 'hex')",
+            (ana,),
+        ).fetchone()
+    assert ledger == audience_ledger == {ana: owned, bo: in_doubt}
+    assert links == {linked: (ana, None), written_ahead: (None, [bo, cy]), unlinked: (None, None)}
+    assert stored == {"hash": "bytea", "maybe_tags": None}  # '{}' became NULL

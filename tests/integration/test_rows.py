@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import psycopg
 from hypothesis import given
@@ -16,7 +15,7 @@ from mcsync.emulator.state import subscriber_hash as emulated_hash
 from mcsync.mailchimp import client
 from mcsync.mirror import LedgerMember
 from mcsync.queries import statements
-from mcsync.rows import ledger_from_row, ledger_to_row
+from mcsync.rows import ledger_from_row, ledger_params
 from tests.support.harness import SyncHarness
 
 
@@ -58,16 +57,47 @@ def test_the_store_and_the_reconciliation_read_the_same_ledger(sync: SyncHarness
         archive_status="subscribed",
         pending_rename_from="0" * 32,
     )
+    # Written with its neighbours in one statement (each member's tags are a slice of one
+    # array): one with nothing optional, one with tags but none in doubt, one written ahead.
+    bare = LedgerMember(
+        email_hash=subscriber_hash("bo@example.com"),
+        email="bo@example.com",
+        fields_hash=None,
+        tags=(),
+    )
+    tagged = LedgerMember(
+        email_hash=subscriber_hash("cy@example.com"),
+        email="cy@example.com",
+        fields_hash="0123456789abcdef" * 2,
+        tags=("a", "b,c", 'd"e', "NULL"),
+        status="pending",
+    )
+    ahead = LedgerMember(
+        email_hash=subscriber_hash("di@example.com"),
+        email="di@example.com",
+        fields_hash=None,
+        tags=(),
+        maybe_tags=("x", "y"),
+    )
+    written = [bare, member, tagged, ahead]
     params = {"user_id": user.user_id, "audience_id": user.audience_id}
     with psycopg.connect(sync.db_url, autocommit=True) as conn:
-        rows = json.dumps([ledger_to_row(member)])
-        conn.execute(statements().UPSERT_LEDGER, {**params, "rows": rows})
+        # Alone first: every array empty or all NULL (a pass writing ahead new members only).
+        conn.execute(statements().UPSERT_LEDGER, {**params, **ledger_params([bare])})
+        conn.execute(statements().UPSERT_LEDGER, {**params, **ledger_params(written)})
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(statements().LEDGER_BY_HASH, {**params, "hashes": [member.email_hash]})
-            (worker_row,) = cur.fetchall()
-    assert ledger_from_row(worker_row) == member
+            hashes = sorted(m.email_hash for m in written)
+            cur.execute(statements().LEDGER_BY_HASH, {**params, "hashes": hashes})
+            by_hash = {r["email_hash"]: ledger_from_row(r) for r in cur.fetchall()}
+        # Nothing in doubt is stored as NULL, not as an empty array (sql/010).
+        stored = conn.execute(
+            "SELECT maybe_tags FROM mcsync.mailchimp_members WHERE email_hash = decode(%s, 'hex')",
+            (tagged.email_hash,),
+        ).fetchone()
+    assert by_hash == {m.email_hash: m for m in written}
+    assert stored == (None,)
 
     with psycopg.connect(sync.db_url, autocommit=True) as conn:
         mirror_rows = reconcile_store.read_mirror(conn, user.user_id, user.audience_id)
     # Every field, maybe_tags included (a positional copy once dropped them).
-    assert reconcile._snapshot(mirror_rows).ledger == {member.email_hash: member}
+    assert reconcile._snapshot(mirror_rows).ledger == {m.email_hash: m for m in written}

@@ -187,7 +187,7 @@ def _uuid(value: Any) -> UUID:
 
 
 def _text_array(value: Any) -> list[str]:
-    """coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(x) t), '{}')."""
+    """A text[] column as a list (NULL and '{}' alike)."""
     return [str(t) for t in (value or [])]
 
 
@@ -430,29 +430,33 @@ class MemoryDatabase:
     # recording ----------------------------------------------------------------------------------
 
     def sql_UPSERT_LEDGER(self, p: dict[str, Any]) -> int:
-        """INSERT ... FROM jsonb_to_recordset(rows) ON CONFLICT DO UPDATE: everything from the
-        new row except status = coalesce(excluded.status, m.status)."""
-        rows = json.loads(p["rows"])
-        keys = [r["email_hash"] for r in rows]
+        """INSERT ... FROM unnest(one typed array per column) ON CONFLICT DO UPDATE: everything
+        from the new row except status = coalesce(excluded.status, m.status). A member's tags
+        are tags[tags_from:tags_to] (1-based, inclusive), its maybe_tags likewise."""
+        keys = p["hashes"]
         assert len(keys) == len(set(keys)), "ON CONFLICT DO UPDATE cannot affect a row twice"
-        for r in rows:
-            old = self.ledger.get(r["email_hash"])
-            status = r.get("status")
+        columns = zip(
+            keys, p["emails"], p["fields_hashes"], p["tags_from"], p["tags_to"],
+            p["maybe_from"], p["maybe_to"], p["statuses"], p["archived"],
+            p["archive_statuses"], p["renames"], strict=True,
+        )  # fmt: skip
+        for h, email, fields, t0, t1, m0, m1, status, archived, archive_status, rename in columns:
+            old = self.ledger.get(h)
             if status is None and old is not None:
                 status = old.status
-            self.ledger[r["email_hash"]] = LedgerMember(
-                email_hash=r["email_hash"],
-                email=r["email"],
-                fields_hash=r.get("fields_hash"),
-                tags=tuple(_text_array(r.get("tags"))),
-                maybe_tags=tuple(_text_array(r.get("maybe_tags"))),
+            self.ledger[h] = LedgerMember(
+                email_hash=h,
+                email=email,
+                fields_hash=fields,
+                tags=tuple(_text_array(p["tags"][t0 - 1 : t1])),
+                maybe_tags=tuple(_text_array(p["maybe_tags"][m0 - 1 : m1])),
                 status=status,
-                archived=bool(r.get("archived")),
-                archive_status=r.get("archive_status"),
-                pending_rename_from=r.get("pending_rename_from"),
+                archived=bool(archived),
+                archive_status=archive_status,
+                pending_rename_from=rename,
             )
         self.work_writes += 1
-        return len(rows)
+        return len(keys)
 
     def sql_MARK_ARCHIVING(self, p: dict[str, Any]) -> int:
         """UPDATE mcsync.mailchimp_members SET archive_status = status (only an existing row)."""
@@ -470,17 +474,14 @@ class MemoryDatabase:
 
     def sql_UPSERT_LINKS(self, p: dict[str, Any]) -> int:
         """ON CONFLICT (user_id, contact_id) DO UPDATE SET audience_id, email_hash,
-        maybe_hashes = '{}', changed_at = excluded.changed_at."""
-        rows = json.loads(p["rows"])
-        keys = [r["contact_id"] for r in rows]
-        assert len(keys) == len(set(keys)), "ON CONFLICT DO UPDATE cannot affect a row twice"
-        for r in rows:
-            cid = _uuid(r["contact_id"])
-            self.links[cid] = LinkRow(
-                cid, p["audience_id"], r["email_hash"], [], datetime.fromisoformat(r["changed_at"])
-            )
+        maybe_hashes = NULL (nothing in doubt), changed_at = excluded.changed_at."""
+        ids = [_uuid(i) for i in p["ids"]]
+        assert len(ids) == len(set(ids)), "ON CONFLICT DO UPDATE cannot affect a row twice"
+        for cid, h, changed in zip(ids, p["hashes"], p["changed"], strict=True):
+            assert isinstance(changed, datetime) and changed.tzinfo is not None
+            self.links[cid] = LinkRow(cid, p["audience_id"], h, [], changed)
         self.work_writes += 1
-        return len(rows)
+        return len(ids)
 
     def sql_WRITE_AHEAD_LINKS(self, p: dict[str, Any]) -> int:
         """A new row gets email_hash NULL, maybe_hashes {hash}, changed_at DEFAULT now();

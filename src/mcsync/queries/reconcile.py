@@ -83,15 +83,18 @@ USER_CONTACTS = """
 SELECT id, email, merge_fields, tags FROM mcsync.source_contacts WHERE user_id = %(user_id)s
 """
 
+# Hashes are stored as 16 bytes, read and written as 32 hex digits (sql/010).
 AUDIENCE_LEDGER = """
-SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
-       pending_rename_from
+SELECT pg_catalog.encode(email_hash, 'hex') AS email_hash, email,
+       pg_catalog.encode(fields_hash, 'hex') AS fields_hash, tags, maybe_tags, status, archived,
+       archive_status, pending_rename_from
   FROM mcsync.mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
 """
 
 AUDIENCE_LINKS = """
-SELECT contact_id, email_hash, changed_at FROM mcsync.mailchimp_contact_links
+SELECT contact_id, pg_catalog.encode(email_hash, 'hex') AS email_hash, changed_at
+  FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash IS NOT NULL
 """
 
@@ -126,7 +129,7 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 # it, so the worker's ordinary "contact deleted" path archives it (see reconcile.py).
 ADOPT_ORPHANS = """
 INSERT INTO mcsync.mailchimp_contact_links (user_id, contact_id, audience_id, email_hash)
-SELECT %(user_id)s, o.id, %(audience_id)s, o.email_hash
+SELECT %(user_id)s, o.id, %(audience_id)s, pg_catalog.decode(o.email_hash, 'hex')
   FROM unnest(%(ids)s::uuid[], %(hashes)s::text[]) AS o(id, email_hash)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
     audience_id = excluded.audience_id, email_hash = excluded.email_hash
@@ -137,9 +140,8 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
 CORRECT_LEDGER = """
 UPDATE mcsync.mailchimp_members m
    SET fields_hash = CASE WHEN u.forget_fields THEN NULL ELSE m.fields_hash END,
-       tags = coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
-       updated_at = now()
+       tags = coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}')
   FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(email_hash text, forget_fields boolean, tags jsonb)
  WHERE m.user_id = %(user_id)s AND m.audience_id = %(audience_id)s
-   AND m.email_hash = u.email_hash
+   AND m.email_hash = pg_catalog.decode(u.email_hash, 'hex')
 """

@@ -155,8 +155,15 @@ SELECT id, known,
                            AND mcsync.mcsync_email_key(c.email) = k.email OFFSET 0) s) c
 """
 
+# Hashes are stored as 16 bytes (sql/010) and read and written as 32 hex digits: these
+# statements convert (pg_catalog.encode / decode), so the planner and the Mailchimp paths keep
+# one spelling. A member in doubt is NULL when there is none.
 LINKS_BY_CONTACT = """
-SELECT l.contact_id, l.email_hash, l.maybe_hashes, l.changed_at
+SELECT l.contact_id, pg_catalog.encode(l.email_hash, 'hex') AS email_hash,
+       CASE WHEN l.maybe_hashes IS NOT NULL
+            THEN ARRAY(SELECT pg_catalog.encode(h, 'hex') FROM unnest(l.maybe_hashes) AS h)
+       END AS maybe_hashes,
+       l.changed_at
   FROM unnest(%(ids)b::uuid[]) AS k(id),
        LATERAL (SELECT * FROM mcsync.mailchimp_contact_links
                  WHERE user_id = %(user_id)s AND contact_id = k.id OFFSET 0) l
@@ -172,38 +179,47 @@ SELECT q.contact_id, q.changed_at
 """
 
 LEDGER_BY_HASH = """
-SELECT email_hash, email, fields_hash, tags, maybe_tags, status, archived, archive_status,
-       pending_rename_from
+SELECT pg_catalog.encode(email_hash, 'hex') AS email_hash, email,
+       pg_catalog.encode(fields_hash, 'hex') AS fields_hash, tags, maybe_tags, status, archived,
+       archive_status, pending_rename_from
   FROM unnest(%(hashes)b::text[]) AS k(hash),
        LATERAL (SELECT * FROM mcsync.mailchimp_members
                  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
-                   AND email_hash = k.hash OFFSET 0) m
+                   AND email_hash = pg_catalog.decode(k.hash, 'hex') OFFSET 0) m
 """
 
 # --- recording outcomes ------------------------------------------------------------------------
 
+# Typed arrays, one per column (mcsync.rows.ledger_params), not a JSON document per row: no
+# JSON to parse, no sub-select per row to rebuild the tag arrays (each member's tags are a
+# slice of one flat array). An empty `maybe_tags` is stored as NULL (sql/010).
 UPSERT_LEDGER = """
 INSERT INTO mcsync.mailchimp_members AS m
     (user_id, audience_id, email_hash, email, fields_hash, tags, maybe_tags, status, archived,
      archive_status, pending_rename_from)
-SELECT %(user_id)s, %(audience_id)s, u.email_hash, u.email, u.fields_hash,
-       coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.tags) t), '{}'),
-       coalesce((SELECT array_agg(t) FROM jsonb_array_elements_text(u.maybe_tags) t), '{}'),
+SELECT %(user_id)s, %(audience_id)s, pg_catalog.decode(u.email_hash, 'hex'), u.email,
+       pg_catalog.decode(u.fields_hash, 'hex'),
+       (%(tags)b::text[])[u.tags_from:u.tags_to],
+       CASE WHEN u.maybe_to >= u.maybe_from
+            THEN (%(maybe_tags)b::text[])[u.maybe_from:u.maybe_to] END,
        u.status, u.archived, u.archive_status, u.pending_rename_from
-  FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(email_hash text, email text, fields_hash text, tags jsonb, maybe_tags jsonb,
-            status text, archived boolean, archive_status text, pending_rename_from text)
+  FROM unnest(%(hashes)b::text[], %(emails)b::text[], %(fields_hashes)b::text[],
+              %(tags_from)b::int4[], %(tags_to)b::int4[], %(maybe_from)b::int4[],
+              %(maybe_to)b::int4[], %(statuses)b::text[], %(archived)b::bool[],
+              %(archive_statuses)b::text[], %(renames)b::text[])
+       AS u(email_hash, email, fields_hash, tags_from, tags_to, maybe_from, maybe_to, status,
+            archived, archive_status, pending_rename_from)
 ON CONFLICT (user_id, audience_id, email_hash) DO UPDATE SET
     email = excluded.email, fields_hash = excluded.fields_hash, tags = excluded.tags,
     maybe_tags = excluded.maybe_tags, archive_status = excluded.archive_status,
     pending_rename_from = excluded.pending_rename_from,
-    status = coalesce(excluded.status, m.status), archived = excluded.archived,
-    updated_at = now()
+    status = coalesce(excluded.status, m.status), archived = excluded.archived
 """
 
 MARK_ARCHIVING = """
-UPDATE mcsync.mailchimp_members SET archive_status = %(status)s, updated_at = now()
- WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s AND email_hash = %(email_hash)s
+UPDATE mcsync.mailchimp_members SET archive_status = %(status)s
+ WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
+   AND email_hash = pg_catalog.decode(%(email_hash)s, 'hex')
 """
 
 # Fencing: a pass records only while its worker still holds the account (a worker that lost
@@ -218,26 +234,29 @@ SELECT 1 FROM mcsync.mailchimp_connections
 DELETE_LEDGER = """
 DELETE FROM mcsync.mailchimp_members
  WHERE user_id = %(user_id)s AND audience_id = %(audience_id)s
-   AND email_hash = ANY(%(hashes)s::text[])
+   AND email_hash = ANY(ARRAY(SELECT pg_catalog.decode(h, 'hex')
+                                FROM unnest(%(hashes)s::text[]) AS h))
 """
 
 UPSERT_LINKS = """
 INSERT INTO mcsync.mailchimp_contact_links AS l
     (user_id, contact_id, audience_id, email_hash, changed_at)
-SELECT %(user_id)s, u.contact_id, %(audience_id)s, u.email_hash, u.changed_at
-  FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(contact_id uuid, email_hash text, changed_at timestamptz)
+SELECT %(user_id)s, u.contact_id, %(audience_id)s, pg_catalog.decode(u.email_hash, 'hex'),
+       u.changed_at
+  FROM unnest(%(ids)b::uuid[], %(hashes)b::text[], %(changed)b::timestamptz[])
+       AS u(contact_id, email_hash, changed_at)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
     audience_id = excluded.audience_id, email_hash = excluded.email_hash,
-    maybe_hashes = '{}', changed_at = excluded.changed_at
+    maybe_hashes = NULL, changed_at = excluded.changed_at
 """
 
 # Before the calls: the members these contacts may become (see mcsync.ledger.write_ahead_ledger).
 WRITE_AHEAD_LINKS = """
 INSERT INTO mcsync.mailchimp_contact_links AS l (user_id, contact_id, audience_id, maybe_hashes)
-SELECT %(user_id)s, u.contact_id, %(audience_id)s, ARRAY[u.email_hash]
+SELECT %(user_id)s, u.contact_id, %(audience_id)s, ARRAY[pg_catalog.decode(u.email_hash, 'hex')]
   FROM unnest(%(ids)b::uuid[], %(hashes)b::text[]) AS u(contact_id, email_hash)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
+    -- NULL (nothing in doubt) || {hash} is {hash}.
     maybe_hashes = CASE WHEN excluded.maybe_hashes[1] = ANY(l.maybe_hashes) THEN l.maybe_hashes
                         ELSE l.maybe_hashes || excluded.maybe_hashes END
 """

@@ -24,7 +24,7 @@ from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mirror import LedgerMember, contact_recency
 from mcsync.queries import CHANNEL, Statements, statements
-from mcsync.rows import contact_from_row, ledger_from_row, ledger_to_row
+from mcsync.rows import contact_from_row, ledger_from_row, ledger_params
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.types import Account, Event, Facts, Outcomes
 
@@ -277,11 +277,15 @@ class WorkerStore:
                 return None
             await self._write_ledger(conn, params, out)
             if out.links:
-                rows = [
-                    {"contact_id": str(c), "email_hash": h, "changed_at": t.isoformat()}
-                    for c, h, t in out.links
-                ]
-                await conn.execute(self.queries.UPSERT_LINKS, {**params, "rows": json.dumps(rows)})
+                await conn.execute(
+                    self.queries.UPSERT_LINKS,
+                    {
+                        **params,
+                        "ids": [c for c, _, _ in out.links],
+                        "hashes": [h for _, h, _ in out.links],
+                        "changed": [t for _, _, t in out.links],
+                    },
+                )
             if out.unlinks:
                 await conn.execute(self.queries.DELETE_LINKS, {**params, "ids": out.unlinks})
             if out.cleared_rejections:
@@ -349,8 +353,9 @@ class WorkerStore:
         if out.ledger_deletes:
             await conn.execute(self.queries.DELETE_LEDGER, {**params, "hashes": out.ledger_deletes})
         if out.ledger_upserts:
-            rows = [ledger_to_row(m) for m in out.ledger_upserts]
-            await conn.execute(self.queries.UPSERT_LEDGER, {**params, "rows": json.dumps(rows)})
+            await conn.execute(
+                self.queries.UPSERT_LEDGER, {**params, **ledger_params(out.ledger_upserts)}
+            )
 
     # --- connection health (see mcsync.worker.health) ----------------------------------------
 

@@ -51,7 +51,8 @@ def test_a_pending_member_mailchimp_cannot_archive_is_left_pending_recorded_and_
     )
     assert warning["severity"] == "warning" and "cannot archive" in str(warning["reason"])
     (entry,) = fast.execute(
-        "SELECT archived, archive_status, tags FROM mcsync.mailchimp_members WHERE email_hash = %s",
+        "SELECT archived, archive_status, tags FROM mcsync.mailchimp_members"
+        " WHERE email_hash = decode(%s, 'hex')",
         (subscriber_hash("never-confirmed@coachmail.io"),),
     )
     assert entry["archived"] and entry["archive_status"] is None and entry["tags"] == ["coach"]

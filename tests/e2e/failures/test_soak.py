@@ -314,9 +314,13 @@ def _explain(h: SyncHarness, user: User, emails: set[str]) -> str:
             "WHERE user_id = %s AND lower(btrim(email)) = %s",
             (user.user_id, e),
         )
-        ledger = h.execute("SELECT * FROM mcsync.mailchimp_members WHERE email_hash = %s", (hsh,))
+        # Hashes are stored as bytes (sql/010).
+        ledger = h.execute(
+            "SELECT * FROM mcsync.mailchimp_members WHERE email_hash = decode(%s, 'hex')", (hsh,)
+        )
         links = h.execute(
-            "SELECT * FROM mcsync.mailchimp_contact_links WHERE email_hash = %s", (hsh,)
+            "SELECT * FROM mcsync.mailchimp_contact_links WHERE email_hash = decode(%s, 'hex')",
+            (hsh,),
         )
         out.append(f"{e}: member={members}\n  contacts={contacts}\n  ledger={ledger}")
         out.append(f"  links={links}")
