@@ -269,8 +269,8 @@ def test_made_up_kids_do_not_wait_out_a_hanging_fetch(issuer: TokenIssuer, clock
     fetching = threading.Thread(target=refused, args=(verifier, issuer.token(user, key=new_key())))
     fetching.start()
     wait_until(lambda: issuer.stalled == 1, timeout=5)
-    # More made-up kids while it hangs: each is refused (unknown_key) while the fetch is still stalled,
-    # instead of holding a thread until the fetch's timeout.
+    # More made-up kids while it hangs: each is refused (unknown_key) while the fetch is still
+    # stalled, instead of holding a thread until the fetch's timeout.
     for _ in range(3):
         assert refused(verifier, issuer.token(user, key=new_key())) == "unknown_key"
     assert fetching.is_alive() and issuer.stalled == 1
