@@ -180,8 +180,8 @@ class Plan:
 
 def _truncate(value: str | None) -> str:
     text = (value or "").strip()
-    if len(text) * 4 <= MERGE_TEXT_LIMIT:
-        return text  # at most 4 bytes a character in UTF-8: short enough without encoding it
+    if text.isascii() and len(text) <= MERGE_TEXT_LIMIT:
+        return text  # a byte a character: short enough without encoding it
     encoded = text.encode()
     if len(encoded) <= MERGE_TEXT_LIMIT:
         return text

@@ -2,7 +2,8 @@
 written to the second (`state.iso_of`, each second written once), a value's JSON type read
 from its exact type (`described.json_type`), the description's checks (`described.violations`,
 a value's type read once, no list built for a valid leaf) and the `fields` / `exclude_fields`
-projection (`views.project`, the paths grouped once for a whole list)."""
+projection (`views.project`, the paths grouped once for a whole list) and a text merge value
+(`validation._normalize`, short ASCII text not encoded to be cut)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 from mcsync.emulator import described
 from mcsync.emulator.described import BODIES, Prop, json_type, violations
-from mcsync.emulator.state import iso_of
+from mcsync.emulator.state import MergeField, iso_of
+from mcsync.emulator.validation import _normalize
 from mcsync.emulator.views import _project
 
 
@@ -188,3 +190,10 @@ def test_projection_is_the_former_rule(spec: str, keep: bool) -> None:
     # Compared as JSON text: the keys' order is part of the answer.
     got = json.dumps(_project(ANSWER, paths, keep=keep))
     assert got == json.dumps(project_as_before(ANSWER, paths, keep=keep))
+
+
+@given(st.text() | st.text(min_size=200, max_size=300) | st.text(alphabet="é𝄞ab", min_size=60))
+def test_a_text_merge_value_is_cut_as_before(text: str) -> None:
+    field = MergeField(tag="FNAME", type="text", name="First Name")
+    expected = ("", None) if text == "" else (text.encode()[:255].decode(errors="ignore"), None)
+    assert _normalize(field, text, "US") == expected

@@ -1,7 +1,7 @@
 """The planner's fast paths answer exactly what the plain formulas they replace answered:
 `fields_hash` (written out without a JSON encoder per call; ledgers hold its hashes),
 `clean_tags` (one casefold per tag; a tuple's or a list's answer remembered), `merge_fields_of`
-(short text not encoded to be measured), `desired_members` (a contact alone at its address is
+(short ASCII text not encoded to be measured), `desired_members` (a contact alone at its address is
 not sorted), a member mcsync never told Mailchimp about planned without the general rule's
 work, and written ahead without it (`write_ahead_ledger`), on any input."""
 
