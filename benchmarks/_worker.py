@@ -10,7 +10,7 @@ import asyncio
 
 from mcsync.config import load_settings
 from mcsync.logging import configure_logging
-from mcsync.worker.runner import run_worker
+from mcsync.worker.runner import run_worker, tune_collector
 
 
 def main() -> int:
@@ -19,6 +19,7 @@ def main() -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     configure_logging(args.log_level)
+    tune_collector()  # as `mcsync worker` does
     asyncio.run(run_worker(load_settings(), listen=not args.no_listen))
     return 0
 

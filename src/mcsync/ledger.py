@@ -77,7 +77,13 @@ def write_ahead_ledger(
         while pending:
             op = pending.pop(0)
             if isinstance(op, UpsertMember):
-                touch(op.email_hash, op.email, ledger.get(op.email_hash), ())
+                base = ledger.get(op.email_hash)
+                if base is None and op.email_hash not in out:
+                    # A member mcsync never told Mailchimp about (an import's): what `touch`
+                    # writes for it, without its work (tests/unit/test_planner_fast_paths.py).
+                    out[op.email_hash] = LedgerMember(op.email_hash, op.email, None, ())
+                else:
+                    touch(op.email_hash, op.email, base, ())
                 if op.status is not None:
                     # A restore may bring the member back with its answer lost: no longer
                     # surely archived, but archived by mcsync if still so (archive_status kept),
@@ -156,7 +162,6 @@ class MemberLedger:
     ) -> None:
         """Mailchimp answered with the member: record it as it answered, with these tags
         confirmed and those in doubt (a confirmed tag is no longer in doubt)."""
-        confirmed = {t.casefold() for t in tags}
         previous = self.current(email_hash)
         # Mailchimp may leave fields out of an answer (models default them to ""): the address
         # then is the one mcsync sent or last knew, and an unknown status is no status.
@@ -166,7 +171,7 @@ class MemberLedger:
             email=email,
             fields_hash=fields_hash,
             tags=tuple(clean_tags(tags)),
-            maybe_tags=tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in confirmed),
+            maybe_tags=_doubt_left(maybe_tags, tags),
             status=answer.status or None,
             archived=answer.status == "archived",
             archive_status=previous.archive_status
@@ -353,6 +358,14 @@ def _moved(
     doubted = {t.casefold() for t in pending}
     kept = tuple(t for t in tags if t.casefold() not in doubted)
     return kept, (*maybe, *pending)
+
+
+def _doubt_left(maybe_tags: Sequence[str], confirmed: Sequence[str]) -> tuple[str, ...]:
+    """The tags in doubt that are not confirmed (names match case-insensitively)."""
+    if not maybe_tags:
+        return ()
+    sure = {t.casefold() for t in confirmed}
+    return tuple(t for t in clean_tags(maybe_tags) if t.casefold() not in sure)
 
 
 def _tags_of(entry: LedgerMember | None) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from uuid import UUID
 
 from mcsync.emails import ASCII_SPACES, normalize_email, subscriber_hash
@@ -180,6 +180,8 @@ class Plan:
 
 def _truncate(value: str | None) -> str:
     text = (value or "").strip()
+    if text.isascii() and len(text) <= MERGE_TEXT_LIMIT:
+        return text  # a byte a character: short enough without encoding it
     encoded = text.encode()
     if len(encoded) <= MERGE_TEXT_LIMIT:
         return text
@@ -199,17 +201,37 @@ def fields_hash(email: str, merge_fields: Mapping[str, str]) -> str:
     (ledgers hold hashes of it), written out here without building a JSON encoder per call,
     which cost the worker more than the hash itself; anything but text takes `json.dumps`."""
     items = sorted(merge_fields.items())
-    if type(email) is str and all(type(k) is str and type(v) is str for k, v in items):
-        pairs = ", ".join([f"[{_json_text(k)}, {_json_text(v)}]" for k, v in items])
-        canonical = f"[{_json_text(email)}, [{pairs}]]"
-    else:
-        canonical = json.dumps([email, items], ensure_ascii=False)
+    pairs: list[str] = []
+    if type(email) is str:
+        for k, v in items:
+            if type(k) is not str or type(v) is not str:
+                break
+            pairs.append(f"[{_json_text(k)}, {_json_text(v)}]")
+        else:
+            canonical = f"[{_json_text(email)}, [{', '.join(pairs)}]]"
+            return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    canonical = json.dumps([email, items], ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def clean_tags(tags: Iterable[str]) -> list[str]:
     """Trimmed, non-empty, at most 100 characters, de-duplicated case-insensitively (first
     spelling wins). A longer tag is cut rather than dropped: the coach still finds it."""
+    if type(tags) is list:
+        tags = tuple(tags)
+    if type(tags) is tuple:
+        # Planning and recording clean the same few tag sets over and over (an import's
+        # contacts all have the same tags): the answer for a tuple is remembered.
+        return list(_clean_tag_tuple(tags)) if tags else []
+    return _clean_tags(tags)
+
+
+@lru_cache(maxsize=1 << 12)
+def _clean_tag_tuple(tags: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_clean_tags(tags))
+
+
+def _clean_tags(tags: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for tag in tags:
@@ -460,6 +482,8 @@ def _renames(
 
 
 def _sorted_ids(contact_ids: set[UUID]) -> tuple[UUID, ...]:
+    if len(contact_ids) == 1:
+        return tuple(contact_ids)  # nothing to order (and no text made of the id)
     return tuple(sorted(contact_ids, key=str))
 
 
@@ -476,6 +500,20 @@ def _archive_plan(
 def _upsert_plan(
     target: DesiredMember, entry: LedgerMember | None, contact_ids: set[UUID], double_optin: bool
 ) -> MemberPlan:
+    if entry is None:
+        # A member mcsync never told Mailchimp about (an import's every contact): a PUT with
+        # `status_if_new`, then every wanted tag made active, none inactive (mcsync set none);
+        # `_upsert_ops` answers the same (tests/unit/test_planner_fast_paths.py), with more work.
+        upsert = UpsertMember(
+            email_hash=target.email_hash,
+            email=target.email,
+            merge_fields=target.merge_fields,
+            status_if_new=status_if_new(double_optin),
+        )
+        ops_new: tuple[Op, ...] = (
+            (upsert, UpdateTags(target.email_hash, target.tags, ())) if target.tags else (upsert,)
+        )
+        return MemberPlan(target.email_hash, ops_new, target, _sorted_ids(contact_ids))
     ops = _upsert_ops(
         target,
         entry,

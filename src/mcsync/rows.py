@@ -20,7 +20,7 @@ def contact_from_row(row: Mapping[str, Any]) -> Contact:
     return Contact(
         id=row["id"],
         email=row["email"],
-        merge_fields=tuple(sorted((tag, fields[tag]) for tag in fields)),
+        merge_fields=tuple(sorted(fields.items())),  # tags are keys: never two alike
         tags=tuple(row["tags"] or ()),
     )
 

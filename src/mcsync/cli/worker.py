@@ -26,10 +26,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Run one or more beside the app (several workers share the accounts between them). SIGTERM
     stops it after the calls in flight are answered and recorded. It refuses to start without a
     database URL and a usable encryption key."""
-    from mcsync.worker.runner import run_worker
+    from mcsync.worker.runner import run_worker, tune_collector
 
     # Refuse to start without a usable key, before touching anything.
     settings, _ = database_and_cipher(args)
+    tune_collector()
     asyncio.run(run_worker(settings, once=args.once, worker_id=args.worker_id))
     return 0
 

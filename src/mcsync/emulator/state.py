@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
@@ -34,11 +35,21 @@ def subscriber_hash(email: str) -> str:
 
 
 def iso_now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
+    return iso_of(time.time())
 
 
 def iso_of(ts: float) -> str:
+    """`ts` to the second, in ISO 8601 with its UTC offset (as Mailchimp writes times)."""
+    if ts >= 0 and ts % 1 < 0.999999:
+        # Members made in one batch share their second: each second is written once. (Closer
+        # to the next second, microsecond rounding may reach it: the long way below.)
+        return _iso_of_second(int(ts))
     return datetime.fromtimestamp(ts, UTC).replace(microsecond=0).isoformat()
+
+
+@lru_cache(maxsize=1 << 10)
+def _iso_of_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat()
 
 
 @dataclass

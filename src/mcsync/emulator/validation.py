@@ -125,6 +125,8 @@ def _normalize(mf: MergeField, value: Any, phone_format: str) -> tuple[Any, str 
         return value, "Please choose a valid option"
     if mf.type in ("url", "imageurl") and not _URL.match(text):
         return value, "Please enter a valid URL"
+    if text.isascii() and len(text) <= 255:
+        return text, None  # a byte a character: nothing to cut
     return text.encode()[:255].decode(errors="ignore"), None
 
 

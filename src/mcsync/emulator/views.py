@@ -162,13 +162,26 @@ def _valid(template: Any, path: list[str]) -> bool:
 def _project(node: Any, paths: list[list[str]], *, keep: bool) -> Any:
     """`fields` (keep the named paths) or `exclude_fields` (drop them); through lists, a path
     applies to each item."""
+    return _project_named(node, _by_first_name(paths), keep=keep)
+
+
+def _by_first_name(paths: list[list[str]]) -> dict[str, list[list[str]]]:
+    """The paths by their first name, each with the rest of it (in the order given)."""
+    named: dict[str, list[list[str]]] = {}
+    for p in paths:
+        named.setdefault(p[0], []).append(p[1:])
+    return named
+
+
+def _project_named(node: Any, named: dict[str, list[list[str]]], *, keep: bool) -> Any:
+    # The paths are grouped once for a whole list (a 500-member batch answer), not per item.
     if isinstance(node, list):
-        return [_project(item, paths, keep=keep) for item in node]
+        return [_project_named(item, named, keep=keep) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        subs = [p[1:] for p in paths if p[0] == key]
+        subs = named.get(key)
         if not subs:  # not named: dropped by `fields`, kept by `exclude_fields`
             if not keep:
                 out[key] = value

@@ -63,7 +63,7 @@ def _batch_member(plan: MemberPlan) -> BatchMember:
     return BatchMember(
         email_address=upsert.email,
         status_if_new=upsert.status_if_new,
-        merge_fields=dict(upsert.merge_fields),
+        merge_fields=upsert.merge_fields,  # validation makes the member a dict of its own
         tags=list(tag_op.active if tag_op else ()),
     )
 

@@ -49,6 +49,9 @@ ROW_FATE: dict[MemberStatus, tuple[RowFate, RowFate]] = {
 }
 
 
+_DONE_FATE: dict[bool, RowFate] = {False: ROW_FATE["done"][0], True: ROW_FATE["done"][1]}
+
+
 def worst_status(statuses: Iterable[MemberStatus]) -> MemberStatus:
     """The worst of a row's member statuses ("done" for a row that touches no member)."""
     return min(statuses, key=SEVERITY.index, default="done")
@@ -77,9 +80,13 @@ def collect_outcomes(
             by_contact[cid].append(o)
     planner_rejections = {r.contact_id: r for r in plan.rejections}
     emails = {c.id: c.email for c in facts.changed}
+    throttled = gate.throttled is not None
     for event in events:
         mine = by_contact.get(event.contact_id, [])
-        fate = row_fate((o.status for o in mine), throttled=gate.throttled is not None)
+        if len(mine) == 1 and mine[0].status == "done":
+            fate = _DONE_FATE[throttled]  # a contact alone at its member (an import's): no rank
+        else:
+            fate = row_fate((o.status for o in mine), throttled=throttled)
         if fate == "released":
             out.released.append(event)
         elif fate == "deferred":
