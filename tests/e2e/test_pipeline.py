@@ -351,3 +351,35 @@ def test_addresses_match_whatever_ascii_whitespace_surrounds_them(sync: SyncHarn
     member = sync.members(user)["sam@coachmail.io"]
     assert member["status"] == "subscribed" and member["merge_fields"]["FNAME"] == "Plain"
     assert {t["name"] for t in member["tags"]} == {"b"}
+
+
+def test_6c_a_contact_whose_fields_another_pass_sent_moves_away(sync: SyncHarness) -> None:
+    """Two contacts at one address: Ann's pass sends Bea's fields and tag (Bea changed last)
+    while Bea's own row still waits; Bea then moves away before her row is handled. Her pass
+    must come back to the member (the maybe-link Ann's pass wrote ahead), or it keeps her phone
+    and tag. Bea's row waiting is made explicit (as a row waits between two passes)."""
+    user, ann = sync.mirrored_contact("uma@coachmail.io", first_name="Uma")
+    sync.update_contact(ann, last_name="Lee")
+    bea = sync.add_contact(
+        user, "Uma@coachmail.io", first_name="Bea", phone="555-0100", tags=["lead"]
+    )
+    later = "UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = {} WHERE contact_id = %s"
+    sync.execute(later.format("now() + interval '1 hour'"), (bea,))
+    sync.drain()  # Ann's row alone
+    member = sync.members(user)["uma@coachmail.io"]
+    assert member["merge_fields"]["FNAME"] == "Bea" and member["merge_fields"]["PHONE"]
+    (link,) = sync.execute(
+        "SELECT maybe_hashes FROM mcsync.mailchimp_contact_links WHERE contact_id = %s", (bea,)
+    )
+    assert link["maybe_hashes"] == [subscriber_hash("uma@coachmail.io")]
+    sync.update_contact(bea, email="bea@coachmail.io")
+    sync.execute(later.format("now()"), (bea,))
+    sync.drain()
+    members = sync.members(user)
+    uma = members["uma@coachmail.io"]
+    assert (uma["merge_fields"]["FNAME"], uma["merge_fields"]["LNAME"]) == ("Uma", "Lee")
+    assert uma["merge_fields"]["PHONE"] == ""
+    assert {t["name"] for t in uma["tags"]} == set()
+    assert members["bea@coachmail.io"]["merge_fields"]["PHONE"]
+    assert {t["name"] for t in members["bea@coachmail.io"]["tags"]} == {"lead"}
+    assert sync.queue() == []

@@ -239,12 +239,14 @@ class WorkerStore:
             others = [c.id for c in sharing if c.id not in present]
             synced: list[tuple[UUID, datetime]] = []
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
+            waiting: list[tuple[UUID, datetime]] = []
             if others:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
                 synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
                 await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
-                pending += [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                waiting = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                pending += waiting
         recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
@@ -254,6 +256,7 @@ class WorkerStore:
             maybe_links=maybe_links,
             ledger=ledger,
             recency=recency,
+            queued=frozenset(c for c, _ in waiting),
         )
 
     async def _ledger(

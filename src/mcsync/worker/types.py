@@ -74,6 +74,8 @@ class Facts:
     ledger: dict[str, LedgerMember]
     maybe_links: dict[UUID, tuple[str, ...]] = field(default_factory=dict)
     recency: dict[UUID, datetime] = field(default_factory=dict)
+    # Contacts of the shared addresses, outside this pass, with a queue row still waiting.
+    queued: frozenset[UUID] = frozenset()
 
 
 @dataclass
