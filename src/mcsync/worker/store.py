@@ -362,6 +362,11 @@ class WorkerStore:
             for statement, params in statements:
                 await conn.execute(statement, params)
 
+    async def _changed(self, statement: str, params: dict[str, Any]) -> bool:
+        """Run one conditional UPDATE; True if it changed a row (this caller made the change)."""
+        async with self._connection() as conn:
+            return (await conn.execute(statement, params)).rowcount > 0
+
     async def hold_back(self, user_id: UUID, delay: float) -> None:
         """Count a throttle, and make every row of the account wait `delay` seconds."""
         uid = {"user_id": user_id}
@@ -379,9 +384,10 @@ class WorkerStore:
 
     async def pause_connection(
         self, user_id: UUID, notice: str, error: str, *, probe_in: float
-    ) -> None:
+    ) -> bool:
+        """Pause an active connection. False if it was not active (another pass paused it)."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
-        await self._run((self.queries.PAUSE_CONNECTION, params))
+        return await self._changed(self.queries.PAUSE_CONNECTION, params)
 
     async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
         params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
@@ -398,10 +404,11 @@ class WorkerStore:
 
     async def mark_connection_error(
         self, user_id: UUID, notice: str, error: str, *, reason: str
-    ) -> None:
-        """The token is revoked or the account unusable: stop until the user reconnects."""
+    ) -> bool:
+        """The token is revoked or the account unusable: stop until the user reconnects. False
+        if the connection was already in error for this reason (nothing changed)."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "reason": reason}
-        await self._run((self.queries.MARK_CONNECTION_ERROR, params))
+        return await self._changed(self.queries.MARK_CONNECTION_ERROR, params)
 
     async def pause_unusable(
         self, user_id: UUID, notice: str, error: str, *, reason: str, probe_in: float
