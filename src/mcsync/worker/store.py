@@ -239,14 +239,19 @@ class WorkerStore:
             others = [c.id for c in sharing if c.id not in present]
             synced: list[tuple[UUID, datetime]] = []
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
-            waiting: list[tuple[UUID, datetime]] = []
+            queued: set[UUID] = set()
             if others:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
-                synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                other_links = await cur.fetchall()
+                synced = [(r["contact_id"], r["changed_at"]) for r in other_links]
                 await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
                 waiting = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
                 pending += waiting
+                # Still to be handled by a pass of their own: a change queued, or never synced
+                # (no link: inside an import not yet turned into queue rows, or refused).
+                synced_as = {r["contact_id"] for r in other_links if r["email_hash"]}
+                queued = {c for c, _ in waiting} | {c for c in others if c not in synced_as}
         recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
@@ -256,7 +261,7 @@ class WorkerStore:
             maybe_links=maybe_links,
             ledger=ledger,
             recency=recency,
-            queued=frozenset(c for c, _ in waiting),
+            queued=frozenset(queued),
         )
 
     async def _ledger(
