@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -1537,9 +1537,12 @@ BEA_MOVED = contact(2, "bea@y.org", "Bea", phone="555", tags=["lead"])
 
 
 @contextmanager
-def app_writes_after_the_first_record(world: World, *contacts: Contact) -> Iterator[None]:
+def app_writes_after_the_first_record(
+    world: World, *contacts: Contact, then: Callable[[], None] | None = None
+) -> Iterator[None]:
     """The app updates `contacts` just after the worker's first recording transaction (between
-    two passes of one serving, as it may any time), then the worker carries on."""
+    two passes of one serving, as it may any time), or `then` runs there; then the worker
+    carries on."""
     store = world.store
     record = store.record
     done = False
@@ -1549,8 +1552,11 @@ def app_writes_after_the_first_record(world: World, *contacts: Contact) -> Itera
         result = await record(*args, **kwargs)
         if not done:
             done = True
-            for c in contacts:
-                world.update(c)
+            if then is not None:
+                then()
+            else:
+                for c in contacts:
+                    world.update(c)
         return result
 
     store.record = record_then_write  # type: ignore[method-assign]
@@ -1587,6 +1593,23 @@ def test_a_pass_that_used_a_queued_contacts_fields_is_undone_when_it_moves_away(
         _ann_then_bea_at_one_address(world)
         with app_writes_after_the_first_record(world, BEA_MOVED):
             world.one_pass()  # Ann's row; Bea moves; Bea's row
+        _ann_alone(world)
+
+
+def test_the_address_a_never_synced_contacts_row_recorded_leads_its_pass_to_the_member() -> None:
+    """Two passes of the account at once: Bea's pass may read the links before Ann's pass
+    writes Bea's maybe-link ahead, and record Bea's own link after it (clearing it). The
+    address Bea's row recorded when she moved (the one she had) still leads her pass to the
+    member, and planning it makes the two passes take turns (worker.inflight)."""
+    with new_world(WorkerShape(claim_size=1)) as world:
+        _ann_then_bea_at_one_address(world)
+
+        def moved_and_link_lost() -> None:
+            world.update(BEA_MOVED)
+            del world.db.links[cid(2)]  # as if read before it was written
+
+        with app_writes_after_the_first_record(world, BEA_MOVED, then=moved_and_link_lost):
+            world.one_pass()
         _ann_alone(world)
 
 

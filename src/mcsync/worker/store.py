@@ -107,6 +107,25 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+def _add_recorded_addresses(
+    maybe_links: dict[UUID, tuple[str, ...]], links: dict[UUID, str], events: Sequence[Event]
+) -> None:
+    """A contact never synced may still be a member: the one at the address its row recorded
+    (the one it had when it first changed), to which a pass of another contact there sent its
+    fields or tags (`mirror.borrowed_links`). That pass's maybe-link says so, unless this pass
+    read the links before it was written (two passes of the account at once); the recorded
+    address says so either way, and planning that member also makes this pass wait for the
+    other (`worker.inflight`)."""
+    for event in events:
+        before = normalize_email(event.email)
+        if before is None or event.contact_id in links:
+            continue
+        had = subscriber_hash(before)
+        known = maybe_links.get(event.contact_id, ())
+        if had not in known:
+            maybe_links[event.contact_id] = (*known, had)
+
+
 class WorkerStore:
     """Every Postgres read and write of the worker, for one worker process (`owner`).
 
@@ -217,6 +236,7 @@ class WorkerStore:
             maybe_links = {
                 r["contact_id"]: tuple(r["maybe_hashes"]) for r in link_rows if r["maybe_hashes"]
             }
+            _add_recorded_addresses(maybe_links, links, events)
             linked = set(links.values()) | {h for hs in maybe_links.values() for h in hs}
             ledger = await self._ledger(cur, params, linked)
 
