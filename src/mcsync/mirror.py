@@ -167,8 +167,8 @@ class Plan:
     rejections: list[Rejection] = field(default_factory=list)
     # Where each changed contact should be linked once its members are done (None: unlinked).
     links: dict[UUID, str | None] = field(default_factory=dict)
-    # Contacts outside this batch, with a change still queued, whose fields or tags a member
-    # plan sends: each may be that member from now on (see `borrowed_links`).
+    # Contacts outside this batch, still to be handled, whose fields or tags a member plan
+    # sends: each may be that member from now on (see `borrowed_links`).
     maybe_links: dict[UUID, str] = field(default_factory=dict)
 
     def member_hashes(self) -> set[str]:
@@ -369,7 +369,8 @@ def plan_member_ops(
     links:    contact id -> hash of the member it was last synced as.
     maybe_links: contact id -> members it may have become (calls whose answer was lost).
     ledger:   hash -> what Mailchimp was last told, for every affected address.
-    queued:   contacts of `sharing`, outside this batch, whose own change is still queued.
+    queued:   contacts of `sharing`, outside this batch, still to be handled by a pass of their
+              own (a change queued, or never synced: inside an import not yet expanded).
     """
     plan = Plan()
     by_id = {c.id: c for c in sharing}
@@ -403,8 +404,9 @@ def plan_member_ops(
 
 
 def borrowed_links(plan: Plan, queued: Collection[UUID]) -> dict[UUID, str]:
-    """The members whose calls send what other queued contacts have (fields from the most
-    recent one, the union of tags), per such contact: it may be that member from now on.
+    """The members whose calls send what other contacts still to be handled have (fields from
+    the most recent one, the union of tags), per such contact: it may be that member from now
+    on.
 
     Their own rows wait; if one of those contacts moves away (or is deleted) before its row is
     handled, its pass must look at the member it gave its fields and tags to, or the member
