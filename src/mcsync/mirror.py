@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
@@ -167,6 +167,9 @@ class Plan:
     rejections: list[Rejection] = field(default_factory=list)
     # Where each changed contact should be linked once its members are done (None: unlinked).
     links: dict[UUID, str | None] = field(default_factory=dict)
+    # Contacts outside this batch, still to be handled, whose fields or tags a member plan
+    # sends: each may be that member from now on (see `borrowed_links`).
+    maybe_links: dict[UUID, str] = field(default_factory=dict)
 
     def member_hashes(self) -> set[str]:
         """Every member this plan reads or may change."""
@@ -377,6 +380,7 @@ def plan_member_ops(
     recency: Mapping[UUID, datetime] | None = None,
     double_optin: bool = False,
     maybe_links: Mapping[UUID, Sequence[str]] | None = None,
+    queued: Collection[UUID] = (),
 ) -> Plan:
     """Plan the calls that make Mailchimp agree with the contacts that changed.
 
@@ -387,6 +391,8 @@ def plan_member_ops(
     links:    contact id -> hash of the member it was last synced as.
     maybe_links: contact id -> members it may have become (calls whose answer was lost).
     ledger:   hash -> what Mailchimp was last told, for every affected address.
+    queued:   contacts of `sharing`, outside this batch, still to be handled by a pass of their
+              own (a change queued, or never synced: inside an import not yet expanded).
     """
     plan = Plan()
     by_id = {c.id: c for c in sharing}
@@ -415,7 +421,30 @@ def plan_member_ops(
                 double_optin,
             )
         plan.members.append(member)
+    plan.maybe_links = borrowed_links(plan, queued)
     return plan
+
+
+def borrowed_links(plan: Plan, queued: Collection[UUID]) -> dict[UUID, str]:
+    """The members whose calls send what other contacts still to be handled have (fields from
+    the most recent one, the union of tags), per such contact: it may be that member from now
+    on.
+
+    Their own rows wait; if one of those contacts moves away (or is deleted) before its row is
+    handled, its pass must look at the member it gave its fields and tags to, or the member
+    keeps them. Written ahead as a maybe-link (as for the batch's own contacts), it does, also
+    when this pass's answers are lost or its worker dies before recording (found by the
+    unseeded property test)."""
+    if not queued:
+        return {}
+    out: dict[UUID, str] = {}
+    for member in plan.members:
+        if member.desired is None or not member.ops:
+            continue
+        for contact_id in member.desired.contact_ids:
+            if contact_id in queued and contact_id not in plan.links:
+                out[contact_id] = member.email_hash
+    return out
 
 
 def _dependents(

@@ -351,3 +351,85 @@ def test_addresses_match_whatever_ascii_whitespace_surrounds_them(sync: SyncHarn
     member = sync.members(user)["sam@coachmail.io"]
     assert member["status"] == "subscribed" and member["merge_fields"]["FNAME"] == "Plain"
     assert {t["name"] for t in member["tags"]} == {"b"}
+
+
+def test_6c_a_contact_whose_fields_another_pass_sent_moves_away(sync: SyncHarness) -> None:
+    """Two contacts at one address: Ann's pass sends Bea's fields and tag (Bea changed last)
+    while Bea's own row still waits; Bea then moves away before her row is handled. Her pass
+    must come back to the member (the maybe-link Ann's pass wrote ahead), or it keeps her phone
+    and tag. Bea's row waiting is made explicit (as a row waits between two passes)."""
+    user, ann = sync.mirrored_contact("uma@coachmail.io", first_name="Uma")
+    sync.update_contact(ann, last_name="Lee")
+    bea = sync.add_contact(
+        user, "Uma@coachmail.io", first_name="Bea", phone="555-0100", tags=["lead"]
+    )
+    later = "UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = {} WHERE contact_id = %s"
+    sync.execute(later.format("now() + interval '1 hour'"), (bea,))
+    sync.drain()  # Ann's row alone
+    member = sync.members(user)["uma@coachmail.io"]
+    assert member["merge_fields"]["FNAME"] == "Bea" and member["merge_fields"]["PHONE"]
+    (link,) = sync.execute(
+        "SELECT maybe_hashes FROM mcsync.mailchimp_contact_links WHERE contact_id = %s", (bea,)
+    )
+    assert link["maybe_hashes"] == [subscriber_hash("uma@coachmail.io")]
+    sync.update_contact(bea, email="bea@coachmail.io")
+    sync.execute(later.format("now()"), (bea,))
+    sync.drain()
+    members = sync.members(user)
+    uma = members["uma@coachmail.io"]
+    assert (uma["merge_fields"]["FNAME"], uma["merge_fields"]["LNAME"]) == ("Uma", "Lee")
+    assert uma["merge_fields"]["PHONE"] == ""
+    assert {t["name"] for t in uma["tags"]} == set()
+    assert members["bea@coachmail.io"]["merge_fields"]["PHONE"]
+    assert {t["name"] for t in members["bea@coachmail.io"]["tags"]} == {"lead"}
+    assert sync.queue() == []
+
+
+def test_6d_a_contact_inside_an_import_whose_tags_another_pass_sent_moves_away(
+    sync: SyncHarness,
+) -> None:
+    """The same with Bea inside an import not yet turned into queue rows (a large import's
+    later slice): Ann's pass sends Bea's tag to their address, Bea moves away, and her pass
+    must still come back to the member. The slice's waiting is made explicit by holding its
+    bulk row back while Ann's pass runs."""
+    user, ann = sync.mirrored_contact("vic@coachmail.io", first_name="Vic")
+    c = sync.app.column
+    tag_column = sync.app.tags_table is None
+    lead = ", CASE WHEN g = 1 THEN ARRAY['lead'] ELSE '{}' END"
+    tags = (f", {c('tags')}", lead) if tag_column else ("", "")
+    sync.execute(
+        f"""INSERT INTO {sync.app.table} ({c("user_id")}, {c("email")}, {c("first_name")}{tags[0]})
+            SELECT %s, CASE WHEN g = 1 THEN 'Vic@coachmail.io' ELSE 'imp' || g || '@coachmail.io'
+                       END, 'Bea'{tags[1]}
+              FROM generate_series(1, 1000) g""",
+        (user.user_id,),
+    )
+    (bea,) = [
+        r["id"]
+        for r in sync.execute(
+            "SELECT id FROM mcsync.source_contacts WHERE lower(email) = 'vic@coachmail.io'"
+            " AND id <> %s",
+            (ann,),
+        )
+    ]
+    if not tag_column:
+        sync.update_contact(bea, tags=["lead"])  # its own queue row: dropped below
+        sync.execute("DELETE FROM mcsync.mailchimp_sync_queue WHERE contact_id = %s", (bea,))
+    held = sync.execute("DELETE FROM mcsync.mailchimp_sync_bulk RETURNING *")
+    assert len(held) == 1 and bea in held[0]["contact_ids"]
+    sync.update_contact(ann, last_name="Lee")
+    sync.drain()  # Ann's row alone: vic@ gets Bea's tag
+    assert sync.tags(user, "vic@coachmail.io") == {"lead"}
+    sync.update_contact(bea, email="bea@coachmail.io")
+    sync.execute(
+        "INSERT INTO mcsync.mailchimp_sync_bulk (user_id, contact_ids, enqueued_at)"
+        " VALUES (%s, %s, %s)",
+        (user.user_id, held[0]["contact_ids"], held[0]["enqueued_at"]),
+    )
+    sync.drain()
+    members = sync.members(user)
+    vic = members["vic@coachmail.io"]
+    assert (vic["merge_fields"]["FNAME"], vic["merge_fields"]["LNAME"]) == ("Vic", "Lee")
+    assert {t["name"] for t in vic["tags"]} == set()
+    assert {t["name"] for t in members["bea@coachmail.io"]["tags"]} == {"lead"}
+    assert len(members) == 1001 and sync.queue() == []

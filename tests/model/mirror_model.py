@@ -631,7 +631,10 @@ class MemoryDatabase:
         return len(self.queue)
 
     def sql_MARK_CONNECTION_ERROR(self, p: dict[str, Any]) -> int:
+        """Only a change of state (not already in error for this reason)."""
         c = self.connection
+        if (c.sync_status, c.status_reason) == ("error", p["reason"]):
+            return 0
         c.sync_status, c.notice, c.last_error = "error", p["notice"], p["error"]
         c.status_reason = p["reason"]
         self.work_writes += 1

@@ -8,6 +8,9 @@ however many connections there are (docs/operators.md has the figure at 10,000).
 
 from __future__ import annotations
 
+# Lower-case: a fragment here, not a second statement of that name (mcsync.queries.written).
+from mcsync.queries.connections import BACKLOG_BY_USER as backlog_by_user
+
 HEALTH_EVENTS_KEPT = 50  # per connection; older ones are trimmed as new ones are written
 
 # One health event: a repeat of the connection's latest event (same kind, same actor) bumps
@@ -46,15 +49,8 @@ SELECT kind, actor, detail, at, last_at, repeats FROM mcsync.mailchimp_health_ev
 # table (not a subquery per connection), so the cost is a few scans whatever the page.
 # "state since": the latest health event that put the connection in its current state, or
 # when it was connected, whichever is later.
-OVERVIEW = """
-WITH queue AS (
-    SELECT user_id, pg_catalog.count(*) AS pending, pg_catalog.min(enqueued_at) AS oldest
-      FROM mcsync.mailchimp_sync_queue GROUP BY user_id
-), bulk AS (
-    SELECT user_id, pg_catalog.sum(pg_catalog.cardinality(contact_ids)) AS pending,
-           pg_catalog.min(enqueued_at) AS oldest
-      FROM mcsync.mailchimp_sync_bulk GROUP BY user_id
-), rejected AS (
+OVERVIEW = f"""
+WITH backlog AS ({backlog_by_user}), rejected AS (
     SELECT user_id, pg_catalog.count(*) FILTER (WHERE severity = 'error') AS rejected,
            pg_catalog.count(*) FILTER (WHERE severity = 'warning') AS warnings
       FROM mcsync.mailchimp_rejected_contacts GROUP BY user_id
@@ -63,13 +59,11 @@ WITH queue AS (
 ), stats AS (
     SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
            c.status_reason, c.last_error, c.last_sync_at, c.connected_at, c.updated_at,
-           coalesce(q.pending, 0) + coalesce(b.pending, 0) AS backlog,
-           least(q.oldest, b.oldest) AS oldest_pending_at,
+           coalesce(k.pending, 0) AS backlog, k.oldest_at AS oldest_pending_at,
            coalesce(r.rejected, 0) AS rejected, coalesce(r.warnings, 0) AS warnings,
            (s.user_id IS NOT NULL) AS sync_now_running
       FROM mcsync.mailchimp_connections c
-      LEFT JOIN queue q ON q.user_id = c.user_id
-      LEFT JOIN bulk b ON b.user_id = c.user_id
+      LEFT JOIN backlog k ON k.user_id = c.user_id
       LEFT JOIN rejected r ON r.user_id = c.user_id
       LEFT JOIN runs s ON s.user_id = c.user_id
 ), matched AS (

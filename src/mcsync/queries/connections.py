@@ -120,20 +120,33 @@ ON CONFLICT (user_id, contact_id) DO UPDATE
 
 # --- operator view -----------------------------------------------------------------------------
 
-STATUS_ROWS = """
+# The backlog, one definition for every reader (`mcsync status` and the metrics, the operator's
+# page, the widget's status): per user, the queued changes plus the contacts still inside an
+# import (`mailchimp_sync_bulk.contact_ids`, not yet turned into queue rows), and when the
+# oldest of them was enqueued. The others take it as a subquery (a filter on user_id is pushed
+# into both branches, so one user's backlog reads only that user's rows).
+BACKLOG_BY_USER = """
+SELECT user_id, sum(pending)::bigint AS pending, min(oldest) AS oldest_at
+  FROM (SELECT user_id, count(*) AS pending, min(enqueued_at) AS oldest
+          FROM mcsync.mailchimp_sync_queue GROUP BY user_id
+        UNION ALL
+        SELECT user_id, sum(cardinality(contact_ids)), min(enqueued_at)
+          FROM mcsync.mailchimp_sync_bulk GROUP BY user_id) AS parts
+ GROUP BY user_id
+"""
+
+STATUS_ROWS = f"""
 SELECT c.user_id, c.account_name, c.audience_id, c.audience_name, c.sync_status,
        c.status_reason, c.notice,
        c.last_error, c.last_sync_at, c.consecutive_failures, c.throttled_count,
-       (SELECT count(*) FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id)
-       + (SELECT coalesce(sum(cardinality(b.contact_ids)), 0)
-            FROM mcsync.mailchimp_sync_bulk b WHERE b.user_id = c.user_id) AS pending,
-       (SELECT extract(epoch FROM now() - min(q.enqueued_at))
-          FROM mcsync.mailchimp_sync_queue q WHERE q.user_id = c.user_id) AS oldest_pending_seconds,
+       coalesce(k.pending, 0) AS pending,
+       extract(epoch FROM now() - k.oldest_at) AS oldest_pending_seconds,
        (SELECT count(*) FROM mcsync.mailchimp_rejected_contacts r
          WHERE r.user_id = c.user_id AND r.severity = 'error') AS rejected,
        (SELECT count(*) FROM mcsync.mailchimp_rejected_contacts r
          WHERE r.user_id = c.user_id AND r.severity = 'warning') AS warnings
   FROM mcsync.mailchimp_connections c
+  LEFT JOIN ({BACKLOG_BY_USER}) k ON k.user_id = c.user_id
  ORDER BY c.connected_at, c.user_id
 """
 
@@ -152,4 +165,8 @@ PRUNE_OAUTH_STATES = (
     "DELETE FROM mcsync.mcsync_oauth_states WHERE expires_at < now() - interval '1 hour'"
 )
 
-PENDING_COUNT = "SELECT count(*) FROM mcsync.mailchimp_sync_queue WHERE user_id = %(user_id)s"
+# One user's backlog, as BACKLOG_BY_USER counts it (an import in progress included).
+PENDING_COUNT = f"""
+SELECT coalesce((SELECT pending FROM ({BACKLOG_BY_USER}) k WHERE k.user_id = %(user_id)s), 0)
+       AS count
+"""

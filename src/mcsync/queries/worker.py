@@ -358,6 +358,8 @@ UPDATE mcsync.mailchimp_connections
  WHERE user_id = %(user_id)s
 """
 
+# Only an active connection pauses: of the account's concurrent passes that spend a row's last
+# attempt, the one whose UPDATE counts a row logs and records the pause.
 PAUSE_CONNECTION = """
 UPDATE mcsync.mailchimp_connections
    SET sync_status = 'paused', status_reason = 'failures', notice = %(notice)s,
@@ -385,11 +387,14 @@ UPDATE mcsync.mailchimp_sync_queue SET next_retry_at = now(), attempts = 0
  WHERE user_id = %(user_id)s
 """
 
+# Only a change of state (the account's concurrent passes may each see the same 401): the row
+# count tells the one that changed it, which alone logs and records the event.
 MARK_CONNECTION_ERROR = """
 UPDATE mcsync.mailchimp_connections
    SET sync_status = 'error', status_reason = %(reason)s, notice = %(notice)s,
        last_error = %(error)s, updated_at = now()
  WHERE user_id = %(user_id)s
+   AND (sync_status, status_reason) IS DISTINCT FROM ('error', %(reason)s)
 """
 
 # A connection the worker cannot use for a reason the operator can fix (a key missing from

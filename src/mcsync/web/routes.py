@@ -35,6 +35,19 @@ RECONNECT = "Mailchimp no longer accepts mcsync's access. Please disconnect and 
 UNAVAILABLE = "Mailchimp didn't answer just now. Please try again in a minute."
 
 
+def _try_again_later(detail: str, wait: int) -> JSONResponse:
+    """A 429 saying when to try again: `detail` with its `{minutes}` filled in ("about 1
+    minute", "about 7 minutes"; rounded up, never 0), `retry_after` and `Retry-After` in
+    seconds."""
+    minutes = max(1, math.ceil(wait / 60))
+    spelled = f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return JSONResponse(
+        {"detail": detail.format(minutes=spelled), "retry_after": wait},
+        status_code=429,
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -124,15 +137,10 @@ async def choose_audience(
             double_optin=chosen.double_optin,
         )
     except AudienceChangeLimited as exc:
-        minutes = max(1, math.ceil(exc.wait / 60))
-        return JSONResponse(
-            {
-                "detail": "The audience was changed several times in the last hour. You can "
-                f"change it again in about {minutes} minute{'s' if minutes != 1 else ''}.",
-                "retry_after": exc.wait,
-            },
-            status_code=429,
-            headers={"Retry-After": str(exc.wait)},
+        return _try_again_later(
+            "The audience was changed several times in the last hour. You can change it again "
+            "in about {minutes}.",
+            exc.wait,
         )
     log.info("audience_selected", user_id=str(user), audience_id=chosen.id, queued=queued)
     spawn_run(ctx, user)  # back to an audience used before: its check against the audience
@@ -147,16 +155,10 @@ async def sync_now(request: Request, user: CurrentUser) -> Any:
     except ReconcileError as exc:
         raise HTTPException(409, f"Sync Now needs a connected audience ({exc}).") from None
     if wait:
-        minutes = max(1, math.ceil(wait / 60))
-        return JSONResponse(
-            {
-                "detail": "Sync Now already ran in the last hour. You can run it again in about "
-                f"{minutes} minute{'s' if minutes != 1 else ''}; contacts keep syncing "
-                "automatically meanwhile.",
-                "retry_after": wait,
-            },
-            status_code=429,
-            headers={"Retry-After": str(wait)},
+        return _try_again_later(
+            "Sync Now already ran in the last hour. You can run it again in about {minutes}; "
+            "contacts keep syncing automatically meanwhile.",
+            wait,
         )
     spawn_run(ctx, user)
     log.info("sync_now_started", user_id=str(user))

@@ -301,6 +301,8 @@ class AccountWorker:
         new_links = {
             cid: h for cid, h in plan.links.items() if h is not None and h != facts.links.get(cid)
         }
+        # Other queued contacts whose fields or tags this pass sends (mirror.borrowed_links).
+        new_links.update(plan.maybe_links)
         await self.store.write_ahead(account, written_ahead, new_links)
         applier = MemberApplier(
             self._client(account),
@@ -385,4 +387,5 @@ def plan_for(facts: Facts, double_optin: bool) -> Plan:
         ledger=facts.ledger,
         recency=facts.recency,
         double_optin=double_optin,
+        queued=facts.queued,
     )

@@ -105,9 +105,10 @@ class ConnectionHealth:
     async def _probe_failed(self, account: Account, exc: MailchimpError) -> None:
         kind = disposition(exc)
         if kind == "connection":
-            await self.store.mark_connection_error(
+            if not await self.store.mark_connection_error(
                 account.user_id, PAUSED_NOTICE, str(exc), reason=REVOKED
-            )
+            ):
+                return
             await self.store.record_health_event(account.user_id, "error", str(exc))
             _log(account.user_id).warning(
                 "connection_error", outcome="error", reason=REVOKED, error=str(exc)[:200]
@@ -129,9 +130,14 @@ class ConnectionHealth:
     ) -> None:
         """Record what a pass says about the connection: lost, failing, paused or synced."""
         user_id = account.user_id
+        # A change of state is recorded and logged by the pass whose UPDATE made it: the
+        # account's other passes, ending the same way, find it made and say nothing.
         if gate.connection_error is not None:
             error = str(gate.connection_error)
-            await self.store.mark_connection_error(user_id, PAUSED_NOTICE, error, reason=REVOKED)
+            if not await self.store.mark_connection_error(
+                user_id, PAUSED_NOTICE, error, reason=REVOKED
+            ):
+                return
             await self.store.record_health_event(user_id, "error", error)
             _log(user_id).warning(
                 "connection_error", outcome="error", reason=REVOKED, error=error[:200]
@@ -140,10 +146,12 @@ class ConnectionHealth:
         if out.retried:
             await self.store.record_failure(user_id, out.retried[-1][2])
         if any(attempts >= MAX_ATTEMPTS for _, attempts in retried):
-            await self.store.pause_connection(
+            paused = await self.store.pause_connection(
                 user_id, PAUSED_NOTICE, out.retried[-1][2], probe_in=self.backoff.retry(1)
             )
             gate.pause()  # the account's other passes start no further call
+            if not paused:
+                return
             await self.store.record_health_event(user_id, "paused", out.retried[-1][2])
             _log(user_id).warning(
                 "sync_paused",

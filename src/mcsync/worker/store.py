@@ -107,6 +107,25 @@ async def check_connection(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+def _add_recorded_addresses(
+    maybe_links: dict[UUID, tuple[str, ...]], links: dict[UUID, str], events: Sequence[Event]
+) -> None:
+    """A contact never synced may still be a member: the one at the address its row recorded
+    (the one it had when it first changed), to which a pass of another contact there sent its
+    fields or tags (`mirror.borrowed_links`). That pass's maybe-link says so, unless this pass
+    read the links before it was written (two passes of the account at once); the recorded
+    address says so either way, and planning that member also makes this pass wait for the
+    other (`worker.inflight`)."""
+    for event in events:
+        before = normalize_email(event.email)
+        if before is None or event.contact_id in links:
+            continue
+        had = subscriber_hash(before)
+        known = maybe_links.get(event.contact_id, ())
+        if had not in known:
+            maybe_links[event.contact_id] = (*known, had)
+
+
 class WorkerStore:
     """Every Postgres read and write of the worker, for one worker process (`owner`).
 
@@ -217,6 +236,7 @@ class WorkerStore:
             maybe_links = {
                 r["contact_id"]: tuple(r["maybe_hashes"]) for r in link_rows if r["maybe_hashes"]
             }
+            _add_recorded_addresses(maybe_links, links, events)
             linked = set(links.values()) | {h for hs in maybe_links.values() for h in hs}
             ledger = await self._ledger(cur, params, linked)
 
@@ -239,12 +259,19 @@ class WorkerStore:
             others = [c.id for c in sharing if c.id not in present]
             synced: list[tuple[UUID, datetime]] = []
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
+            queued: set[UUID] = set()
             if others:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
-                synced = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                other_links = await cur.fetchall()
+                synced = [(r["contact_id"], r["changed_at"]) for r in other_links]
                 await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
-                pending += [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                waiting = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                pending += waiting
+                # Still to be handled by a pass of their own: a change queued, or never synced
+                # (no link: inside an import not yet turned into queue rows, or refused).
+                synced_as = {r["contact_id"] for r in other_links if r["email_hash"]}
+                queued = {c for c, _ in waiting} | {c for c in others if c not in synced_as}
         recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
@@ -254,6 +281,7 @@ class WorkerStore:
             maybe_links=maybe_links,
             ledger=ledger,
             recency=recency,
+            queued=frozenset(queued),
         )
 
     async def _ledger(
@@ -364,6 +392,11 @@ class WorkerStore:
             for statement, params in statements:
                 await conn.execute(statement, params)
 
+    async def _changed(self, statement: str, params: dict[str, Any]) -> bool:
+        """Run one conditional UPDATE; True if it changed a row (this caller made the change)."""
+        async with self._connection() as conn:
+            return (await conn.execute(statement, params)).rowcount > 0
+
     async def hold_back(self, user_id: UUID, delay: float) -> None:
         """Count a throttle, and make every row of the account wait `delay` seconds."""
         uid = {"user_id": user_id}
@@ -381,9 +414,10 @@ class WorkerStore:
 
     async def pause_connection(
         self, user_id: UUID, notice: str, error: str, *, probe_in: float
-    ) -> None:
+    ) -> bool:
+        """Pause an active connection. False if it was not active (another pass paused it)."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
-        await self._run((self.queries.PAUSE_CONNECTION, params))
+        return await self._changed(self.queries.PAUSE_CONNECTION, params)
 
     async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
         params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
@@ -400,10 +434,11 @@ class WorkerStore:
 
     async def mark_connection_error(
         self, user_id: UUID, notice: str, error: str, *, reason: str
-    ) -> None:
-        """The token is revoked or the account unusable: stop until the user reconnects."""
+    ) -> bool:
+        """The token is revoked or the account unusable: stop until the user reconnects. False
+        if the connection was already in error for this reason (nothing changed)."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "reason": reason}
-        await self._run((self.queries.MARK_CONNECTION_ERROR, params))
+        return await self._changed(self.queries.MARK_CONNECTION_ERROR, params)
 
     async def pause_unusable(
         self, user_id: UUID, notice: str, error: str, *, reason: str, probe_in: float

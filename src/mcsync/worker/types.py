@@ -74,6 +74,9 @@ class Facts:
     ledger: dict[str, LedgerMember]
     maybe_links: dict[UUID, tuple[str, ...]] = field(default_factory=dict)
     recency: dict[UUID, datetime] = field(default_factory=dict)
+    # Contacts of the shared addresses, outside this pass, still to be handled by a pass of
+    # their own (a queued change, or never synced: inside an import not yet expanded).
+    queued: frozenset[UUID] = frozenset()
 
 
 @dataclass

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from mcsync import admin_store
+from mcsync.connections import connection_status
 from mcsync.web import create_app
 from mcsync.web.app import ConfigError
 from mcsync.web.operators import OperatorRule, OperatorRuleError
@@ -428,3 +430,36 @@ def test_the_worker_writes_pauses_probes_resumes_and_errors_to_the_history(admin
     assert row["user_id"] == str(user.user_id)
     since, last = (datetime.fromisoformat(t) for t in (row["state_since"], error["last_at"]))
     assert since == last  # in error since the worker found the token revoked
+
+
+def test_the_backlog_is_one_number_for_status_the_overview_and_the_widget(admin: Admin) -> None:
+    """`mcsync status` (and the metrics), `/admin` (the overview and one user's pending work)
+    and the widget's `/api/status` count the backlog by one definition
+    (`BACKLOG_BY_USER`): queued changes plus the contacts still inside an import, the oldest
+    of either. Here an hour-old import of 1,000 contacts waits behind two fresh edits."""
+    sync = admin.sync
+    user = sync.add_user()
+    c = sync.app.column
+    sync.execute(
+        f"INSERT INTO {sync.app.table} ({c('user_id')}, {c('email')})"
+        " SELECT %s, 'imp' || g || '@coachmail.io' FROM generate_series(1, 1000) g",
+        (user.user_id,),
+    )
+    sync.execute("UPDATE mcsync.mailchimp_sync_bulk SET enqueued_at = now() - interval '1 hour'")
+    sync.add_contact(user, "one@coachmail.io")
+    sync.add_contact(user, "two@coachmail.io")
+    (bulk,) = sync.execute("SELECT cardinality(contact_ids) AS n FROM mcsync.mailchimp_sync_bulk")
+    assert bulk["n"] == 1000 and len(sync.queue()) == 2
+
+    with psycopg.connect(sync.db_url) as conn:
+        (status,) = [r for r in connection_status(conn) if r["user_id"] == str(user.user_id)]
+    (row,) = admin.get("/admin/api/overview", search=str(user.user_id))["rows"]
+    detail = admin.get(f"/admin/api/users/{user.user_id}")
+    widget = admin.client.get(
+        "/api/status", headers={"Authorization": f"Bearer {token(user.user_id)}"}
+    ).json()
+
+    assert status["pending"] == row["backlog"] == widget["pending"] == 1002
+    assert sum(p["contacts"] for p in detail["pending"]) == 1002
+    assert 3600 <= status["oldest_pending_seconds"] < 3600 + 60
+    assert abs(status["oldest_pending_seconds"] - row["oldest_pending_seconds"]) < 60

@@ -257,3 +257,7 @@ def test_batch_refuses_what_the_description_forbids(
     good = {"email_address": "good@gmail.com", "status_if_new": "subscribed"}
     refused(api.post(L, json={"members": [good], **change}), field)
     assert states(emu) == []  # the whole request is refused, the good member too
+
+
+def test_batch_without_members_is_refused_by_the_description(api: httpx.Client) -> None:
+    refused(api.post(L, json={"update_existing": True}), "members")
