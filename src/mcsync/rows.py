@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mcsync.arrays import BoolArray, Int4Array, TextArray
 from mcsync.mirror import Contact, LedgerMember
 
 
@@ -44,13 +45,14 @@ def ledger_params(members: Sequence[LedgerMember]) -> dict[str, Any]:
     """`LedgerMember`s as the typed arrays `UPSERT_LEDGER` reads: one array per column, one
     element per member (PostgreSQL unnests them together, no JSON to parse). Each member's tags
     are a slice of one flat array: `tags[tags_from:tags_to]` (1-based, inclusive; empty when
-    `tags_to < tags_from`), and the same for `maybe_tags`."""
-    tags: list[str] = []
-    maybe: list[str] = []
-    tags_from: list[int] = []
-    tags_to: list[int] = []
-    maybe_from: list[int] = []
-    maybe_to: list[int] = []
+    `tags_to < tags_from`), and the same for `maybe_tags`. Typed lists (mcsync.arrays): each
+    is dumped in one piece, not element by element."""
+    tags = TextArray()
+    maybe = TextArray()
+    tags_from = Int4Array()
+    tags_to = Int4Array()
+    maybe_from = Int4Array()
+    maybe_to = Int4Array()
     for m in members:
         tags_from.append(len(tags) + 1)
         tags.extend(m.tags)
@@ -59,17 +61,17 @@ def ledger_params(members: Sequence[LedgerMember]) -> dict[str, Any]:
         maybe.extend(m.maybe_tags)
         maybe_to.append(len(maybe))
     return {
-        "hashes": [m.email_hash for m in members],
-        "emails": [m.email for m in members],
-        "fields_hashes": [m.fields_hash for m in members],
+        "hashes": TextArray([m.email_hash for m in members]),
+        "emails": TextArray([m.email for m in members]),
+        "fields_hashes": TextArray([m.fields_hash for m in members]),
         "tags": tags,
         "tags_from": tags_from,
         "tags_to": tags_to,
         "maybe_tags": maybe,
         "maybe_from": maybe_from,
         "maybe_to": maybe_to,
-        "statuses": [m.status for m in members],
-        "archived": [m.archived for m in members],
-        "archive_statuses": [m.archive_status for m in members],
-        "renames": [m.pending_rename_from for m in members],
+        "statuses": TextArray([m.status for m in members]),
+        "archived": BoolArray([m.archived for m in members]),
+        "archive_statuses": TextArray([m.archive_status for m in members]),
+        "renames": TextArray([m.pending_rename_from for m in members]),
     }

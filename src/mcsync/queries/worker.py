@@ -277,9 +277,10 @@ ON CONFLICT (user_id, contact_id) DO UPDATE SET
     field = excluded.field, detail = excluded.detail, rejected_at = now()
 """
 
+# Every contact a pass synced without a warning (nearly all of them): its array in binary too.
 CLEAR_REJECTIONS = """
 DELETE FROM mcsync.mailchimp_rejected_contacts
- WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
+ WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)b::uuid[])
 """
 
 # Done: delete the row only if no newer change arrived while we worked on it.

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from mcsync.admin_store import health_event_params
+from mcsync.arrays import Int8Array, TextArray, UuidArray
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mirror import LedgerMember, contact_recency
@@ -209,7 +210,7 @@ class WorkerStore:
     ) -> list[Event]:
         """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
         rows = await self._lease(
-            self.queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
+            self.queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=Int8Array(exclude)
         )
         return [Event(**r) for r in rows]
 
@@ -224,7 +225,7 @@ class WorkerStore:
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
         """Everything the planner needs for these claimed rows: the contacts as they are now,
         every contact sharing one of their addresses (now or before), links and ledger."""
-        ids = [e.contact_id for e in events]
+        ids = UuidArray([e.contact_id for e in events])
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
         async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(self.queries.CONTACTS_BY_ID, {**params, "ids": ids})
@@ -247,7 +248,8 @@ class WorkerStore:
             lowered = sorted({e.lower() for e in emails if e})
             by_id = {c.id: c for c in changed}
             await cur.execute(
-                self.queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered, "known": list(by_id)}
+                self.queries.CONTACTS_BY_EMAIL,
+                {**params, "emails": TextArray(lowered), "known": UuidArray(by_id)},
             )
             sharing = [
                 by_id[r["id"]] if r["known"] else contact_from_row(r) for r in await cur.fetchall()
@@ -256,7 +258,7 @@ class WorkerStore:
             hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
 
-            others = [c.id for c in sharing if c.id not in present]
+            others = UuidArray([c.id for c in sharing if c.id not in present])
             synced: list[tuple[UUID, datetime]] = []
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
             queued: set[UUID] = set()
@@ -289,7 +291,9 @@ class WorkerStore:
     ) -> dict[str, LedgerMember]:
         if not hashes:
             return {}
-        await cur.execute(self.queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
+        await cur.execute(
+            self.queries.LEDGER_BY_HASH, {**params, "hashes": TextArray(sorted(hashes))}
+        )
         return {r["email_hash"]: ledger_from_row(r) for r in await cur.fetchall()}
 
     async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
@@ -309,8 +313,8 @@ class WorkerStore:
                     self.queries.UPSERT_LINKS,
                     {
                         **params,
-                        "ids": [c for c, _, _ in out.links],
-                        "hashes": [h for _, h, _ in out.links],
+                        "ids": UuidArray([c for c, _, _ in out.links]),
+                        "hashes": TextArray([h for _, h, _ in out.links]),
                         "changed": [t for _, _, t in out.links],
                     },
                 )
@@ -318,7 +322,8 @@ class WorkerStore:
                 await conn.execute(self.queries.DELETE_LINKS, {**params, "ids": out.unlinks})
             if out.cleared_rejections:
                 await conn.execute(
-                    self.queries.CLEAR_REJECTIONS, {**params, "ids": out.cleared_rejections}
+                    self.queries.CLEAR_REJECTIONS,
+                    {**params, "ids": UuidArray(out.cleared_rejections)},
                 )
             if out.rejections:
                 await conn.execute(
@@ -328,31 +333,34 @@ class WorkerStore:
                 await conn.execute(
                     self.queries.COMPLETE_EVENTS,
                     {
-                        "ids": [e.id for e in out.completed],
-                        "versions": [e.version for e in out.completed],
+                        "ids": Int8Array([e.id for e in out.completed]),
+                        "versions": Int8Array([e.version for e in out.completed]),
                     },
                 )
             if out.retried:
                 cur = await conn.execute(
                     self.queries.RETRY_EVENTS,
                     {
-                        "ids": [e.id for e, _, _ in out.retried],
+                        "ids": Int8Array([e.id for e, _, _ in out.retried]),
                         "delays": [d for _, d, _ in out.retried],
-                        "errors": [m[:1000] for _, _, m in out.retried],
+                        "errors": TextArray([m[:1000] for _, _, m in out.retried]),
                     },
                 )
                 retried = [(r[0], r[1]) for r in await cur.fetchall()]
             if out.deferred:
                 await conn.execute(
                     self.queries.DEFER_EVENTS,
-                    {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
+                    {"ids": Int8Array([e.id for e in out.deferred]), "delay": out.defer_seconds},
                 )
             if out.postponed:
                 await conn.execute(
                     self.queries.DEFER_EVENTS,
-                    {"ids": [e.id for e in out.postponed], "delay": out.postpone_seconds},
+                    {
+                        "ids": Int8Array([e.id for e in out.postponed]),
+                        "delay": out.postpone_seconds,
+                    },
                 )
-            leftover = [e.id for e in [*out.completed, *out.released]]
+            leftover = Int8Array([e.id for e in [*out.completed, *out.released]])
             if leftover:
                 # Completed rows that a newer change kept, and rows given back untouched.
                 await conn.execute(
@@ -372,7 +380,7 @@ class WorkerStore:
             if links:
                 await conn.execute(
                     self.queries.WRITE_AHEAD_LINKS,
-                    {**params, "ids": list(links), "hashes": list(links.values())},
+                    {**params, "ids": UuidArray(links), "hashes": TextArray(links.values())},
                 )
 
     async def _write_ledger(
