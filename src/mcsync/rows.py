@@ -17,27 +17,61 @@ def contact_from_row(row: Mapping[str, Any]) -> Contact:
     """A `mcsync.source_contacts` row (id, email, merge_fields jsonb, tags) as a `Contact`. The
     view is generated from the source mapping (mcsync.source), so this is the same whatever
     the app's table and columns are."""
-    fields = row["merge_fields"] or {}
+    return contact_of(row["id"], row["email"], row["merge_fields"], row["tags"])
+
+
+def contact_of(id: Any, email: Any, merge_fields: Any, tags: Any) -> Contact:
+    """The same from the columns themselves, in the view's order: a positional row (`*row`),
+    as the worker reads a pass's contacts (no dict built per row)."""
     return Contact(
-        id=row["id"],
-        email=row["email"],
-        merge_fields=tuple(sorted(fields.items())),  # tags are keys: never two alike
-        tags=tuple(row["tags"] or ()),
+        id=id,
+        email=email,
+        merge_fields=tuple(sorted((merge_fields or {}).items())),  # tags are keys: never two alike
+        tags=tuple(tags or ()),
     )
 
 
 def ledger_from_row(row: Mapping[str, Any]) -> LedgerMember:
     """A `mailchimp_members` row (every column of `LedgerMember`) as a `LedgerMember`."""
+    return ledger_of(*(row[name] for name in LEDGER_COLUMNS))
+
+
+# `LedgerMember`'s columns in the order `ledger_of` takes them (and LEDGER_BY_HASH reads them).
+LEDGER_COLUMNS = (
+    "email_hash",
+    "email",
+    "fields_hash",
+    "tags",
+    "maybe_tags",
+    "status",
+    "archived",
+    "archive_status",
+    "pending_rename_from",
+)
+
+
+def ledger_of(
+    email_hash: Any,
+    email: Any,
+    fields_hash: Any,
+    tags: Any,
+    maybe_tags: Any,
+    status: Any,
+    archived: Any,
+    archive_status: Any,
+    pending_rename_from: Any,
+) -> LedgerMember:
+    """The same from the columns themselves, in `LEDGER_COLUMNS`' order (a positional row)."""
     return LedgerMember(
-        email_hash=row["email_hash"],
-        email=row["email"],
-        fields_hash=row["fields_hash"],
-        tags=tuple(row["tags"] or ()),
-        maybe_tags=tuple(row["maybe_tags"] or ()),
-        status=row["status"],
-        archived=row["archived"],
-        archive_status=row["archive_status"],
-        pending_rename_from=row["pending_rename_from"],
+        email_hash=email_hash,
+        email=email,
+        fields_hash=fields_hash,
+        tags=tuple(tags or ()),
+        maybe_tags=tuple(maybe_tags or ()),
+        status=status,
+        archived=archived,
+        archive_status=archive_status,
+        pending_rename_from=pending_rename_from,
     )
 
 

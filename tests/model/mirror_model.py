@@ -379,12 +379,13 @@ class MemoryDatabase:
 
     def sql_CONTACTS_BY_EMAIL(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         """mcsync.mcsync_email_key(email) is one of `emails` (a NULL email matches nothing);
-        a contact among `known` comes back as its id and known = true, the rest as NULL."""
+        a contact among `known` comes back as its id and known = true, the rest as NULL. In the
+        statement's column order (the worker reads the rows by position)."""
         emails, known = set(p["emails"]), set(p["known"])
         return [
             {"id": c.id, "known": True, "email": None, "merge_fields": None, "tags": None}
             if c.id in known
-            else {**self._contact_row(c), "known": False}
+            else {"id": c.id, "known": False, **self._contact_row(c)}
             for c in self.contacts.values()
             if email_key(c.email) in emails
         ]

@@ -119,6 +119,9 @@ RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 
 # --- reading what the planner needs ------------------------------------------------------------
 
+# The worker reads these rows (and CLAIM_DUE_EVENTS') by position (mcsync.worker.store): a
+# column moved here moves in the store too.
+
 # The arrays of a pass's keys (ids, hashes, addresses: up to a few hundred each) are sent in
 # binary (`%(name)b`): psycopg dumps a list of 500 UUIDs or strings in about a fifth of the
 # time it takes to write and escape the text form, a cost the worker paid several times a pass.
