@@ -508,7 +508,10 @@ class MemoryDatabase:
         return self._delete_by_contact(self.links, p["ids"])
 
     def sql_UPSERT_REJECTIONS(self, p: dict[str, Any]) -> int:
-        rows = json.loads(p["rows"])
+        columns = ("contact_id", "email", "severity", "reason", "field", "detail")
+        params = ("ids", "emails", "severities", "reasons", "fields", "details")
+        arrays = (p[n] for n in params)
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*arrays, strict=True)]
         for r in rows:
             self.rejections[_uuid(r["contact_id"])] = r
         self.work_writes += 1

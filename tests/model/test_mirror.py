@@ -1525,7 +1525,7 @@ SQL_FINGERPRINTS: dict[str, str] = {
     "RETRY_EVENTS": "eeb50c781a47",
     "UPSERT_LEDGER": "534be11685e0",
     "UPSERT_LINKS": "7a704eea49a6",
-    "UPSERT_REJECTIONS": "14ce92bad901",
+    "UPSERT_REJECTIONS": "dfb13a3eb8ed",
     "WRITE_AHEAD_LINKS": "4c0a3248d475",
 }
 

@@ -269,12 +269,14 @@ DELETE FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
 """
 
+# Typed arrays unnested together, as the ledger's and links' writes (no JSON document).
 UPSERT_REJECTIONS = """
 INSERT INTO mcsync.mailchimp_rejected_contacts AS r
     (user_id, contact_id, email, severity, reason, field, detail)
-SELECT %(user_id)s, u.contact_id, u.email, u.severity, u.reason, u.field, u.detail
-  FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(contact_id uuid, email text, severity text, reason text, field text, detail text)
+SELECT %(user_id)s, u.contact_id::uuid, u.email, u.severity, u.reason, u.field, u.detail
+  FROM unnest(%(ids)b::text[], %(emails)b::text[], %(severities)b::text[], %(reasons)b::text[],
+              %(fields)b::text[], %(details)b::text[])
+       AS u(contact_id, email, severity, reason, field, detail)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
     email = excluded.email, severity = excluded.severity, reason = excluded.reason,
     field = excluded.field, detail = excluded.detail, rejected_at = now()

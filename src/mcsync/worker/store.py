@@ -6,7 +6,6 @@ types. No transaction is ever held across a Mailchimp call."""
 
 from __future__ import annotations
 
-import json
 import select
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -125,6 +124,21 @@ def _add_recorded_addresses(
         known = maybe_links.get(event.contact_id, ())
         if had not in known:
             maybe_links[event.contact_id] = (*known, had)
+
+
+def _rejection_params(rejections: Sequence[dict[str, Any]]) -> dict[str, TextArray]:
+    """The rejections (`outcomes._rejection`'s dicts) as `UPSERT_REJECTIONS`' typed arrays."""
+    return {
+        param: TextArray([r[key] for r in rejections])
+        for param, key in (
+            ("ids", "contact_id"),
+            ("emails", "email"),
+            ("severities", "severity"),
+            ("reasons", "reason"),
+            ("fields", "field"),
+            ("details", "detail"),
+        )
+    }
 
 
 class WorkerStore:
@@ -332,7 +346,7 @@ class WorkerStore:
                 )
             if out.rejections:
                 await conn.execute(
-                    self.queries.UPSERT_REJECTIONS, {**params, "rows": json.dumps(out.rejections)}
+                    self.queries.UPSERT_REJECTIONS, {**params, **_rejection_params(out.rejections)}
                 )
             if out.completed:
                 await conn.execute(
