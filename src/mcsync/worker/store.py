@@ -16,6 +16,7 @@ from uuid import UUID
 import psycopg
 from psycopg import AsyncConnection, pq
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from mcsync.admin_store import health_event_params
@@ -24,7 +25,7 @@ from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mirror import LedgerMember, contact_recency
 from mcsync.queries import CHANNEL, Statements, statements
-from mcsync.rows import contact_of, ledger_of, ledger_params
+from mcsync.rows import contact_of, ledger_of, ledger_params, load_json
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.types import Account, Event, Facts, Outcomes
 
@@ -86,6 +87,7 @@ async def configure_connection(conn: AsyncConnection[Any]) -> None:
     without a usable index are still read (the setting only prices scans, it forbids nothing).
     A plain SET, so it also holds through a session-mode pooler."""
     await conn.execute(statements().SESSION_SETTINGS)
+    set_json_loads(load_json, conn)  # a pass's merge fields: one `jsonb` per contact
 
 
 async def check_connection(conn: AsyncConnection[Any]) -> None:
