@@ -379,12 +379,13 @@ class MemoryDatabase:
 
     def sql_CONTACTS_BY_EMAIL(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         """mcsync.mcsync_email_key(email) is one of `emails` (a NULL email matches nothing);
-        a contact among `known` comes back as its id and known = true, the rest as NULL."""
+        a contact among `known` comes back as its id and known = true, the rest as NULL. In the
+        statement's column order (the worker reads the rows by position)."""
         emails, known = set(p["emails"]), set(p["known"])
         return [
             {"id": c.id, "known": True, "email": None, "merge_fields": None, "tags": None}
             if c.id in known
-            else {**self._contact_row(c), "known": False}
+            else {"id": c.id, "known": False, **self._contact_row(c)}
             for c in self.contacts.values()
             if email_key(c.email) in emails
         ]
@@ -507,7 +508,10 @@ class MemoryDatabase:
         return self._delete_by_contact(self.links, p["ids"])
 
     def sql_UPSERT_REJECTIONS(self, p: dict[str, Any]) -> int:
-        rows = json.loads(p["rows"])
+        columns = ("contact_id", "email", "severity", "reason", "field", "detail")
+        params = ("ids", "emails", "severities", "reasons", "fields", "details")
+        arrays = (p[n] for n in params)
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*arrays, strict=True)]
         for r in rows:
             self.rejections[_uuid(r["contact_id"])] = r
         self.work_writes += 1

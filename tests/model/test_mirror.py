@@ -1496,7 +1496,7 @@ def test_the_database_model_matches_the_current_sql() -> None:
 SQL_FINGERPRINTS: dict[str, str] = {
     "CLAIM_ACCOUNTS": "190db5002ab7",
     "CLAIM_DUE_EVENTS": "d1533b076000",
-    "CLEAR_REJECTIONS": "0f3704d85d2d",
+    "CLEAR_REJECTIONS": "2b2743259a4c",
     "COMPLETE_EVENTS": "5da3b494348e",
     "CONTACTS_BY_EMAIL": "a144375f1944",
     "CONTACTS_BY_ID": "2834987a27af",
@@ -1525,7 +1525,7 @@ SQL_FINGERPRINTS: dict[str, str] = {
     "RETRY_EVENTS": "eeb50c781a47",
     "UPSERT_LEDGER": "534be11685e0",
     "UPSERT_LINKS": "7a704eea49a6",
-    "UPSERT_REJECTIONS": "14ce92bad901",
+    "UPSERT_REJECTIONS": "dfb13a3eb8ed",
     "WRITE_AHEAD_LINKS": "4c0a3248d475",
 }
 

@@ -119,6 +119,9 @@ RETURNING q.id, q.contact_id, q.op, q.email, q.version, q.attempts, q.changed_at
 
 # --- reading what the planner needs ------------------------------------------------------------
 
+# The worker reads these rows (and CLAIM_DUE_EVENTS') by position (mcsync.worker.store): a
+# column moved here moves in the store too.
+
 # The arrays of a pass's keys (ids, hashes, addresses: up to a few hundred each) are sent in
 # binary (`%(name)b`): psycopg dumps a list of 500 UUIDs or strings in about a fifth of the
 # time it takes to write and escape the text form, a cost the worker paid several times a pass.
@@ -266,20 +269,23 @@ DELETE FROM mcsync.mailchimp_contact_links
  WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
 """
 
+# Typed arrays unnested together, as the ledger's and links' writes (no JSON document).
 UPSERT_REJECTIONS = """
 INSERT INTO mcsync.mailchimp_rejected_contacts AS r
     (user_id, contact_id, email, severity, reason, field, detail)
-SELECT %(user_id)s, u.contact_id, u.email, u.severity, u.reason, u.field, u.detail
-  FROM jsonb_to_recordset(%(rows)s::jsonb)
-       AS u(contact_id uuid, email text, severity text, reason text, field text, detail text)
+SELECT %(user_id)s, u.contact_id::uuid, u.email, u.severity, u.reason, u.field, u.detail
+  FROM unnest(%(ids)b::text[], %(emails)b::text[], %(severities)b::text[], %(reasons)b::text[],
+              %(fields)b::text[], %(details)b::text[])
+       AS u(contact_id, email, severity, reason, field, detail)
 ON CONFLICT (user_id, contact_id) DO UPDATE SET
     email = excluded.email, severity = excluded.severity, reason = excluded.reason,
     field = excluded.field, detail = excluded.detail, rejected_at = now()
 """
 
+# Every contact a pass synced without a warning (nearly all of them): its array in binary too.
 CLEAR_REJECTIONS = """
 DELETE FROM mcsync.mailchimp_rejected_contacts
- WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)s::uuid[])
+ WHERE user_id = %(user_id)s AND contact_id = ANY(%(ids)b::uuid[])
 """
 
 # Done: delete the row only if no newer change arrived while we worked on it.

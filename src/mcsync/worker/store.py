@@ -6,7 +6,6 @@ types. No transaction is ever held across a Mailchimp call."""
 
 from __future__ import annotations
 
-import json
 import select
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -17,14 +16,16 @@ from uuid import UUID
 import psycopg
 from psycopg import AsyncConnection, pq
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from mcsync.admin_store import health_event_params
+from mcsync.arrays import Int8Array, TextArray, UuidArray
 from mcsync.emails import normalize_email, subscriber_hash
 from mcsync.logging import get_logger
 from mcsync.mirror import LedgerMember, contact_recency
 from mcsync.queries import CHANNEL, Statements, statements
-from mcsync.rows import contact_from_row, ledger_from_row, ledger_params
+from mcsync.rows import contact_of, ledger_of, ledger_params, load_json
 from mcsync.worker.lanes import Lanes
 from mcsync.worker.types import Account, Event, Facts, Outcomes
 
@@ -86,6 +87,7 @@ async def configure_connection(conn: AsyncConnection[Any]) -> None:
     without a usable index are still read (the setting only prices scans, it forbids nothing).
     A plain SET, so it also holds through a session-mode pooler."""
     await conn.execute(statements().SESSION_SETTINGS)
+    set_json_loads(load_json, conn)  # a pass's merge fields: one `jsonb` per contact
 
 
 async def check_connection(conn: AsyncConnection[Any]) -> None:
@@ -126,6 +128,21 @@ def _add_recorded_addresses(
             maybe_links[event.contact_id] = (*known, had)
 
 
+def _rejection_params(rejections: Sequence[dict[str, Any]]) -> dict[str, TextArray]:
+    """The rejections (`outcomes._rejection`'s dicts) as `UPSERT_REJECTIONS`' typed arrays."""
+    return {
+        param: TextArray([r[key] for r in rejections])
+        for param, key in (
+            ("ids", "contact_id"),
+            ("emails", "email"),
+            ("severities", "severity"),
+            ("reasons", "reason"),
+            ("fields", "field"),
+            ("details", "detail"),
+        )
+    }
+
+
 class WorkerStore:
     """Every Postgres read and write of the worker, for one worker process (`owner`).
 
@@ -163,12 +180,13 @@ class WorkerStore:
             yield conn
 
     async def _lease(
-        self, statement: str, *, housekeeping: bool = False, **params: Any
-    ) -> list[dict[str, Any]]:
-        """Run a claiming statement in this worker's name; the rows it leased."""
+        self, statement: str, *, housekeeping: bool = False, as_dicts: bool = True, **params: Any
+    ) -> list[Any]:
+        """Run a claiming statement in this worker's name; the rows it leased (dicts, or tuples
+        in the statement's column order)."""
         async with (
             self._connection(housekeeping=housekeeping) as conn,
-            conn.cursor(row_factory=dict_row) as cur,
+            conn.cursor(row_factory=dict_row) if as_dicts else conn.cursor() as cur,
         ):
             await cur.execute(
                 statement, {"owner": self.owner, "lease_seconds": self.lease_seconds, **params}
@@ -209,9 +227,13 @@ class WorkerStore:
     ) -> list[Event]:
         """Lease up to `limit` due rows, leaving out `exclude` (this worker's passes hold them)."""
         rows = await self._lease(
-            self.queries.CLAIM_DUE_EVENTS, user_id=user_id, limit=limit, exclude=list(exclude)
+            self.queries.CLAIM_DUE_EVENTS,
+            as_dicts=False,
+            user_id=user_id,
+            limit=limit,
+            exclude=Int8Array(exclude),
         )
-        return [Event(**r) for r in rows]
+        return [Event(*r) for r in rows]  # RETURNING lists Event's fields in order
 
     async def expand_bulk(self, user_id: UUID, chunk: int) -> int:
         """Turn the account's oldest import slice (at most `chunk` ids) into queue rows; an
@@ -224,18 +246,18 @@ class WorkerStore:
     async def load_facts(self, account: Account, events: Sequence[Event]) -> Facts:
         """Everything the planner needs for these claimed rows: the contacts as they are now,
         every contact sharing one of their addresses (now or before), links and ledger."""
-        ids = [e.contact_id for e in events]
+        ids = UuidArray([e.contact_id for e in events])
         params: dict[str, Any] = {"user_id": account.user_id, "audience_id": account.audience_id}
-        async with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        # Rows as tuples, read by position in each statement's column order: no dict per row.
+        async with self._connection() as conn, conn.cursor() as cur:
             await cur.execute(self.queries.CONTACTS_BY_ID, {**params, "ids": ids})
-            changed = [contact_from_row(r) for r in await cur.fetchall()]
-            present = {c.id for c in changed}
+            changed = [contact_of(*r) for r in await cur.fetchall()]
+            by_id = {c.id: c for c in changed}
             await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": ids})
+            # contact_id, email_hash, maybe_hashes, changed_at
             link_rows = await cur.fetchall()
-            links = {r["contact_id"]: r["email_hash"] for r in link_rows if r["email_hash"]}
-            maybe_links = {
-                r["contact_id"]: tuple(r["maybe_hashes"]) for r in link_rows if r["maybe_hashes"]
-            }
+            links = {r[0]: r[1] for r in link_rows if r[1]}
+            maybe_links = {r[0]: tuple(r[2]) for r in link_rows if r[2]}
             _add_recorded_addresses(maybe_links, links, events)
             linked = set(links.values()) | {h for hs in maybe_links.values() for h in hs}
             ledger = await self._ledger(cur, params, linked)
@@ -245,18 +267,18 @@ class WorkerStore:
             emails |= {m.email for m in ledger.values()}
             emails |= {normalize_email(e.email) for e in events if e.email}
             lowered = sorted({e.lower() for e in emails if e})
-            by_id = {c.id: c for c in changed}
             await cur.execute(
-                self.queries.CONTACTS_BY_EMAIL, {**params, "emails": lowered, "known": list(by_id)}
+                self.queries.CONTACTS_BY_EMAIL,
+                {**params, "emails": TextArray(lowered), "known": UuidArray(by_id)},
             )
-            sharing = [
-                by_id[r["id"]] if r["known"] else contact_from_row(r) for r in await cur.fetchall()
-            ]
+            # id, known, email, merge_fields, tags; known: one of `changed`, read by id above.
+            rows = await cur.fetchall()
+            sharing = [by_id[r[0]] if r[1] else contact_of(r[0], *r[2:]) for r in rows]
+            others = UuidArray([r[0] for r in rows if not r[1]])
 
             hashes = {subscriber_hash(e) for e in lowered} | linked
             ledger.update(await self._ledger(cur, params, hashes - set(ledger)))
 
-            others = [c.id for c in sharing if c.id not in present]
             synced: list[tuple[UUID, datetime]] = []
             pending: list[tuple[UUID, datetime]] = [(e.contact_id, e.changed_at) for e in events]
             queued: set[UUID] = set()
@@ -264,18 +286,19 @@ class WorkerStore:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
                 other_links = await cur.fetchall()
-                synced = [(r["contact_id"], r["changed_at"]) for r in other_links]
+                synced = [(r[0], r[3]) for r in other_links]
                 await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
-                waiting = [(r["contact_id"], r["changed_at"]) for r in await cur.fetchall()]
+                waiting = [(r[0], r[1]) for r in await cur.fetchall()]
                 pending += waiting
                 # Still to be handled by a pass of their own: a change queued, or never synced
                 # (no link: inside an import not yet turned into queue rows, or refused).
-                synced_as = {r["contact_id"] for r in other_links if r["email_hash"]}
+                synced_as = {r[0] for r in other_links if r[1]}
                 queued = {c for c, _ in waiting} | {c for c in others if c not in synced_as}
         recency = contact_recency(synced, pending)
         return Facts(
             changed=changed,
-            deleted=[i for i in ids if i not in present],
+            # The ids are distinct: all of them read means none deleted (no lookup per id).
+            deleted=[] if len(by_id) == len(ids) else [i for i in ids if i not in by_id],
             sharing=sharing,
             links=links,
             maybe_links=maybe_links,
@@ -289,8 +312,10 @@ class WorkerStore:
     ) -> dict[str, LedgerMember]:
         if not hashes:
             return {}
-        await cur.execute(self.queries.LEDGER_BY_HASH, {**params, "hashes": sorted(hashes)})
-        return {r["email_hash"]: ledger_from_row(r) for r in await cur.fetchall()}
+        await cur.execute(
+            self.queries.LEDGER_BY_HASH, {**params, "hashes": TextArray(sorted(hashes))}
+        )
+        return {r[0]: ledger_of(*r) for r in await cur.fetchall()}  # LEDGER_COLUMNS' order
 
     async def record(self, account: Account, out: Outcomes) -> list[tuple[int, int]] | None:
         """Write a batch's outcomes in one transaction. Returns (event id, attempts) of retries,
@@ -309,8 +334,8 @@ class WorkerStore:
                     self.queries.UPSERT_LINKS,
                     {
                         **params,
-                        "ids": [c for c, _, _ in out.links],
-                        "hashes": [h for _, h, _ in out.links],
+                        "ids": UuidArray([c for c, _, _ in out.links]),
+                        "hashes": TextArray([h for _, h, _ in out.links]),
                         "changed": [t for _, _, t in out.links],
                     },
                 )
@@ -318,41 +343,45 @@ class WorkerStore:
                 await conn.execute(self.queries.DELETE_LINKS, {**params, "ids": out.unlinks})
             if out.cleared_rejections:
                 await conn.execute(
-                    self.queries.CLEAR_REJECTIONS, {**params, "ids": out.cleared_rejections}
+                    self.queries.CLEAR_REJECTIONS,
+                    {**params, "ids": UuidArray(out.cleared_rejections)},
                 )
             if out.rejections:
                 await conn.execute(
-                    self.queries.UPSERT_REJECTIONS, {**params, "rows": json.dumps(out.rejections)}
+                    self.queries.UPSERT_REJECTIONS, {**params, **_rejection_params(out.rejections)}
                 )
             if out.completed:
                 await conn.execute(
                     self.queries.COMPLETE_EVENTS,
                     {
-                        "ids": [e.id for e in out.completed],
-                        "versions": [e.version for e in out.completed],
+                        "ids": Int8Array([e.id for e in out.completed]),
+                        "versions": Int8Array([e.version for e in out.completed]),
                     },
                 )
             if out.retried:
                 cur = await conn.execute(
                     self.queries.RETRY_EVENTS,
                     {
-                        "ids": [e.id for e, _, _ in out.retried],
+                        "ids": Int8Array([e.id for e, _, _ in out.retried]),
                         "delays": [d for _, d, _ in out.retried],
-                        "errors": [m[:1000] for _, _, m in out.retried],
+                        "errors": TextArray([m[:1000] for _, _, m in out.retried]),
                     },
                 )
                 retried = [(r[0], r[1]) for r in await cur.fetchall()]
             if out.deferred:
                 await conn.execute(
                     self.queries.DEFER_EVENTS,
-                    {"ids": [e.id for e in out.deferred], "delay": out.defer_seconds},
+                    {"ids": Int8Array([e.id for e in out.deferred]), "delay": out.defer_seconds},
                 )
             if out.postponed:
                 await conn.execute(
                     self.queries.DEFER_EVENTS,
-                    {"ids": [e.id for e in out.postponed], "delay": out.postpone_seconds},
+                    {
+                        "ids": Int8Array([e.id for e in out.postponed]),
+                        "delay": out.postpone_seconds,
+                    },
                 )
-            leftover = [e.id for e in [*out.completed, *out.released]]
+            leftover = Int8Array([e.id for e in [*out.completed, *out.released]])
             if leftover:
                 # Completed rows that a newer change kept, and rows given back untouched.
                 await conn.execute(
@@ -372,7 +401,7 @@ class WorkerStore:
             if links:
                 await conn.execute(
                     self.queries.WRITE_AHEAD_LINKS,
-                    {**params, "ids": list(links), "hashes": list(links.values())},
+                    {**params, "ids": UuidArray(links), "hashes": TextArray(links.values())},
                 )
 
     async def _write_ledger(
