@@ -259,26 +259,6 @@ def test_a_slow_fetch_keeps_only_the_request_that_needs_it_waiting(
     assert not fetching.is_alive()
 
 
-def test_made_up_kids_do_not_wait_out_a_hanging_fetch(issuer: TokenIssuer, clock: Clock) -> None:
-    verifier = verifier_for(issuer, clock)
-    user = uuid.uuid4()
-    verifier.verify(issuer.token(user, ttl=3600))
-
-    issuer.stall = threading.Event()
-    clock.now += REFETCH  # a made-up kid may refetch: the fetch hangs
-    fetching = threading.Thread(target=refused, args=(verifier, issuer.token(user, key=new_key())))
-    fetching.start()
-    wait_until(lambda: issuer.stalled == 1, timeout=5)
-    # More made-up kids while it hangs: each is refused (unknown_key) while the fetch is still
-    # stalled, instead of holding a thread until the fetch's timeout.
-    for _ in range(3):
-        assert refused(verifier, issuer.token(user, key=new_key())) == "unknown_key"
-    assert fetching.is_alive() and issuer.stalled == 1
-    issuer.stall.set()
-    fetching.join(timeout=10)
-    assert not fetching.is_alive()
-
-
 def test_a_jwks_never_reached_answers_unavailable_not_a_refusal(
     issuer: TokenIssuer, clock: Clock
 ) -> None:

@@ -9,9 +9,7 @@ here, in one place:
   (revoked in the dashboard) stops verifying within one lifetime;
 - a token naming a `kid` the cached set lacks (a key just rotated in) refetches the set, but at
   most once per `refetch_interval`, so a flood of tokens with made-up kids cannot make mcsync
-  hammer the auth server; while a fetch is under way such a token waits for it at most
-  `unknown_kid_wait` seconds (not the fetch's timeout), so the flood cannot hold the web
-  side's threads either;
+  hammer the auth server;
 - a failed fetch (unreachable, an error page, not a key set) is logged once per outage and the
   keys of the last good fetch keep verifying; the fetch is retried at most once per
   `refetch_interval`;
@@ -93,7 +91,6 @@ class JwksKeys:
         lifetime: float = 300.0,
         refetch_interval: float = 10.0,
         timeout: float = 5.0,
-        unknown_kid_wait: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = check_jwks_url(url)
@@ -104,7 +101,6 @@ class JwksKeys:
             headers={"User-Agent": f"mcsync/{__version__}"},
         )
         self._lifetime = lifetime
-        self._unknown_kid_wait = unknown_kid_wait
         self._refetch_interval = refetch_interval
         self._clock = clock
         self._state_lock = threading.Lock()  # the fields below
@@ -127,13 +123,8 @@ class JwksKeys:
             # serves this one, seconds past its lifetime at most).
             if not self._fetch_lock.acquire(blocking=False):
                 return known
-        elif self._fetched_at is None:
-            self._fetch_lock.acquire()  # nothing in hand: this request needs the fetch
-        elif not self._fetch_lock.acquire(timeout=self._unknown_kid_wait):
-            # A kid the set in hand lacks, while a fetch is under way (perhaps hanging on an
-            # unreachable auth server): wait briefly for it, never the whole fetch timeout, so
-            # a flood of made-up kids cannot hold every worker thread of the web side.
-            raise UnknownKey(kid)
+        else:
+            self._fetch_lock.acquire()
         try:
             now = self._clock()
             if not self._fresh(now):
