@@ -500,7 +500,9 @@ async def _fix_missing_and_finish(db: Database, run: _Run, archived: list[Member
         audience_id=run.audience_id,
         members={m.id.lower(): m for m in archived},
     )
-    await db.run(store.commit_last_page, fixes, run.user_id, run.audience_id, run.owner)
+    if not await db.run(store.commit_last_page, fixes, run.user_id, run.audience_id, run.owner):
+        # Cancelled, restarted or taken over while the archived members were listed.
+        raise ReconcileError("the run was taken over or cancelled")
     run.differences += len(diffs)
     run.queued += fixes.queued
 

@@ -187,11 +187,13 @@ def commit_page(
     return advanced
 
 
-def finish_run(conn: Conn, user_id: UUID, owner: str, error: str | None, queued: int) -> None:
-    conn.execute(
+def finish_run(conn: Conn, user_id: UUID, owner: str, error: str | None, queued: int) -> bool:
+    """End the run `owner` holds; False when it holds none (taken over, cancelled, restarted)."""
+    cur = conn.execute(
         statements().FINISH_RECONCILIATION,
         {"user_id": user_id, "owner": owner, "error": error, "queued": queued},
     )
+    return cur.rowcount > 0
 
 
 def close_run(conn: Conn, user_id: UUID, audience_id: str) -> None:
@@ -202,12 +204,19 @@ def close_run(conn: Conn, user_id: UUID, audience_id: str) -> None:
 
 def commit_last_page(
     conn: Conn, fixes: Fixes, user_id: UUID, audience_id: str, owner: str
-) -> None:
-    """After the last page, in one transaction: the last fixes, the run finished and closed."""
+) -> bool:
+    """After the last page, in one transaction: the last fixes, the run finished and closed.
+    False, with nothing written, when the run is no longer this owner's (cancelled by a
+    disconnect, restarted, or taken over while the archived members were listed): its fixes
+    and its closing (which forgets the seen hashes) would belong to another run."""
+    finished = False
     with conn.transaction():
         write_fixes(conn, fixes, user_id, audience_id)
-        finish_run(conn, user_id, owner, None, fixes.queued)
+        finished = finish_run(conn, user_id, owner, None, fixes.queued)
+        if not finished:
+            raise psycopg.Rollback()  # leaves the block, rolled back
         close_run(conn, user_id, audience_id)
+    return finished
 
 
 def stale_runs(conn: Conn) -> list[UUID]:

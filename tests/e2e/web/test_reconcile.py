@@ -262,6 +262,38 @@ def test_a_run_cancelled_mid_page_writes_nothing_of_that_page(
     assert len(seen) == 2
 
 
+def test_a_run_cancelled_while_archived_members_are_listed_commits_nothing_more(
+    sync: SyncHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a run (the missing members' fixes, the run finished and closed) is one
+    transaction that checks the run is still this owner's: cancelled (a disconnect) while the
+    archived members were listed, it writes nothing, and the seen hashes stay the run's."""
+    user = sync.add_user()
+    sync.add_contact(user, "kept@clientmail.io", first_name="Kept")
+    sync.drain()
+    sync.add_contact(user, "never@clientmail.io", first_name="Never")  # its member never made
+    _lose_pending_events(sync, user)
+
+    real = MailchimpClient.list_members
+
+    async def disconnected_during_the_archived_listing(
+        self: MailchimpClient, *a: Any, **kw: Any
+    ) -> Any:
+        page = await real(self, *a, **kw)
+        if kw.get("status") == "archived":
+            with psycopg.connect(sync.db_url, autocommit=True) as conn:
+                cancel_run(conn, user.user_id, "disconnected")
+        return page
+
+    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_during_the_archived_listing)
+    _request_sync_now(sync, user)
+    assert sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w") is None
+    [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
+    assert run["error"] == "disconnected" and run["finished_at"] is not None
+    assert run["queued"] == 0 and sync.queue() == []  # the missing member's fix not queued
+    assert len(sync.execute("SELECT email_hash FROM mcsync.mcsync_reconcile_seen")) == 1
+
+
 def test_rotate_keys_reencrypts_every_token_with_the_newest_key(
     sync: SyncHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
