@@ -106,10 +106,9 @@ class ConnectionHealth:
         kind = disposition(exc)
         if kind == "connection":
             if not await self.store.mark_connection_error(
-                account.user_id, PAUSED_NOTICE, str(exc), reason=REVOKED
+                account.user_id, PAUSED_NOTICE, str(exc), reason=REVOKED, event_detail=str(exc)
             ):
                 return
-            await self.store.record_health_event(account.user_id, "error", str(exc))
             _log(account.user_id).warning(
                 "connection_error", outcome="error", reason=REVOKED, error=str(exc)[:200]
             )
@@ -130,15 +129,15 @@ class ConnectionHealth:
     ) -> None:
         """Record what a pass says about the connection: lost, failing, paused or synced."""
         user_id = account.user_id
-        # A change of state is recorded and logged by the pass whose UPDATE made it: the
-        # account's other passes, ending the same way, find it made and say nothing.
+        # A change of state is recorded (with its health event, in one transaction) and logged
+        # by the pass whose UPDATE made it: the account's other passes, ending the same way,
+        # find it made and say nothing.
         if gate.connection_error is not None:
             error = str(gate.connection_error)
             if not await self.store.mark_connection_error(
-                user_id, PAUSED_NOTICE, error, reason=REVOKED
+                user_id, PAUSED_NOTICE, error, reason=REVOKED, event_detail=error
             ):
                 return
-            await self.store.record_health_event(user_id, "error", error)
             _log(user_id).warning(
                 "connection_error", outcome="error", reason=REVOKED, error=error[:200]
             )
@@ -152,7 +151,6 @@ class ConnectionHealth:
             gate.pause()  # the account's other passes start no further call
             if not paused:
                 return
-            await self.store.record_health_event(user_id, "paused", out.retried[-1][2])
             _log(user_id).warning(
                 "sync_paused",
                 outcome="paused",

@@ -286,7 +286,9 @@ class WorkerStore:
                 # Recency as Sync Now and verify read it: synced, or changed since (queued).
                 await cur.execute(self.queries.LINKS_BY_CONTACT, {**params, "ids": others})
                 other_links = await cur.fetchall()
-                synced = [(r[0], r[3]) for r in other_links]
+                # A link without a member is only a maybe-link written ahead for a contact
+                # never synced (another pass used its fields): not a sync, so no recency.
+                synced = [(r[0], r[3]) for r in other_links if r[1]]
                 await cur.execute(self.queries.PENDING_BY_CONTACT, {**params, "ids": others})
                 waiting = [(r[0], r[1]) for r in await cur.fetchall()]
                 pending += waiting
@@ -421,10 +423,28 @@ class WorkerStore:
             for statement, params in statements:
                 await conn.execute(statement, params)
 
-    async def _changed(self, statement: str, params: dict[str, Any]) -> bool:
-        """Run one conditional UPDATE; True if it changed a row (this caller made the change)."""
-        async with self._connection() as conn:
-            return (await conn.execute(statement, params)).rowcount > 0
+    async def _changed(
+        self, statement: str, params: dict[str, Any], *, event: dict[str, Any] | None = None
+    ) -> bool:
+        """Run one conditional UPDATE; True if it changed a row (this caller made the change).
+        `event` (health_event_params) is recorded in the same transaction when it did, so a
+        change is never left without its history entry (the account's other passes, finding it
+        made, record nothing); the entry stays best effort (a savepoint): a failure to write it
+        is logged and never undoes the change."""
+        async with self._connection() as conn, conn.transaction():
+            changed = (await conn.execute(statement, params)).rowcount > 0
+            if changed and event is not None:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(self.queries.RECORD_HEALTH_EVENT, event)
+                except psycopg.Error as exc:
+                    _log.warning(
+                        "health_event_not_recorded",
+                        user_id=str(event["user_id"]),
+                        kind=event["kind"],
+                        error=str(exc)[:200],
+                    )
+            return changed
 
     async def hold_back(self, user_id: UUID, delay: float) -> None:
         """Count a throttle, and make every row of the account wait `delay` seconds."""
@@ -444,9 +464,11 @@ class WorkerStore:
     async def pause_connection(
         self, user_id: UUID, notice: str, error: str, *, probe_in: float
     ) -> bool:
-        """Pause an active connection. False if it was not active (another pass paused it)."""
+        """Pause an active connection, with its health event. False if it was not active
+        (another pass paused it)."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "probe_in": probe_in}
-        return await self._changed(self.queries.PAUSE_CONNECTION, params)
+        event = health_event_params(user_id, "paused", detail=error)
+        return await self._changed(self.queries.PAUSE_CONNECTION, params, event=event)
 
     async def reschedule_probe(self, user_id: UUID, probe_in: float, error: str) -> None:
         params = {"user_id": user_id, "probe_in": probe_in, "error": error[:500]}
@@ -462,12 +484,24 @@ class WorkerStore:
         )
 
     async def mark_connection_error(
-        self, user_id: UUID, notice: str, error: str, *, reason: str
+        self,
+        user_id: UUID,
+        notice: str,
+        error: str,
+        *,
+        reason: str,
+        event_detail: str | None = None,
     ) -> bool:
         """The token is revoked or the account unusable: stop until the user reconnects. False
-        if the connection was already in error for this reason (nothing changed)."""
+        if the connection was already in error for this reason (nothing changed). With
+        `event_detail`, the health event ("error") is recorded with the change."""
         params = {"user_id": user_id, "notice": notice, "error": error[:500], "reason": reason}
-        return await self._changed(self.queries.MARK_CONNECTION_ERROR, params)
+        event = (
+            None
+            if event_detail is None
+            else health_event_params(user_id, "error", detail=event_detail)
+        )
+        return await self._changed(self.queries.MARK_CONNECTION_ERROR, params, event=event)
 
     async def pause_unusable(
         self, user_id: UUID, notice: str, error: str, *, reason: str, probe_in: float
