@@ -69,8 +69,8 @@ class Database:
         plain connect first), not the pool's timeout 30 seconds later."""
         psycopg.connect(url, autocommit=True, application_name=application_name).close()
         database = cls.for_url(url, max_size=max_size, application_name=application_name)
-        database.open()
         try:
+            database.open()
             yield database
         finally:
             database.close()
