@@ -1232,6 +1232,17 @@ def test_tags_an_email_change_brings_stay_in_doubt_until_confirmed() -> None:
         check_invariants(world)
 
 
+def _renamed_to_bob_with_vip_then_died(world: World) -> None:
+    """Ann synced at ann@x.com, then renamed to bob@x.com with VIP: the rename and its tag call
+    take effect, the worker dies before recording them."""
+    world.insert(contact(1, "ann@x.com", "Ann"))
+    world.drain()
+    world.update(contact(1, "bob@x.com", "Ann", tags=["VIP"]))
+    world.db.crash_rate = 1.0
+    world.one_pass()  # PATCH ann -> bob, POST tags VIP: both applied; the worker dies
+    world.db.crash_rate = 0.0
+
+
 def test_an_email_change_asked_again_after_a_dead_pass_leaves_no_tag_behind() -> None:
     """Found by the fault soak (a worker killed, or Postgres restarted, between a pass's calls
     and its record): the rename ann -> bob and its tag call adding VIP took effect, nothing was
@@ -1239,12 +1250,7 @@ def test_an_email_change_asked_again_after_a_dead_pass_leaves_no_tag_behind() ->
     contact no longer had VIP, the rename's tag call was planned from ann's entry alone, so VIP
     stayed on bob (and in doubt in the ledger) with the queue drained."""
     with new_world() as world:
-        world.insert(contact(1, "ann@x.com", "Ann"))
-        world.drain()
-        world.update(contact(1, "bob@x.com", "Ann", tags=["VIP"]))
-        world.db.crash_rate = 1.0
-        world.one_pass()  # PATCH ann -> bob, POST tags VIP: both applied; the worker dies
-        world.db.crash_rate = 0.0
+        _renamed_to_bob_with_vip_then_died(world)
         assert "vip" in world.tags_of(world.members[h("bob@x.com")])
         assert world.db.ledger[h("bob@x.com")].maybe_tags == ("VIP",)
         world.update(contact(1, "bob@x.com", "Ann", tags=[]))
@@ -1644,12 +1650,7 @@ def test_an_email_change_asked_again_onto_an_address_another_contact_joined() ->
     fixed by `mirror.tags_after_rename`: the rename ann -> bob and its tag call adding VIP took
     effect and nothing was recorded; then Eve joined as BOB@x.com and Ann dropped VIP."""
     with new_world() as world:
-        world.insert(contact(1, "ann@x.com", "Ann"))
-        world.drain()
-        world.update(contact(1, "bob@x.com", "Ann", tags=["VIP"]))
-        world.db.crash_rate = 1.0
-        world.one_pass()  # PATCH ann -> bob, POST tags VIP: both applied; the worker dies
-        world.db.crash_rate = 0.0
+        _renamed_to_bob_with_vip_then_died(world)
         world.insert(contact(2, "BOB@x.com", "Eve"))
         world.update(contact(1, "bob@x.com", "Ann", tags=[]))
         world.drain()

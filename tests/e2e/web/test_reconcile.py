@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -221,6 +222,27 @@ def test_an_interrupted_run_resumes_at_the_next_page(
     assert verify_audit(web_settings(sync), sync.cipher, user.user_id) == []
 
 
+def _disconnect_during_listing(
+    sync: SyncHarness,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    when: Callable[[dict[str, Any]], bool],
+) -> None:
+    """The user disconnects (the run cancelled) while a listing of members whose query `when`
+    picks is answered."""
+    real = MailchimpClient.list_members
+
+    async def disconnected_meanwhile(self: MailchimpClient, *a: Any, **kw: Any) -> Any:
+        page = await real(self, *a, **kw)
+        if when(kw):
+            with psycopg.connect(sync.db_url, autocommit=True) as conn:
+                cancel_run(conn, user.user_id, "disconnected")
+        return page
+
+    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_meanwhile)
+
+
 def test_a_run_cancelled_mid_page_writes_nothing_of_that_page(
     sync: SyncHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,20 +257,13 @@ def test_a_run_cancelled_mid_page_writes_nothing_of_that_page(
         sync.update_contact(cid, first_name=f"Changed {i}")
     _lose_pending_events(sync, user)
 
-    real = MailchimpClient.list_members
     calls = {"n": 0}
 
-    async def disconnected_during_the_second_page(
-        self: MailchimpClient, *a: Any, **kw: Any
-    ) -> Any:
+    def second_page(kw: dict[str, Any]) -> bool:
         calls["n"] += 1
-        page = await real(self, *a, **kw)
-        if calls["n"] == 2:
-            with psycopg.connect(sync.db_url, autocommit=True) as conn:
-                cancel_run(conn, user.user_id, "disconnected")
-        return page
+        return calls["n"] == 2
 
-    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_during_the_second_page)
+    _disconnect_during_listing(sync, user, monkeypatch, when=second_page)
     _request_sync_now(sync, user)
     assert (
         sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w", page_size=2)
@@ -274,18 +289,9 @@ def test_a_run_cancelled_while_archived_members_are_listed_commits_nothing_more(
     sync.add_contact(user, "never@clientmail.io", first_name="Never")  # its member never made
     _lose_pending_events(sync, user)
 
-    real = MailchimpClient.list_members
-
-    async def disconnected_during_the_archived_listing(
-        self: MailchimpClient, *a: Any, **kw: Any
-    ) -> Any:
-        page = await real(self, *a, **kw)
-        if kw.get("status") == "archived":
-            with psycopg.connect(sync.db_url, autocommit=True) as conn:
-                cancel_run(conn, user.user_id, "disconnected")
-        return page
-
-    monkeypatch.setattr(MailchimpClient, "list_members", disconnected_during_the_archived_listing)
+    _disconnect_during_listing(
+        sync, user, monkeypatch, when=lambda kw: kw.get("status") == "archived"
+    )
     _request_sync_now(sync, user)
     assert sync_now_run(web_settings(sync), sync.cipher, user.user_id, owner="w") is None
     [run] = sync.execute("SELECT * FROM mcsync.mcsync_reconciliations")
